@@ -1,0 +1,32 @@
+"""The one door to numba.
+
+Every kernel in :mod:`encoders` is declared with :data:`kernel`.  Kernels are compiled with
+``nogil=True`` so the server can run them on a thread pool while the event loop keeps serving,
+and with ``cache=True`` so a second start of the process loads machine code from disk instead
+of compiling again.  Under ``NUMBA_DISABLE_JIT=1`` numba hands back the plain Python function,
+which is how the test-suite checks the kernels' logic without the JIT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numba
+
+__all__ = ["JIT_ENABLED", "kernel", "py_func"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: False when ``NUMBA_DISABLE_JIT=1``: kernels then run as ordinary Python.
+JIT_ENABLED: bool = not numba.config.DISABLE_JIT
+
+
+def kernel(func: F) -> F:
+    """Compile ``func`` as a nogil, disk-cached numba kernel (integer code: no fastmath)."""
+    return numba.njit(nogil=True, cache=True)(func)  # type: ignore[no-any-return]
+
+
+def py_func(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The pure-Python body of a kernel (itself when the JIT is disabled)."""
+    return getattr(func, "py_func", func)

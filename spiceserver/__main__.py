@@ -1,0 +1,127 @@
+"""Command line: ``spiceserver serve`` (also ``python -m spiceserver serve``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+from spiceserver.config import COMPRESSION_NAMES, ServerConfig, is_loopback
+from spiceserver.errors import ConfigError
+from spiceserver.protocol.enums import MAX_PASSWORD_LENGTH
+from spiceserver.server import SpiceServer
+from spiceserver.sources import source_from_spec
+
+logger = logging.getLogger("spiceserver")
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT``."""
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        return host, int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad port in {value!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spiceserver", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve a screen over SPICE")
+    serve.add_argument("--listen", type=parse_listen, default=("127.0.0.1", 5900),
+                       metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:5900)")
+    ticket = serve.add_mutually_exclusive_group()
+    ticket.add_argument("--password", metavar="TEXT", help="the ticket clients must give")
+    ticket.add_argument("--password-file", type=Path, metavar="PATH",
+                        help="read the ticket from the first line of a file")
+    ticket.add_argument("--disable-ticketing", action="store_true",
+                        help="accept any ticket (only on a loopback address)")
+    serve.add_argument("--source", default="pattern", metavar="SPEC",
+                       help="pattern, pattern:WxH or image:PATH (default pattern)")
+    serve.add_argument("--image-compression", choices=sorted(COMPRESSION_NAMES), default="off",
+                       help="image codec for screen updates (default off: raw bitmaps)")
+    serve.add_argument("--max-fps", type=float, default=30.0, help="updates per second per client")
+    serve.add_argument("--log-level", default="info",
+                       choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
+    """The server config, and whether the password was generated (to be printed)."""
+    host, port = args.listen
+    generated = False
+    password: str | None = args.password
+    if args.password_file is not None:
+        password = args.password_file.read_text().splitlines()[0] if args.password_file.exists() \
+            else None
+        if not password:
+            raise ConfigError(f"{args.password_file}: no password on its first line")
+    if args.disable_ticketing:
+        if not is_loopback(host):
+            raise ConfigError(
+                f"refusing to listen on {host} without a ticket: anyone could connect"
+            )
+    elif password is None:
+        password = secrets.token_urlsafe(18)[:MAX_PASSWORD_LENGTH]
+        generated = True
+    config = ServerConfig(
+        host=host,
+        port=port,
+        password=password,
+        disable_ticketing=args.disable_ticketing,
+        image_compression=COMPRESSION_NAMES[args.image_compression],
+        max_fps=args.max_fps,
+    )
+    return config, generated
+
+
+async def serve(args: argparse.Namespace) -> int:
+    config, generated = config_from_args(args)
+    source = source_from_spec(args.source)
+    async with SpiceServer(source, config) as server:
+        uri = server.uri
+        if generated:
+            assert config.password is not None
+            uri += f"?password={quote(config.password, safe='')}"
+            print("one-time password generated; connect with:", flush=True)
+        print(f"remote-viewer '{uri}'", flush=True)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        logger.info("shutting down")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but stay usable without
+        runner = asyncio.run
+    try:
+        return runner(serve(args))
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"spiceserver: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

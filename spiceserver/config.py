@@ -1,0 +1,79 @@
+"""Server options, as frozen dataclasses, with every limit named and documented."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from spiceserver.errors import ConfigError
+from spiceserver.protocol.channel import ChannelLimits
+from spiceserver.protocol.enums import MAX_PASSWORD_LENGTH, ImageCompression
+from spiceserver.protocol.link import DEFAULT_MAX_LINK_SIZE
+
+__all__ = ["COMPRESSION_NAMES", "ServerConfig", "is_loopback"]
+
+#: ``--image-compression`` values → SpiceImageCompression.
+COMPRESSION_NAMES = {
+    "off": ImageCompression.OFF,
+    "auto-glz": ImageCompression.AUTO_GLZ,
+    "auto-lz": ImageCompression.AUTO_LZ,
+    "quic": ImageCompression.QUIC,
+    "glz": ImageCompression.GLZ,
+    "lz": ImageCompression.LZ,
+}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts local connections."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Everything a :class:`~spiceserver.SpiceServer` needs besides its source."""
+
+    host: str = "127.0.0.1"
+    #: 0 picks a free port (see ``SpiceServer.port``).
+    port: int = 5900
+    #: The ticket; ``None`` with ``disable_ticketing`` accepts any ticket.
+    password: str | None = None
+    disable_ticketing: bool = False
+    image_compression: ImageCompression = ImageCompression.OFF
+    #: Name sent in MAIN NAME to clients that ask (NAME_AND_UUID).
+    name: str = "spiceserver"
+    #: Most screen updates per second sent to one client.
+    max_fps: float = 30.0
+    #: Largest SpiceLinkHeader.size accepted (spice-server: 4096).
+    max_link_size: int = DEFAULT_MAX_LINK_SIZE
+    #: A connection must complete its link within this many seconds.
+    handshake_timeout: float = 10.0
+    #: Client → server message limits and the ACK window, per channel.
+    channel_limits: ChannelLimits = field(default_factory=ChannelLimits)
+    #: Transport write buffer high-water mark: above it, no new screen updates are produced.
+    write_buffer_high: int = 4 * 1024 * 1024
+    #: Pre-generated RSA keys kept ready so a link never waits on key generation.
+    rsa_key_pool: int = 4
+    #: Worker threads encoding images off the event loop.
+    encoder_threads: int = 2
+
+    def __post_init__(self) -> None:
+        if self.password is None and not self.disable_ticketing:
+            raise ConfigError("set a password or disable ticketing explicitly")
+        if self.password is not None:
+            if self.disable_ticketing:
+                raise ConfigError("a password and disable_ticketing exclude each other")
+            raw = self.password.encode()
+            if not raw or len(raw) > MAX_PASSWORD_LENGTH or b"\0" in raw:
+                raise ConfigError(
+                    f"the password must be 1..{MAX_PASSWORD_LENGTH} bytes without NUL "
+                    "(SPICE_MAX_PASSWORD_LENGTH)"
+                )
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port {self.port} out of range")
+        if self.max_fps <= 0:
+            raise ConfigError("max_fps must be positive")

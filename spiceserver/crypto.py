@@ -1,0 +1,83 @@
+"""RSA keys for the link stage and the ticket check (SPICE-REFERENCE 1.6–1.7).
+
+spice-server makes a fresh 1024-bit key for every link.  Generating one takes tens of
+milliseconds, so :class:`KeyPool` keeps a few ready and refills in a worker thread: the event
+loop never generates a key itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hmac
+from concurrent.futures import Executor
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+__all__ = ["KeyPool", "check_ticket", "public_key_der"]
+
+_OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
+
+
+def _generate() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=1024)
+
+
+def public_key_der(key: rsa.RSAPrivateKey) -> bytes:
+    """The 162-byte DER SubjectPublicKeyInfo the link reply carries (pitfall 4)."""
+    return key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def check_ticket(key: rsa.RSAPrivateKey, ciphertext: bytes, password: bytes | None) -> bool:
+    """Decrypt the RSA-OAEP(SHA-1) ticket and compare it in constant time.
+
+    The plaintext is the password plus a NUL (spice-gtk ``spice_channel_send_spice_ticket``);
+    like spice-server we take it up to the first NUL.  With ticketing disabled (``password``
+    None) the ticket must still decrypt, as spice-server requires.
+    """
+    try:
+        plaintext = key.decrypt(ciphertext, _OAEP)
+    except ValueError:
+        return False
+    if password is None:
+        return True
+    return hmac.compare_digest(plaintext.split(b"\0", 1)[0], password)
+
+
+class KeyPool:
+    """A few RSA keys generated ahead in a worker thread; each key is used for one link."""
+
+    def __init__(self, executor: Executor | None, size: int = 4) -> None:
+        self._executor = executor
+        self._size = max(1, size)
+        self._ready: collections.deque[rsa.RSAPrivateKey] = collections.deque()
+        self._pending = 0
+
+    def fill(self) -> None:
+        """Start generating keys until the pool is full (call on the event loop)."""
+        loop = asyncio.get_running_loop()
+        while len(self._ready) + self._pending < self._size:
+            self._pending += 1
+            future = loop.run_in_executor(self._executor, _generate)
+            future.add_done_callback(self._generated)
+
+    def _generated(self, future: asyncio.Future[rsa.RSAPrivateKey]) -> None:
+        self._pending -= 1
+        if not future.cancelled() and future.exception() is None:
+            self._ready.append(future.result())
+
+    def take_nowait(self) -> rsa.RSAPrivateKey | None:
+        """A ready key, or None when the pool is momentarily empty."""
+        key = self._ready.popleft() if self._ready else None
+        self.fill()
+        return key
+
+    async def take(self) -> rsa.RSAPrivateKey:
+        """A key: from the pool, or generated off the loop when the pool is empty."""
+        key = self.take_nowait()
+        if key is not None:
+            return key
+        return await asyncio.get_running_loop().run_in_executor(self._executor, _generate)

@@ -1,0 +1,231 @@
+"""Framed traffic on one linked channel, sans I/O: headers, ACK window, PING/PONG, dispatch.
+
+After the link, each direction is a sequence of messages with either the 6-byte mini header
+(u16 type, u32 size) or the 18-byte full header (u64 serial, u16 type, u32 size, u32 sub_list)
+— mini iff both sides advertised MINI_HEADER (SPICE-REFERENCE 2.1).
+
+Flow control (spice-server ``red-channel-client.cpp``): after SET_ACK{generation, window} the
+client sends one ACK per ``window`` messages it received.  We count messages sent since the
+SET_ACK and report :meth:`ChannelProtocol.can_send` False once more than ``2 * window`` are
+unacknowledged; the owner then stops producing (latest-wins) until an ACK arrives.
+
+Subclasses declare ``_handlers``: a table from message class to method.  A message type with
+no entry is a protocol error; messages deliberately ignored are listed with :meth:`_ignore`.
+"""
+
+from __future__ import annotations
+
+import collections
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from spiceserver.errors import DecodeError, MessageTooLarge, UnexpectedMessage
+from spiceserver.protocol import messages as m
+from spiceserver.protocol.enums import ChannelType
+from spiceserver.protocol.events import ClientDisconnecting
+
+__all__ = ["ChannelLimits", "ChannelProtocol", "ChannelStats"]
+
+_MINI = struct.Struct("<HI")
+_FULL = struct.Struct("<QHII")
+
+#: spice-server's ``NARROW_CLIENT_ACK_WINDOW``.
+DEFAULT_ACK_WINDOW = 20
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelLimits:
+    """Bounds on what one channel accepts from its client."""
+
+    #: Largest client → server message body (AGENT_DATA chunks are ≤ 2 KiB + header).
+    max_message_size: int = 64 * 1024
+    #: Client → server bytes buffered before they are parsed (bounds a flooding client).
+    max_receive_buffer: int = 256 * 1024
+    ack_window: int = DEFAULT_ACK_WINDOW
+
+
+@dataclass(slots=True)
+class ChannelStats:
+    """Counters for the per-session metrics line."""
+
+    messages_sent: int = 0
+    bytes_sent: int = 0
+    messages_received: int = 0
+    ack_lag: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=256))
+    rtt: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=64))
+
+
+Handler = Callable[[Any, Any, float], None]
+
+
+class ChannelProtocol:
+    """Base of the per-channel state machines."""
+
+    channel_type: ClassVar[ChannelType]
+    _handlers: ClassVar[dict[type[m.Message], Handler]] = {}
+
+    def __init__(
+        self,
+        *,
+        mini_header: bool,
+        common_caps: tuple[int, ...] = (),
+        channel_caps: tuple[int, ...] = (),
+        limits: ChannelLimits | None = None,
+    ) -> None:
+        self.mini_header = mini_header
+        self.client_common_caps = common_caps
+        self.client_channel_caps = channel_caps
+        self.limits = limits or ChannelLimits()
+        self.stats = ChannelStats()
+        self._in = bytearray()
+        self._out: list[bytes | memoryview] = []
+        self._events: list[Any] = []
+        self._serial = 0
+        self.closed = False
+        # ACK window state.
+        self._ack_generation = 0
+        self._ack_window = 0
+        self._client_generation = -1
+        self._unacked = 0
+        self._window_sent_at: collections.deque[float] = collections.deque(maxlen=1024)
+        # PING state.
+        self._ping_id = 0
+        self._pings: dict[int, float] = {}
+
+    # ------------------------------------------------------------------ input side
+
+    def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
+        """Parse whole messages from ``data``; raises a ProtocolError subclass on bad input."""
+        if self.closed:
+            return
+        self._in += data
+        if len(self._in) > self.limits.max_receive_buffer:
+            raise MessageTooLarge(f"{len(self._in)} bytes of client data are waiting unparsed")
+        header = _MINI if self.mini_header else _FULL
+        offset = 0
+        buffer = self._in
+        try:
+            while len(buffer) - offset >= header.size:
+                if self.mini_header:
+                    type_, size = _MINI.unpack_from(buffer, offset)
+                else:
+                    _serial, type_, size, sub_list = _FULL.unpack_from(buffer, offset)
+                    if sub_list:
+                        raise DecodeError("sub-message lists from a client are not supported")
+                if size > self.limits.max_message_size:
+                    raise MessageTooLarge(
+                        f"message type {type_} announces {size} bytes, limit "
+                        f"{self.limits.max_message_size}"
+                    )
+                end = offset + header.size + size
+                if len(buffer) < end:
+                    break
+                body = bytes(buffer[offset + header.size : end])
+                offset = end
+                self._dispatch(type_, body, now)
+        finally:
+            del buffer[:offset]
+
+    def events_received(self) -> list[Any]:
+        """Events produced since the last call."""
+        events, self._events = self._events, []
+        return events
+
+    # ------------------------------------------------------------------ output side
+
+    def send(self, message: m.Message) -> None:
+        self.send_raw(message.TYPE, (message.pack(),))
+
+    def send_raw(self, type_: int, chunks: Iterable[bytes | memoryview]) -> None:
+        """Frame a message whose body is the concatenation of ``chunks`` (no copy made)."""
+        chunks = list(chunks)
+        size = sum(len(c) for c in chunks)
+        if self.mini_header:
+            self._out.append(_MINI.pack(type_, size))
+        else:
+            self._serial += 1
+            self._out.append(_FULL.pack(self._serial, type_, size, 0))
+        self._out.extend(chunks)
+        self.stats.messages_sent += 1
+        self.stats.bytes_sent += size + (_MINI.size if self.mini_header else _FULL.size)
+        if self._ack_window:
+            self._unacked += 1
+            if self._unacked % self._ack_window == 0:
+                self._window_sent_at.append(self._now)
+
+    def data_to_send(self) -> list[bytes | memoryview]:
+        out, self._out = self._out, []
+        return out
+
+    def can_send(self) -> bool:
+        """False while more than 2 × window messages are unacknowledged (``waiting_for_ack``)."""
+        return not self._ack_window or self._unacked <= 2 * self._ack_window
+
+    def start_acks(self, now: float) -> None:
+        """Send SET_ACK; the client ACKs every ``window`` messages from here on."""
+        self._now = now
+        self._ack_generation += 1
+        self.send(m.SetAck(generation=self._ack_generation, window=self.limits.ack_window))
+        self._ack_window = self.limits.ack_window
+        self._unacked = 0
+        self._window_sent_at.clear()
+
+    def ping(self, now: float) -> None:
+        """Send a PING; the PONG gives the round-trip time."""
+        self._ping_id += 1
+        if len(self._pings) < 16:  # a client that never answers cannot grow this
+            self._pings[self._ping_id] = now
+        self.send(m.Ping(id=self._ping_id, timestamp=int(now * 1e9) & 0xFFFF_FFFF_FFFF_FFFF))
+
+    def set_time(self, now: float) -> None:
+        """The owner's clock for send-side bookkeeping (ack lag)."""
+        self._now = now
+
+    _now = 0.0
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _dispatch(self, type_: int, body: bytes, now: float) -> None:
+        message = m.decode_client_message(self.channel_type, type_, body)
+        self.stats.messages_received += 1
+        handler = _BASE_HANDLERS.get(type(message)) or self._handlers.get(type(message))
+        if handler is None:
+            raise UnexpectedMessage(
+                f"{type(message).__name__} is not accepted on the {self.channel_type.name} channel"
+            )
+        handler(self, message, now)
+
+    def _ignore(self, message: m.Message, now: float) -> None:
+        """Accepted and deliberately ignored."""
+
+    # Base handlers (channel-base.c, red-channel-client.cpp).
+
+    def _on_ack_sync(self, message: m.AckSync, now: float) -> None:
+        self._client_generation = message.generation
+
+    def _on_ack(self, message: m.Ack, now: float) -> None:
+        if self._client_generation != self._ack_generation or not self._ack_window:
+            return  # an ACK for an older SET_ACK
+        self._unacked = max(0, self._unacked - self._ack_window)
+        if self._window_sent_at:
+            self.stats.ack_lag.append(now - self._window_sent_at.popleft())
+
+    def _on_pong(self, message: m.Pong, now: float) -> None:
+        sent = self._pings.pop(message.id, None)
+        if sent is not None:
+            self.stats.rtt.append(now - sent)
+
+    def _on_disconnecting(self, message: m.ClientDisconnecting, now: float) -> None:
+        self._events.append(ClientDisconnecting(reason=message.reason))
+
+
+_BASE_HANDLERS: dict[type[m.Message], Handler] = {
+    m.AckSync: ChannelProtocol._on_ack_sync,
+    m.Ack: ChannelProtocol._on_ack,
+    m.Pong: ChannelProtocol._on_pong,
+    m.ClientDisconnecting: ChannelProtocol._on_disconnecting,
+    m.MigrateFlushMark: ChannelProtocol._ignore,
+    m.ClientMigrateData: ChannelProtocol._ignore,
+}

@@ -1,0 +1,165 @@
+"""The display channel (type 2), sans I/O.  Images arrive here already encoded.
+
+Start-up (spice-server ``dcc_start``; spice-gtk ``spice_display_channel_up``): we send SET_ACK;
+the client sends DISPLAY_INIT (its image cache and GLZ window); the owner then creates the
+primary surface (SURFACE_CREATE + MONITORS_CONFIG when the client has the cap), draws it, and
+sends MARK, without which spice-gtk widgets never become ready (pitfall 15).
+
+Drawing layouts follow spice.proto (``DrawCopy``, ``DrawFill``, ``CopyBits``) with clip NONE and
+no mask; rectangles are written top, left, bottom, right (pitfall 14).  Pointers inside a body
+are offsets from the body start (pitfall 17): the one image of a DRAW_COPY sits right after the
+57 fixed bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import ClassVar
+
+from spiceserver.protocol import messages as m
+from spiceserver.protocol.channel import ChannelProtocol, Handler
+from spiceserver.protocol.enums import (
+    ROPD_OP_PUT,
+    SURFACE_FLAG_PRIMARY,
+    ChannelType,
+    DisplayCap,
+    DisplayServerMsg,
+    ImageType,
+    SurfaceFormat,
+    has_cap,
+)
+from spiceserver.protocol.events import CompressionPreferred, DisplayReady
+
+__all__ = ["SERVER_DISPLAY_CAPS", "DisplayChannel", "EncodedImage"]
+
+#: What we advertise: we send MONITORS_CONFIG to clients that know it, and honour
+#: PREFERRED_COMPRESSION (pitfall 22: advertise only what is handled).
+SERVER_DISPLAY_CAPS = [DisplayCap.MONITORS_CONFIG, DisplayCap.PREF_COMPRESSION]
+
+_DRAW_COPY = struct.Struct("<I4iBI4iHBBiiI")  # 57 bytes, clip NONE, no mask
+_DRAW_FILL = struct.Struct("<I4iBBIHBiiI")  # 41 bytes, clip NONE, solid brush, no mask
+_COPY_BITS = struct.Struct("<I4iBii")  # 29 bytes, clip NONE
+_DESCRIPTOR = struct.Struct("<QBBII")  # SpiceImageDescriptor, 18 bytes
+PRIMARY_SURFACE = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedImage:
+    """One SpiceImage, ready for the wire.
+
+    ``body`` is everything after the 18-byte descriptor (for QUIC: u32 data_size and the
+    stream; for BITMAP: format, flags, size, stride, palette pointer and pixels).
+    """
+
+    type: ImageType
+    width: int
+    height: int
+    body: tuple[bytes | memoryview, ...]
+    flags: int = 0
+    id: int = 0
+
+    @property
+    def size(self) -> int:
+        return _DESCRIPTOR.size + sum(len(chunk) for chunk in self.body)
+
+
+class DisplayChannel(ChannelProtocol):
+    channel_type = ChannelType.DISPLAY
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.ready: DisplayReady | None = None
+        self.preferred_compression: int | None = None
+        self.surface_size: tuple[int, int] | None = None
+        self._next_image_id = 1
+
+    @property
+    def client_has_monitors_config(self) -> bool:
+        return has_cap(self.client_channel_caps, DisplayCap.MONITORS_CONFIG)
+
+    def start(self, now: float) -> None:
+        self.start_acks(now)
+
+    def create_primary(self, width: int, height: int) -> None:
+        """SURFACE_CREATE for surface 0 (x8r8g8b8), and the one-head MONITORS_CONFIG."""
+        if self.surface_size is not None:
+            self.send(m.SurfaceDestroy(surface_id=PRIMARY_SURFACE))
+        self.surface_size = (width, height)
+        self.send(
+            m.SurfaceCreate(
+                surface_id=PRIMARY_SURFACE,
+                width=width,
+                height=height,
+                format=SurfaceFormat.FMT_32_xRGB,
+                flags=SURFACE_FLAG_PRIMARY,
+            )
+        )
+        if self.client_has_monitors_config:
+            self.send(m.MonitorsConfig(heads=((0, PRIMARY_SURFACE, width, height, 0, 0, 0),)))
+
+    def mark(self) -> None:
+        self.send(m.Mark())
+
+    def draw_copy(self, x: int, y: int, image: EncodedImage) -> None:
+        """Copy ``image`` to the primary surface with its top-left corner at (x, y)."""
+        w, h = image.width, image.height
+        head = _DRAW_COPY.pack(
+            PRIMARY_SURFACE,
+            y, x, y + h, x + w,  # box: top, left, bottom, right
+            0,  # clip NONE
+            _DRAW_COPY.size,  # src_bitmap: offset of the image from the body start
+            0, 0, h, w,  # src_area
+            ROPD_OP_PUT,
+            0,  # scale_mode (unused: src_area and box have the same size)
+            0, 0, 0, 0,  # mask: flags, pos, bitmap = NULL
+        )  # fmt: skip
+        descriptor = _DESCRIPTOR.pack(image.id or self._take_id(), image.type, image.flags, w, h)
+        self.send_raw(DisplayServerMsg.DRAW_COPY, (head, descriptor, *image.body))
+
+    def draw_fill(self, x: int, y: int, width: int, height: int, color: int) -> None:
+        """Fill a rectangle with a solid 0x00RRGGBB colour."""
+        body = _DRAW_FILL.pack(
+            PRIMARY_SURFACE,
+            y, x, y + height, x + width,
+            0,  # clip NONE
+            1,  # brush SOLID
+            color & 0xFFFFFF,
+            ROPD_OP_PUT,
+            0, 0, 0, 0,  # mask
+        )  # fmt: skip
+        self.send_raw(DisplayServerMsg.DRAW_FILL, (body,))
+
+    def copy_bits(self, src_x: int, src_y: int, x: int, y: int, width: int, height: int) -> None:
+        """Copy a surface area whose top-left is (src_x, src_y) to the rectangle at (x, y)."""
+        body = _COPY_BITS.pack(
+            PRIMARY_SURFACE, y, x, y + height, x + width, 0, src_x, src_y
+        )
+        self.send_raw(DisplayServerMsg.COPY_BITS, (body,))
+
+    def _take_id(self) -> int:
+        self._next_image_id += 1
+        return self._next_image_id
+
+    # ------------------------------------------------------------------ handlers
+
+    def _on_init(self, message: m.DisplayInit, now: float) -> None:
+        if self.ready is not None:
+            return  # spice-gtk sends it once; a repeat changes nothing we rely on
+        self.ready = DisplayReady(
+            pixmap_cache_size=max(0, message.pixmap_cache_size),
+            glz_window_size=max(0, message.glz_dictionary_window_size),
+        )
+        self._events.append(self.ready)
+
+    def _on_preferred_compression(self, message: m.PreferredCompression, now: float) -> None:
+        self.preferred_compression = message.image_compression
+        self._events.append(CompressionPreferred(compression=message.image_compression))
+
+    _handlers: ClassVar[dict[type[m.Message], Handler]] = {
+        m.DisplayInit: _on_init,
+        m.PreferredCompression: _on_preferred_compression,
+        m.StreamReport: ChannelProtocol._ignore,  # we never create streams
+        m.GlDrawDone: ChannelProtocol._ignore,
+        m.PreferredVideoCodecType: ChannelProtocol._ignore,
+    }

@@ -1,0 +1,113 @@
+"""Events the protocol core reports to its owner (the server layer or an embedding program).
+
+Input events use PC AT (set 1) scancodes as SPICE carries them: ``scancode`` is the make code
+(0x01..0x7F); keys sent with an E0 prefix (arrows, right Ctrl, keypad Enter …) are
+``0xE000 | code`` and the E1-prefixed Pause key is ``0xE11D``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from spiceserver.protocol.enums import KeyModifiers, MouseButton
+
+__all__ = [
+    "ButtonEvent",
+    "ClientDisconnecting",
+    "CompressionPreferred",
+    "DisplayReady",
+    "InputEvent",
+    "KeyEvent",
+    "LockState",
+    "MouseModeChanged",
+    "PointerMotion",
+    "PointerPosition",
+    "WheelEvent",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyEvent:
+    """A key went down or up."""
+
+    scancode: int
+    pressed: bool
+
+    @property
+    def extended(self) -> bool:
+        """Sent with the E0 (or E1) prefix."""
+        return self.scancode > 0xFF
+
+
+@dataclass(frozen=True, slots=True)
+class LockState:
+    """The client's Caps/Num/Scroll lock state."""
+
+    modifiers: KeyModifiers
+
+
+@dataclass(frozen=True, slots=True)
+class PointerPosition:
+    """Absolute pointer position in surface pixels (client mouse mode)."""
+
+    x: int
+    y: int
+    buttons: int
+    display_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PointerMotion:
+    """Relative pointer motion (server mouse mode)."""
+
+    dx: int
+    dy: int
+    buttons: int
+
+
+@dataclass(frozen=True, slots=True)
+class ButtonEvent:
+    """A pointer button went down or up (not the wheel)."""
+
+    button: MouseButton
+    pressed: bool
+    buttons: int
+
+
+@dataclass(frozen=True, slots=True)
+class WheelEvent:
+    """One wheel step: ``dy`` = -1 up, +1 down (spice-server's mapping of buttons UP/DOWN)."""
+
+    dy: int
+
+
+InputEvent = KeyEvent | LockState | PointerPosition | PointerMotion | ButtonEvent | WheelEvent
+
+
+@dataclass(frozen=True, slots=True)
+class DisplayReady:
+    """DISPLAY_INIT arrived: the client's image cache and GLZ window (in pixels)."""
+
+    pixmap_cache_size: int
+    glz_window_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class CompressionPreferred:
+    """PREFERRED_COMPRESSION: the client asked for a SpiceImageCompression."""
+
+    compression: int
+
+
+@dataclass(frozen=True, slots=True)
+class MouseModeChanged:
+    """The main channel switched mouse mode (SERVER 1, CLIENT 2)."""
+
+    mode: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClientDisconnecting:
+    """The client announced it is leaving, with a SpiceLinkErr reason."""
+
+    reason: int

@@ -1,0 +1,98 @@
+"""The main channel (type 1), sans I/O.
+
+Order that makes spice-gtk open the other channels (SPICE-REFERENCE 3.3): INIT first, then
+CHANNELS_LIST only after the client's ATTACH_CHANNELS (pitfall 7).  We start in CLIENT mouse
+mode (absolute positions) and grant any supported MOUSE_MODE_REQUEST with a MOUSE_MODE reply.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from spiceserver.protocol import messages as m
+from spiceserver.protocol.channel import ChannelProtocol, Handler
+from spiceserver.protocol.enums import ChannelType, MainCap, MouseMode, has_cap
+from spiceserver.protocol.events import MouseModeChanged
+
+__all__ = ["MainChannel"]
+
+
+def mm_time(now: float) -> int:
+    """The multimedia clock in ms (u32, wraps) from the owner's monotonic seconds."""
+    return int(now * 1000) & 0xFFFF_FFFF
+
+
+class MainChannel(ChannelProtocol):
+    channel_type = ChannelType.MAIN
+
+    def __init__(
+        self,
+        *,
+        session_id: int,
+        channels: tuple[tuple[int, int], ...],
+        name: str = "spiceserver",
+        uuid: bytes = bytes(16),
+        mouse_modes: MouseMode = MouseMode.SERVER | MouseMode.CLIENT,
+        ram_hint: int = 64 * 1024 * 1024 * 2,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.session_id = session_id
+        self.channels = channels
+        self.name = name
+        self.uuid = uuid
+        self.supported_modes = mouse_modes
+        self.mouse_mode = MouseMode.CLIENT if MouseMode.CLIENT in mouse_modes else MouseMode.SERVER
+        # spice-gtk sizes its GLZ window as clamp(ram_hint / 2, 12 MiB, 64 MiB).
+        self.ram_hint = ram_hint
+        self.attached = False
+
+    def start(self, now: float) -> None:
+        """Queue INIT (and NAME/UUID if the client has NAME_AND_UUID) right after the link."""
+        self.set_time(now)
+        self.send(
+            m.MainInit(
+                session_id=self.session_id,
+                display_channels_hint=1,
+                supported_mouse_modes=int(self.supported_modes),
+                current_mouse_mode=int(self.mouse_mode),
+                agent_connected=0,  # no VDAgent here (pitfall 11)
+                agent_tokens=0,
+                multi_media_time=mm_time(now),
+                ram_hint=self.ram_hint,
+            )
+        )
+        if has_cap(self.client_channel_caps, MainCap.NAME_AND_UUID):
+            self.send(m.Name(name=self.name))
+            self.send(m.Uuid(uuid=self.uuid))
+        self.send(m.MultiMediaTime(time=mm_time(now)))
+        self.ping(now)
+
+    def _on_attach_channels(self, message: m.AttachChannels, now: float) -> None:
+        self.attached = True
+        self.send(m.ChannelsList(channels=self.channels))
+
+    def _on_mouse_mode_request(self, message: m.MouseModeRequest, now: float) -> None:
+        requested = message.mode
+        valid = requested in (MouseMode.SERVER, MouseMode.CLIENT)
+        if valid and requested & self.supported_modes and requested != self.mouse_mode:
+            self.mouse_mode = MouseMode(requested)
+            self._events.append(MouseModeChanged(mode=requested))
+        self.send(
+            m.MouseModeMsg(supported_modes=int(self.supported_modes), current_mode=self.mouse_mode)
+        )
+
+    _handlers: ClassVar[dict[type[m.Message], Handler]] = {
+        m.AttachChannels: _on_attach_channels,
+        m.MouseModeRequest: _on_mouse_mode_request,
+        m.ClientInfo: ChannelProtocol._ignore,  # obsolete (pitfall 10)
+        m.AgentStart: ChannelProtocol._ignore,  # no agent is claimed
+        m.AgentData: ChannelProtocol._ignore,
+        m.AgentToken: ChannelProtocol._ignore,
+        m.MigrateConnected: ChannelProtocol._ignore,
+        m.MigrateConnectError: ChannelProtocol._ignore,
+        m.MigrateEnd: ChannelProtocol._ignore,
+        m.MigrateDstDoSeamless: ChannelProtocol._ignore,
+        m.MigrateConnectedSeamless: ChannelProtocol._ignore,
+        m.QualityIndicator: ChannelProtocol._ignore,
+    }

@@ -1,0 +1,615 @@
+"""Every SPICE message this server sends or accepts, declared once, as data.
+
+A message is a frozen dataclass registered with :func:`message` under its channel, direction and
+type number (spice.proto ``channel ...`` blocks).  Fixed layouts are a single precompiled
+``struct`` format; a trailing ``bytes`` field marked ``tail=True`` takes the rest of the body.
+The few variable layouts (arrays, strings) provide their own ``_pack``/``_unpack``.  Display
+drawing messages, which carry encoded images, are built in :mod:`spiceserver.protocol.display`.
+
+Decoding is strict: a body that is too short or has bytes left over raises
+:class:`~spiceserver.errors.DecodeError` (the generated spice-server demarshallers reject short
+bodies too; trailing bytes are a sign of a peer we do not understand).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from collections.abc import Callable
+from typing import ClassVar, TypeVar
+
+from spiceserver.errors import DecodeError, UnexpectedMessage
+from spiceserver.protocol.enums import (
+    BaseClientMsg,
+    BaseServerMsg,
+    ChannelType,
+    CursorFlags,
+    CursorServerMsg,
+    CursorType,
+    DisplayClientMsg,
+    DisplayServerMsg,
+    InputsClientMsg,
+    InputsServerMsg,
+    MainClientMsg,
+    MainServerMsg,
+)
+
+__all__ = ["CLIENT", "REGISTRY", "SERVER", "Message", "decode_client_message", "message"]
+
+CLIENT = "client"  # client → server
+SERVER = "server"  # server → client
+
+#: (direction, channel type or None for the common messages, type number) → message class.
+REGISTRY: dict[tuple[str, ChannelType | None, int], type[Message]] = {}
+
+M = TypeVar("M", bound="Message")
+
+
+class Message:
+    """Base of all message dataclasses."""
+
+    TYPE: ClassVar[int]
+    CHANNEL: ClassVar[ChannelType | None]
+    DIRECTION: ClassVar[str]
+    _STRUCT: ClassVar[struct.Struct]
+    _TAIL: ClassVar[bool]
+
+    def pack(self) -> bytes:
+        """The message body."""
+        return self._pack()
+
+    @classmethod
+    def unpack(cls: type[M], body: bytes | memoryview) -> M:
+        """Parse a body; :class:`DecodeError` on any mismatch."""
+        return cls._unpack(body)
+
+    # Default fixed-layout codec; variable layouts override these two.
+    def _pack(self) -> bytes:
+        values = dataclasses.astuple(self)  # type: ignore[call-overload]
+        if self._TAIL:
+            return self._STRUCT.pack(*values[:-1]) + bytes(values[-1])
+        return self._STRUCT.pack(*values)
+
+    @classmethod
+    def _unpack(cls: type[M], body: bytes | memoryview) -> M:
+        fixed = cls._STRUCT.size
+        if len(body) < fixed or (not cls._TAIL and len(body) != fixed):
+            raise DecodeError(
+                f"{cls.__name__}: body of {len(body)} bytes, expected "
+                f"{'at least ' if cls._TAIL else ''}{fixed}"
+            )
+        values = cls._STRUCT.unpack_from(body)
+        if cls._TAIL:
+            values = (*values, bytes(body[fixed:]))
+        return cls(*values)
+
+
+def message(
+    channel: ChannelType | None, type_: int, fmt: str = "", *, tail: bool = False
+) -> Callable[[type[M]], type[M]]:
+    """Register a message dataclass; ``fmt`` is its little-endian struct layout."""
+
+    def register(cls: type[M]) -> type[M]:
+        direction = CLIENT if "Client" in type(type_).__name__ else SERVER
+        cls = dataclasses.dataclass(frozen=True, slots=True)(cls)
+        cls.TYPE = int(type_)
+        cls.CHANNEL = channel
+        cls.DIRECTION = direction
+        cls._STRUCT = struct.Struct("<" + fmt)
+        cls._TAIL = tail
+        key = (direction, channel, int(type_))
+        if key in REGISTRY:  # pragma: no cover - a declaration bug
+            raise RuntimeError(f"duplicate message {key}")
+        REGISTRY[key] = cls
+        return cls
+
+    return register
+
+
+def decode_client_message(channel: ChannelType, type_: int, body: bytes | memoryview) -> Message:
+    """Decode a client → server message of ``channel``; unknown types raise."""
+    cls = REGISTRY.get((CLIENT, None if type_ < 100 else channel, type_))
+    if cls is None:
+        raise UnexpectedMessage(f"unknown message type {type_} on the {channel.name} channel")
+    return cls.unpack(body)
+
+
+def _check_len(name: str, body: bytes | memoryview, need: int) -> None:
+    if len(body) < need:
+        raise DecodeError(f"{name}: body of {len(body)} bytes, expected at least {need}")
+
+
+# ============================================================================ common messages
+
+
+@message(None, BaseServerMsg.SET_ACK, "II")
+class SetAck(Message):
+    """SET_ACK: the client answers ACK_SYNC, then one ACK per ``window`` messages."""
+
+    generation: int
+    window: int
+
+
+@message(None, BaseServerMsg.PING, "IQ", tail=True)
+class Ping(Message):
+    """PING: the client echoes id and timestamp in PONG (never the padding)."""
+
+    id: int
+    timestamp: int
+    padding: bytes = b""
+
+
+@message(None, BaseServerMsg.DISCONNECTING, "QI")
+class Disconnecting(Message):
+    """DISCONNECTING (server): the reason is a SpiceLinkErr."""
+
+    time_stamp: int
+    reason: int
+
+
+@message(None, BaseServerMsg.NOTIFY)
+class Notify(Message):
+    """NOTIFY: a message the client logs."""
+
+    time_stamp: int
+    severity: int
+    visibility: int
+    what: int
+    text: bytes
+
+    def _pack(self) -> bytes:
+        # spice-server appends a NUL after message_len bytes; spice-gtk reads message_len bytes.
+        head = struct.pack(
+            "<QIIII", self.time_stamp, self.severity, self.visibility, self.what, len(self.text)
+        )
+        return head + self.text + b"\0"
+
+
+@message(None, BaseClientMsg.ACK_SYNC, "I")
+class AckSync(Message):
+    """ACK_SYNC: echo of SET_ACK's generation."""
+
+    generation: int
+
+
+@message(None, BaseClientMsg.ACK)
+class Ack(Message):
+    """ACK: the client received another ``window`` messages."""
+
+
+@message(None, BaseClientMsg.PONG, "IQ")
+class Pong(Message):
+    """PONG: 12 bytes, id and timestamp of a PING."""
+
+    id: int
+    timestamp: int
+
+
+@message(None, BaseClientMsg.MIGRATE_FLUSH_MARK)
+class MigrateFlushMark(Message):
+    """MIGRATE_FLUSH_MARK (migration is not supported: accepted and ignored)."""
+
+
+@message(None, BaseClientMsg.MIGRATE_DATA, tail=True)
+class ClientMigrateData(Message):
+    """MIGRATE_DATA (client): accepted and ignored."""
+
+    data: bytes
+
+
+@message(None, BaseClientMsg.DISCONNECTING, "QI")
+class ClientDisconnecting(Message):
+    """DISCONNECTING (client): the client says why it is leaving."""
+
+    time_stamp: int
+    reason: int
+
+
+# ============================================================================== main channel
+
+
+@message(ChannelType.MAIN, MainServerMsg.INIT, "IIIIIIII")
+class MainInit(Message):
+    """MAIN INIT (SpiceMsgMainInit): u32 fields (pitfall 8)."""
+
+    session_id: int
+    display_channels_hint: int
+    supported_mouse_modes: int
+    current_mouse_mode: int
+    agent_connected: int
+    agent_tokens: int
+    multi_media_time: int
+    ram_hint: int
+
+
+@message(ChannelType.MAIN, MainServerMsg.CHANNELS_LIST)
+class ChannelsList(Message):
+    """CHANNELS_LIST: u32 count, then (u8 type, u8 id) pairs."""
+
+    channels: tuple[tuple[int, int], ...]
+
+    def _pack(self) -> bytes:
+        body = bytearray(struct.pack("<I", len(self.channels)))
+        for channel_type, channel_id in self.channels:
+            body += struct.pack("<BB", channel_type, channel_id)
+        return bytes(body)
+
+
+@message(ChannelType.MAIN, MainServerMsg.MOUSE_MODE, "HH")
+class MouseModeMsg(Message):
+    """MOUSE_MODE: u16 supported, u16 current (pitfall 8)."""
+
+    supported_modes: int
+    current_mode: int
+
+
+@message(ChannelType.MAIN, MainServerMsg.MULTI_MEDIA_TIME, "I")
+class MultiMediaTime(Message):
+    """MULTI_MEDIA_TIME: the server's ms clock, for stream scheduling."""
+
+    time: int
+
+
+@message(ChannelType.MAIN, MainServerMsg.NAME)
+class Name(Message):
+    """NAME: u32 length (including the NUL, as spice-server sends it), the name."""
+
+    name: str
+
+    def _pack(self) -> bytes:
+        raw = self.name.encode() + b"\0"
+        return struct.pack("<I", len(raw)) + raw
+
+
+@message(ChannelType.MAIN, MainServerMsg.UUID, "16s")
+class Uuid(Message):
+    """UUID: 16 raw bytes."""
+
+    uuid: bytes
+
+
+@message(ChannelType.MAIN, MainClientMsg.CLIENT_INFO, "Q")
+class ClientInfo(Message):
+    """CLIENT_INFO: obsolete (pitfall 10); accepted and ignored."""
+
+    cache_size: int
+
+
+@message(ChannelType.MAIN, MainClientMsg.MIGRATE_CONNECTED)
+class MigrateConnected(Message):
+    """MIGRATE_CONNECTED: migration is not supported; ignored."""
+
+
+@message(ChannelType.MAIN, MainClientMsg.MIGRATE_CONNECT_ERROR)
+class MigrateConnectError(Message):
+    """MIGRATE_CONNECT_ERROR: ignored."""
+
+
+@message(ChannelType.MAIN, MainClientMsg.ATTACH_CHANNELS)
+class AttachChannels(Message):
+    """ATTACH_CHANNELS: the client is ready for CHANNELS_LIST."""
+
+
+@message(ChannelType.MAIN, MainClientMsg.MOUSE_MODE_REQUEST, "H")
+class MouseModeRequest(Message):
+    """MOUSE_MODE_REQUEST: u16 mode."""
+
+    mode: int
+
+
+@message(ChannelType.MAIN, MainClientMsg.AGENT_START, "I")
+class AgentStart(Message):
+    """AGENT_START: we claim no agent, so this only arrives from odd clients; ignored."""
+
+    num_tokens: int
+
+
+@message(ChannelType.MAIN, MainClientMsg.AGENT_DATA, tail=True)
+class AgentData(Message):
+    """AGENT_DATA: no agent here; counted and dropped."""
+
+    data: bytes
+
+
+@message(ChannelType.MAIN, MainClientMsg.AGENT_TOKEN, "I")
+class AgentToken(Message):
+    """AGENT_TOKEN: ignored."""
+
+    num_tokens: int
+
+
+@message(ChannelType.MAIN, MainClientMsg.MIGRATE_END)
+class MigrateEnd(Message):
+    """MIGRATE_END: ignored."""
+
+
+@message(ChannelType.MAIN, MainClientMsg.MIGRATE_DST_DO_SEAMLESS, "I")
+class MigrateDstDoSeamless(Message):
+    """MIGRATE_DST_DO_SEAMLESS: ignored."""
+
+    src_version: int
+
+
+@message(ChannelType.MAIN, MainClientMsg.MIGRATE_CONNECTED_SEAMLESS)
+class MigrateConnectedSeamless(Message):
+    """MIGRATE_CONNECTED_SEAMLESS: ignored."""
+
+
+@message(ChannelType.MAIN, MainClientMsg.QUALITY_INDICATOR, tail=True)
+class QualityIndicator(Message):
+    """QUALITY_INDICATOR: ignored."""
+
+    data: bytes
+
+
+# =========================================================================== display channel
+
+
+@message(ChannelType.DISPLAY, DisplayServerMsg.MARK)
+class Mark(Message):
+    """MARK: the client may show the primary surface (pitfall 15)."""
+
+
+@message(ChannelType.DISPLAY, DisplayServerMsg.RESET)
+class Reset(Message):
+    """RESET: the client clears its primary canvas and palette cache."""
+
+
+@message(ChannelType.DISPLAY, DisplayServerMsg.INVAL_ALL_PALETTES)
+class InvalAllPalettes(Message):
+    """INVAL_ALL_PALETTES."""
+
+
+@message(ChannelType.DISPLAY, DisplayServerMsg.SURFACE_CREATE, "IIIII")
+class SurfaceCreate(Message):
+    """SURFACE_CREATE (20 bytes)."""
+
+    surface_id: int
+    width: int
+    height: int
+    format: int
+    flags: int
+
+
+@message(ChannelType.DISPLAY, DisplayServerMsg.SURFACE_DESTROY, "I")
+class SurfaceDestroy(Message):
+    """SURFACE_DESTROY."""
+
+    surface_id: int
+
+
+@message(ChannelType.DISPLAY, DisplayServerMsg.MONITORS_CONFIG)
+class MonitorsConfig(Message):
+    """MONITORS_CONFIG: heads of (monitor_id, surface_id, width, height, x, y, flags)."""
+
+    heads: tuple[tuple[int, int, int, int, int, int, int], ...]
+    max_allowed: int = 1
+
+    def _pack(self) -> bytes:
+        body = bytearray(struct.pack("<HH", len(self.heads), self.max_allowed))
+        for head in self.heads:
+            body += struct.pack("<IIIIiiI", *head)
+        return bytes(body)
+
+
+@message(ChannelType.DISPLAY, DisplayClientMsg.INIT, "BqBi")
+class DisplayInit(Message):
+    """DISPLAY INIT: the client's image cache and GLZ window, in pixels."""
+
+    pixmap_cache_id: int
+    pixmap_cache_size: int
+    glz_dictionary_id: int
+    glz_dictionary_window_size: int
+
+
+@message(ChannelType.DISPLAY, DisplayClientMsg.STREAM_REPORT, "IIIIIIiI")
+class StreamReport(Message):
+    """STREAM_REPORT: no video streams are sent; ignored."""
+
+    stream_id: int
+    unique_id: int
+    start_frame_mm_time: int
+    end_frame_mm_time: int
+    num_frames: int
+    num_drops: int
+    last_frame_delay: int
+    audio_delay: int
+
+
+@message(ChannelType.DISPLAY, DisplayClientMsg.PREFERRED_COMPRESSION, "B")
+class PreferredCompression(Message):
+    """PREFERRED_COMPRESSION: a SpiceImageCompression the client would like."""
+
+    image_compression: int
+
+
+@message(ChannelType.DISPLAY, DisplayClientMsg.GL_DRAW_DONE)
+class GlDrawDone(Message):
+    """GL_DRAW_DONE: ignored (no GL scanout)."""
+
+
+@message(ChannelType.DISPLAY, DisplayClientMsg.PREFERRED_VIDEO_CODEC_TYPE, tail=True)
+class PreferredVideoCodecType(Message):
+    """PREFERRED_VIDEO_CODEC_TYPE: u8 count then codecs; ignored (no streams)."""
+
+    codecs: bytes
+
+    @classmethod
+    def _unpack(cls, body: bytes | memoryview) -> PreferredVideoCodecType:
+        _check_len(cls.__name__, body, 1)
+        if len(body) != 1 + body[0]:
+            raise DecodeError(f"{cls.__name__}: {body[0]} codecs in {len(body) - 1} bytes")
+        return cls(bytes(body[1:]))
+
+
+# ============================================================================ inputs channel
+
+
+@message(ChannelType.INPUTS, InputsServerMsg.INIT, "H")
+class InputsInit(Message):
+    """INPUTS INIT: the server's keyboard lock state."""
+
+    keyboard_modifiers: int
+
+
+@message(ChannelType.INPUTS, InputsServerMsg.KEY_MODIFIERS, "H")
+class ServerKeyModifiers(Message):
+    """KEY_MODIFIERS (server): the lock state changed on the server."""
+
+    modifiers: int
+
+
+@message(ChannelType.INPUTS, InputsServerMsg.MOUSE_MOTION_ACK)
+class MouseMotionAck(Message):
+    """MOUSE_MOTION_ACK: one per 4 motion messages (pitfall 33)."""
+
+
+@message(ChannelType.INPUTS, InputsClientMsg.KEY_DOWN, "I")
+class KeyDown(Message):
+    """KEY_DOWN: PC AT set-1 scancode bytes packed LSB first (E0 keys: 0xE0 | code << 8)."""
+
+    code: int
+
+
+@message(ChannelType.INPUTS, InputsClientMsg.KEY_UP, "I")
+class KeyUp(Message):
+    """KEY_UP: the break code (code | 0x80)."""
+
+    code: int
+
+
+@message(ChannelType.INPUTS, InputsClientMsg.KEY_MODIFIERS, "H")
+class ClientKeyModifiers(Message):
+    """KEY_MODIFIERS (client): the client's lock-key state."""
+
+    modifiers: int
+
+
+@message(ChannelType.INPUTS, InputsClientMsg.KEY_SCANCODE, tail=True)
+class KeyScancode(Message):
+    """KEY_SCANCODE: raw scancode bytes, press then release for a quick key press."""
+
+    data: bytes
+
+
+@message(ChannelType.INPUTS, InputsClientMsg.MOUSE_MOTION, "iiH")
+class MouseMotion(Message):
+    """MOUSE_MOTION: relative motion (server mouse mode)."""
+
+    dx: int
+    dy: int
+    buttons_state: int
+
+
+@message(ChannelType.INPUTS, InputsClientMsg.MOUSE_POSITION, "IIHB")
+class MousePosition(Message):
+    """MOUSE_POSITION: absolute position in surface pixels (client mouse mode)."""
+
+    x: int
+    y: int
+    buttons_state: int
+    display_id: int
+
+
+@message(ChannelType.INPUTS, InputsClientMsg.MOUSE_PRESS, "BH")
+class MousePress(Message):
+    """MOUSE_PRESS: buttons_state already includes the button."""
+
+    button: int
+    buttons_state: int
+
+
+@message(ChannelType.INPUTS, InputsClientMsg.MOUSE_RELEASE, "BH")
+class MouseRelease(Message):
+    """MOUSE_RELEASE: buttons_state no longer includes the button."""
+
+    button: int
+    buttons_state: int
+
+
+# ============================================================================ cursor channel
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CursorShape:
+    """An ALPHA cursor: straight (non-premultiplied) B,G,R,A pixels, top-down."""
+
+    unique: int
+    width: int
+    height: int
+    hot_x: int
+    hot_y: int
+    pixels: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.pixels) != self.width * self.height * 4:
+            raise ValueError("cursor pixels must be width * height * 4 bytes")
+
+
+def _pack_cursor(shape: CursorShape | None) -> bytes:
+    """spice.proto ``Cursor``: u16 flags, header, data to the end of the message."""
+    if shape is None:
+        return struct.pack("<H", CursorFlags.NONE)
+    header = struct.pack(
+        "<HQBHHHH",
+        0,
+        shape.unique,
+        CursorType.ALPHA,
+        shape.width,
+        shape.height,
+        shape.hot_x,
+        shape.hot_y,
+    )
+    return header + shape.pixels
+
+
+@message(ChannelType.CURSOR, CursorServerMsg.INIT)
+class CursorInit(Message):
+    """CURSOR INIT: must precede SET/MOVE (pitfall 35)."""
+
+    x: int
+    y: int
+    visible: int
+    shape: CursorShape | None
+
+    def _pack(self) -> bytes:
+        return struct.pack("<hhHHB", self.x, self.y, 0, 0, self.visible) + _pack_cursor(
+            self.shape
+        )
+
+
+@message(ChannelType.CURSOR, CursorServerMsg.SET)
+class CursorSet(Message):
+    """CURSOR SET: a new shape (spice-gtk ignores ``visible`` here)."""
+
+    x: int
+    y: int
+    visible: int
+    shape: CursorShape | None
+
+    def _pack(self) -> bytes:
+        return struct.pack("<hhB", self.x, self.y, self.visible) + _pack_cursor(self.shape)
+
+
+@message(ChannelType.CURSOR, CursorServerMsg.MOVE, "hh")
+class CursorMove(Message):
+    """CURSOR MOVE."""
+
+    x: int
+    y: int
+
+
+@message(ChannelType.CURSOR, CursorServerMsg.HIDE)
+class CursorHide(Message):
+    """CURSOR HIDE."""
+
+
+@message(ChannelType.CURSOR, CursorServerMsg.RESET)
+class CursorReset(Message):
+    """CURSOR RESET: a new INIT must follow."""
+
+
+def all_client_messages() -> list[type[Message]]:
+    """Every registered client → server message class (for tests and fuzzing)."""
+    return [cls for (direction, _, _), cls in REGISTRY.items() if direction == CLIENT]
+

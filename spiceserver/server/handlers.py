@@ -1,0 +1,238 @@
+"""Server-side behaviour of each channel: what to start with and what to do with its events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from spiceserver.imaging import ImageEncoder
+from spiceserver.protocol.cursor import CursorChannel
+from spiceserver.protocol.display import DisplayChannel
+from spiceserver.protocol.events import (
+    ClientDisconnecting,
+    CompressionPreferred,
+    DisplayReady,
+    MouseModeChanged,
+)
+from spiceserver.protocol.inputs import InputsChannel
+from spiceserver.protocol.main import MainChannel
+from spiceserver.protocol.messages import CursorShape
+from spiceserver.region import DirtyRegion, split_rows
+from spiceserver.sources.base import Rect
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from spiceserver.protocol.display import EncodedImage
+    from spiceserver.server.connection import SpiceConnection
+    from spiceserver.server.server import SpiceServer
+    from spiceserver.session import Session
+
+__all__ = ["ChannelHandler", "CursorHandler", "DisplayHandler", "InputsHandler", "MainHandler"]
+
+logger = logging.getLogger("spiceserver.channels")
+
+#: Raw bitmaps are cut into bands of at most this many pixels (1 MiB), so one update never
+#: sits in a single multi-megabyte message and the ACK window keeps its meaning.
+MAX_BAND_PIXELS = 256 * 1024
+
+
+class ChannelHandler:
+    def __init__(self, server: SpiceServer, connection: SpiceConnection, session: Session) -> None:
+        self.server = server
+        self.connection = connection
+        self.session = session
+
+    def start(self, now: float) -> None: ...
+
+    def on_events(self, events: list[Any], now: float) -> None:
+        for event in events:
+            if isinstance(event, ClientDisconnecting):
+                logger.info("%s: client is disconnecting (reason %d)", self.connection.name,
+                            event.reason)
+
+    def on_writable(self) -> None: ...
+
+    def closed(self) -> None: ...
+
+
+class MainHandler(ChannelHandler):
+    channel: MainChannel
+
+    def start(self, now: float) -> None:
+        self.channel.start(now)
+
+    def on_events(self, events: list[Any], now: float) -> None:
+        super().on_events(events, now)
+        for event in events:
+            if isinstance(event, MouseModeChanged):
+                logger.info("%s: mouse mode %s", self.connection.name,
+                            "client" if event.mode == 2 else "server")
+
+    def closed(self) -> None:
+        self.server.end_session(self.session)
+
+
+class InputsHandler(ChannelHandler):
+    channel: InputsChannel
+
+    def start(self, now: float) -> None:
+        self.channel.start(now)
+
+    def on_events(self, events: list[Any], now: float) -> None:
+        super().on_events(events, now)
+        for event in events:
+            if not isinstance(event, ClientDisconnecting):
+                self.session.metrics.input_events += 1
+                self.server.deliver_input(event)
+
+    def closed(self) -> None:
+        for event in self.channel.release_all():
+            self.server.deliver_input(event)
+
+
+class CursorHandler(ChannelHandler):
+    channel: CursorChannel
+
+    def start(self, now: float) -> None:
+        self.channel.start(now, self.server.source.cursor)
+        self.server.source.add_listener(self)
+
+    def on_cursor(self, shape: CursorShape | None) -> None:
+        if shape is None:
+            self.channel.hide()
+        else:
+            self.channel.set_shape(shape)
+        self.connection.flush()
+
+    def on_damage(self, rects: list[Rect]) -> None: ...
+
+    def on_resize(self, width: int, height: int) -> None: ...
+
+    def closed(self) -> None:
+        self.server.source.remove_listener(self)
+
+
+class DisplayHandler(ChannelHandler):
+    """Sends screen updates: damage merges while the client is busy; pixels read at send time."""
+
+    channel: DisplayChannel
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.dirty = DirtyRegion()
+        self.need_surface = True
+        self.encoder = ImageEncoder(self.server.config.image_compression)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def start(self, now: float) -> None:
+        self.channel.start(now)
+        self.server.source.add_listener(self)
+
+    def on_events(self, events: list[Any], now: float) -> None:
+        super().on_events(events, now)
+        for event in events:
+            if isinstance(event, DisplayReady) and self._task is None:
+                name = f"display {self.connection.name}"
+                self._task = asyncio.create_task(self._run(), name=name)
+            elif isinstance(event, CompressionPreferred):
+                logger.info("%s: client prefers image compression %d", self.connection.name,
+                            event.compression)
+        self._wake.set()  # an ACK may have reopened the window
+
+    # Source listener: called on the loop thread.
+    def on_damage(self, rects: list[Rect]) -> None:
+        self.dirty.add(rects)
+        self._wake.set()
+
+    def on_resize(self, width: int, height: int) -> None:
+        self.need_surface = True
+        self.dirty.clear()
+        self._wake.set()
+
+    def on_cursor(self, shape: CursorShape | None) -> None: ...
+
+    def on_writable(self) -> None:
+        self._wake.set()
+
+    def closed(self) -> None:
+        self._closed = True
+        self.server.source.remove_listener(self)
+        if self._task is not None:
+            self._task.cancel()
+        metrics = self.session.metrics
+        metrics.ack_lags.extend(self.channel.stats.ack_lag)
+
+    async def _run(self) -> None:
+        try:
+            await self._update_loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("%s: display update failed, closing", self.connection.name)
+            self.connection.abort()
+
+    async def _update_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        min_interval = 1.0 / self.server.config.max_fps
+        last_sent = -min_interval
+        mark_pending = False
+        while not self._closed:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self.connection.writable:
+                continue  # woken again by an ACK or resume_writing
+            if self.need_surface:
+                width, height = self.server.source.size
+                self.channel.create_primary(width, height)
+                self.need_surface = False
+                self.dirty.clear()
+                self.dirty.add([Rect(0, 0, width, height)])
+                mark_pending = True
+            wait = last_sent + min_interval - loop.time()
+            if wait > 0 and not mark_pending:
+                await asyncio.sleep(wait)
+            rects = self.dirty.take()
+            if not rects:
+                continue
+            size = self.server.source.size
+            bands = [
+                band
+                for rect in rects
+                if (clipped := rect.clip(*size)) is not None
+                for band in split_rows(clipped, MAX_BAND_PIXELS)
+            ]
+            snapshots = [(band, self.server.source.read(band)) for band in bands]
+            started = time.perf_counter()
+            encoded = await loop.run_in_executor(self.server.executor, self._encode, snapshots)
+            self.session.metrics.encode_seconds += time.perf_counter() - started
+            if self._closed:
+                return
+            if self.need_surface:
+                continue  # resized while encoding: these pixels belong to the old surface
+            metrics = self.session.metrics
+            for band, image, codec in encoded:
+                self.channel.draw_copy(band.x, band.y, image)
+                metrics.bytes_by_codec[codec] += image.size
+                metrics.draws += 1
+            if mark_pending:
+                self.channel.mark()
+                mark_pending = False
+            metrics.frames += 1
+            self.connection.flush()
+            last_sent = loop.time()
+            if self.dirty:
+                self._wake.set()
+
+    def _encode(
+        self, snapshots: list[tuple[Rect, np.ndarray]]
+    ) -> list[tuple[Rect, EncodedImage, str]]:
+        out = []
+        for band, pixels in snapshots:
+            image, codec = self.encoder.encode(pixels)
+            out.append((band, image, codec))
+        return out

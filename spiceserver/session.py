@@ -1,0 +1,119 @@
+"""Sessions: which connections belong to which client (pure bookkeeping, no I/O).
+
+A main-channel link starts a session with a random non-zero id (MAIN INIT ``session_id``);
+every other channel must link with that id as its ``connection_id`` (SPICE-REFERENCE 1.8).
+Like a plain reimplementation should (pitfall 12), a non-zero id on a main link is not a
+migration: it simply starts a new session.
+"""
+
+from __future__ import annotations
+
+import collections
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from spiceserver.protocol.enums import ChannelType, LinkError
+from spiceserver.protocol.link import LinkRequest
+
+__all__ = ["OFFERED_CHANNELS", "Session", "SessionMetrics", "SessionRegistry"]
+
+#: What CHANNELS_LIST offers; never MAIN itself (pitfall 7).
+OFFERED_CHANNELS: tuple[tuple[int, int], ...] = (
+    (ChannelType.DISPLAY, 0),
+    (ChannelType.INPUTS, 0),
+    (ChannelType.CURSOR, 0),
+)
+
+
+@dataclass(slots=True)
+class SessionMetrics:
+    """What the one-line session summary reports."""
+
+    started: float = field(default_factory=time.monotonic)
+    frames: int = 0
+    draws: int = 0
+    bytes_by_codec: collections.Counter[str] = field(default_factory=collections.Counter)
+    encode_seconds: float = 0.0
+    ack_lags: list[float] = field(default_factory=list)
+    rtts: list[float] = field(default_factory=list)
+    input_events: int = 0
+
+    def summary(self, now: float | None = None) -> str:
+        elapsed = max(1e-9, (now or time.monotonic()) - self.started)
+        codecs = ",".join(f"{k}={v}" for k, v in sorted(self.bytes_by_codec.items())) or "none"
+        encode_ms = 1000 * self.encode_seconds / self.frames if self.frames else 0.0
+        lag = _median(self.ack_lags)
+        rtt = _median(self.rtts)
+        return (
+            f"{elapsed:.1f}s fps={self.frames / elapsed:.1f} frames={self.frames} "
+            f"draws={self.draws} bytes[{codecs}] encode={encode_ms:.2f}ms/frame "
+            f"ack_lag={lag * 1000:.1f}ms rtt={rtt * 1000:.1f}ms inputs={self.input_events}"
+        )
+
+
+def _median(values: list[float]) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+@dataclass(eq=False, slots=True)
+class Session:
+    """One client: its main connection and the secondary channels linked to it."""
+
+    id: int
+    main: Any
+    channels: dict[tuple[int, int], Any] = field(default_factory=dict)
+    metrics: SessionMetrics = field(default_factory=SessionMetrics)
+    alive: bool = True
+
+
+class SessionRegistry:
+    def __init__(self) -> None:
+        self.sessions: dict[int, Session] = {}
+
+    def check(self, request: LinkRequest) -> tuple[LinkError, str]:
+        """Whether a link may proceed to authentication (re-checked after the ticket)."""
+        channel = (request.channel_type, request.channel_id)
+        if request.channel_type == ChannelType.MAIN:
+            if request.channel_id != 0:
+                return LinkError.CHANNEL_NOT_AVAILABLE, "only main channel 0 exists"
+            return LinkError.OK, ""
+        if channel not in OFFERED_CHANNELS:
+            return LinkError.CHANNEL_NOT_AVAILABLE, f"{request.channel_name} is not offered"
+        session = self.sessions.get(request.connection_id)
+        if session is None or not session.alive:
+            return LinkError.BAD_CONNECTION_ID, (
+                f"connection id {request.connection_id:#x} is no live session"
+            )
+        return LinkError.OK, ""
+
+    def create(self, main: Any) -> Session:
+        while True:
+            session_id = secrets.randbits(32)
+            if session_id and session_id not in self.sessions:
+                break
+        session = Session(id=session_id, main=main)
+        self.sessions[session_id] = session
+        return session
+
+    def attach(self, request: LinkRequest, connection: Any) -> tuple[Session, Any | None]:
+        """Add a secondary channel; returns the session and a connection it replaces."""
+        session = self.sessions[request.connection_id]
+        key = (request.channel_type, request.channel_id)
+        replaced = session.channels.get(key)
+        session.channels[key] = connection
+        return session, replaced
+
+    def detach(self, session: Session, key: tuple[int, int], connection: Any) -> None:
+        if session.channels.get(key) is connection:
+            del session.channels[key]
+
+    def end(self, session: Session) -> list[Any]:
+        """Forget a session; returns its secondary connections, to be closed."""
+        session.alive = False
+        self.sessions.pop(session.id, None)
+        return list(session.channels.values())

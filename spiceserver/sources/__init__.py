@@ -1,0 +1,33 @@
+"""Framebuffer sources: where the served pixels come from."""
+
+from __future__ import annotations
+
+from spiceserver.sources.base import FramebufferSource, Rect, SourceListener, default_cursor
+from spiceserver.sources.image import ImageSource, load_image
+from spiceserver.sources.numpy_source import NumpySource
+from spiceserver.sources.pattern import PatternSource
+
+__all__ = [
+    "FramebufferSource",
+    "ImageSource",
+    "NumpySource",
+    "PatternSource",
+    "Rect",
+    "SourceListener",
+    "default_cursor",
+    "load_image",
+    "source_from_spec",
+]
+
+
+def source_from_spec(spec: str) -> FramebufferSource:
+    """Build a source from a CLI spec: ``pattern``, ``pattern:WxH`` or ``image:PATH``."""
+    kind, _, arg = spec.partition(":")
+    if kind == "pattern":
+        if arg:
+            width, _, height = arg.partition("x")
+            return PatternSource(int(width), int(height))
+        return PatternSource()
+    if kind == "image" and arg:
+        return ImageSource(arg)
+    raise ValueError(f"unknown source {spec!r} (pattern, pattern:WxH, image:PATH)")

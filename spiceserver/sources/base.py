@@ -1,0 +1,194 @@
+"""The framebuffer source interface every screen producer implements.
+
+A source owns a ``frame``: a ``uint8`` array of shape ``(height, width, 4)`` holding B, G, R, X
+bytes (the memory layout of a SPICE 32_xRGB surface).  It tells its listeners — one per
+connected display channel — which rectangles changed, when the size changed and when the
+cursor changed.  Listeners are always called on the event loop thread; :meth:`damage` may be
+called from any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from spiceserver.protocol.messages import CursorShape
+
+__all__ = ["FramebufferSource", "Rect", "SourceListener", "default_cursor"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rect:
+    """A rectangle in surface pixels; right and bottom exclusive."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    @property
+    def right(self) -> int:
+        return self.x + self.width
+
+    @property
+    def bottom(self) -> int:
+        return self.y + self.height
+
+    @property
+    def area(self) -> int:
+        return self.width * self.height
+
+    def clip(self, width: int, height: int) -> Rect | None:
+        """This rectangle cut to a ``width`` × ``height`` surface; None if nothing is left."""
+        x0, y0 = max(0, self.x), max(0, self.y)
+        x1, y1 = min(width, self.right), min(height, self.bottom)
+        if x1 <= x0 or y1 <= y0:
+            return None
+        return Rect(x0, y0, x1 - x0, y1 - y0)
+
+    def union(self, other: Rect) -> Rect:
+        x0, y0 = min(self.x, other.x), min(self.y, other.y)
+        x1, y1 = max(self.right, other.right), max(self.bottom, other.bottom)
+        return Rect(x0, y0, x1 - x0, y1 - y0)
+
+    def touches(self, other: Rect) -> bool:
+        """Overlapping or sharing an edge."""
+        return (
+            self.x <= other.right
+            and other.x <= self.right
+            and self.y <= other.bottom
+            and other.y <= self.bottom
+        )
+
+
+class SourceListener(Protocol):
+    def on_damage(self, rects: list[Rect]) -> None: ...
+
+    def on_resize(self, width: int, height: int) -> None: ...
+
+    def on_cursor(self, shape: CursorShape | None) -> None: ...
+
+
+class FramebufferSource:
+    """Base class: a frame, its listeners, damage and resize notifications."""
+
+    #: A short name for logs.
+    kind = "source"
+
+    def __init__(self, width: int, height: int) -> None:
+        if width <= 0 or height <= 0:
+            raise ValueError(f"bad frame size {width}x{height}")
+        self.frame: np.ndarray = np.zeros((height, width, 4), dtype=np.uint8)
+        self.cursor: CursorShape | None = default_cursor()
+        self._listeners: list[SourceListener] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height)."""
+        return self.frame.shape[1], self.frame.shape[0]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Called by the server on its loop before the first client; animated sources start."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+
+    async def stop(self) -> None:
+        """Called by the server when it closes."""
+
+    # ------------------------------------------------------------------ listeners
+
+    def add_listener(self, listener: SourceListener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: SourceListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def damage(self, rects: list[Rect] | None = None) -> None:
+        """Report changed rectangles (None: the whole frame).  Safe from any thread."""
+        width, height = self.size
+        clipped = [r for r in (rect.clip(width, height) for rect in rects or []) if r]
+        if rects is None:
+            clipped = [Rect(0, 0, width, height)]
+        if clipped:
+            self._notify("on_damage", clipped)
+
+    def read(self, rect: Rect) -> np.ndarray:
+        """A copy of the pixels under ``rect`` (the snapshot that gets encoded)."""
+        return self.frame[rect.y : rect.bottom, rect.x : rect.right].copy()
+
+    def replace_frame(self, frame: np.ndarray) -> None:
+        """Swap in a new frame array; a new size re-creates the clients' surfaces."""
+        _check_frame(frame)
+        old = self.frame.shape
+        self.frame = frame
+        if frame.shape != old:
+            self._notify("on_resize", frame.shape[1], frame.shape[0])
+        else:
+            self.damage()
+
+    def set_cursor(self, shape: CursorShape | None) -> None:
+        """A new cursor shape (None hides the cursor)."""
+        self.cursor = shape
+        self._notify("on_cursor", shape)
+
+    def _notify(self, method: str, *args: object) -> None:
+        loop = self._loop
+        if loop is not None and threading.get_ident() != self._loop_thread:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(self._deliver, method, args)
+            return
+        self._deliver(method, args)
+
+    def _deliver(self, method: str, args: tuple[object, ...]) -> None:
+        for listener in list(self._listeners):
+            getattr(listener, method)(*args)
+
+
+def _check_frame(frame: np.ndarray) -> None:
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 4:
+        raise ValueError(
+            f"a frame is uint8 of shape (height, width, 4), got {frame.dtype} {frame.shape}"
+        )
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise ValueError("a frame cannot be empty")
+
+
+_ARROW = (
+    "X...........",
+    "XX..........",
+    "XOX.........",
+    "XOOX........",
+    "XOOOX.......",
+    "XOOOOX......",
+    "XOOOOOX.....",
+    "XOOOOOOX....",
+    "XOOOOOOOX...",
+    "XOOOOOOOOX..",
+    "XOOOOOOOOOX.",
+    "XOOOOOOXXXXX",
+    "XOOOXOOX....",
+    "XOOXXOOX....",
+    "XOX..XOOX...",
+    "XX...XOOX...",
+    "X.....XOOX..",
+    "......XOOX..",
+    ".......XX...",
+)
+
+
+def default_cursor() -> CursorShape:
+    """A black-outlined white arrow, hot spot at its tip (ALPHA, straight B,G,R,A)."""
+    colours = {"X": b"\x00\x00\x00\xff", "O": b"\xff\xff\xff\xff", ".": b"\x00\x00\x00\x00"}
+    pixels = b"".join(colours[c] for row in _ARROW for c in row)
+    return CursorShape(
+        unique=1, width=len(_ARROW[0]), height=len(_ARROW), hot_x=0, hot_y=0, pixels=pixels
+    )

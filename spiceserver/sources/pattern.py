@@ -1,0 +1,195 @@
+"""An animated, deterministic test pattern.
+
+Frame ``n`` is a pure function of ``n`` (:meth:`PatternSource.render`): static colour bars, a
+grey ramp and a checkerboard, plus three animated parts — a colour gradient band that scrolls
+sideways, a box that bounces around the lower half, and a seven-segment frame counter.  The
+animation advances ``fps`` times a second and reports only the rectangles that changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import numpy as np
+
+from spiceserver.sources.base import FramebufferSource, Rect
+
+__all__ = ["PatternSource"]
+
+# 75% SMPTE-style bars as (B, G, R): white, yellow, cyan, green, magenta, red, blue, black.
+_BARS = [
+    (191, 191, 191), (0, 191, 191), (191, 191, 0), (0, 191, 0),
+    (191, 0, 191), (0, 0, 191), (191, 0, 0), (0, 0, 0),
+]  # fmt: skip
+
+# Seven-segment digits: segments a, b, c, d, e, f, g.
+_DIGITS = [
+    "abcdef", "bc", "abdeg", "abcdg", "bcfg", "acdfg", "acdefg", "abc", "abcdefg", "abcdfg",
+]  # fmt: skip
+_DIGIT_W, _DIGIT_H, _SEG = 24, 40, 5
+_COUNTER_DIGITS = 6
+_BOX = 64
+
+
+class PatternSource(FramebufferSource):
+    """Colour bars, gradients, a moving box and a frame counter, changing ``fps`` times/s."""
+
+    kind = "pattern"
+
+    def __init__(self, width: int = 1024, height: int = 768, fps: float = 30.0) -> None:
+        if width < 200 or height < 200:
+            raise ValueError("the pattern needs at least 200x200 pixels")
+        super().__init__(width, height)
+        self.fps = fps
+        self.frame_index = 0
+        self._background = self._render_background()
+        self._band = Rect(0, height * 2 // 5, width, 48)
+        self._arena = Rect(0, self._band.bottom, width, height - self._band.bottom)
+        self._counter = Rect(16, 16, _COUNTER_DIGITS * (_DIGIT_W + 8) + 8, _DIGIT_H + 16)
+        self._task: asyncio.Task[None] | None = None
+        self._running = asyncio.Event()
+        self._running.set()
+        self.frame = self.render(0)
+
+    # ------------------------------------------------------------------ rendering
+
+    def render(self, n: int) -> np.ndarray:
+        """Frame ``n``, from scratch."""
+        frame = self._background.copy()
+        self._draw_band(frame, n)
+        self._draw_box(frame, n)
+        self._draw_counter(frame, n)
+        return frame
+
+    def box_rect(self, n: int) -> Rect:
+        """Where the bouncing box is in frame ``n``."""
+        arena = self._arena
+        span_x = arena.width - _BOX
+        span_y = arena.height - _BOX
+        x = _triangle(n * 7, span_x)
+        y = _triangle(n * 5, span_y)
+        return Rect(arena.x + x, arena.y + y, _BOX, _BOX)
+
+    def advance(self) -> list[Rect]:
+        """Step to the next frame in place; returns the damaged rectangles."""
+        n = self.frame_index + 1
+        old_box = self.box_rect(n - 1)
+        frame = self.frame
+        bg = self._background
+        frame[old_box.y : old_box.bottom, old_box.x : old_box.right] = bg[
+            old_box.y : old_box.bottom, old_box.x : old_box.right
+        ]
+        self._draw_band(frame, n)
+        self._draw_box(frame, n)
+        c = self._counter
+        frame[c.y : c.bottom, c.x : c.right] = bg[c.y : c.bottom, c.x : c.right]
+        self._draw_counter(frame, n)
+        self.frame_index = n
+        return [self._band, old_box.union(self.box_rect(n)), self._counter]
+
+    def _render_background(self) -> np.ndarray:
+        width, height = self.size
+        frame = np.zeros((height, width, 4), dtype=np.uint8)
+        bars_h = height * 2 // 5
+        edges = np.linspace(0, width, len(_BARS) + 1).astype(int)
+        for (b, g, r), x0, x1 in zip(_BARS, edges[:-1], edges[1:], strict=True):
+            frame[:bars_h, x0:x1, :3] = (b, g, r)
+        # Below the band: a grey ramp, then a 1-px/8-px checkerboard strip.
+        top = bars_h + 48
+        ramp = (np.arange(width) * 255 // max(1, width - 1)).astype(np.uint8)
+        frame[top : top + 32, :, 0] = ramp
+        frame[top : top + 32, :, 1] = ramp
+        frame[top : top + 32, :, 2] = ramp
+        ys, xs = np.mgrid[top + 32 : height, 0:width]
+        fine = ((xs + ys) & 1) * 255
+        coarse = (((xs >> 3) + (ys >> 3)) & 1) * 200 + 30
+        checker = np.where(xs < width // 4, fine, coarse).astype(np.uint8)
+        for channel in range(3):
+            frame[top + 32 :, :, channel] = checker
+        return frame
+
+    def _draw_band(self, frame: np.ndarray, n: int) -> None:
+        band = self._band
+        xs = np.arange(band.width, dtype=np.int64) + 6 * n
+        ys = np.arange(band.height, dtype=np.int64)[:, None]
+        region = frame[band.y : band.bottom, band.x : band.right]
+        region[..., 0] = (xs[None, :] * 3 + ys * 2) & 0xFF
+        region[..., 1] = (xs[None, :] * 2 - ys * 3) & 0xFF
+        region[..., 2] = (255 - xs[None, :]) & 0xFF
+
+    def _draw_box(self, frame: np.ndarray, n: int) -> None:
+        box = self.box_rect(n)
+        hue = n % 6
+        colour = [(0, 0, 255), (0, 255, 255), (0, 255, 0), (255, 255, 0), (255, 0, 0),
+                  (255, 0, 255)][hue]  # fmt: skip
+        frame[box.y : box.bottom, box.x : box.right, :3] = colour
+        frame[box.y + 8 : box.bottom - 8, box.x + 8 : box.right - 8, :3] = 255 - np.array(
+            colour, dtype=np.uint8
+        )
+
+    def _draw_counter(self, frame: np.ndarray, n: int) -> None:
+        c = self._counter
+        frame[c.y : c.bottom, c.x : c.right, :3] = 16
+        text = f"{n % 10**_COUNTER_DIGITS:0{_COUNTER_DIGITS}d}"
+        for i, digit in enumerate(text):
+            x = c.x + 8 + i * (_DIGIT_W + 8)
+            _draw_digit(frame, x, c.y + 8, int(digit))
+
+    # ------------------------------------------------------------------ animation
+
+    async def start(self) -> None:
+        await super().start()
+        if self._task is None and self.fps > 0:
+            self._task = asyncio.create_task(self._animate(), name="pattern-source")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def pause(self) -> None:
+        """Freeze on the current frame (tests compare against ``render(frame_index)``)."""
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    async def _animate(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = 1.0 / self.fps
+        deadline = loop.time()
+        while True:
+            await self._running.wait()
+            deadline = max(deadline + period, loop.time() - period)
+            await asyncio.sleep(max(0.0, deadline - loop.time()))
+            if not self._running.is_set():
+                continue
+            self.damage(self.advance())
+
+
+def _triangle(t: int, span: int) -> int:
+    """A triangle wave over 0..span."""
+    if span <= 0:
+        return 0
+    t %= 2 * span
+    return t if t <= span else 2 * span - t
+
+
+def _draw_digit(frame: np.ndarray, x: int, y: int, digit: int) -> None:
+    w, h, s = _DIGIT_W, _DIGIT_H, _SEG
+    half = h // 2
+    segments = {
+        "a": (x, y, w, s),
+        "b": (x + w - s, y, s, half),
+        "c": (x + w - s, y + half, s, half),
+        "d": (x, y + h - s, w, s),
+        "e": (x, y + half, s, half),
+        "f": (x, y, s, half),
+        "g": (x, y + half - s // 2, w, s),
+    }
+    for name in _DIGITS[digit]:
+        sx, sy, sw, sh = segments[name]
+        frame[sy : sy + sh, sx : sx + sw, :3] = (64, 255, 64)
