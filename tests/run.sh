@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The test command: installs what the suite needs (Debian packages for the real clients, the
+# project with its test extra), then runs ruff and pytest.  Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Real peers: spice-gtk through GObject introspection (Debian's python3), remote-viewer on
+# Xvfb with xdotool and ImageMagick's import for screenshots, tshark/dumpcap for captures.
+DEBIAN_PACKAGES=(python3 python3-gi gir1.2-spiceclientglib-2.0 virt-viewer xvfb x11-utils
+                 xdotool imagemagick tshark)
+missing=()
+for package in "${DEBIAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" \
+        || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "installing Debian packages: ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+"$PYTHON" -m pip install -q -e '.[test]'
+"$PYTHON" -m ruff check .
+"$PYTHON" -m pytest -q "$@"
