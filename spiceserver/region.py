@@ -11,6 +11,10 @@ from spiceserver.sources.base import Rect
 
 __all__ = ["DirtyRegion", "split_rows"]
 
+#: Merge two touching rectangles when their bounding box is at most this much larger than
+#: both together (overlapping damage, adjacent glyphs).
+_MERGE_SLACK = 1.25
+
 
 class DirtyRegion:
     """Pending damage, kept as at most ``max_rects`` rectangles."""
@@ -32,13 +36,15 @@ class DirtyRegion:
             self._rects = [bbox]
 
     def _add(self, rect: Rect) -> None:
-        # Absorb every pending rectangle this one touches, until none is left to absorb.
+        # Absorb pending rectangles while the union costs little more than the two apart,
+        # so a text line grows into one rectangle but a band and a far-off box stay two.
         merged = True
         while merged:
             merged = False
             for i, other in enumerate(self._rects):
-                if rect.touches(other):
-                    rect = rect.union(other)
+                union = rect.union(other)
+                if rect.touches(other) and union.area <= _MERGE_SLACK * (rect.area + other.area):
+                    rect = union
                     del self._rects[i]
                     merged = True
                     break

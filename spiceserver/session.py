@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from spiceserver.protocol.channel import ChannelStats
 from spiceserver.protocol.enums import ChannelType, LinkError
 from spiceserver.protocol.link import LinkRequest
 
@@ -36,16 +37,16 @@ class SessionMetrics:
     draws: int = 0
     bytes_by_codec: collections.Counter[str] = field(default_factory=collections.Counter)
     encode_seconds: float = 0.0
-    ack_lags: list[float] = field(default_factory=list)
-    rtts: list[float] = field(default_factory=list)
     input_events: int = 0
+    #: The session's channels' counters (ACK lag and round-trip samples live there).
+    channel_stats: list[ChannelStats] = field(default_factory=list)
 
     def summary(self, now: float | None = None) -> str:
         elapsed = max(1e-9, (now or time.monotonic()) - self.started)
         codecs = ",".join(f"{k}={v}" for k, v in sorted(self.bytes_by_codec.items())) or "none"
         encode_ms = 1000 * self.encode_seconds / self.frames if self.frames else 0.0
-        lag = _median(self.ack_lags)
-        rtt = _median(self.rtts)
+        lag = _median([x for stats in self.channel_stats for x in stats.ack_lag])
+        rtt = _median([x for stats in self.channel_stats for x in stats.rtt])
         return (
             f"{elapsed:.1f}s fps={self.frames / elapsed:.1f} frames={self.frames} "
             f"draws={self.draws} bytes[{codecs}] encode={encode_ms:.2f}ms/frame "

@@ -164,8 +164,6 @@ class DisplayHandler(ChannelHandler):
         self.server.source.remove_listener(self)
         if self._task is not None:
             self._task.cancel()
-        metrics = self.session.metrics
-        metrics.ack_lags.extend(self.channel.stats.ack_lag)
 
     async def _run(self) -> None:
         try:
@@ -179,7 +177,7 @@ class DisplayHandler(ChannelHandler):
     async def _update_loop(self) -> None:
         loop = asyncio.get_running_loop()
         min_interval = 1.0 / self.server.config.max_fps
-        last_sent = -min_interval
+        next_slot = loop.time()
         mark_pending = False
         while not self._closed:
             await self._wake.wait()
@@ -193,9 +191,12 @@ class DisplayHandler(ChannelHandler):
                 self.dirty.clear()
                 self.dirty.add([Rect(0, 0, width, height)])
                 mark_pending = True
-            wait = last_sent + min_interval - loop.time()
+            wait = next_slot - loop.time()
             if wait > 0 and not mark_pending:
                 await asyncio.sleep(wait)
+            # Slots follow a schedule, so a source ticking at max_fps is never throttled by
+            # jitter; a late update does not push the schedule back more than one slot.
+            next_slot = max(next_slot + min_interval, loop.time())
             rects = self.dirty.take()
             if not rects:
                 continue
@@ -224,7 +225,6 @@ class DisplayHandler(ChannelHandler):
                 mark_pending = False
             metrics.frames += 1
             self.connection.flush()
-            last_sent = loop.time()
             if self.dirty:
                 self._wake.set()
 

@@ -177,6 +177,7 @@ class SpiceServer:
             protocol = protocol_cls(**kwargs)
         handler = handler_cls(self, connection, session)
         handler.channel = protocol  # type: ignore[attr-defined]
+        session.metrics.channel_stats.append(protocol.stats)
         return protocol, handler
 
     def end_session(self, session: Session) -> None:
