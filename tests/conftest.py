@@ -19,16 +19,24 @@ def corpus() -> Path:
     return CORPUS
 
 
-def run(coro: object, timeout: float = 60.0) -> object:
-    """Run a coroutine on asyncio, or on uvloop with USE_UVLOOP=1, bounded in time."""
+def run(coro: object, timeout: float = 60.0, loop: str | None = None) -> object:
+    """Run a coroutine on asyncio or uvloop (default: USE_UVLOOP=1 picks uvloop), bounded."""
     import asyncio
 
     async def bounded() -> object:
         async with asyncio.timeout(timeout):
             return await coro  # type: ignore[misc]
 
-    if os.environ.get("USE_UVLOOP") == "1":
+    if loop is None:
+        loop = "uvloop" if os.environ.get("USE_UVLOOP") == "1" else "asyncio"
+    if loop == "uvloop":
         import uvloop
 
         return uvloop.run(bounded())
     return asyncio.run(bounded())
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def event_loop_name(request: pytest.FixtureRequest) -> str:
+    """Run a test's scenario on both event loops the server supports."""
+    return str(request.param)

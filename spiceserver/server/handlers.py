@@ -107,6 +107,10 @@ class CursorHandler(ChannelHandler):
             self.channel.set_shape(shape)
         self.connection.flush()
 
+    def on_cursor_move(self, x: int, y: int) -> None:
+        self.channel.move(x, y)
+        self.connection.flush()
+
     def on_damage(self, rects: list[Rect]) -> None: ...
 
     def on_resize(self, width: int, height: int) -> None: ...
@@ -155,6 +159,8 @@ class DisplayHandler(ChannelHandler):
         self._wake.set()
 
     def on_cursor(self, shape: CursorShape | None) -> None: ...
+
+    def on_cursor_move(self, x: int, y: int) -> None: ...
 
     def on_writable(self) -> None:
         self._wake.set()

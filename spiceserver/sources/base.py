@@ -72,6 +72,8 @@ class SourceListener(Protocol):
 
     def on_cursor(self, shape: CursorShape | None) -> None: ...
 
+    def on_cursor_move(self, x: int, y: int) -> None: ...
+
 
 class FramebufferSource:
     """Base class: a frame, its listeners, damage and resize notifications."""
@@ -139,6 +141,10 @@ class FramebufferSource:
         """A new cursor shape (None hides the cursor)."""
         self.cursor = shape
         self._notify("on_cursor", shape)
+
+    def move_cursor(self, x: int, y: int) -> None:
+        """The pointer moved on the source (clients in server mouse mode draw it there)."""
+        self._notify("on_cursor_move", x, y)
 
     def _notify(self, method: str, *args: object) -> None:
         loop = self._loop

@@ -10,6 +10,7 @@ import pytest
 
 from spiceserver import (
     ButtonEvent,
+    CursorShape,
     InputEvent,
     KeyEvent,
     LockState,
@@ -117,3 +118,18 @@ def test_cursor_shape_reaches_spice_gtk() -> None:
         assert (event["width"], event["height"]) == (arrow.width, arrow.height)
         assert (event["hot_x"], event["hot_y"]) == (arrow.hot_x, arrow.hot_y)
         assert event["sha256"] == hashlib.sha256(rgba).hexdigest()
+
+
+def test_cursor_move_hide_and_new_shape() -> None:
+    source = NumpySource(64, 64)
+    shape = CursorShape(unique=7, width=2, height=2, hot_x=1, hot_y=1, pixels=bytes(range(16)))
+    with ServerThread(source, password=PASSWORD) as st, GtkClient(st.uri, PASSWORD) as client:
+        client.wait_for("cursor-set", timeout=20)
+        st.call(lambda: source.move_cursor(20, 30))
+        event = client.wait_for("cursor-move", timeout=20)
+        assert (event["x"], event["y"]) == (20, 30)
+        st.call(lambda: source.set_cursor(None))
+        client.wait_for("cursor-hide", timeout=20)
+        st.call(lambda: source.set_cursor(shape))
+        event = client.wait_for("cursor-set", timeout=20)
+        assert (event["width"], event["height"], event["hot_x"]) == (2, 2, 1)

@@ -67,7 +67,7 @@ async def receive_until(display: LoopbackClient, canvas: Canvas, expected: np.nd
         canvas.apply(await display.receive(304))
 
 
-def test_session_receives_pixel_exact_frames() -> None:
+def test_session_receives_pixel_exact_frames(event_loop_name: str) -> None:
     async def scenario() -> None:
         source = NumpySource(frame=random_frame(320, 200, 1))
         async with SpiceServer(source, password=PASSWORD, port=0) as server:
@@ -87,7 +87,7 @@ def test_session_receives_pixel_exact_frames() -> None:
             await display.close()
             await main.close()
 
-    run(scenario())
+    run(scenario(), loop=event_loop_name)
 
 
 def test_wrong_ticket_gets_permission_denied(caplog: pytest.LogCaptureFixture) -> None:
@@ -122,7 +122,9 @@ def test_secondary_channel_needs_a_live_session() -> None:
     run(scenario())
 
 
-def test_malformed_message_closes_only_that_connection(caplog: pytest.LogCaptureFixture) -> None:
+def test_malformed_message_closes_only_that_connection(
+    caplog: pytest.LogCaptureFixture, event_loop_name: str
+) -> None:
     async def scenario() -> None:
         source = NumpySource(frame=random_frame(64, 48, 3))
         async with SpiceServer(source, password=PASSWORD, port=0) as server:
@@ -143,7 +145,7 @@ def test_malformed_message_closes_only_that_connection(caplog: pytest.LogCapture
                 await client.close()
 
     with caplog.at_level(logging.WARNING):
-        run(scenario())
+        run(scenario(), loop=event_loop_name)
     assert "inputs: protocol error, closing" in caplog.text
 
 

@@ -1,0 +1,82 @@
+"""The command line: options, refusals, and a real `python -m spiceserver serve` process."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+from spiceserver.__main__ import build_parser, config_from_args
+from spiceserver.errors import ConfigError
+from spiceserver.protocol.enums import ChannelType, ImageCompression, LinkError
+from tests.conftest import ROOT, run
+from tests.fakeclient import LoopbackClient
+
+
+def parse(*argv: str) -> object:
+    return build_parser().parse_args(["serve", *argv])
+
+
+def test_defaults_generate_a_password() -> None:
+    config, generated = config_from_args(parse())
+    assert generated and config.password and len(config.password) >= 16
+    assert (config.host, config.port) == ("127.0.0.1", 5900)
+    assert config.image_compression == ImageCompression.OFF
+
+
+def test_password_file_and_listen(tmp_path: Path) -> None:
+    secret = tmp_path / "ticket"
+    secret.write_text("from-file\n")
+    config, generated = config_from_args(
+        parse("--password-file", str(secret), "--listen", "[::1]:6000")
+    )
+    assert (config.password, generated, config.host, config.port) == ("from-file", False,
+                                                                       "::1", 6000)
+
+
+def test_no_ticket_on_a_public_address_is_refused() -> None:
+    with pytest.raises(ConfigError, match="without a ticket"):
+        config_from_args(parse("--listen", "0.0.0.0:5900", "--disable-ticketing"))
+    config, _ = config_from_args(parse("--listen", "127.0.0.1:5900", "--disable-ticketing"))
+    assert config.disable_ticketing and config.password is None
+
+
+def test_password_over_60_bytes_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"1\.\.60 bytes"):
+        config_from_args(parse("--password", "x" * 61))
+
+
+def test_serve_prints_a_working_remote_viewer_line() -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spiceserver", "serve", "--listen", "127.0.0.1:0",
+         "--source", "pattern:320x240"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = ""
+        while "remote-viewer" not in line:
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read() if proc.stderr else ""
+        match = re.search(r"spice://127\.0\.0\.1:(\d+)\?password=([^']+)'", line)
+        assert match, line
+        port, password = int(match.group(1)), unquote(match.group(2))
+
+        async def link() -> None:
+            client = await LoopbackClient.open(port)
+            assert await client.link(ChannelType.MAIN, password) == LinkError.OK
+            await client.receive(103)
+            await client.close()
+
+        run(link(), timeout=30)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+    assert proc.returncode == 0
