@@ -1,0 +1,313 @@
+"""numba kernels of the GLZ_RGB (RGB32) encoder: LZ matching within the image and into the window.
+
+Token format: ``spice-gtk:src/decode-glz-tmpl.c`` ``decode()``; the reference writer is
+``spice:server/glz-encode-match.tmpl.c`` ``encode_match()``.  The search follows the shape of
+``glz-encode.tmpl.c`` ``compress_seg()``/``do_match()``: a run check, one probe of a hash table
+shared by every image of the dictionary, greedy extension, acceptance when the match is longer
+than its token (``get_encode_ref_size()`` rule), hash updates on the last two matched pixels.
+
+Positions in the hash table are *virtual*: image ``k`` occupies ``[img_virt[k], img_virt[k] +
+img_size[k])`` of a number line that only grows (see :mod:`encoders.glz.dictionary`), so stale
+entries of evicted images, of a failed encode or of an earlier session fall below ``win_lo`` or
+are re-verified pixel by pixel; a hint is never trusted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from encoders._jit import kernel
+from encoders._lzbase import MASK24, flush_literals, hash3
+
+__all__ = [
+    "MAX_IMAGE_DIST",
+    "MAX_PIXEL_LONG_DISTANCE",
+    "glz_rgb32_compress",
+    "hash_long",
+    "match_cost",
+    "put_glz_match",
+]
+
+#: Pixel offsets (in-image distance - 1, or offset into an older image) stay below 2**25
+#: (``MAX_PIXEL_LONG_DISTANCE``: 4 + 8 + 5 + 8 bits in the token).
+MAX_PIXEL_LONG_DISTANCE = 1 << 25
+#: Image distances: 24 bits in the long-offset form (``MAX_IMAGE_DIST`` in glz-encoder.c).
+MAX_IMAGE_DIST = (1 << 24) - 1
+_SHORT = 1 << 12  # MAX_PIXEL_SHORT_DISTANCE: offsets below fit 4 + 8 bits
+_MEDIUM = 1 << 17  # MAX_PIXEL_MEDIUM_DISTANCE: offsets below need no 5th byte
+#: Sampled pixels of the long-string hash, after the first three.
+LONG_PROBE_1 = 7
+LONG_PROBE_2 = 15
+#: The long-string table is written at positions that are multiples of this (fewer writes;
+#: a shifted copy still lines up within LONG_STEP - 1 literal pixels).
+LONG_STEP = 4
+#: A 3-pixel-table match at least this long is not worth a second probe.
+LONG_ENOUGH = 16
+
+
+@kernel
+def match_cost(offset: int, image_dist: int) -> int:
+    """Bytes of a match token apart from length-extension bytes (``get_encode_ref_size()``)."""
+    if offset < _SHORT:
+        if image_dist < (1 << 6):
+            return 3
+        if image_dist < (1 << 14):
+            return 4
+        if image_dist < (1 << 22):
+            return 5
+        return 6
+    cost = 3
+    if image_dist == 0:
+        cost = 3
+    elif image_dist < (1 << 8):
+        cost = 4
+    elif image_dist < (1 << 16):
+        cost = 5
+    else:
+        cost = 6
+    if offset >= _MEDIUM:
+        cost += 1
+    return cost
+
+
+@kernel
+def put_glz_match(out: np.ndarray, pos: int, length: int, offset: int, image_dist: int) -> int:
+    """Write a GLZ RGB32 match: ``length >= 1`` pixels at ``offset`` in image ``id - image_dist``.
+
+    ``offset`` is ``distance - 1`` when ``image_dist == 0`` and the absolute pixel offset in the
+    older image otherwise.  Layout (``decode()``): ctrl = ``len << 5 | pixel_flag << 4 |
+    offset & 15`` ([255 ... < 255] length bytes when ``len == 7``), ``offset >> 4 & 255``, then
+    either (short, offset < 4096) ``image_flag << 6 | image_dist & 63`` + image_flag bytes of
+    image_dist bits 6.., or (long) ``image_flag << 6 | long << 5 | offset >> 12 & 31`` +
+    image_flag little-endian bytes of image_dist + (long) ``offset >> 17``.  RGB32 length bias 0.
+    """
+    if pos + 12 + length // 255 > out.shape[0]:
+        raise ValueError("output buffer overflow (match)")
+    flag = 0 if offset < _SHORT else 16
+    if length < 7:
+        out[pos] = ((length << 5) | flag | (offset & 15)) & 0xFF
+        pos += 1
+    else:
+        out[pos] = ((7 << 5) | flag | (offset & 15)) & 0xFF
+        pos += 1
+        rest = length - 7
+        while rest >= 255:
+            out[pos] = 255
+            pos += 1
+            rest -= 255
+        out[pos] = rest
+        pos += 1
+    out[pos] = (offset >> 4) & 0xFF
+    pos += 1
+    if offset < _SHORT:
+        if image_dist < (1 << 6):
+            out[pos] = image_dist
+            return pos + 1
+        if image_dist < (1 << 14):
+            out[pos] = (1 << 6) | (image_dist & 63)
+            out[pos + 1] = (image_dist >> 6) & 0xFF
+            return pos + 2
+        if image_dist < (1 << 22):
+            out[pos] = (2 << 6) | (image_dist & 63)
+            out[pos + 1] = (image_dist >> 6) & 0xFF
+            out[pos + 2] = (image_dist >> 14) & 0xFF
+            return pos + 3
+        out[pos] = (3 << 6) | (image_dist & 63)
+        out[pos + 1] = (image_dist >> 6) & 0xFF
+        out[pos + 2] = (image_dist >> 14) & 0xFF
+        out[pos + 3] = (image_dist >> 22) & 0xFF
+        return pos + 4
+    nbytes = 0
+    if image_dist >= (1 << 16):
+        nbytes = 3
+    elif image_dist >= (1 << 8):
+        nbytes = 2
+    elif image_dist > 0:
+        nbytes = 1
+    long_bit = 32 if offset >= _MEDIUM else 0
+    out[pos] = ((nbytes << 6) | long_bit | ((offset >> 12) & 31)) & 0xFF
+    pos += 1
+    for k in range(nbytes):
+        out[pos] = (image_dist >> (8 * k)) & 0xFF
+        pos += 1
+    if long_bit:
+        out[pos] = (offset >> 17) & 0xFF
+        pos += 1
+    return pos
+
+
+@kernel
+def hash_long(a: int, b: int, c: int, d: int, e: int, shift: int) -> int:
+    """Hash of pixels ``i, i+1, i+2, i+LONG_PROBE_1, i+LONG_PROBE_2`` (a long-string hint)."""
+    x = (a * 0x9E3779B1 + b * 0x85EBCA77 + c * 0xC2B2AE3D) & 0xFFFFFFFF
+    x = (x * 0x27D4EB2F + d * 0x165667B1 + e * 0xD3A2646C) & 0xFFFFFFFF
+    return x >> shift
+
+
+@kernel
+def _extend_in_image(cur: np.ndarray, i: int, ref: int, n: int) -> int:
+    """Pixels equal from ``cur[i]`` and ``cur[ref]`` on (overlap allowed), up to the end."""
+    j = i
+    r = ref
+    while j < n and ((int(cur[j]) ^ int(cur[r])) & MASK24) == 0:
+        j += 1
+        r += 1
+    return j - i
+
+
+@kernel
+def _find_image(img_virt: np.ndarray, oldest_id: int, cur_id: int, g: int) -> int:
+    """Id of the kept image whose virtual range starts at or before ``g`` (binary search)."""
+    ring = img_virt.shape[0] - 1
+    lo = oldest_id
+    hi = cur_id - 1
+    while lo < hi:
+        mid = (lo + hi + 1) >> 1
+        if int(img_virt[mid & ring]) <= g:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+@kernel
+def glz_rgb32_compress(
+    cur: np.ndarray,
+    cur_virt: int,
+    cur_id: int,
+    arena: np.ndarray,
+    htab: np.ndarray,
+    ltab: np.ndarray,
+    img_virt: np.ndarray,
+    img_aoff: np.ndarray,
+    img_size: np.ndarray,
+    oldest_id: int,
+    out: np.ndarray,
+    pos: int,
+) -> int:
+    """Encode ``cur`` (uint32 pixels, stream order) as GLZ RGB32 tokens from ``out[pos]``.
+
+    Args:
+        cur: the image being encoded; its virtual start is ``cur_virt``, its GLZ id ``cur_id``.
+        arena: pixels of the kept images; image ``k`` (``oldest_id <= k < cur_id``) sits at
+            ``arena[img_aoff[k & m] : img_aoff[k & m] + img_size[k & m]]`` with virtual start
+            ``img_virt[k & m]`` (``m`` = ring size - 1).  No kept image when
+            ``oldest_id == cur_id``.
+        htab: int64 table of a power-of-two size: hash of 3 pixels -> virtual position (a hint),
+            updated at every probed position, as ``compress_seg()`` does.
+        ltab: like ``htab`` for :func:`hash_long` strings, updated every ``LONG_STEP`` pixels
+            and probed only when ``htab`` gave less than ``LONG_ENOUGH`` pixels.  The 3-pixel
+            table always remembers the most recent occurrence, usually in the current image;
+            this one keeps long strings (a scrolled or repeated region of an older image)
+            findable.  Our addition: the reference encoder has no such second probe.
+
+    Returns:
+        The end position of the stream in ``out``.
+    """
+    n = cur.shape[0]
+    nbits = 0
+    while (1 << nbits) < htab.shape[0]:
+        nbits += 1
+    shift = 32 - nbits
+    lbits = 0
+    while (1 << lbits) < ltab.shape[0]:
+        lbits += 1
+    lshift = 32 - lbits
+    ring = img_virt.shape[0] - 1
+    win_lo = cur_virt
+    if oldest_id < cur_id:
+        win_lo = int(img_virt[oldest_id & ring])
+    lit = 0
+    i = 0
+    while i + 2 < n:
+        p0 = int(cur[i]) & MASK24
+        p1 = int(cur[i + 1]) & MASK24
+        p2 = int(cur[i + 2]) & MASK24
+        length = 0
+        offset = 0
+        idist = 0
+        if i > 0 and p0 == p1 and p1 == p2 and (int(cur[i - 1]) & MASK24) == p0:
+            j = i + 3
+            while j < n and (int(cur[j]) & MASK24) == p0:
+                j += 1
+            length = j - i
+        else:
+            h = hash3(p0, p1, p2, shift)
+            g = int(htab[h])
+            htab[h] = cur_virt + i
+            lh = -1
+            if i + LONG_PROBE_2 < n:
+                lh = hash_long(
+                    p0,
+                    p1,
+                    p2,
+                    int(cur[i + LONG_PROBE_1]) & MASK24,
+                    int(cur[i + LONG_PROBE_2]) & MASK24,
+                    lshift,
+                )
+            for probe in range(2):
+                if probe == 1:
+                    if length >= LONG_ENOUGH or lh < 0:
+                        break
+                    g = int(ltab[lh])
+                    if (i & (LONG_STEP - 1)) == 0:
+                        ltab[lh] = cur_virt + i
+                cand_len = 0
+                cand_off = 0
+                cand_dist = 0
+                if g >= cur_virt:
+                    ref = g - cur_virt
+                    if ref < i and i - ref - 1 < MAX_PIXEL_LONG_DISTANCE:
+                        cand_len = _extend_in_image(cur, i, ref, n)
+                        cand_off = i - ref - 1
+                elif g >= win_lo:
+                    # into an older image (ids are consecutive, virtual starts increase)
+                    k = _find_image(img_virt, oldest_id, cur_id, g)
+                    slot = k & ring
+                    off = g - int(img_virt[slot])
+                    size = int(img_size[slot])
+                    if off < size:
+                        stop = n
+                        if size - off < n - i:
+                            stop = i + size - off
+                        j = i
+                        r = int(img_aoff[slot]) + off
+                        while j < stop and ((int(cur[j]) ^ int(arena[r])) & MASK24) == 0:
+                            j += 1
+                            r += 1
+                        cand_len = j - i
+                        cand_off = off
+                        cand_dist = cur_id - k
+                # do_match(): a 1-2 pixel match must beat its token (3 bytes a pixel)
+                if 0 < cand_len <= 2 and cand_len < match_cost(cand_off, cand_dist) // 3 + 1:
+                    cand_len = 0
+                if cand_len > length:
+                    length = cand_len
+                    offset = cand_off
+                    idist = cand_dist
+        if length == 0:
+            i += 1
+            continue
+        if lit < i:
+            pos = flush_literals(cur, lit, i, out, pos)
+        pos = put_glz_match(out, pos, length, offset, idist)
+        end = i + length
+        q = end - 2
+        if q > i and q + 2 < n:
+            htab[
+                hash3(
+                    int(cur[q]) & MASK24, int(cur[q + 1]) & MASK24, int(cur[q + 2]) & MASK24, shift
+                )
+            ] = cur_virt + q
+        q = end - 1
+        if q > i and q + 2 < n:
+            htab[
+                hash3(
+                    int(cur[q]) & MASK24, int(cur[q + 1]) & MASK24, int(cur[q + 2]) & MASK24, shift
+                )
+            ] = cur_virt + q
+        i = end
+        lit = end
+    if lit < n:
+        pos = flush_literals(cur, lit, n, out, pos)
+    return pos

@@ -1,0 +1,138 @@
+"""numba kernels of the LZ_RGB (RGB32) encoder: greedy single-probe hash matching.
+
+The token format is fixed by ``spice-common:common/lz_decompress_tmpl.c`` ``decompress()``; the
+match search is ours.  It follows the shape of ``lz_compress_tmpl.c`` ``compress_seg()`` (a run
+check against the previous pixel, then one hash-table probe keyed by the next three pixels,
+greedy extension, hash updates on the last two pixels of each match) with a larger table and a
+multiplicative hash.  Kernels take only C-contiguous arrays and ints and return the new output
+position; a full output buffer raises ``ValueError`` (turned into ``EncoderError`` by the API).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from encoders._jit import kernel
+from encoders._lzbase import MASK24, flush_literals, hash3
+
+__all__ = ["HASH_BITS", "MAX_FAR_DISTANCE", "MAX_NEAR_DISTANCE", "lz_rgb32_compress", "put_match"]
+
+#: log2 of the hash-table size.  ``lz.c`` uses 13; 16 finds more of the 73,727-pixel window.
+HASH_BITS = 16
+#: Largest back-distance of the 2-byte form: ``d = D - 1 < 8191`` (8191 is the escape).
+MAX_NEAR_DISTANCE = 8191
+#: Largest back-distance of the escaped form: ``d - 8191 <= 65535``.
+MAX_FAR_DISTANCE = 8191 + 1 + 65535
+
+
+@kernel
+def put_match(out: np.ndarray, pos: int, length: int, distance: int) -> int:
+    """Write one LZ RGB32 match token of ``length >= 1`` pixels copied from ``distance >= 1`` back.
+
+    Layout (``decompress()``): ctrl = ``lcode << 5 | d_hi``, [length bytes], ``d_lo``,
+    [far hi, far lo].  For RGB32 the decoded length is ``lcode + extension`` (the C encoder's
+    ``len - 1 + 1``), so ``lcode = length`` below 7, else 7 and the excess as 255s plus a final
+    byte below 255.  ``d = distance - 1``; ``d_hi = 31, d_lo = 255`` escapes to ``d - 8191`` in
+    two big-endian bytes.
+    """
+    if pos + 6 + length // 255 > out.shape[0]:
+        raise ValueError("output buffer overflow (match)")
+    d = distance - 1
+    if d < MAX_NEAR_DISTANCE:
+        hi = d >> 8
+        lo = d & 0xFF
+    else:
+        hi = 31
+        lo = 255
+    if length < 7:
+        out[pos] = ((length << 5) | hi) & 0xFF
+        pos += 1
+    else:
+        out[pos] = ((7 << 5) | hi) & 0xFF
+        pos += 1
+        rest = length - 7
+        while rest >= 255:
+            out[pos] = 255
+            pos += 1
+            rest -= 255
+        out[pos] = rest
+        pos += 1
+    out[pos] = lo
+    pos += 1
+    if d >= MAX_NEAR_DISTANCE:
+        far = d - MAX_NEAR_DISTANCE
+        out[pos] = (far >> 8) & 0xFF
+        out[pos + 1] = far & 0xFF
+        pos += 2
+    return pos
+
+
+@kernel
+def lz_rgb32_compress(src: np.ndarray, htab: np.ndarray, out: np.ndarray, pos: int) -> int:
+    """Encode all of ``src`` (uint32 pixels in stream order) as LZ RGB32 tokens from ``pos``.
+
+    ``htab`` is a zeroed int32 table of a power-of-two size: slot -> last stream position whose
+    three pixels hashed there (a hint, always re-verified).  Returns the end position in ``out``.
+    """
+    n = src.shape[0]
+    nbits = 0
+    while (1 << nbits) < htab.shape[0]:
+        nbits += 1
+    shift = 32 - nbits
+    lit = 0  # first pixel not yet written
+    i = 0
+    while i + 2 < n:
+        p0 = int(src[i]) & MASK24
+        p1 = int(src[i + 1]) & MASK24
+        p2 = int(src[i + 2]) & MASK24
+        length = 0
+        dist = 0
+        if i > 0 and p0 == p1 and p1 == p2 and (int(src[i - 1]) & MASK24) == p0:
+            # a run: copy of the previous pixel (distance 1), as compress_seg() checks first
+            j = i + 3
+            while j < n and (int(src[j]) & MASK24) == p0:
+                j += 1
+            length = j - i
+            dist = 1
+        else:
+            h = hash3(p0, p1, p2, shift)
+            ref = int(htab[h])
+            htab[h] = i
+            dist = i - ref
+            if 0 < dist <= MAX_FAR_DISTANCE and (int(src[ref]) & MASK24) == p0:
+                j = i + 1
+                r = ref + 1
+                while j < n and ((int(src[j]) ^ int(src[r])) & MASK24) == 0:
+                    j += 1
+                    r += 1
+                length = j - i
+                # near tokens cost 2 bytes, far 4: demand a real saving over literals
+                if length < 2 or (dist > MAX_NEAR_DISTANCE and length < 3):
+                    length = 0
+        if length == 0:
+            i += 1
+            continue
+        if lit < i:
+            pos = flush_literals(src, lit, i, out, pos)
+        pos = put_match(out, pos, length, dist)
+        end = i + length
+        # remember the last two positions of the match (compress_seg() "match boundary")
+        q = end - 2
+        if q > i and q + 2 < n:
+            htab[
+                hash3(
+                    int(src[q]) & MASK24, int(src[q + 1]) & MASK24, int(src[q + 2]) & MASK24, shift
+                )
+            ] = q
+        q = end - 1
+        if q > i and q + 2 < n:
+            htab[
+                hash3(
+                    int(src[q]) & MASK24, int(src[q + 1]) & MASK24, int(src[q + 2]) & MASK24, shift
+                )
+            ] = q
+        i = end
+        lit = end
+    if lit < n:
+        pos = flush_literals(src, lit, n, out, pos)
+    return pos

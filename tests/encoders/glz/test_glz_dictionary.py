@@ -1,0 +1,231 @@
+"""``GlzDictionary``: sequences decoded through a mirror of spice-gtk's window.
+
+Every stream goes through :class:`tests.reference.glz_decode.GlzWindow`, which releases images
+exactly as spice-gtk does and raises on a reference to an image it no longer (or never) held, or
+past a referenced image's end: so a passing sequence is one the real client decodes.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import encoders.glz.dictionary as dictionary_module
+from encoders import EncoderError
+from encoders._jit import py_func
+from encoders.glz import GlzDictionary, glz_encode
+from tests.encoders.lz.lz_helpers import load_frame, needs_jit, rgb, text_like
+from tests.reference.glz_decode import GlzImage, GlzWindow
+
+
+def _send(d: GlzDictionary, window: GlzWindow, img: np.ndarray) -> tuple[bytes, GlzImage]:
+    data = d.encode(img)
+    decoded = window.decode(data)
+    assert np.array_equal(decoded.pixels[..., :3], rgb(img))
+    # our window is never larger than the client's: everything we may reference it holds
+    assert decoded.id - decoded.win_head_dist == d.oldest_id or decoded.win_head_dist == 0
+    assert all(i in window.images for i in range(d.oldest_id, d.next_id))
+    return data, decoded
+
+
+def test_ids_header_and_repeat() -> None:
+    d = GlzDictionary(10_000, hash_bits=12)
+    w = GlzWindow()
+    img = text_like(40, 60, seed=1)
+    first, dec0 = _send(d, w, img)
+    assert (dec0.id, dec0.win_head_dist) == (0, 0)
+    second, dec1 = _send(d, w, img)
+    assert (dec1.id, dec1.win_head_dist) == (1, 1) and dec1.cross_refs >= 1
+    assert len(second) < len(first) // 4
+    assert d.images_encoded == 2 and d.bytes_out == len(first) + len(second)
+    noise = np.random.default_rng(0).integers(0, 256, size=(40, 60, 4), dtype=np.uint8)
+    _send(d, w, noise)
+    data, dec = _send(d, w, noise)
+    assert dec.cross_refs == 1 and len(data) < 33 + 20  # one match: the whole previous image
+    assert struct.unpack_from(">Q", second, 21)[0] == 1
+
+
+def test_scrolled_text_references_previous_frame() -> None:
+    palette = np.random.default_rng(2).integers(0, 256, size=(6, 4), dtype=np.uint8)
+    base = palette[np.random.default_rng(3).integers(0, 6, size=(120, 96))]
+    d = GlzDictionary(50_000, hash_bits=14)
+    w = GlzWindow()
+    sizes = []
+    for shift in range(0, 40, 9):
+        frame = np.roll(base, -shift, axis=0)
+        data, decoded = _send(d, w, frame[:80])
+        sizes.append(len(data))
+        if shift:
+            assert decoded.cross_refs > 0
+    assert max(sizes[1:]) < sizes[0] // 5
+
+
+def test_eviction_follows_client_window() -> None:
+    """Window of 2.5 images: each image may keep only the previous one or two."""
+    n = 30 * 40
+    d = GlzDictionary(int(2.5 * n), hash_bits=12)
+    w = GlzWindow()
+    imgs = [text_like(30, 40, seed=s) for s in range(3)]
+    for k in range(12):
+        _, decoded = _send(d, w, imgs[k % 3])
+        assert decoded.win_head_dist == min(k, 1)
+        assert d.kept_pixels == n * min(k + 1, 2)
+        assert set(w.images) == set(range(max(0, k - 1), k + 1))
+
+
+def test_mixed_sizes_and_arena_wrap() -> None:
+    """A memory cap below the window: arena laps, gaps and our own extra evictions."""
+    rng = np.random.default_rng(3)
+    base = text_like(64, 64, seed=4)
+    d = GlzDictionary(100_000, max_pixels=3000, hash_bits=11)
+    w = GlzWindow()
+    for _ in range(60):
+        h, wd = int(rng.integers(1, 40)), int(rng.integers(1, 64))
+        y, x = int(rng.integers(0, 64 - h + 1)), int(rng.integers(0, 64 - wd + 1))
+        assert d.fits(wd, h)
+        _send(d, w, base[y : y + h, x : x + wd])
+        assert d.kept_pixels <= 3000
+    assert d.images_encoded == 60
+
+
+def test_reset_starts_a_new_session() -> None:
+    d = GlzDictionary(10_000, hash_bits=12)
+    img = text_like(20, 30, seed=5)
+    w = GlzWindow()
+    _send(d, w, img)
+    _send(d, w, img)
+    d.reset()
+    assert (d.next_id, d.oldest_id, d.kept_pixels) == (0, 0, 0)
+    w2 = GlzWindow()
+    data, decoded = _send(d, w2, img)
+    assert (decoded.id, decoded.cross_refs) == (0, 0)
+    assert data == glz_encode(img)
+
+
+def test_fits_and_refusals() -> None:
+    assert not GlzDictionary(0).fits(1, 1)
+    d = GlzDictionary(100, max_pixels=50, hash_bits=10)
+    assert d.fits(10, 5) and not d.fits(17, 3) and not d.fits(10, 10) and not d.fits(0, 3)
+    with pytest.raises(EncoderError):
+        d.encode(np.zeros((10, 10, 4), dtype=np.uint8))
+    with pytest.raises(EncoderError):
+        d.encode(np.zeros((2, 2, 3), dtype=np.uint8))
+    with pytest.raises(EncoderError):
+        GlzDictionary(0).encode(np.zeros((1, 1, 4), dtype=np.uint8))
+    assert d.next_id == 0  # refusals consume no id
+    for kwargs in (
+        {"window_pixels": -1},
+        {"window_pixels": 9, "max_pixels": 0},
+        {"window_pixels": 9, "max_pixels": 1 << 26},
+        {"window_pixels": 9, "hash_bits": 9},
+    ):
+        with pytest.raises(EncoderError):
+            GlzDictionary(**kwargs)
+
+
+def test_threads_share_one_dictionary() -> None:
+    d = GlzDictionary(20_000, hash_bits=12)
+    imgs = [text_like(20, 25 + k, seed=k) for k in range(4)]
+    results: list[bytes] = []
+    lock = threading.Lock()
+
+    def work(k: int) -> None:
+        for _ in range(6):
+            data = d.encode(imgs[k])
+            with lock:
+                results.append(data)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    w = GlzWindow()
+    by_id = sorted(results, key=lambda b: struct.unpack_from(">Q", b, 21)[0])
+    for data in by_id:
+        w.decode(data)
+    assert w.next_id == 24
+
+
+@st.composite
+def _sequences(draw: st.DrawFn) -> tuple[int, int, list[np.ndarray]]:
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    base = text_like(48, 48, seed=seed % 1000)
+    noise = rng.integers(0, 256, size=(48, 48, 4), dtype=np.uint8)
+    imgs = []
+    for _ in range(draw(st.integers(1, 12))):
+        h, w = int(rng.integers(1, 30)), int(rng.integers(1, 30))
+        y, x = int(rng.integers(0, 48 - h + 1)), int(rng.integers(0, 48 - w + 1))
+        src = noise if rng.random() < 0.2 else base
+        img = src[y : y + h, x : x + w].copy()
+        if rng.random() < 0.3:
+            img[rng.random((h, w)) < 0.1] = 255
+        imgs.append(img)
+    window = draw(st.integers(2, 3000))
+    cap = draw(st.integers(1, 3000))
+    return window, cap, imgs
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=_sequences())
+def test_random_sequences(case: tuple[int, int, list[np.ndarray]]) -> None:
+    window, cap, imgs = case
+    d = GlzDictionary(window, max_pixels=cap, hash_bits=10)
+    w = GlzWindow()
+    for img in imgs:
+        if d.fits(img.shape[1], img.shape[0]):
+            _send(d, w, img)
+
+
+def test_kernel_jit_equals_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dictionary's output is the same with the pure-Python kernel body."""
+    frames = [text_like(24, 32, seed=s % 2)[s % 5 :] for s in range(6)]
+    jit = GlzDictionary(2000, max_pixels=1500, hash_bits=10)
+    expected = [jit.encode(f) for f in frames]
+    monkeypatch.setattr(
+        dictionary_module, "glz_rgb32_compress", py_func(dictionary_module.glz_rgb32_compress)
+    )
+    python = GlzDictionary(2000, max_pixels=1500, hash_bits=10)
+    assert [python.encode(f) for f in frames] == expected
+
+
+@needs_jit
+def test_corpus_sequence() -> None:
+    """Full frames and regions of them against a realistic window."""
+    d = GlzDictionary(8 << 20, hash_bits=20)
+    w = GlzWindow()
+    term = load_frame("terminal_manpage_1920x1080")
+    _send(d, w, term)
+    data, decoded = _send(d, w, np.roll(term, -17, axis=0))  # scrolled by one text line
+    assert decoded.cross_refs > 0 and len(data) < 40_000
+    data, _ = _send(d, w, term[200:500, 300:1500])  # a region already sent
+    assert len(data) < 20_000
+    desk = load_frame("desktop_xapps_1280x800")
+    for _ in range(4):  # pushes the first frames out of the 8 Mi-pixel window
+        _send(d, w, desk)
+    assert d.oldest_id > 0
+
+
+def test_warmup_covers_production_signatures() -> None:
+    """After warmup(), no input layout makes numba compile again (a stall mid-session)."""
+    from encoders._jit import JIT_ENABLED
+    from encoders.glz import warmup
+    from encoders.glz._kernels import glz_rgb32_compress
+
+    if not JIT_ENABLED:
+        pytest.skip("JIT disabled")
+    warmup()
+    before = len(glz_rgb32_compress.signatures)
+    frame = np.arange(20 * 30 * 4, dtype=np.uint8).reshape(20, 30, 4)
+    ro = np.frombuffer(frame.tobytes(), dtype=np.uint8).reshape(20, 30, 4)
+    d = GlzDictionary(5000)
+    for img in (frame, frame[3:9, 4:17], ro, ro[2:5, 1:3]):
+        glz_encode(img)
+        d.encode(img)
+    assert len(glz_rgb32_compress.signatures) == before

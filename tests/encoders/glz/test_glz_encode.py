@@ -1,0 +1,146 @@
+"""``glz_encode`` (fresh dictionary): encode -> reference decode == input; sizes; misuse."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from encoders import EncoderError
+from encoders.glz import glz_encode
+from tests.encoders.lz.lz_helpers import C_SIZES, images, load_frame, needs_jit, rgb, text_like
+from tests.reference.glz_decode import GlzDecodeError, GlzWindow, glz_decode
+
+
+def _roundtrip(img: np.ndarray) -> bytes:
+    data = glz_encode(img)
+    decoded = glz_decode(data)
+    assert (decoded.id, decoded.win_head_dist, decoded.cross_refs) == (0, 0, 0)
+    assert (decoded.width, decoded.height) == (img.shape[1], img.shape[0])
+    assert np.array_equal(decoded.pixels[..., :3], rgb(img))
+    assert not decoded.pixels[..., 3].any()
+    return data
+
+
+def test_header() -> None:
+    data = glz_encode(np.zeros((3, 5, 4), dtype=np.uint8))
+    fields = struct.unpack_from(">IIBIIIQI", data)
+    assert fields == (0x20205A4C, 0x00010001, 8 | 16, 5, 3, 20, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "shape", [(1, 1), (1, 2), (1, 3), (1, 4), (2, 2), (1, 37), (37, 1), (3, 1), (1, 200), (200, 1)]
+)
+@pytest.mark.parametrize("fill", ["zeros", "noise", "stripes"])
+def test_tiny_and_thin(shape: tuple[int, int], fill: str) -> None:
+    rng = np.random.default_rng(sum(shape))
+    if fill == "zeros":
+        img = np.zeros((*shape, 4), dtype=np.uint8)
+    elif fill == "noise":
+        img = rng.integers(0, 256, size=(*shape, 4), dtype=np.uint8)
+    else:
+        img = np.zeros((*shape, 4), dtype=np.uint8)
+        img.reshape(-1, 4)[::3, 1] = 200
+    _roundtrip(img)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(img=images())
+def test_roundtrip_random(img: np.ndarray) -> None:
+    _roundtrip(img)
+
+
+def test_calls_are_independent() -> None:
+    """Each call is a fresh dictionary: same input, same bytes, whatever came before."""
+    a = text_like(30, 40, seed=5)
+    b = text_like(30, 40, seed=6)
+    first = glz_encode(a)
+    glz_encode(b)
+    assert glz_encode(a) == first
+
+
+def test_x_byte_ignored_and_views() -> None:
+    frame = text_like(60, 90, seed=7)
+    clean = frame.copy()
+    clean[..., 3] = 0
+    assert glz_encode(frame) == glz_encode(clean)
+    view = frame[5:50, 3:80]
+    assert _roundtrip(view) == glz_encode(np.ascontiguousarray(view))
+
+
+def test_long_matches_and_offsets() -> None:
+    _roundtrip(np.zeros((50, 100, 4), dtype=np.uint8))
+    rng = np.random.default_rng(8)
+    for period in (100, 4095, 4096, 4097, 5000):  # short/long pixel-offset forms
+        block = rng.integers(0, 256, size=(20, 4), dtype=np.uint8)
+        flat = np.zeros((period + 20, 4), dtype=np.uint8)
+        unique = np.arange(period + 20) + 0x400000
+        flat[:, 0] = unique & 0xFF
+        flat[:, 1] = (unique >> 8) & 0xFF
+        flat[:, 2] = (unique >> 16) & 0xFF
+        flat[:20] = block
+        flat[period:] = block
+        data = _roundtrip(flat.reshape(1, -1, 4))
+        assert len(data) < 33 + 3 * (period + 20) + (period + 20 + 31) // 32 - 40
+
+
+@needs_jit
+def test_medium_and_long_offsets() -> None:
+    """A noise block repeated ``period`` pixels later across a flat run (runs add no hashes)."""
+    rng = np.random.default_rng(9)
+    for period in (131_071, 131_072, 131_073, 300_000, 2_000_000):
+        block = rng.integers(0, 256, size=(40, 4), dtype=np.uint8)
+        flat = np.full((period + 40, 4), 17, dtype=np.uint8)
+        flat[:40] = block
+        flat[period:] = block
+        data = _roundtrip(flat.reshape(1, -1, 4))
+        assert len(data) < 33 + 3 * 40 + 1 + period // 255 + 40  # second block: one match
+
+
+@pytest.mark.parametrize("name", sorted(C_SIZES))
+@needs_jit
+def test_corpus_roundtrip_and_size(name: str) -> None:
+    data = _roundtrip(load_frame(name))
+    assert len(data) <= 1.10 * C_SIZES[name][1]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((4, 4, 4), dtype=np.int8),
+        np.zeros((4, 16), dtype=np.uint8),
+        np.zeros((4, 4, 5), dtype=np.uint8),
+        np.zeros((0, 4, 4), dtype=np.uint8),
+        np.zeros((4, 0, 4), dtype=np.uint8),
+        None,
+    ],
+    ids=["int8", "2d", "5ch", "no-rows", "no-cols", "none"],
+)
+def test_misuse(bad: object) -> None:
+    with pytest.raises(EncoderError):
+        glz_encode(bad)  # type: ignore[arg-type]
+
+
+def test_oracle_rejects_bad_streams() -> None:
+    good = glz_encode(text_like(10, 20, seed=10))
+    glz_decode(good)
+    with pytest.raises(GlzDecodeError):
+        glz_decode(good + b"\0")
+    with pytest.raises(GlzDecodeError):
+        glz_decode(good[:-1])
+    head = struct.pack(">IIBIIIQI", 0x20205A4C, 0x00010001, 8 | 16, 2, 1, 8, 0, 0)
+    with pytest.raises(GlzDecodeError):
+        glz_decode(head + bytes([0, 1, 2, 3]) + bytes([0x21, 0, 0]))  # distance 2 at pixel 1
+    with pytest.raises(GlzDecodeError):
+        glz_decode(head + bytes([0, 1, 2, 3]) + bytes([0x20, 0, 1]))  # image 0 - 1 missing
+    glz_decode(head + bytes([0, 1, 2, 3]) + bytes([0x20, 0, 0]))  # run of 1: fine
+    window = GlzWindow()
+    window.decode(head + bytes([1, 1, 2, 3, 4, 5, 6]))
+    nxt = struct.pack(">IIBIIIQI", 0x20205A4C, 0x00010001, 8 | 16, 2, 1, 8, 1, 1)
+    with pytest.raises(GlzDecodeError):
+        window.decode(nxt + bytes([0x41, 0, 1]))  # offset 1 + length 2 > 2 pixels of image 0
+    window = GlzWindow()
+    window.decode(head + bytes([1, 1, 2, 3, 4, 5, 6]))
+    window.decode(nxt + bytes([0x40, 0, 1]))

@@ -1,0 +1,74 @@
+"""Same-process differential test: each LZ kernel under numba vs its pure-Python body."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+
+from encoders._jit import py_func
+from encoders._lzbase import flush_literals, hash3
+from encoders.lz._kernels import HASH_BITS, lz_rgb32_compress, put_match
+from tests.encoders.lz.lz_helpers import images
+
+
+def _run(kernel: object, img: np.ndarray) -> bytes:
+    src = np.ascontiguousarray(img).view(np.uint32).reshape(-1)
+    out = np.zeros(4 * src.shape[0] + 64, dtype=np.uint8)
+    htab = np.zeros(1 << HASH_BITS, dtype=np.int32)
+    end = kernel(src, htab, out, 0)  # type: ignore[operator]
+    return out[:end].tobytes()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(img=images(max_width=32, max_height=12))
+def test_compress_jit_equals_python(img: np.ndarray) -> None:
+    assert _run(lz_rgb32_compress, img) == _run(py_func(lz_rgb32_compress), img)
+
+
+def test_helpers_jit_equal_python() -> None:
+    for a, b, c in [(0, 0, 0), (0xFFFFFF, 0x123456, 0xABCDEF), (1, 2, 3)]:
+        assert hash3(a, b, c, 16) == py_func(hash3)(a, b, c, 16)
+    for length, distance in [(1, 1), (6, 8191), (7, 8192), (300, 73727), (1000, 5)]:
+        a = np.zeros(16, dtype=np.uint8)
+        b = np.zeros(16, dtype=np.uint8)
+        assert put_match(a, 1, length, distance) == py_func(put_match)(b, 1, length, distance)
+        assert a.tobytes() == b.tobytes()
+    src = np.arange(70, dtype=np.uint32) * 0x01010101
+    a = np.zeros(300, dtype=np.uint8)
+    b = np.zeros(300, dtype=np.uint8)
+    assert flush_literals(src, 3, 70, a, 0) == py_func(flush_literals)(src, 3, 70, b, 0)
+    assert a.tobytes() == b.tobytes()
+
+
+def test_output_overflow_raises() -> None:
+    src = np.arange(100, dtype=np.uint32)
+    out = np.zeros(50, dtype=np.uint8)
+    htab = np.zeros(1 << HASH_BITS, dtype=np.int32)
+    for kernel in (lz_rgb32_compress, py_func(lz_rgb32_compress)):
+        try:
+            kernel(src, htab, out, 0)
+        except ValueError as exc:
+            assert "overflow" in str(exc)
+        else:
+            raise AssertionError("no overflow error")
+
+
+def test_warmup_covers_production_signatures() -> None:
+    """After warmup(), no input layout makes numba compile again (a stall mid-session)."""
+    import pytest
+
+    from encoders._jit import JIT_ENABLED
+    from encoders.lz import lz_encode, warmup
+
+    if not JIT_ENABLED:
+        pytest.skip("JIT disabled")
+    warmup()
+    before = len(lz_rgb32_compress.signatures)
+    frame = np.arange(20 * 30 * 4, dtype=np.uint8).reshape(20, 30, 4)
+    lz_encode(frame)
+    lz_encode(frame[3:9, 4:17])
+    ro = frame.copy()
+    ro.flags.writeable = False
+    lz_encode(ro)
+    lz_encode(np.frombuffer(frame.tobytes(), dtype=np.uint8).reshape(20, 30, 4))
+    assert len(lz_rgb32_compress.signatures) == before
