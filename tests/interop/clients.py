@@ -453,6 +453,8 @@ class GtkClient:
         last: np.ndarray | None = None
         while True:
             remaining = max(deadline - time.monotonic(), 0.5)
+            with self._cond:
+                before = self._serial  # updates after this one call for another dump
             try:
                 frame, reply = self.dump(display=display, timeout=remaining)
             except HarnessError:
@@ -466,7 +468,7 @@ class GtkClient:
                 ):
                     return frame
             with self._cond:
-                seen = reply["serial"] if reply is not None else self._serial
+                seen = reply["serial"] if reply is not None else before
                 while self._serial <= seen:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or self._eof:
