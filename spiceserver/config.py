@@ -60,6 +60,8 @@ class ServerConfig:
     rsa_key_pool: int = 4
     #: Worker threads encoding images off the event loop.
     encoder_threads: int = 2
+    #: Compile the codec kernels at start-up (from numba's disk cache after the first run).
+    warmup_encoders: bool = True
 
     def __post_init__(self) -> None:
         if self.password is None and not self.disable_ticketing:

@@ -69,6 +69,8 @@ class Session:
     main: Any
     channels: dict[tuple[int, int], Any] = field(default_factory=dict)
     metrics: SessionMetrics = field(default_factory=SessionMetrics)
+    #: GLZ dictionaries by DISPLAY_INIT glz_dictionary_id, shared by the session's displays.
+    glz_dictionaries: dict[int, Any] = field(default_factory=dict)
     alive: bool = True
 
 

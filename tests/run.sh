@@ -25,4 +25,11 @@ fi
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -m pip install -q -e '.[test]'
 "$PYTHON" -m ruff check .
+if [ $# -eq 0 ]; then
+    # The codec kernels' logic once more as plain Python, then compiled with bounds checks
+    # (its own cache, so the checked build never replaces the fast one).
+    NUMBA_DISABLE_JIT=1 "$PYTHON" -m pytest -q tests/encoders
+    NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR="${TMPDIR:-/tmp}/spiceserver-numba-boundscheck" \
+        "$PYTHON" -m pytest -q tests/encoders
+fi
 "$PYTHON" -m pytest -q "$@"

@@ -149,6 +149,7 @@ class DisplayChannel(ChannelProtocol):
         self.ready = DisplayReady(
             pixmap_cache_size=max(0, message.pixmap_cache_size),
             glz_window_size=max(0, message.glz_dictionary_window_size),
+            glz_dictionary_id=message.glz_dictionary_id,
         )
         self._events.append(self.ready)
 

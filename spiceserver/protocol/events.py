@@ -90,6 +90,7 @@ class DisplayReady:
 
     pixmap_cache_size: int
     glz_window_size: int
+    glz_dictionary_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)

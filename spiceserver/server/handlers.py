@@ -141,12 +141,25 @@ class DisplayHandler(ChannelHandler):
         super().on_events(events, now)
         for event in events:
             if isinstance(event, DisplayReady) and self._task is None:
+                self._attach_glz(event)
                 name = f"display {self.connection.name}"
                 self._task = asyncio.create_task(self._run(), name=name)
             elif isinstance(event, CompressionPreferred):
-                logger.info("%s: client prefers image compression %d", self.connection.name,
-                            event.compression)
+                accepted = self.encoder.prefer(event.compression)
+                logger.info("%s: client prefers image compression %d%s", self.connection.name,
+                            event.compression, "" if accepted else " (not supported, ignored)")
         self._wake.set()  # an ACK may have reopened the window
+
+    def _attach_glz(self, ready: DisplayReady) -> None:
+        """Share the session's GLZ dictionary (spice-gtk keeps one window per session)."""
+        if ready.glz_window_size <= 0:
+            return  # spice-html5: no GLZ at all (pitfall 23)
+        from encoders import GlzDictionary
+
+        dictionaries = self.session.glz_dictionaries
+        if ready.glz_dictionary_id not in dictionaries:
+            dictionaries[ready.glz_dictionary_id] = GlzDictionary(ready.glz_window_size)
+        self.encoder.glz = dictionaries[ready.glz_dictionary_id]
 
     # Source listener: called on the loop thread.
     def on_damage(self, rects: list[Rect]) -> None:
@@ -219,8 +232,8 @@ class DisplayHandler(ChannelHandler):
             self.session.metrics.encode_seconds += time.perf_counter() - started
             if self._closed:
                 return
-            if self.need_surface:
-                continue  # resized while encoding: these pixels belong to the old surface
+            # Even if the source was resized meanwhile, these images are sent (to the old
+            # surface, destroyed right after): GLZ ids must reach the client without a gap.
             metrics = self.session.metrics
             for band, image, codec in encoded:
                 self.channel.draw_copy(band.x, band.y, image)

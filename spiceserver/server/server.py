@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -41,6 +42,12 @@ _CHANNELS: dict[int, tuple[type[ChannelProtocol], type[ChannelHandler]]] = {
     ChannelType.INPUTS: (InputsChannel, InputsHandler),
     ChannelType.CURSOR: (CursorChannel, CursorHandler),
 }
+
+
+def _warmup_encoders() -> None:
+    import encoders
+
+    encoders.warmup()
 
 
 class SpiceServer:
@@ -90,6 +97,12 @@ class SpiceServer:
         """Listen, and start the source."""
         loop = asyncio.get_running_loop()
         self.keys.fill()
+        if self.config.warmup_encoders:
+            # Compile (or load from numba's cache) every codec kernel before the first client,
+            # in a worker thread, so no frame ever waits on the JIT.
+            started = time.perf_counter()
+            await loop.run_in_executor(self.executor, _warmup_encoders)
+            logger.info("image encoders ready in %.2fs", time.perf_counter() - started)
         await self.source.start()
         self._server = await loop.create_server(
             lambda: SpiceConnection(self), self.config.host, self.config.port

@@ -79,7 +79,9 @@ def test_display_init_and_drawing_layout() -> None:
     display.start(now=0.0)
     drain(display)
     display.receive_data(frame(101, struct.pack("<BqBi", 1, 1000, 1, 5000)), now=0.0)
-    assert display.events_received() == [DisplayReady(pixmap_cache_size=1000, glz_window_size=5000)]
+    assert display.events_received() == [
+        DisplayReady(pixmap_cache_size=1000, glz_window_size=5000, glz_dictionary_id=1)
+    ]
     display.create_primary(640, 480)
     display.draw_copy(10, 20, EncodedImage(ImageType.BITMAP, 3, 2, (b"\xAA" * 5,), id=77))
     display.mark()

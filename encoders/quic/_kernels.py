@@ -1,0 +1,598 @@
+"""QUIC numba kernels: the adaptive Golomb-Rice coder of spice-common ``common/quic*.c``.
+
+Theory of operation
+-------------------
+QUIC codes each component of each pixel as a mapped prediction residual with a Golomb-Rice code
+whose parameter ``l`` is the ``bestcode`` of a *bucket*; the bucket is picked by the previous mapped
+residual of the same channel (``correlate_row[i-1]``).  Buckets learn which ``l`` would have been
+cheapest (``update_model``), but only at pixels picked by a pseudo-random schedule (``tabrand`` &
+``waitmask``) whose density falls as the image proceeds (``wmidx``).  In rows >= 1 a pixel whose
+left neighbour repeats the pixel before it, above a row that also repeats, starts a run that is
+coded with a melcode (``encode_state_run``).  The decoder mirrors all of this, so the bitstream is
+fully determined by the pixels: every quirk below (stale contexts after runs, runs cut at segment
+ends, the shared RGB state) is reproduced on purpose.
+
+Data layout (only numpy arrays and ints, so the same code runs under ``NUMBA_DISABLE_JIT=1``):
+
+* ``px``: the frame as a 1-D ``uint32`` array, one word per pixel (B | G<<8 | R<<16 | X/A<<24 on a
+  little-endian host); pixel (y, x) is ``px[off + y * rstride + x]``.
+* ``out``: ``uint32`` output words (host order; the API stores them little-endian).
+* ``state`` (int64): the bit writer ``[acc, nbits, pos]`` at ``W_*`` (``nbits`` < 32 pending bits
+  at the bottom of ``acc``, ``pos`` the next output word; words are filled MSB-first as
+  ``encode()`` does), then one ``CommonState`` per plane at ``RGB_ST`` (r, g, b share it) and
+  ``ALPHA_ST``, fields ``S_*``.
+* ``model`` (int64): counters at ``(channel * 8 + bucket) * 8 + l`` and ``bestcode`` at
+  ``BEST + channel * 8 + bucket``; channels 0, 1, 2 are r, g, b, channel 3 is alpha.
+* ``corr`` (uint8, 4 x (width + 1)): ``correlate_row`` per channel, shifted by one:
+  ``corr[ch, i + 1]`` is ``correlate_row[i]`` and ``corr[ch, 0]`` is ``correlate_row[-1]``.
+
+Speed notes: few arrays cross each call (numba reference-counts every array argument with atomic
+operations), table indices are masked with constants (``& 0xFF``, ``& 0x7FF``) and the hot
+loops index ``px``/``corr`` with ``np.uint64(...)`` so numba emits no negative-index wrap-around
+code (it only does for signed indices; worth ~10% here), and the RGB row coder — where nearly
+all time goes — has ``update_model`` and the melcode written out inline.
+
+Integer discipline: every array load is wrapped in ``int()`` and stored words are masked, so the
+arithmetic is the same whether numba widens (JIT) or numpy scalars would wrap (no JIT).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from encoders._jit import kernel
+from encoders.quic._tables import (
+    BESTTRIG,
+    BUCKET_OF,
+    GCODE,
+    GLEN,
+    MELC_J,
+    TABRAND,
+    WMI_MAX,
+    WMI_NEXT,
+    XLAT,
+)
+
+__all__ = ["encode_image"]
+
+# Annotations only (numba types arguments from the values it is called with).
+Words = npt.NDArray[np.uint32]
+Bytes2D = npt.NDArray[np.uint8]
+Ints = npt.NDArray[np.int64]
+
+# Bit writer fields of ``state``.
+W_ACC = 0
+W_NBITS = 1
+W_POS = 2
+# CommonState fields, relative to a plane's base (RGB_ST or ALPHA_ST).
+S_WAITCNT = 0
+S_SEED = 1
+S_WMIDX = 2
+S_WMILEFT = 3
+S_TRIG = 4
+S_MELCSTATE = 5
+S_MELCLEN = 6
+S_MELCORDER = 7
+RGB_ST = 8
+ALPHA_ST = 16
+STATE_SIZE = 24
+# ``model``: 4 channels x 8 buckets x 8 counters, then 4 x 8 bestcodes.
+BEST = 256
+MODEL_SIZE = 288
+
+RGB_MASK = 0xFFFFFF
+ALPHA_CH = 3
+
+
+@kernel
+def _put(
+    out: Words, acc: int, nbits: int, pos: int, code: int, length: int
+) -> tuple[int, int, int]:
+    """Append ``length`` (<= 31) bits MSB-first; store each completed 32-bit word (``encode()``).
+
+    Requires ``acc`` < 2**32 on entry and keeps it so (only the low ``nbits`` < 32 bits are
+    pending), which bounds ``acc << length`` below 2**63.  A store past the end of ``out`` is
+    skipped but ``pos`` still advances, so the caller sees the overflow and raises.
+    """
+    acc = (acc << length) | code
+    nbits += length
+    if nbits >= 32:
+        nbits -= 32
+        if pos < out.size:
+            out[pos] = (acc >> nbits) & 0xFFFFFFFF
+        pos += 1
+    return acc & 0xFFFFFFFF, nbits, pos
+
+
+@kernel
+def _update_model(model: Ints, ch: int, ctx: int, val: int, trig: int) -> None:
+    """Mirror quic_family_tmpl.c ``update_model``: charge value ``val`` to every code of the
+    bucket chosen by ``ctx``, keep the cheapest (ties keep the larger l), halve past ``trig``."""
+    bk = ch * 8 + (int(BUCKET_OF[ctx & 0xFF]) & 7)
+    base = bk * 8
+    g = (val & 0xFF) * 8
+    bestlen = int(model[base + 7]) + int(GLEN[g + 7])
+    model[base + 7] = bestlen
+    bestcode = 7
+    for k in range(6, -1, -1):
+        v = int(model[base + k]) + int(GLEN[g + k])
+        model[base + k] = v
+        if v < bestlen:
+            bestlen = v
+            bestcode = k
+    model[BEST + bk] = bestcode
+    if bestlen > trig:
+        for k in range(8):
+            model[base + k] = int(model[base + k]) >> 1
+
+
+@kernel
+def _encode_run(out: Words, state: Ints, sb: int, runlen: int) -> None:
+    """Mirror quic.c ``encode_state_run``: melcode ``runlen`` and adapt the melcode state.
+
+    One 1 bit per whole ``melcorder`` (the order growing after each), then the remainder in
+    ``melclen + 1`` bits, then the state steps back once.
+    """
+    acc = int(state[W_ACC])
+    nbits = int(state[W_NBITS])
+    pos = int(state[W_POS])
+    mstate = int(state[sb + S_MELCSTATE])
+    mlen = int(state[sb + S_MELCLEN])
+    morder = int(state[sb + S_MELCORDER])
+    hits = 0
+    while runlen >= morder:
+        hits += 1
+        runlen -= morder
+        if mstate < 31:
+            mstate += 1
+            mlen = int(MELC_J[mstate & 31])
+            morder = 1 << mlen
+    while hits > 0:
+        n = hits if hits < 24 else 24
+        acc, nbits, pos = _put(out, acc, nbits, pos, (1 << n) - 1, n)
+        hits -= n
+    acc, nbits, pos = _put(out, acc, nbits, pos, runlen, mlen + 1)
+    if mstate > 0:
+        mstate -= 1
+        mlen = int(MELC_J[mstate & 31])
+        morder = 1 << mlen
+    state[sb + S_MELCSTATE] = mstate
+    state[sb + S_MELCLEN] = mlen
+    state[sb + S_MELCORDER] = morder
+    state[W_ACC] = acc
+    state[W_NBITS] = nbits
+    state[W_POS] = pos
+
+
+@kernel
+def _rgb_row0_seg(
+    px: Words,
+    cur: int,
+    i: int,
+    end: int,
+    waitmask: int,
+    out: Words,
+    corr: Bytes2D,
+    model: Ints,
+    state: Ints,
+) -> None:
+    """Mirror quic_tmpl.c ``compress_row0_seg`` for r, g, b: predict from the left pixel
+    (pixel 0 from 0); no runs in row 0."""
+    acc = int(state[W_ACC])
+    nbits = int(state[W_NBITS])
+    pos = int(state[W_POS])
+    waitcnt = int(state[RGB_ST + S_WAITCNT])
+    seed = int(state[RGB_ST + S_SEED])
+    trig = int(state[RGB_ST + S_TRIG])
+    if i == 0:
+        c = int(px[cur])
+        for ch in range(3):
+            m = int(XLAT[(c >> (16 - 8 * ch)) & 0xFF])
+            bk = int(BUCKET_OF[int(corr[ch, 0])]) & 7
+            e = int(GCODE[((int(model[BEST + ch * 8 + bk]) << 8) | m) & 0x7FF])
+            acc, nbits, pos = _put(out, acc, nbits, pos, e >> 5, e & 31)
+            corr[ch, 1] = m
+        if waitcnt > 0:
+            waitcnt -= 1
+        else:
+            seed = (seed + 1) & 0xFF
+            waitcnt = int(TABRAND[seed]) & waitmask
+            for ch in range(3):
+                _update_model(model, ch, int(corr[ch, 0]), int(corr[ch, 1]), trig)
+        i = 1
+    stopidx = i + waitcnt
+    while True:
+        lim = stopidx if stopidx < end else end - 1
+        while i <= lim:
+            c = int(px[cur + i])
+            a = int(px[cur + i - 1])
+            for ch in range(3):
+                sh = 16 - 8 * ch
+                m = int(XLAT[(((c >> sh) & 0xFF) - ((a >> sh) & 0xFF)) & 0xFF])
+                bk = int(BUCKET_OF[int(corr[ch, i])]) & 7
+                e = int(GCODE[((int(model[BEST + ch * 8 + bk]) << 8) | m) & 0x7FF])
+                acc, nbits, pos = _put(out, acc, nbits, pos, e >> 5, e & 31)
+                corr[ch, i + 1] = m
+            i += 1
+        if stopidx >= end:
+            break
+        for ch in range(3):
+            _update_model(model, ch, int(corr[ch, stopidx]), int(corr[ch, stopidx + 1]), trig)
+        seed = (seed + 1) & 0xFF
+        stopidx = i + (int(TABRAND[seed]) & waitmask)
+    state[RGB_ST + S_WAITCNT] = stopidx - end
+    state[RGB_ST + S_SEED] = seed
+    state[W_ACC] = acc
+    state[W_NBITS] = nbits
+    state[W_POS] = pos
+
+
+@kernel
+def _rgb_row_seg(
+    px: Words,
+    prev: int,
+    cur: int,
+    i: int,
+    end: int,
+    waitmask: int,
+    out: Words,
+    corr: Bytes2D,
+    model: Ints,
+    state: Ints,
+) -> None:
+    """Mirror quic_tmpl.c ``compress_row_seg`` for r, g, b: predict (a + b) / 2, code runs.
+
+    ``prev``/``cur`` are the word offsets of the row above and of this row in ``px``.  This is
+    the hot loop: ``update_model`` and ``encode_state_run`` are written out inline, the
+    neighbours a = cur[i-1], a2 = cur[i-2], pl = prev[i-1] and the three contexts are carried in
+    locals, and the three codewords of a pixel are appended with one shift when they fit.
+    """
+    acc = int(state[W_ACC])
+    nbits = int(state[W_NBITS])
+    pos = int(state[W_POS])
+    nout = out.size
+    waitcnt = int(state[RGB_ST + S_WAITCNT])
+    seed = int(state[RGB_ST + S_SEED])
+    trig = int(state[RGB_ST + S_TRIG])
+    mstate = int(state[RGB_ST + S_MELCSTATE])
+    mlen = int(state[RGB_ST + S_MELCLEN])
+    morder = int(state[RGB_ST + S_MELCORDER])
+    if i == 0:
+        c = int(px[cur])
+        b = int(px[prev])
+        for ch in range(3):
+            sh = 16 - 8 * ch
+            m = int(XLAT[(((c >> sh) & 0xFF) - ((b >> sh) & 0xFF)) & 0xFF])
+            bk = int(BUCKET_OF[int(corr[ch, 0])]) & 7
+            e = int(GCODE[((int(model[BEST + ch * 8 + bk]) << 8) | m) & 0x7FF])
+            acc, nbits, pos = _put(out, acc, nbits, pos, e >> 5, e & 31)
+            corr[ch, 1] = m
+        if waitcnt > 0:
+            waitcnt -= 1
+        else:
+            seed = (seed + 1) & 0xFF
+            waitcnt = int(TABRAND[seed]) & waitmask
+            for ch in range(3):
+                _update_model(model, ch, int(corr[ch, 0]), int(corr[ch, 1]), trig)
+        i = 1
+    stopidx = i + waitcnt
+    run_index = 0
+    while True:
+        a = int(px[cur + i - 1])
+        a2 = int(px[cur + i - 2]) if i >= 2 else 0
+        pl = int(px[prev + i - 1])
+        xr = int(corr[0, i])
+        xg = int(corr[1, i])
+        xb = int(corr[2, i])
+        in_run = False
+        while True:
+            lim = stopidx if stopidx < end else end - 1
+            while i <= lim:
+                c = int(px[np.uint64(cur + i)])
+                b = int(px[np.uint64(prev + i)])
+                # RLE_PRED_IMP: the row above repeats here and so does this row: start a run.
+                if (
+                    ((pl ^ b) & RGB_MASK) == 0
+                    and i != run_index
+                    and i > 2
+                    and ((a ^ a2) & RGB_MASK) == 0
+                ):
+                    in_run = True
+                    break
+                pr = (((a >> 16) & 0xFF) + ((b >> 16) & 0xFF)) >> 1
+                pg = (((a >> 8) & 0xFF) + ((b >> 8) & 0xFF)) >> 1
+                pb = ((a & 0xFF) + (b & 0xFF)) >> 1
+                mr = int(XLAT[(((c >> 16) & 0xFF) - pr) & 0xFF])
+                mg = int(XLAT[(((c >> 8) & 0xFF) - pg) & 0xFF])
+                mb = int(XLAT[((c & 0xFF) - pb) & 0xFF])
+                lr = int(model[BEST | (int(BUCKET_OF[xr & 0xFF]) & 7)])
+                lg = int(model[(BEST + 8) | (int(BUCKET_OF[xg & 0xFF]) & 7)])
+                lb = int(model[(BEST + 16) | (int(BUCKET_OF[xb & 0xFF]) & 7)])
+                er = int(GCODE[((lr << 8) | mr) & 0x7FF])
+                eg = int(GCODE[((lg << 8) | mg) & 0x7FF])
+                eb = int(GCODE[((lb << 8) | mb) & 0x7FF])
+                ng = eg & 31
+                nb = eb & 31
+                tot = (er & 31) + ng + nb
+                if tot < 32:
+                    acc = (acc << tot) | ((er >> 5) << (ng + nb)) | ((eg >> 5) << nb) | (eb >> 5)
+                    nbits += tot
+                    if nbits >= 32:
+                        nbits -= 32
+                        if pos < nout:
+                            out[pos] = (acc >> nbits) & 0xFFFFFFFF
+                        pos += 1
+                    acc &= 0xFFFFFFFF
+                else:
+                    # Long codes: append r alone, then g and b (each < 26 bits) one at a time.
+                    # Written out rather than calling _put: a call passing ``out`` would add
+                    # reference-count traffic to the hot loop.
+                    nr = er & 31
+                    acc = (acc << nr) | (er >> 5)
+                    nbits += nr
+                    if nbits >= 32:
+                        nbits -= 32
+                        if pos < nout:
+                            out[pos] = (acc >> nbits) & 0xFFFFFFFF
+                        pos += 1
+                    acc = ((acc & 0xFFFFFFFF) << ng) | (eg >> 5)
+                    nbits += ng
+                    if nbits >= 32:
+                        nbits -= 32
+                        if pos < nout:
+                            out[pos] = (acc >> nbits) & 0xFFFFFFFF
+                        pos += 1
+                    acc = ((acc & 0xFFFFFFFF) << nb) | (eb >> 5)
+                    nbits += nb
+                    if nbits >= 32:
+                        nbits -= 32
+                        if pos < nout:
+                            out[pos] = (acc >> nbits) & 0xFFFFFFFF
+                        pos += 1
+                    acc &= 0xFFFFFFFF
+                ui = np.uint64(i + 1)
+                corr[0, ui] = mr
+                corr[1, ui] = mg
+                corr[2, ui] = mb
+                xr = mr
+                xg = mg
+                xb = mb
+                a2 = a
+                a = c
+                pl = b
+                i += 1
+            if in_run or stopidx >= end:
+                break
+            # update_model at stopidx for r, g, b (context correlate_row[stopidx - 1]).
+            for ch in range(3):
+                bk = ch * 8 + (int(BUCKET_OF[int(corr[ch, stopidx])]) & 7)
+                base = bk * 8
+                g = int(corr[ch, stopidx + 1]) * 8
+                bestlen = int(model[base + 7]) + int(GLEN[g + 7])
+                model[base + 7] = bestlen
+                bestcode = 7
+                for k in range(6, -1, -1):
+                    v = int(model[base + k]) + int(GLEN[g + k])
+                    model[base + k] = v
+                    if v < bestlen:
+                        bestlen = v
+                        bestcode = k
+                model[BEST + bk] = bestcode
+                if bestlen > trig:
+                    for k in range(8):
+                        model[base + k] = int(model[base + k]) >> 1
+            seed = (seed + 1) & 0xFF
+            stopidx = i + (int(TABRAND[seed]) & waitmask)
+        if not in_run:
+            waitcnt = stopidx - end
+            break
+        # do_run: count pixels equal to the left neighbour, stopping at the segment end.
+        run_index = i
+        waitcnt = stopidx - i
+        # The scan checks four pixels per step first: long runs dominate text and UI frames.
+        j = cur + i
+        jend = cur + end
+        a &= RGB_MASK
+        while j + 4 <= jend:
+            uj = np.uint64(j)
+            diff = (int(px[uj]) ^ a) | (int(px[uj + 1]) ^ a) | (int(px[uj + 2]) ^ a)
+            if ((diff | (int(px[uj + 3]) ^ a)) & RGB_MASK) != 0:
+                break
+            j += 4
+        while j < jend and (int(px[np.uint64(j)]) & RGB_MASK) == a:
+            j += 1
+        runlen = j - cur - i
+        i = j - cur
+        # encode_state_run, inline.
+        hits = 0
+        while runlen >= morder:
+            hits += 1
+            runlen -= morder
+            if mstate < 31:
+                mstate += 1
+                mlen = int(MELC_J[mstate & 31])
+                morder = 1 << mlen
+        while hits > 0:
+            n = hits if hits < 24 else 24
+            acc, nbits, pos = _put(out, acc, nbits, pos, (1 << n) - 1, n)
+            hits -= n
+        acc, nbits, pos = _put(out, acc, nbits, pos, runlen, mlen + 1)
+        if mstate > 0:
+            mstate -= 1
+            mlen = int(MELC_J[mstate & 31])
+            morder = 1 << mlen
+        if i == end:
+            break
+        stopidx = i + waitcnt
+    state[RGB_ST + S_WAITCNT] = waitcnt
+    state[RGB_ST + S_SEED] = seed
+    state[RGB_ST + S_MELCSTATE] = mstate
+    state[RGB_ST + S_MELCLEN] = mlen
+    state[RGB_ST + S_MELCORDER] = morder
+    state[W_ACC] = acc
+    state[W_NBITS] = nbits
+    state[W_POS] = pos
+
+
+@kernel
+def _alpha_seg(
+    px: Words,
+    prev: int,
+    cur: int,
+    i: int,
+    end: int,
+    waitmask: int,
+    out: Words,
+    corr: Bytes2D,
+    model: Ints,
+    state: Ints,
+) -> None:
+    """Mirror quic_tmpl.c ``compress_row0_seg`` (``prev`` < 0) and ``compress_row_seg`` for the
+    one-component alpha plane (``quic_four_*``): its own state, model and runs on alpha only."""
+    acc = int(state[W_ACC])
+    nbits = int(state[W_NBITS])
+    pos = int(state[W_POS])
+    waitcnt = int(state[ALPHA_ST + S_WAITCNT])
+    seed = int(state[ALPHA_ST + S_SEED])
+    trig = int(state[ALPHA_ST + S_TRIG])
+    row0 = prev < 0
+    if i == 0:
+        c = int(px[cur]) >> 24
+        m = int(XLAT[c & 0xFF]) if row0 else int(XLAT[(c - (int(px[prev]) >> 24)) & 0xFF])
+        bk = int(BUCKET_OF[int(corr[ALPHA_CH, 0])]) & 7
+        e = int(GCODE[((int(model[BEST + ALPHA_CH * 8 + bk]) << 8) | m) & 0x7FF])
+        acc, nbits, pos = _put(out, acc, nbits, pos, e >> 5, e & 31)
+        corr[ALPHA_CH, 1] = m
+        if waitcnt > 0:
+            waitcnt -= 1
+        else:
+            seed = (seed + 1) & 0xFF
+            waitcnt = int(TABRAND[seed]) & waitmask
+            _update_model(model, ALPHA_CH, int(corr[ALPHA_CH, 0]), m, trig)
+        i = 1
+    stopidx = i + waitcnt
+    run_index = 0
+    while True:
+        in_run = False
+        while True:
+            lim = stopidx if stopidx < end else end - 1
+            while i <= lim:
+                c = int(px[cur + i]) >> 24
+                a = int(px[cur + i - 1]) >> 24
+                if row0:
+                    m = int(XLAT[(c - a) & 0xFF])
+                else:
+                    b = int(px[prev + i]) >> 24
+                    if (
+                        (int(px[prev + i - 1]) >> 24) == b
+                        and i != run_index
+                        and i > 2
+                        and (int(px[cur + i - 2]) >> 24) == a
+                    ):
+                        in_run = True
+                        break
+                    m = int(XLAT[(c - ((a + b) >> 1)) & 0xFF])
+                bk = int(BUCKET_OF[int(corr[ALPHA_CH, i])]) & 7
+                e = int(GCODE[((int(model[BEST + ALPHA_CH * 8 + bk]) << 8) | m) & 0x7FF])
+                acc, nbits, pos = _put(out, acc, nbits, pos, e >> 5, e & 31)
+                corr[ALPHA_CH, i + 1] = m
+                i += 1
+            if in_run or stopidx >= end:
+                break
+            ctx = int(corr[ALPHA_CH, stopidx])
+            _update_model(model, ALPHA_CH, ctx, int(corr[ALPHA_CH, stopidx + 1]), trig)
+            seed = (seed + 1) & 0xFF
+            stopidx = i + (int(TABRAND[seed]) & waitmask)
+        if not in_run:
+            waitcnt = stopidx - end
+            break
+        run_index = i
+        waitcnt = stopidx - i
+        a = int(px[cur + i - 1]) >> 24
+        runlen = 0
+        while i < end and (int(px[cur + i]) >> 24) == a:
+            runlen += 1
+            i += 1
+        state[W_ACC] = acc
+        state[W_NBITS] = nbits
+        state[W_POS] = pos
+        _encode_run(out, state, ALPHA_ST, runlen)
+        acc = int(state[W_ACC])
+        nbits = int(state[W_NBITS])
+        pos = int(state[W_POS])
+        if i == end:
+            break
+        stopidx = i + waitcnt
+    state[ALPHA_ST + S_WAITCNT] = waitcnt
+    state[ALPHA_ST + S_SEED] = seed
+    state[W_ACC] = acc
+    state[W_NBITS] = nbits
+    state[W_POS] = pos
+
+
+@kernel
+def encode_image(
+    px: Words, off: int, rstride: int, width: int, height: int, alpha: int, out: Words
+) -> int:
+    """Code all rows of an RGB32 (``alpha`` = 0) or RGBA image after the 5 header words.
+
+    Mirrors quic.c ``quic_encode`` (``QUIC_COMPRESS_RGB`` and the RGBA branch): per row the RGB
+    components, then for RGBA the alpha plane.  Each plane's row is cut into segments as
+    quic_tmpl.c ``compress_row``/``compress_row0`` do: every ``WMI_NEXT`` pixels of the plane
+    (counted across rows) the wait-mask index grows, until ``WMI_MAX``.  Returns the total word
+    count including the header already in ``out[:5]``, the padded last word and the extra zero
+    word of ``flush()``; -1 when ``out`` was too small (nothing was written past its end).
+    """
+    state = np.zeros(STATE_SIZE, dtype=np.int64)
+    state[W_POS] = 5
+    for sb in (RGB_ST, ALPHA_ST):
+        # encoder_reset() / encoder_reset_channels(), encoder_init_rle()
+        state[sb + S_SEED] = 0xFF
+        state[sb + S_WMILEFT] = WMI_NEXT
+        state[sb + S_TRIG] = BESTTRIG[0]
+        state[sb + S_MELCLEN] = MELC_J[0]
+        state[sb + S_MELCORDER] = 1 << int(MELC_J[0])
+    model = np.zeros(MODEL_SIZE, dtype=np.int64)
+    model[BEST:] = 7
+    corr = np.zeros((4, width + 1), dtype=np.uint8)
+    planes = 2 if alpha else 1
+    for y in range(height):
+        cur = off + y * rstride
+        prev = cur - rstride if y > 0 else -1
+        for ch in range(4):
+            corr[ch, 0] = corr[ch, 1] if y > 0 else 0
+        for plane in range(planes):
+            sb = ALPHA_ST if plane else RGB_ST
+            start = 0
+            left = width
+            while left > 0:
+                wmidx = int(state[sb + S_WMIDX])
+                wmileft = int(state[sb + S_WMILEFT])
+                full = wmidx < WMI_MAX and wmileft <= left
+                n = wmileft if full else left
+                waitmask = (1 << wmidx) - 1
+                if plane:
+                    _alpha_seg(px, prev, cur, start, start + n, waitmask, out, corr, model, state)
+                elif prev < 0:
+                    _rgb_row0_seg(px, cur, start, start + n, waitmask, out, corr, model, state)
+                else:
+                    _rgb_row_seg(px, prev, cur, start, start + n, waitmask, out, corr, model, state)
+                start += n
+                left -= n
+                if full:
+                    state[sb + S_WMIDX] = wmidx + 1
+                    state[sb + S_TRIG] = BESTTRIG[wmidx + 1]
+                    state[sb + S_WMILEFT] = WMI_NEXT
+                elif wmidx < WMI_MAX:
+                    state[sb + S_WMILEFT] = wmileft - n
+    acc = int(state[W_ACC])
+    nbits = int(state[W_NBITS])
+    pos = int(state[W_POS])
+    if nbits > 0:
+        acc, nbits, pos = _put(out, acc, nbits, pos, 0, 32 - nbits)
+    acc, nbits, pos = _put(out, acc, nbits, pos, 0, 16)
+    acc, nbits, pos = _put(out, acc, nbits, pos, 0, 16)
+    if pos > out.size:
+        return -1
+    return pos
