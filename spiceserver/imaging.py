@@ -106,31 +106,45 @@ class ImageEncoder:
         self.compression = mode
         return True
 
-    def encode(self, pixels: np.ndarray) -> tuple[EncodedImage, str]:
-        """Encode one region; returns the image and the codec name (for metrics)."""
+    def choose(self, pixels: np.ndarray) -> str:
+        """The codec for one region: ``raw``, ``quic``, ``glz`` or ``lz`` (cheap: a sample)."""
         height, width = pixels.shape[:2]
         mode = self.compression
         if mode is ImageCompression.OFF or width * height * 4 < MIN_COMPRESS_BYTES:
-            return encode_bitmap(pixels), "raw"
+            return "raw"
         quic_ok = width >= 3 and height >= 3
         if mode is ImageCompression.QUIC and quic_ok:
-            return self._quic(pixels)
+            return "quic"
         auto = mode in (ImageCompression.AUTO_GLZ, ImageCompression.AUTO_LZ)
         if auto and quic_ok and is_photographic(pixels):
-            return self._quic(pixels)
+            return "quic"
         if mode in (ImageCompression.AUTO_GLZ, ImageCompression.GLZ):
             glz = self.glz
             if glz is not None and glz.fits(width, height):
-                return self._wrap(ImageType.GLZ_RGB, width, height, glz.encode(pixels)), "glz"
+                return "glz"
+        return "lz"
+
+    def encode(self, pixels: np.ndarray, codec: str | None = None) -> tuple[EncodedImage, str]:
+        """Encode one region with ``codec`` (default: :meth:`choose`); returns image and codec.
+
+        GLZ images must be encoded in the order they are sent (their ids are consecutive and
+        a client blocks on a reference to an id it has not decoded yet); the other codecs may
+        run in parallel.
+        """
+        codec = codec or self.choose(pixels)
+        height, width = pixels.shape[:2]
+        if codec == "raw":
+            return encode_bitmap(pixels), codec
+        if codec == "quic":
+            from encoders import quic_encode
+
+            return self._wrap(ImageType.QUIC, width, height, quic_encode(pixels)), codec
+        if codec == "glz":
+            assert self.glz is not None
+            return self._wrap(ImageType.GLZ_RGB, width, height, self.glz.encode(pixels)), codec
         from encoders import lz_encode
 
         return self._wrap(ImageType.LZ_RGB, width, height, lz_encode(pixels)), "lz"
-
-    def _quic(self, pixels: np.ndarray) -> tuple[EncodedImage, str]:
-        from encoders import quic_encode
-
-        height, width = pixels.shape[:2]
-        return self._wrap(ImageType.QUIC, width, height, quic_encode(pixels)), "quic"
 
     @staticmethod
     def _wrap(image_type: ImageType, width: int, height: int, stream: bytes) -> EncodedImage:

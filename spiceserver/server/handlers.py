@@ -228,7 +228,7 @@ class DisplayHandler(ChannelHandler):
             ]
             snapshots = [(band, self.server.source.read(band)) for band in bands]
             started = time.perf_counter()
-            encoded = await loop.run_in_executor(self.server.executor, self._encode, snapshots)
+            encoded = await self._encode_all(snapshots)
             self.session.metrics.encode_seconds += time.perf_counter() - started
             if self._closed:
                 return
@@ -247,11 +247,29 @@ class DisplayHandler(ChannelHandler):
             if self.dirty:
                 self._wake.set()
 
-    def _encode(
+    async def _encode_all(
         self, snapshots: list[tuple[Rect, np.ndarray]]
     ) -> list[tuple[Rect, EncodedImage, str]]:
-        out = []
-        for band, pixels in snapshots:
-            image, codec = self.encoder.encode(pixels)
-            out.append((band, image, codec))
-        return out
+        """Encode every band on the worker threads; results in band order.
+
+        GLZ bands go to one worker in order (their ids must reach the client in sequence);
+        the others are dealt out to the remaining workers so a full frame uses every core.
+        """
+        loop = asyncio.get_running_loop()
+        codecs = [self.encoder.choose(pixels) for _, pixels in snapshots]
+        glz = [i for i, codec in enumerate(codecs) if codec == "glz"]
+        rest = [i for i, codec in enumerate(codecs) if codec != "glz"]
+        workers = max(1, self.server.config.encoder_threads)
+        groups = [glz] if glz else []
+        groups += [rest[k::workers] for k in range(workers) if rest[k::workers]]
+        results: list[tuple[Rect, EncodedImage, str] | None] = [None] * len(snapshots)
+
+        def encode(indices: list[int]) -> None:
+            for i in indices:
+                band, pixels = snapshots[i]
+                image, codec = self.encoder.encode(pixels, codecs[i])
+                results[i] = (band, image, codec)
+
+        executor = self.server.executor
+        await asyncio.gather(*(loop.run_in_executor(executor, encode, g) for g in groups))
+        return [result for result in results if result is not None]
