@@ -47,8 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="accept any ticket (only on a loopback address)")
     serve.add_argument("--source", default="pattern", metavar="SPEC",
                        help="pattern, pattern:WxH or image:PATH (default pattern)")
-    serve.add_argument("--image-compression", choices=sorted(COMPRESSION_NAMES), default="off",
-                       help="image codec for screen updates (default off: raw bitmaps)")
+    serve.add_argument("--image-compression", choices=sorted(COMPRESSION_NAMES),
+                       default="auto-glz",
+                       help="image codec for screen updates: auto-glz (default: GLZ, QUIC for "
+                            "photographic regions), auto-lz, glz, lz, quic, or off (raw)")
     serve.add_argument("--max-fps", type=float, default=30.0, help="updates per second per client")
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"])

@@ -43,7 +43,8 @@ class ServerConfig:
     #: The ticket; ``None`` with ``disable_ticketing`` accepts any ticket.
     password: str | None = None
     disable_ticketing: bool = False
-    image_compression: ImageCompression = ImageCompression.OFF
+    #: Codec for screen updates; like libspice-server, GLZ/LZ with QUIC for photos.
+    image_compression: ImageCompression = ImageCompression.AUTO_GLZ
     #: Name sent in MAIN NAME to clients that ask (NAME_AND_UUID).
     name: str = "spiceserver"
     #: Most screen updates per second sent to one client.

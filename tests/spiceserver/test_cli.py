@@ -27,7 +27,7 @@ def test_defaults_generate_a_password() -> None:
     config, generated = config_from_args(parse())
     assert generated and config.password and len(config.password) >= 16
     assert (config.host, config.port) == ("127.0.0.1", 5900)
-    assert config.image_compression == ImageCompression.OFF
+    assert config.image_compression == ImageCompression.AUTO_GLZ
 
 
 def test_password_file_and_listen(tmp_path: Path) -> None:

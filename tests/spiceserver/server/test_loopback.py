@@ -5,16 +5,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+from typing import Any
 
 import numpy as np
 import pytest
 
-from spiceserver import ChannelLimits, NumpySource, Rect, SpiceServer
+from spiceserver import ChannelLimits, ImageCompression, NumpySource, Rect, SpiceServer
 from spiceserver.protocol.enums import ChannelType, LinkError
 from tests.conftest import run
 from tests.fakeclient import LoopbackClient
 
 PASSWORD = "s3cret"
+
+
+def raw_server(source: NumpySource, **options: Any) -> SpiceServer:
+    """A server on a free port sending raw bitmaps, which :class:`Canvas` can apply."""
+    options.setdefault("image_compression", ImageCompression.OFF)
+    return SpiceServer(source, password=PASSWORD, port=0, **options)
 
 
 def random_frame(width: int, height: int, seed: int) -> np.ndarray:
@@ -70,7 +77,7 @@ async def receive_until(display: LoopbackClient, canvas: Canvas, expected: np.nd
 def test_session_receives_pixel_exact_frames(event_loop_name: str) -> None:
     async def scenario() -> None:
         source = NumpySource(frame=random_frame(320, 200, 1))
-        async with SpiceServer(source, password=PASSWORD, port=0) as server:
+        async with raw_server(source) as server:
             main, session_id = await open_session(server.port)
             display = await open_display(server.port, session_id)
             create = await display.receive(314)
@@ -92,7 +99,7 @@ def test_session_receives_pixel_exact_frames(event_loop_name: str) -> None:
 
 def test_wrong_ticket_gets_permission_denied(caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> None:
-        async with SpiceServer(NumpySource(64, 64), password=PASSWORD, port=0) as server:
+        async with raw_server(NumpySource(64, 64)) as server:
             client = await LoopbackClient.open(server.port)
             assert await client.link(ChannelType.MAIN, "guess") == LinkError.PERMISSION_DENIED
             assert await client.closed_by_server()
@@ -105,7 +112,7 @@ def test_wrong_ticket_gets_permission_denied(caplog: pytest.LogCaptureFixture) -
 
 def test_secondary_channel_needs_a_live_session() -> None:
     async def scenario() -> None:
-        async with SpiceServer(NumpySource(64, 64), password=PASSWORD, port=0) as server:
+        async with raw_server(NumpySource(64, 64)) as server:
             client = await LoopbackClient.open(server.port)
             code = await client.link(ChannelType.DISPLAY, PASSWORD, connection_id=1234)
             assert code == LinkError.BAD_CONNECTION_ID
@@ -127,7 +134,7 @@ def test_malformed_message_closes_only_that_connection(
 ) -> None:
     async def scenario() -> None:
         source = NumpySource(frame=random_frame(64, 48, 3))
-        async with SpiceServer(source, password=PASSWORD, port=0) as server:
+        async with raw_server(source) as server:
             good_main, good_id = await open_session(server.port)
             good_display = await open_display(server.port, good_id)
             canvas = Canvas(64, 48)
@@ -151,7 +158,7 @@ def test_malformed_message_closes_only_that_connection(
 
 def test_idle_half_open_connections_are_closed() -> None:
     async def scenario() -> None:
-        async with SpiceServer(NumpySource(64, 64), password=PASSWORD, port=0,
+        async with raw_server(NumpySource(64, 64),
                                handshake_timeout=0.2) as server:
             idle = await LoopbackClient.open(server.port)
             idle.writer.write(b"REDQ")  # a header that never completes
@@ -166,7 +173,7 @@ def test_slow_client_gets_latest_frame_not_a_queue() -> None:
     async def scenario() -> None:
         source = NumpySource(frame=random_frame(64, 64, 5))
         limits = ChannelLimits(ack_window=2)
-        async with SpiceServer(source, password=PASSWORD, port=0, channel_limits=limits,
+        async with raw_server(source, channel_limits=limits,
                                max_fps=1000) as server:
             main, session_id = await open_session(server.port)
             display = await open_display(server.port, session_id)
