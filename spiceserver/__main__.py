@@ -52,9 +52,36 @@ def build_parser() -> argparse.ArgumentParser:
                        help="image codec for screen updates: auto-glz (default: GLZ, QUIC for "
                             "photographic regions), auto-lz, glz, lz, quic, or off (raw)")
     serve.add_argument("--max-fps", type=float, default=30.0, help="updates per second per client")
+    tls = serve.add_argument_group("TLS and tickets")
+    tls.add_argument("--tls-listen", type=parse_listen, metavar="HOST:PORT",
+                     help="also listen with TLS here; plain links are then told to switch")
+    tls.add_argument("--tls-cert", metavar="PEM", help="certificate chain (PEM)")
+    tls.add_argument("--tls-key", metavar="PEM", help="private key (PEM, mode 600)")
+    tls.add_argument("--plaintext-channels", default="", metavar="LIST",
+                     help="channels allowed without TLS, e.g. main,inputs (default none)")
+    tls.add_argument("--ticket-lifetime", type=float, metavar="SECONDS",
+                     help="the ticket expires this long after start")
+    tls.add_argument("--one-shot-ticket", action="store_true",
+                     help="the ticket admits one session only")
+    serve.add_argument("--max-connections", type=int, default=4096,
+                       help="simultaneous connections, linked or not (default 4096)")
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"])
     return parser
+
+
+def _read_secret_file(path: Path) -> str:
+    """The first line of a file only its owner may read (refused otherwise, as andris does)."""
+    try:
+        mode = path.stat().st_mode
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise ConfigError(f"{path} is accessible by group or others; run: chmod 600 {path}")
+    if not lines or not lines[0]:
+        raise ConfigError(f"{path}: no password on its first line")
+    return lines[0]
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
@@ -63,10 +90,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
     generated = False
     password: str | None = args.password
     if args.password_file is not None:
-        password = args.password_file.read_text().splitlines()[0] if args.password_file.exists() \
-            else None
-        if not password:
-            raise ConfigError(f"{args.password_file}: no password on its first line")
+        password = _read_secret_file(args.password_file)
     if args.disable_ticketing:
         if not is_loopback(host):
             raise ConfigError(
@@ -82,6 +106,14 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
         disable_ticketing=args.disable_ticketing,
         image_compression=COMPRESSION_NAMES[args.image_compression],
         max_fps=args.max_fps,
+        tls_host=args.tls_listen[0] if args.tls_listen else None,
+        tls_port=args.tls_listen[1] if args.tls_listen else None,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        plaintext_channels=frozenset(filter(None, args.plaintext_channels.split(","))),
+        ticket_lifetime=args.ticket_lifetime,
+        one_shot_ticket=args.one_shot_ticket,
+        max_connections=args.max_connections,
     )
     return config, generated
 
@@ -93,7 +125,7 @@ async def serve(args: argparse.Namespace) -> int:
         uri = server.uri
         if generated:
             assert config.password is not None
-            uri += f"?password={quote(config.password, safe='')}"
+            uri += ("&" if "?" in uri else "?") + f"password={quote(config.password, safe='')}"
             print("one-time password generated; connect with:", flush=True)
         print(f"remote-viewer '{uri}'", flush=True)
         loop = asyncio.get_running_loop()

@@ -53,10 +53,32 @@ class ServerConfig:
     max_link_size: int = DEFAULT_MAX_LINK_SIZE
     #: A connection must complete its link within this many seconds.
     handshake_timeout: float = 10.0
-    #: Client → server message limits and the ACK window, per channel.
+    #: Client → server buffering and the ACK window of every channel.
     channel_limits: ChannelLimits = field(default_factory=ChannelLimits)
+    #: Largest client → server message body per channel (others: ``channel_limits``).  spice-gtk
+    #: sends at most a few dozen bytes on display/inputs/cursor; main carries agent chunks.
+    max_message_sizes: dict[str, int] = field(
+        default_factory=lambda: {"main": 64 * 1024, "display": 4096, "inputs": 4096,
+                                 "cursor": 4096}
+    )
     #: Transport write buffer high-water mark: above it, no new screen updates are produced.
     write_buffer_high: int = 4 * 1024 * 1024
+    #: A connection with more unsent output than this is closed: its client stopped reading
+    #: (screen updates stop at ``write_buffer_high``, so only a stuck client gets here).
+    max_write_buffer: int = 64 * 1024 * 1024
+    #: Most simultaneous connections, linked or not; further ones are closed at once.
+    max_connections: int = 4096
+    #: TLS: a second listener (``tls_host``, default ``host``) with this certificate and key;
+    #: plain links then get NEED_SECURED, except for ``plaintext_channels`` (channel names).
+    tls_port: int | None = None
+    tls_host: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    plaintext_channels: frozenset[str] = frozenset()
+    #: Seconds the ticket stays valid after it was set (None: until changed).
+    ticket_lifetime: float | None = None
+    #: The ticket admits one session: once a main channel has linked, it is spent.
+    one_shot_ticket: bool = False
     #: Pre-generated RSA keys kept ready so a link never waits on key generation.
     rsa_key_pool: int = 4
     #: Worker threads encoding images off the event loop.
@@ -80,3 +102,10 @@ class ServerConfig:
             raise ConfigError(f"port {self.port} out of range")
         if self.max_fps <= 0:
             raise ConfigError("max_fps must be positive")
+        if self.tls_port is not None and not (self.tls_cert and self.tls_key):
+            raise ConfigError("TLS needs both a certificate and a key")
+        unknown = set(self.plaintext_channels) - {"main", "display", "inputs", "cursor"}
+        if unknown:
+            raise ConfigError(f"unknown plaintext channels: {', '.join(sorted(unknown))}")
+        if self.ticket_lifetime is not None and self.ticket_lifetime <= 0:
+            raise ConfigError("ticket_lifetime must be positive")

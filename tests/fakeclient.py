@@ -95,8 +95,8 @@ class LoopbackClient:
         self.reply: LinkReply | None = None
 
     @classmethod
-    async def open(cls, port: int) -> LoopbackClient:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async def open(cls, port: int, ssl: object = None) -> LoopbackClient:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ssl)
         return cls(reader, writer)
 
     async def link(

@@ -36,8 +36,10 @@ SERVER_COMMON_CAPS = [
 
 
 class SpiceConnection(asyncio.Protocol):
-    def __init__(self, server: SpiceServer) -> None:
+    def __init__(self, server: SpiceServer, *, secure: bool = False) -> None:
         self.server = server
+        #: Arrived on the TLS listener.
+        self.secure = secure
         self.link = LinkProtocol(max_link_size=server.config.max_link_size)
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
@@ -64,6 +66,13 @@ class SpiceConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         transport.set_write_buffer_limits(high=self.server.config.write_buffer_high)
+        limit = self.server.config.max_connections
+        if len(self.server.connections) >= limit:
+            logger.warning("%s: refused: %d connections already (max_connections)", self.name,
+                           limit)
+            self.capture = None  # nothing of this connection is recorded
+            transport.abort()
+            return
         self._handshake_timer = self._loop.call_later(
             self.server.config.handshake_timeout, self._handshake_expired
         )
@@ -169,15 +178,24 @@ class SpiceConnection(asyncio.Protocol):
 
     def _on_ticket(self, event: TicketReceived) -> LinkRequest | TicketReceived | None:
         assert self._key is not None and self.request is not None
-        ok = check_ticket(self._key, event.ciphertext, self.server.password_bytes)
+        ticket = self.server.ticket
+        ok = check_ticket(self._key, event.ciphertext, ticket.password)
         self._key = None  # one key, one link
+        address = self.peer.rpartition(":")[0]
         if not ok:
-            raise self.link.refuse(LinkError.PERMISSION_DENIED, "wrong ticket")
-        if self.server.ticket_expired():
+            self._refuse_slowly(self.server.failures.failed(address, self._loop.time()))
+            return None
+        if ticket.expired():
             raise self.link.refuse(LinkError.PERMISSION_DENIED, "ticket expired")
+        is_main = self.request.channel_type == ChannelType.MAIN
+        if is_main and ticket.one_shot and ticket.spent:
+            raise self.link.refuse(LinkError.PERMISSION_DENIED, "one-shot ticket already used")
         code, reason = self.server.sessions.check(self.request)  # the main may have gone
         if code != LinkError.OK:
             raise self.link.refuse(code, reason)
+        self.server.failures.succeeded(address)
+        if is_main and ticket.one_shot:
+            ticket.spent = True
         self.link.finish()
         self._flush_link()
         if self._handshake_timer is not None:
@@ -201,6 +219,25 @@ class SpiceConnection(asyncio.Protocol):
             self._channel_data(leftover)
         else:
             self.flush()
+
+    def _refuse_slowly(self, delay: float) -> None:
+        """PERMISSION_DENIED after ``delay`` seconds: repeated failures from one address wait
+        longer each time, while nothing else does (the loop keeps serving everyone)."""
+        if delay <= 0:
+            raise self.link.refuse(LinkError.PERMISSION_DENIED, "wrong ticket")
+        assert self.transport is not None
+        self.transport.pause_reading()
+
+        def refuse() -> None:
+            if self.closed:
+                return
+            exc = self.link.refuse(LinkError.PERMISSION_DENIED,
+                                   f"wrong ticket (answered after {delay:.2f}s: repeated failures)")
+            self.server.log_refusal(self, exc)
+            self._flush_link()
+            self.close()
+
+        self._loop.call_later(delay, refuse)
 
     def _flush_link(self) -> None:
         out = self.link.data_to_send()
@@ -232,6 +269,11 @@ class SpiceConnection(asyncio.Protocol):
         chunks = self.channel.data_to_send()
         if chunks:
             self.transport.writelines(chunks)
+            if self.transport.get_write_buffer_size() > self.server.config.max_write_buffer:
+                logger.warning("%s: closing: client stopped reading (%d bytes unsent)",
+                               self.name, self.transport.get_write_buffer_size())
+                self.abort()
+                return
 
     @property
     def writable(self) -> bool:

@@ -94,21 +94,46 @@ class InputsHandler(ChannelHandler):
 
 
 class CursorHandler(ChannelHandler):
+    """Cursor shape and position, latest-wins: a client that is not reading gets only the
+    newest shape and position once it reads again, never a backlog."""
+
     channel: CursorChannel
+    _NOTHING: Any = object()
 
     def start(self, now: float) -> None:
+        self._pending_shape: Any = self._NOTHING
+        self._pending_move: tuple[int, int] | None = None
         self.channel.start(now, self.server.source.cursor)
         self.server.source.add_listener(self)
 
     def on_cursor(self, shape: CursorShape | None) -> None:
-        if shape is None:
-            self.channel.hide()
-        else:
-            self.channel.set_shape(shape)
-        self.connection.flush()
+        self._pending_shape = shape
+        self._pending_move = None  # the new shape comes with the current position
+        self._send_pending()
 
     def on_cursor_move(self, x: int, y: int) -> None:
-        self.channel.move(x, y)
+        self._pending_move = (x, y)
+        self._send_pending()
+
+    def on_events(self, events: list[Any], now: float) -> None:
+        super().on_events(events, now)
+        self._send_pending()  # an ACK may have reopened the window
+
+    def on_writable(self) -> None:
+        self._send_pending()
+
+    def _send_pending(self) -> None:
+        if not self.connection.writable:
+            return
+        if self._pending_shape is not self._NOTHING:
+            shape, self._pending_shape = self._pending_shape, self._NOTHING
+            if shape is None:
+                self.channel.hide()
+            else:
+                self.channel.set_shape(shape)
+        if self._pending_move is not None:
+            self.channel.move(*self._pending_move)
+            self._pending_move = None
         self.connection.flush()
 
     def on_damage(self, rects: list[Rect]) -> None: ...

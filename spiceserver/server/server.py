@@ -11,7 +11,7 @@ from typing import Any
 
 from spiceserver.config import ServerConfig
 from spiceserver.crypto import KeyPool
-from spiceserver.errors import LinkRefused
+from spiceserver.errors import ConfigError, LinkRefused
 from spiceserver.input import InputHandler, log_input
 from spiceserver.protocol.channel import ChannelProtocol
 from spiceserver.protocol.cursor import CursorChannel
@@ -29,6 +29,7 @@ from spiceserver.server.handlers import (
     InputsHandler,
     MainHandler,
 )
+from spiceserver.server.security import FailureTracker, Ticket, tls_context
 from spiceserver.session import OFFERED_CHANNELS, Session, SessionRegistry
 from spiceserver.sources.base import FramebufferSource
 
@@ -42,6 +43,20 @@ _CHANNELS: dict[int, tuple[type[ChannelProtocol], type[ChannelHandler]]] = {
     ChannelType.INPUTS: (InputsChannel, InputsHandler),
     ChannelType.CURSOR: (CursorChannel, CursorHandler),
 }
+
+
+def _raise_open_files_limit(connections: int) -> None:
+    """Let the process hold ``max_connections`` sockets (plus files), up to the hard limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = connections + 256
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        if new < want:
+            logger.warning("only %d open files allowed: max_connections is effectively lower",
+                           new)
 
 
 def _warmup_encoders() -> None:
@@ -80,7 +95,18 @@ class SpiceServer:
         self.config = config
         self.source = source
         self.on_input = on_input or log_input
-        self.password_bytes = None if config.password is None else config.password.encode()
+        self.ticket = Ticket(
+            password=None if config.password is None else config.password.encode(),
+            lifetime=config.ticket_lifetime,
+            one_shot=config.one_shot_ticket,
+        )
+        self.failures = FailureTracker()
+        self._tls = (
+            None
+            if config.tls_port is None
+            else tls_context(config.tls_cert or "", config.tls_key or "")
+        )
+        self._tls_server: asyncio.Server | None = None
         self.sessions = SessionRegistry()
         self.connections: set[SpiceConnection] = set()
         self.executor = ThreadPoolExecutor(
@@ -103,22 +129,36 @@ class SpiceServer:
             started = time.perf_counter()
             await loop.run_in_executor(self.executor, _warmup_encoders)
             logger.info("image encoders ready in %.2fs", time.perf_counter() - started)
+        _raise_open_files_limit(self.config.max_connections)
         await self.source.start()
         self._server = await loop.create_server(
             lambda: SpiceConnection(self), self.config.host, self.config.port
         )
+        if self._tls is not None:
+            self._tls_server = await loop.create_server(
+                lambda: SpiceConnection(self, secure=True),
+                self.config.tls_host or self.config.host,
+                self.config.tls_port,
+                ssl=self._tls,
+                ssl_handshake_timeout=self.config.handshake_timeout,
+            )
+            logger.info("TLS listening on port %d; plain links must switch to it (%s)",
+                        self.tls_port,
+                        "except " + ",".join(sorted(self.config.plaintext_channels))
+                        if self.config.plaintext_channels else "all channels")
         logger.info("listening on %s (source %s %dx%d)", self.uri, self.source.kind,
                     *self.source.size)
 
     async def close(self) -> None:
         """Stop listening, disconnect every client, stop the source."""
-        if self._server is not None:
-            self._server.close()
+        listeners = [s for s in (self._server, self._tls_server) if s is not None]
+        for listener in listeners:
+            listener.close()
         for connection in list(self.connections):
             connection.abort()
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
+        for listener in listeners:
+            await listener.wait_closed()
+        self._server = self._tls_server = None
         await self.source.stop()
         for task in list(self._tasks):
             task.cancel()
@@ -143,11 +183,32 @@ class SpiceServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     @property
+    def tls_port(self) -> int | None:
+        """The TLS port actually listened on, if TLS is configured."""
+        if self._tls_server is None or not self._tls_server.sockets:
+            return self.config.tls_port
+        return int(self._tls_server.sockets[0].getsockname()[1])
+
+    @property
     def uri(self) -> str:
+        """``spice://host:port`` (with ``?tls-port=`` when TLS is on), as remote-viewer takes."""
         host = self.config.host
         if ":" in host:
             host = f"[{host}]"
-        return f"spice://{host}:{self.port}"
+        uri = f"spice://{host}:{self.port}"
+        if self.config.tls_port is not None:
+            uri += f"?tls-port={self.tls_port}"
+        return uri
+
+    def set_ticket(self, password: str | None, lifetime: float | None = None) -> None:
+        """Replace the ticket (None: any ticket); linked clients stay connected."""
+        if password is not None and not 0 < len(password.encode()) <= 60:
+            raise ConfigError("the password must be 1..60 bytes")
+        self.ticket = Ticket(
+            password=None if password is None else password.encode(),
+            lifetime=lifetime,
+            one_shot=self.config.one_shot_ticket,
+        )
 
     # ------------------------------------------------------------------ used by connections
 
@@ -158,22 +219,27 @@ class SpiceServer:
         return []
 
     def check_secure(self, connection: SpiceConnection) -> tuple[LinkError, str]:
-        """Hook for TLS policy (NEED_SECURED); plain links are fine without TLS."""
-        return LinkError.OK, ""
-
-    def ticket_expired(self) -> bool:
-        return False
+        """With TLS on, a plain link must switch to the TLS port (spice-gtk reconnects)."""
+        if self._tls is None or connection.secure or connection.request is None:
+            return LinkError.OK, ""
+        if connection.request.channel_name in self.config.plaintext_channels:
+            return LinkError.OK, ""
+        return LinkError.NEED_SECURED, "this channel must use TLS"
 
     def attach(
         self, connection: SpiceConnection, request: LinkRequest, mini_header: bool
     ) -> tuple[ChannelProtocol, ChannelHandler]:
         """A connection completed its link: give it its channel protocol and handler."""
         protocol_cls, handler_cls = _CHANNELS[request.channel_type]
+        limits = self.config.channel_limits
+        max_size = self.config.max_message_sizes.get(request.channel_name)
+        if max_size is not None:
+            limits = dataclasses.replace(limits, max_message_size=max_size)
         kwargs: dict[str, Any] = {
             "mini_header": mini_header,
             "common_caps": request.common_caps,
             "channel_caps": request.channel_caps,
-            "limits": self.config.channel_limits,
+            "limits": limits,
         }
         if request.channel_type == ChannelType.MAIN:
             session = self.sessions.create(connection)

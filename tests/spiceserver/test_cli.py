@@ -33,6 +33,9 @@ def test_defaults_generate_a_password() -> None:
 def test_password_file_and_listen(tmp_path: Path) -> None:
     secret = tmp_path / "ticket"
     secret.write_text("from-file\n")
+    with pytest.raises(ConfigError, match="chmod 600"):
+        config_from_args(parse("--password-file", str(secret)))
+    secret.chmod(0o600)
     config, generated = config_from_args(
         parse("--password-file", str(secret), "--listen", "[::1]:6000")
     )
