@@ -43,6 +43,8 @@ class ChannelLimits:
     max_message_size: int = 64 * 1024
     #: Client → server bytes buffered before they are parsed (bounds a flooding client).
     max_receive_buffer: int = 256 * 1024
+    #: Messages handled per read before yielding to other connections (fairness under flood).
+    max_messages_per_call: int = 256
     ack_window: int = DEFAULT_ACK_WINDOW
 
 
@@ -96,18 +98,27 @@ class ChannelProtocol:
 
     # ------------------------------------------------------------------ input side
 
-    def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
-        """Parse whole messages from ``data``; raises a ProtocolError subclass on bad input."""
+    def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> bool:
+        """Parse whole messages from ``data``; raises a ProtocolError subclass on bad input.
+
+        Handles at most ``limits.max_messages_per_call`` messages and returns True when more
+        complete input is waiting: the owner then stops reading and calls again with ``b""``
+        on a later loop iteration, so one flooding client cannot starve the others.
+        """
         if self.closed:
-            return
+            return False
         self._in += data
         if len(self._in) > self.limits.max_receive_buffer:
             raise MessageTooLarge(f"{len(self._in)} bytes of client data are waiting unparsed")
         header = _MINI if self.mini_header else _FULL
         offset = 0
         buffer = self._in
+        budget = self.limits.max_messages_per_call
         try:
             while len(buffer) - offset >= header.size:
+                if budget == 0:
+                    return True
+                budget -= 1
                 if self.mini_header:
                     type_, size = _MINI.unpack_from(buffer, offset)
                 else:
@@ -127,6 +138,7 @@ class ChannelProtocol:
                 self._dispatch(type_, body, now)
         finally:
             del buffer[:offset]
+        return False
 
     def events_received(self) -> list[Any]:
         """Events produced since the last call."""

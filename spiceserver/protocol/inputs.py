@@ -81,6 +81,8 @@ class InputsChannel(ChannelProtocol):
         self._motion_count = 0
         self.held_keys: set[int] = set()
         self.buttons = 0
+        #: The lock state the client last reported (None before its first KEY_MODIFIERS).
+        self.client_modifiers: KeyModifiers | None = None
 
     def start(self, now: float) -> None:
         """INPUTS INIT with our lock state (spice-server pushes it on connect)."""
@@ -129,7 +131,11 @@ class InputsChannel(ChannelProtocol):
             self._key(event)
 
     def _on_key_modifiers(self, message: m.ClientKeyModifiers, now: float) -> None:
-        self._events.append(LockState(modifiers=KeyModifiers(message.modifiers & 0x7)))
+        # Reported on change only: spice-gtk repeats its state, a hostile client floods it.
+        locks = KeyModifiers(message.modifiers & 0x7)
+        if locks != self.client_modifiers:
+            self.client_modifiers = locks
+            self._events.append(LockState(modifiers=locks))
 
     def _motion_ack(self) -> None:
         self._motion_count += 1

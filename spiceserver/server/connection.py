@@ -253,13 +253,32 @@ class SpiceConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ channel traffic
 
-    def _channel_data(self, data: bytes) -> None:
+    def _channel_data(self, data: bytes) -> bool:
+        """Feed the channel; True while a burst is being taken in steps (reading paused)."""
         assert self.channel is not None and self.handler is not None
         now = self._loop.time()
-        self.channel.receive_data(data, now)
+        more = self.channel.receive_data(data, now)
         events = self.channel.events_received()
         self.handler.on_events(events, now)
         self.flush()
+        if more and self.transport is not None:
+            # A burst of messages: take the rest on a later loop iteration, reading nothing
+            # more meanwhile, so every other connection gets its turn.
+            self.transport.pause_reading()
+            self._loop.call_soon(self._continue_input)
+        return more
+
+    def _continue_input(self) -> None:
+        if self.closed or self.transport is None:
+            return
+        try:
+            more = self._channel_data(b"")
+        except ProtocolError as exc:
+            logger.warning("%s: protocol error, closing: %s", self.name, exc)
+            self.abort()
+            return
+        if not more and not self.closed:
+            self.transport.resume_reading()
 
     def flush(self) -> None:
         """Write whatever the channel protocol queued."""

@@ -1,0 +1,96 @@
+"""``spiceserver serve`` in a subprocess, for tests and benchmarks that judge it from outside."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from tests.conftest import ROOT
+
+
+class ServerProcess:
+    """``with ServerProcess(["--source", "image:x.png"], password="pw") as srv: srv.port``."""
+
+    def __init__(self, args: list[str], password: str, *, timeout: float = 60.0) -> None:
+        self.args = args
+        self.password = password
+        self.timeout = timeout
+        self.proc: subprocess.Popen[str] | None = None
+        self.port = 0
+        self.log: list[str] = []
+        self._reader: threading.Thread | None = None
+        self._dir = tempfile.TemporaryDirectory(prefix="spiceserver-proc-")
+
+    def __enter__(self) -> ServerProcess:
+        secret = Path(self._dir.name) / "ticket"
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(self.password + "\n")
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "spiceserver", "serve", "--listen", "127.0.0.1:0",
+             "--password-file", str(secret), *self.args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+            start_new_session=True,
+        )
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:  # bounded: the process prints or exits
+            self.log.append(line)
+            match = re.search(r"spice://127\.0\.0\.1:(\d+)", line)
+            if "remote-viewer" in line and match:
+                self.port = int(match.group(1))
+                break
+        # Keep draining the output: a full pipe would block the server's logging.
+        self._reader = threading.Thread(target=self._drain, args=(self.proc.stdout,),
+                                        daemon=True)
+        self._reader.start()
+        if not self.port:
+            self.__exit__(None, None, None)
+            raise RuntimeError("server did not start:\n" + "".join(self.log))
+        return self
+
+    def _drain(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.log.append(line)
+            if len(self.log) > 20000:
+                del self.log[:10000]
+
+    @property
+    def uri(self) -> str:
+        return f"spice://127.0.0.1:{self.port}"
+
+    def rss_mib(self) -> float:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def output(self) -> str:
+        """Everything the server printed (read after it stopped)."""
+        return "".join(self.log)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGINT)
+                try:
+                    self.proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                    self.proc.wait()
+            if self._reader is not None:
+                self._reader.join(timeout=5)
+        self._dir.cleanup()
