@@ -13,10 +13,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 from spiceserver.config import COMPRESSION_NAMES, ServerConfig, is_loopback
+from spiceserver.desktop_input import X11Input, ignore_input
 from spiceserver.errors import ConfigError
+from spiceserver.input import InputHandler
 from spiceserver.protocol.enums import MAX_PASSWORD_LENGTH
 from spiceserver.server import SpiceServer
-from spiceserver.sources import source_from_spec
+from spiceserver.sources import FramebufferSource, source_from_spec
+from spiceserver.sources.desktop import DesktopSource
 
 logger = logging.getLogger("spiceserver")
 
@@ -46,7 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     ticket.add_argument("--disable-ticketing", action="store_true",
                         help="accept any ticket (only on a loopback address)")
     serve.add_argument("--source", default="pattern", metavar="SPEC",
-                       help="pattern, pattern:WxH or image:PATH (default pattern)")
+                       help="pattern, pattern:WxH, image:PATH or desktop[:DISPLAY] (the running "
+                            "X desktop, $DISPLAY by default); default pattern")
+    serve.add_argument("--view-only", action="store_true",
+                       help="ignore the clients' keyboard and mouse")
     serve.add_argument("--image-compression", choices=sorted(COMPRESSION_NAMES),
                        default="auto-glz",
                        help="image codec for screen updates: auto-glz (default: GLZ, QUIC for "
@@ -65,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the ticket admits one session only")
     serve.add_argument("--max-connections", type=int, default=4096,
                        help="simultaneous connections, linked or not (default 4096)")
+    serve.add_argument("--capture", metavar="DIR", default=None,
+                       help="write one pcap per channel and display.mp4 per session into DIR")
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"])
     return parser
@@ -114,28 +122,54 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
         ticket_lifetime=args.ticket_lifetime,
         one_shot_ticket=args.one_shot_ticket,
         max_connections=args.max_connections,
+        capture_dir=args.capture,
     )
     return config, generated
 
 
 async def serve(args: argparse.Namespace) -> int:
     config, generated = config_from_args(args)
-    source = source_from_spec(args.source)
-    async with SpiceServer(source, config) as server:
+    source = source_from_spec(args.source, max_fps=args.max_fps)
+    desktop_input = None
+    on_input = ignore_input if args.view_only else None
+    if isinstance(source, DesktopSource):
+        desktop_input = X11Input(source.display_name, view_only=args.view_only).start()
+        on_input = desktop_input
+    try:
+        await _serve(args, config, generated, source, on_input, desktop_input)
+    finally:
+        if desktop_input is not None:
+            await asyncio.to_thread(desktop_input.close)
+    return 0
+
+
+async def _serve(
+    args: argparse.Namespace,
+    config: ServerConfig,
+    generated: bool,
+    source: FramebufferSource,
+    on_input: InputHandler | None,
+    desktop_input: X11Input | None,
+) -> None:
+    loop = asyncio.get_running_loop()
+    async with SpiceServer(source, config, on_input=on_input) as server:
+        if desktop_input is not None:
+            # The X lock LEDs, read on the input thread, reach the clients on the loop.
+            desktop_input.on_locks = lambda mods: loop.call_soon_threadsafe(
+                server.set_key_modifiers, mods
+            )
         uri = server.uri
         if generated:
             assert config.password is not None
             uri += ("&" if "?" in uri else "?") + f"password={quote(config.password, safe='')}"
             print("one-time password generated; connect with:", flush=True)
         print(f"remote-viewer '{uri}'", flush=True)
-        loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         logger.info("shutting down")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,6 +85,9 @@ class ServerConfig:
     encoder_threads: int = 2
     #: Compile the codec kernels at start-up (from numba's disk cache after the first run).
     warmup_encoders: bool = True
+    #: Capture mode: per session, one pcap per channel and the display as video, in this
+    #: directory (``None``: off, at no cost). See :mod:`spiceserver.capture`.
+    capture_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.password is None and not self.disable_ticketing:

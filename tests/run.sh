@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real peers: spice-gtk through GObject introspection (Debian's python3), remote-viewer on
-# Xvfb with xdotool and ImageMagick's import for screenshots, tshark/dumpcap for captures.
+# Xvfb with xdotool and ImageMagick's import for screenshots, tshark/dumpcap for captures,
+# ffmpeg's ffprobe to read capture mode's display.mp4.
 DEBIAN_PACKAGES=(python3 python3-gi gir1.2-spiceclientglib-2.0 virt-viewer xvfb x11-utils
-                 xdotool imagemagick tshark)
+                 xdotool imagemagick tshark xterm x11-apps x11-xserver-utils ffmpeg)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" \
@@ -23,7 +24,7 @@ if ((${#missing[@]})); then
 fi
 
 PYTHON=${PYTHON:-python3}
-"$PYTHON" -m pip install -q -e '.[test]'
+"$PYTHON" -m pip install -q -e '.[test,capture]'
 "$PYTHON" -m ruff check .
 if [ $# -eq 0 ]; then
     # The codec kernels' logic once more as plain Python, then compiled with bounds checks

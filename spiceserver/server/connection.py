@@ -20,6 +20,7 @@ from spiceserver.protocol.link import LinkProtocol, LinkRequest, TicketReceived
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
+    from spiceserver.capture import ConnectionCapture
     from spiceserver.server.handlers import ChannelHandler
     from spiceserver.server.server import SpiceServer
 
@@ -51,6 +52,10 @@ class SpiceConnection(asyncio.Protocol):
         self._key: RSAPrivateKey | None = None
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
+        #: Capture mode's recorder for this connection; None (the default) costs one test.
+        self.capture: ConnectionCapture | None = (
+            None if server.captures is None else server.captures.connection()
+        )
 
     @property
     def name(self) -> str:
@@ -73,12 +78,16 @@ class SpiceConnection(asyncio.Protocol):
             self.capture = None  # nothing of this connection is recorded
             transport.abort()
             return
+        if self.capture is not None:
+            self.capture.opened(transport)
         self._handshake_timer = self._loop.call_later(
             self.server.config.handshake_timeout, self._handshake_expired
         )
         self.server.connection_opened(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.capture is not None:
+            self.capture.received(data)
         try:
             if self.channel is not None:
                 self._channel_data(data)
@@ -108,6 +117,8 @@ class SpiceConnection(asyncio.Protocol):
             except Exception:
                 logger.exception("%s: error while closing", self.name)
         self.server.connection_closed(self)
+        if self.capture is not None:
+            self.capture.close()
 
     def pause_writing(self) -> None:
         self.writing_paused = True
@@ -243,6 +254,8 @@ class SpiceConnection(asyncio.Protocol):
         out = self.link.data_to_send()
         if out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(out)
+            if self.capture is not None:
+                self.capture.sent((out,))
 
     def _handshake_expired(self) -> None:
         self._handshake_timer = None
@@ -293,6 +306,8 @@ class SpiceConnection(asyncio.Protocol):
                                self.name, self.transport.get_write_buffer_size())
                 self.abort()
                 return
+            if self.capture is not None:
+                self.capture.sent(chunks)
 
     @property
     def writable(self) -> bool:

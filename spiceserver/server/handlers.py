@@ -269,6 +269,8 @@ class DisplayHandler(ChannelHandler):
                 mark_pending = False
             metrics.frames += 1
             self.connection.flush()
+            if self.connection.capture is not None:  # capture mode: the update as video frame
+                self.connection.capture.display_update(size, snapshots)
             if self.dirty:
                 self._wake.set()
 

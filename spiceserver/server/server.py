@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from spiceserver.capture import CaptureManager
 from spiceserver.config import ServerConfig
 from spiceserver.crypto import KeyPool
 from spiceserver.errors import ConfigError, LinkRefused
@@ -16,7 +17,7 @@ from spiceserver.input import InputHandler, log_input
 from spiceserver.protocol.channel import ChannelProtocol
 from spiceserver.protocol.cursor import CursorChannel
 from spiceserver.protocol.display import SERVER_DISPLAY_CAPS, DisplayChannel
-from spiceserver.protocol.enums import ChannelType, LinkError
+from spiceserver.protocol.enums import ChannelType, KeyModifiers, LinkError
 from spiceserver.protocol.events import InputEvent
 from spiceserver.protocol.inputs import InputsChannel
 from spiceserver.protocol.link import LinkRequest
@@ -116,6 +117,8 @@ class SpiceServer:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = asyncio.Event()
+        #: Capture mode (``capture_dir``): pcaps and video per session; None when off.
+        self.captures = None if config.capture_dir is None else CaptureManager(config.capture_dir)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -148,6 +151,9 @@ class SpiceServer:
                         if self.config.plaintext_channels else "all channels")
         logger.info("listening on %s (source %s %dx%d)", self.uri, self.source.kind,
                     *self.source.size)
+        if self.captures is not None:
+            logger.log(logging.INFO if self.captures.video_unavailable is None else logging.WARNING,
+                       "%s", self.captures.describe())
 
     async def close(self) -> None:
         """Stop listening, disconnect every client, stop the source."""
@@ -160,6 +166,8 @@ class SpiceServer:
             await listener.wait_closed()
         self._server = self._tls_server = None
         await self.source.stop()
+        if self.captures is not None:
+            await self.captures.aclose()
         for task in list(self._tasks):
             task.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -257,6 +265,9 @@ class SpiceServer:
         handler = handler_cls(self, connection, session)
         handler.channel = protocol  # type: ignore[attr-defined]
         session.metrics.channel_stats.append(protocol.stats)
+        if self.captures is not None and connection.capture is not None:
+            self.captures.bind(connection.capture, session.id, request.channel_type,
+                               request.channel_id)
         return protocol, handler
 
     def end_session(self, session: Session) -> None:
@@ -265,6 +276,8 @@ class SpiceServer:
         for connection in self.sessions.end(session):
             connection.close()
         logger.info("session %#010x ended: %s", session.id, session.metrics.summary())
+        if self.captures is not None:
+            self.captures.end_session(session.id)
 
     def connection_opened(self, connection: SpiceConnection) -> None:
         self.connections.add(connection)
@@ -283,6 +296,15 @@ class SpiceServer:
         except ValueError:
             code = str(exc.code)
         logger.warning("%s: refused %s: %s", connection.name, code, exc.reason)
+
+    def set_key_modifiers(self, modifiers: KeyModifiers) -> None:
+        """The host's lock keys (Caps/Num/Scroll): KEY_MODIFIERS to every inputs channel whose
+        client was told otherwise.  Call on the loop thread; cheap to call repeatedly."""
+        for connection in list(self.connections):
+            handler = connection.handler
+            if isinstance(handler, InputsHandler) and getattr(handler, "channel", None):
+                handler.channel.set_modifiers(modifiers)
+                connection.flush()
 
     def deliver_input(self, event: InputEvent) -> None:
         try:

@@ -20,9 +20,15 @@ __all__ = [
 ]
 
 
-def source_from_spec(spec: str) -> FramebufferSource:
-    """Build a source from a CLI spec: ``pattern``, ``pattern:WxH`` or ``image:PATH``."""
+def source_from_spec(spec: str, *, max_fps: float = 30.0) -> FramebufferSource:
+    """Build a source from a CLI spec: ``pattern``, ``pattern:WxH``, ``image:PATH`` or
+    ``desktop[:DISPLAY]`` (the running X server; ``$DISPLAY`` by default)."""
     kind, _, arg = spec.partition(":")
+    if kind == "desktop":
+        from spiceserver.sources.desktop import DesktopSource  # python-xlib only when needed
+
+        return DesktopSource(f":{arg}" if arg and not arg.startswith(":") and arg.isdigit()
+                             else arg or None, max_fps=max_fps)
     if kind == "pattern":
         if arg:
             width, _, height = arg.partition("x")
@@ -30,4 +36,6 @@ def source_from_spec(spec: str) -> FramebufferSource:
         return PatternSource()
     if kind == "image" and arg:
         return ImageSource(arg)
-    raise ValueError(f"unknown source {spec!r} (pattern, pattern:WxH, image:PATH)")
+    raise ValueError(
+        f"unknown source {spec!r} (pattern, pattern:WxH, image:PATH, desktop[:DISPLAY])"
+    )

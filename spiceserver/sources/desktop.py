@@ -1,0 +1,644 @@
+"""The X11 desktop as a framebuffer source: what x11spice does, as an asyncio-friendly source.
+
+Theory of operation
+-------------------
+One thread (``spice-x11``) owns two X connections: a python-xlib one for events and small
+requests, and an mss one for pixels (``XShmGetImage``, so a grab is one round trip and one
+memcpy).  python-xlib is blocking, so nothing here ever runs on the event loop; the thread
+reports through :meth:`FramebufferSource.damage` and friends, which hand over to the loop.
+
+* **What changed.**  With the DAMAGE extension the root window reports every rectangle X
+  draws into (``DamageReportRawRectangles``, reported after the drawing is done).  Not
+  ``DeltaRectangles``: it reports only growth of a region we would have to empty with
+  DamageSubtract, and drawing that lands in the window between an event and the subtract is
+  then silently folded in — measured here as a stale terminal after paging in ``less``.
+  Raw events cost one small event per drawing operation, and they are coalesced below.
+  Without DAMAGE the whole screen is polled.  Either way the grabbed
+  pixels are compared with the frame we hold, tile by tile (:func:`changed_rects`), so an
+  application that repaints the same pixels — a clock redrawing its face, a terminal redrawing a
+  line — costs no bytes on the wire, and what is reported is tightened to the pixels that
+  really changed.
+* **When.**  The first change after a quiet spell is grabbed at once (latency); later ones are
+  coalesced to at most ``max_fps`` grabs a second.  With no damage the thread sleeps in
+  ``select()`` with no timeout: an idle desktop costs nothing but the wake-ups X sends.
+* **Order.**  Each event is sent after its drawing is done, and the grab goes through the X
+  server after the event was sent, so a grab sees at least what the events it answers
+  announced; drawing after that raises new events and a new grab.  Nothing is lost between
+  two grabs.  (The server's damage region is emptied at each grab only so it stays small.)
+* **Size.**  A ConfigureNotify (or RandR ScreenChangeNotify) on the root with a new size
+  re-creates the mss grabber (its shared-memory segment is sized for the screen) and swaps in
+  a new frame with :meth:`replace_frame`, which re-creates the clients' surfaces.
+* **Cursor.**  XFixes cursor notifications carry a serial; images are fetched once per serial
+  (ARGB, premultiplied) and turned into SPICE ALPHA cursors (straight B,G,R,A) whose
+  ``unique`` is derived from the serial.  A fully transparent cursor hides the client's cursor.
+  Pointer motion (XInput 2 raw events, else a slow poll) becomes ``move_cursor`` for clients
+  in server mouse mode.
+
+Writes into :attr:`frame` happen on this thread while the loop may be reading it; a torn read
+is harmless because the damage for those pixels is reported only after they are written, so
+the client is sent them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import select
+import threading
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from spiceserver.errors import ConfigError
+from spiceserver.protocol.messages import CursorShape
+from spiceserver.sources.base import FramebufferSource, Rect
+
+if TYPE_CHECKING:
+    from Xlib.display import Display
+
+__all__ = ["DesktopSource", "changed_rects", "cursor_from_argb", "open_display", "tile_boxes"]
+
+logger = logging.getLogger("spiceserver.desktop")
+
+#: Tile edge for change detection and grab planning (pixels).
+TILE = 32
+#: More separate grab boxes than this in one update, and one bounding box is grabbed instead
+#: (each box is a round trip to the X server).
+MAX_GRAB_BOXES = 8
+#: Without DAMAGE, the screen is polled this often when nothing changed for a second.
+IDLE_POLL_SECONDS = 0.25
+#: Without XInput 2, the pointer position is polled this often.
+POINTER_POLL_SECONDS = 0.1
+#: With XInput 2, the pointer is still polled this often: warps raise no raw motion.
+WARP_POLL_SECONDS = 1.0
+#: XFixes cursor images kept by serial (animated cursors cycle through a few).
+CURSOR_CACHE_SIZE = 64
+#: High bits of a cursor's SPICE ``unique``: "XFIX", so serials never collide with the
+#: default cursor's ``unique`` of 1.
+_CURSOR_UNIQUE_TAG = 0x5846_4958 << 32
+#: The core event code of XGE events (XInput 2 raw motion arrives as one).
+_GENERIC_EVENT = 35
+#: How long :meth:`DesktopSource.start` waits for the first full grab.
+START_TIMEOUT = 30.0
+
+
+def open_display(name: str) -> Display:
+    """A python-xlib connection to ``name``, or a :class:`ConfigError` that says what to check."""
+    from Xlib import display as xdisplay
+    from Xlib import error as xerror
+
+    try:
+        return xdisplay.Display(name)
+    except (xerror.DisplayError, OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot open X display {name!r} ({exc}): is an X server running there, and may "
+            "this user connect to it (DISPLAY, XAUTHORITY, xhost)?"
+        ) from exc
+
+
+class DesktopSource(FramebufferSource):
+    """The screen of a running X server (Xorg, Xvfb, xorgxrdp …), with its cursor.
+
+    Args:
+        display: An X display name such as ``":0"``; None uses ``$DISPLAY``.
+        max_fps: At most this many grabs a second while the screen keeps changing.
+        use_damage: Use the DAMAGE extension when the server has it (False forces the
+            polling fallback, for tests).
+
+    Raises:
+        ConfigError: No display name, the display cannot be opened, or its root window is
+            not 24/32-bit TrueColor.
+    """
+
+    kind = "desktop"
+
+    def __init__(
+        self, display: str | None = None, *, max_fps: float = 30.0, use_damage: bool = True
+    ) -> None:
+        name = display or os.environ.get("DISPLAY", "")
+        if not name:
+            raise ConfigError("no X display to share: set $DISPLAY or use --source desktop:DISPLAY")
+        if max_fps <= 0:
+            raise ConfigError(f"max_fps must be positive, got {max_fps}")
+        conn = open_display(name)
+        try:
+            screen = conn.screen()
+            width, height = screen.width_in_pixels, screen.height_in_pixels
+            depth = screen.root_depth
+        finally:
+            conn.close()
+        if depth not in (24, 32):
+            raise ConfigError(f"X display {name!r} has a {depth}-bit root window; 24 or 32 needed")
+        super().__init__(width, height)
+        self.display_name = name
+        self.max_fps = max_fps
+        self.use_damage = use_damage
+        #: The fallbacks taken ("no DAMAGE", "no XShm", …), for logs and tests.
+        self.fallbacks: list[str] = []
+        #: Counters for benchmarks: grabs made, pixels grabbed, pixels reported changed.
+        self.stats = {"grabs": 0, "grabbed_pixels": 0, "changed_pixels": 0, "updates": 0}
+        self._thread: threading.Thread | None = None
+        self._wake_r = self._wake_w = -1
+        self._stopping = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Open the X connections, grab the whole screen once, then follow changes."""
+        await super().start()
+        if self._thread is not None:
+            return
+        self._stopping = False
+        self._wake_r, self._wake_w = os.pipe()
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name="spice-x11", daemon=True
+        )
+        self._thread.start()
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(ready), START_TIMEOUT)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Stop the capture thread and close its X connections.  Idempotent."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+        await asyncio.to_thread(thread.join, 10.0)
+        if thread.is_alive():
+            logger.warning("the X capture thread did not stop within 10 s")
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
+
+    # ------------------------------------------------------------------ capture thread
+
+    def _run(self, ready: concurrent.futures.Future[None]) -> None:
+        try:
+            capture = _Capture(self)
+        except BaseException as exc:
+            ready.set_exception(exc)
+            return
+        try:
+            try:
+                capture.setup()
+            except BaseException as exc:
+                ready.set_exception(exc)
+                return
+            ready.set_result(None)
+            capture.loop(self._wake_r)
+        except Exception:
+            logger.exception("X capture stopped")
+        finally:
+            capture.close()
+
+
+class _Capture:
+    """The X side of a :class:`DesktopSource`; lives and dies on the capture thread."""
+
+    def __init__(self, source: DesktopSource) -> None:
+        import mss
+
+        self.source = source
+        self.interval = 1.0 / source.max_fps
+        self.display = open_display(source.display_name)
+        self.display.set_error_handler(self._x_error)
+        self.root = self.display.screen().root
+        self.sct: Any = None
+        try:
+            self.sct = mss.MSS(display=source.display_name)
+        except Exception as exc:
+            self.display.close()
+            raise ConfigError(f"mss cannot grab {source.display_name!r}: {exc}") from exc
+        self.frame = source.frame
+        self.damage: int | None = None
+        self.damage_event = -1
+        self.xi_opcode: int | None = None
+        self.xfixes = False
+        self.pending: list[Rect] = []
+        self.resized = False
+        self.cursor_dirty = False
+        self.cursor_serial = -1
+        self.cursor_cache: OrderedDict[int, CursorShape | None] = OrderedDict()
+        self.cursor_shape: CursorShape | bool | None = False  # False: never set
+        self.pointer_dirty = False
+        self.pointer: tuple[int, int] | None = None
+        self.next_grab = 0.0
+        self.next_pointer = 0.0
+        self.next_pointer_poll = 0.0
+        self.pointer_poll = POINTER_POLL_SECONDS
+        self.last_change = 0.0
+        self._cursor_error_logged = False
+
+    # -- setup -----------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Select events and pick fallbacks, each logged once; then grab the whole screen."""
+        from Xlib import X
+        from Xlib.ext import damage, xfixes, xinput
+
+        d, root, name = self.display, self.root, self.source.display_name
+        fallbacks = self.source.fallbacks
+        root.change_attributes(event_mask=X.StructureNotifyMask)
+        if d.has_extension("RANDR"):
+            from Xlib.ext import randr
+
+            d.xrandr_query_version()
+            root.xrandr_select_input(randr.RRScreenChangeNotifyMask)
+        if not self.source.use_damage:
+            fallbacks.append("no DAMAGE (disabled): polling the screen")
+        elif d.has_extension("DAMAGE"):
+            d.damage_query_version()
+            self.damage = root.damage_create(damage.DamageReportRawRectangles)
+            self.damage_event = d.extension_event.DamageNotify
+        else:
+            fallbacks.append("no DAMAGE extension: polling the screen and comparing tiles")
+        if d.has_extension("XFIXES"):
+            d.xfixes_query_version()
+            d.xfixes_select_cursor_input(root, xfixes.XFixesDisplayCursorNotifyMask)
+            self.xfixes = True
+            self.cursor_dirty = True
+        else:
+            fallbacks.append("no XFIXES: clients keep the default cursor shape")
+        if d.has_extension("XInputExtension"):
+            try:
+                version = d.xinput_query_version()
+                if (version.major_version, version.minor_version) >= (2, 0):
+                    root.xinput_select_events([(xinput.AllMasterDevices, xinput.RawMotionMask)])
+                    self.xi_opcode = d.query_extension("XInputExtension").major_opcode
+            except Exception as exc:
+                logger.debug("XInput 2 raw motion unavailable: %s", exc)
+        if self.xi_opcode is not None:
+            self.pointer_poll = WARP_POLL_SECONDS
+        else:
+            fallbacks.append(
+                f"no XInput 2: polling the pointer every {POINTER_POLL_SECONDS * 1000:.0f} ms"
+            )
+        d.sync()
+        self._check_size()
+        self._grab_full()
+        status = " ".join(getattr(self.sct, "performance_status", []))
+        if "MIT-SHM is working" not in status:
+            fallbacks.append(f"no XShm: grabbing with XGetImage ({status or 'mss without XShm'})")
+        for fallback in fallbacks:
+            logger.warning("%s: %s", name, fallback)
+        logger.info(
+            "sharing X display %s (%dx%d): %s",
+            name,
+            *self.source.size,
+            "DAMAGE, XShm, XFixes" if not fallbacks else "with fallbacks",
+        )
+
+    def close(self) -> None:
+        try:
+            if self.sct is not None:
+                self.sct.close()
+        finally:
+            try:
+                self.display.close()
+            except Exception:  # the connection may already be gone
+                logger.debug("closing the X connection failed", exc_info=True)
+
+    # -- main loop -------------------------------------------------------------
+
+    def loop(self, wake_fd: int) -> None:
+        d = self.display
+        xfd = d.fileno()
+        while not self.source._stopping:
+            while d.pending_events():
+                self._on_event(d.next_event())
+            now = time.monotonic()
+            if self.resized:
+                self.resized = False
+                self._check_size()
+            if self.cursor_dirty and self.xfixes:
+                self.cursor_dirty = False
+                self._update_cursor()
+            if self._grab_due(now):
+                self._grab_update(now)
+                self.next_grab = now + self.interval
+                continue  # the grab's round trips may have queued events
+            if self._pointer_due(now):
+                self.pointer_dirty = False
+                self._update_pointer()
+                self.next_pointer = now + self.interval
+                self.next_pointer_poll = now + self.pointer_poll
+            d.flush()
+            if d.pending_events():
+                continue
+            timeout = self._timeout(time.monotonic())
+            readable, _, _ = select.select([xfd, wake_fd], [], [], timeout)
+            if wake_fd in readable:
+                return
+
+    def _grab_due(self, now: float) -> bool:
+        if self.damage is None:
+            idle = now - self.last_change > 1.0
+            due = self.next_grab + (IDLE_POLL_SECONDS - self.interval if idle else 0.0)
+            return now >= due
+        return bool(self.pending) and now >= self.next_grab
+
+    def _pointer_due(self, now: float) -> bool:
+        if self.pointer_dirty:
+            return now >= self.next_pointer
+        return now >= self.next_pointer_poll
+
+    def _timeout(self, now: float) -> float | None:
+        deadlines = []
+        if self.damage is None:
+            idle = now - self.last_change > 1.0
+            deadlines.append(self.next_grab + (IDLE_POLL_SECONDS - self.interval if idle else 0))
+        elif self.pending:
+            deadlines.append(self.next_grab)
+        deadlines.append(self.next_pointer if self.pointer_dirty else self.next_pointer_poll)
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - now)
+
+    def _on_event(self, event: Any) -> None:
+        from Xlib import X
+
+        etype = event.type & 0x7F
+        if etype == self.damage_event:
+            area = event.area
+            self.pending.append(Rect(area.x, area.y, area.width, area.height))
+        elif etype == _GENERIC_EVENT:
+            if getattr(event, "extension", None) == self.xi_opcode:
+                self.pointer_dirty = True
+        elif etype == X.ConfigureNotify:
+            self.resized = True
+        elif hasattr(event, "cursor_serial"):
+            self.cursor_serial = event.cursor_serial
+            self.cursor_dirty = True
+        elif type(event).__name__ == "ScreenChangeNotify":
+            self.resized = True
+
+    def _x_error(self, error: Any, request: Any) -> None:
+        logger.debug("X error on %s: %s", self.source.display_name, error)
+
+    # -- pixels ----------------------------------------------------------------
+
+    def _grab(self, box: Rect) -> np.ndarray:
+        shot = self.sct.grab(
+            {"left": box.x, "top": box.y, "width": box.width, "height": box.height}
+        )
+        stats = self.source.stats
+        stats["grabs"] += 1
+        stats["grabbed_pixels"] += box.area
+        return np.frombuffer(shot.raw, dtype=np.uint8).reshape(box.height, box.width, 4)
+
+    def _grab_full(self) -> None:
+        height, width = self.frame.shape[:2]
+        self.frame[:] = self._grab(Rect(0, 0, width, height))
+        self.source.damage()
+
+    def _grab_update(self, now: float) -> None:
+        height, width = self.frame.shape[:2]
+        if self.damage is not None:
+            # No round trip before the grab (it would add half a millisecond to every
+            # update): events already received join this grab, later ones raise a grab of
+            # their own.  Raw rectangles need no subtract for that; it only keeps the
+            # server's region small, and goes out with the next flush.
+            self.display.damage_subtract(self.damage)
+            while self.display.pending_events():
+                self._on_event(self.display.next_event())
+            if self.resized:
+                self.resized = False
+                if self._check_size():
+                    self.pending.clear()
+                    return
+            boxes = damage_boxes(self.pending, width, height)
+            self.pending.clear()
+        else:
+            boxes = [Rect(0, 0, width, height)]
+        changed: list[Rect] = []
+        for box in boxes:
+            pixels = self._grab(box)
+            held = self.frame[box.y : box.bottom, box.x : box.right]
+            for rect in changed_rects(held, pixels):
+                self.frame[
+                    box.y + rect.y : box.y + rect.bottom, box.x + rect.x : box.x + rect.right
+                ] = pixels[rect.y : rect.bottom, rect.x : rect.right]
+                changed.append(Rect(box.x + rect.x, box.y + rect.y, rect.width, rect.height))
+        if changed:
+            self.last_change = now
+            stats = self.source.stats
+            stats["updates"] += 1
+            stats["changed_pixels"] += sum(r.area for r in changed)
+            self.source.damage(changed)
+
+    def _check_size(self) -> bool:
+        """Follow a screen size change; True if the size changed."""
+        geometry = self.root.get_geometry()
+        width, height = geometry.width, geometry.height
+        if (width, height) == self.source.size:
+            return False
+        import mss
+
+        logger.info("%s: screen is now %dx%d", self.source.display_name, width, height)
+        self.sct.close()
+        self.sct = mss.MSS(display=self.source.display_name)
+        self.frame = np.zeros((height, width, 4), dtype=np.uint8)
+        self.frame[:] = self._grab(Rect(0, 0, width, height))
+        self.pending.clear()
+        self.source.replace_frame(self.frame)
+        return True
+
+    # -- cursor ----------------------------------------------------------------
+
+    def _update_cursor(self) -> None:
+        serial = self.cursor_serial
+        if serial in self.cursor_cache:
+            self.cursor_cache.move_to_end(serial)
+            shape = self.cursor_cache[serial]
+        else:
+            try:
+                image = self.display.xfixes_get_cursor_image(self.root)
+            except Exception as exc:
+                # Xorg refuses (BadAccess) the image of a cursor whose creator has gone,
+                # such as a root cursor set by xsetroot: keep what the client has.
+                if not self._cursor_error_logged:
+                    logger.info(
+                        "%s: cursor image unavailable (%s); keeping the last one",
+                        self.source.display_name,
+                        exc,
+                    )
+                    self._cursor_error_logged = True
+                return
+            shape = cursor_from_argb(
+                image.cursor_image,
+                image.width,
+                image.height,
+                image.xhot,
+                image.yhot,
+                _CURSOR_UNIQUE_TAG | image.cursor_serial,
+            )
+            self.cursor_cache[image.cursor_serial] = shape
+            if len(self.cursor_cache) > CURSOR_CACHE_SIZE:
+                self.cursor_cache.popitem(last=False)
+        if shape != self.cursor_shape:
+            self.cursor_shape = shape
+            self.source.set_cursor(shape)
+
+    def _update_pointer(self) -> None:
+        reply = self.root.query_pointer()
+        position = (reply.root_x, reply.root_y)
+        if position != self.pointer:
+            self.pointer = position
+            self.source.move_cursor(*position)
+
+
+# ---------------------------------------------------------------------- pure helpers
+
+
+def changed_rects(old: np.ndarray, new: np.ndarray, tile: int = TILE) -> list[Rect]:
+    """Rectangles covering every pixel whose B, G or R differs between two (H, W, 4) arrays.
+
+    Tiles of ``tile`` pixels are marked changed; runs of changed tiles in a tile row become
+    a rectangle, identical runs in consecutive tile rows merge, and each rectangle is then
+    shrunk to the changed pixels it holds.  The padding byte (X of B,G,R,X) is ignored.
+    """
+    if old.shape != new.shape:
+        raise ValueError(f"shapes differ: {old.shape} and {new.shape}")
+    a = _as_u32(old)
+    b = _as_u32(new)
+    diff = ((a ^ b) & 0x00FF_FFFF) != 0
+    if not diff.any():
+        return []
+    height, width = diff.shape
+    if height * width <= 16 * tile * tile:  # a glyph, a clock face: one tight box
+        return [_tighten(diff, Rect(0, 0, width, height))]
+    tiles = np.logical_or.reduceat(
+        np.logical_or.reduceat(diff, np.arange(0, height, tile), axis=0),
+        np.arange(0, width, tile),
+        axis=1,
+    )
+    return [_tighten(diff, box) for box in tile_boxes(tiles, tile, width, height)]
+
+
+def _tighten(diff: np.ndarray, box: Rect) -> Rect:
+    """``box`` shrunk to the true cells of ``diff`` inside it (there is at least one)."""
+    sub = diff[box.y : box.bottom, box.x : box.right]
+    rows = np.flatnonzero(sub.any(axis=1))
+    cols = np.flatnonzero(sub.any(axis=0))
+    return Rect(
+        box.x + int(cols[0]),
+        box.y + int(rows[0]),
+        int(cols[-1] - cols[0]) + 1,
+        int(rows[-1] - rows[0]) + 1,
+    )
+
+
+def _as_u32(pixels: np.ndarray) -> np.ndarray:
+    """(H, W, 4) uint8 as (H, W) uint32 without a copy when rows are contiguous."""
+    if pixels.strides[1:] != (4, 1):
+        pixels = np.ascontiguousarray(pixels)
+    return pixels.view(np.uint32)[..., 0]
+
+
+def tile_boxes(tiles: np.ndarray, tile: int, width: int, height: int) -> list[Rect]:
+    """Boxes (in pixels, clipped to ``width`` × ``height``) covering the true cells of a grid.
+
+    Each tile row's runs of true cells become boxes; a run spanning the same columns as one
+    in the tile row just above extends it downwards (a window, a scrolled band).
+    """
+    boxes: list[list[int]] = []  # [col0, col1, row0, row1] in tiles, exclusive ends
+    open_runs: dict[tuple[int, int], list[int]] = {}
+    for row in range(tiles.shape[0]):
+        cells = tiles[row]
+        if not cells.any():
+            open_runs = {}
+            continue
+        padded = np.concatenate(([False], cells, [False]))
+        edges = np.flatnonzero(padded[1:] != padded[:-1])
+        next_runs: dict[tuple[int, int], list[int]] = {}
+        for start, stop in zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True):
+            box = open_runs.get((start, stop))
+            if box is None:
+                box = [start, stop, row, row + 1]
+                boxes.append(box)
+            else:
+                box[3] = row + 1
+            next_runs[(start, stop)] = box
+        open_runs = next_runs
+    out = []
+    for c0, c1, r0, r1 in boxes:
+        x0, y0 = c0 * tile, r0 * tile
+        x1, y1 = min(c1 * tile, width), min(r1 * tile, height)
+        out.append(Rect(x0, y0, x1 - x0, y1 - y0))
+    return out
+
+
+def damage_boxes(rects: list[Rect], width: int, height: int, tile: int = TILE) -> list[Rect]:
+    """The few tile-aligned boxes to grab for a list of damage rectangles.
+
+    More than :data:`MAX_GRAB_BOXES` boxes become their bounding box: each grab is a round
+    trip, and XShm copies a big box about as fast as it answers a small one.
+    """
+    snapped = []
+    for rect in rects:
+        clipped = rect.clip(width, height)
+        if clipped is not None:
+            x0, y0 = clipped.x // tile * tile, clipped.y // tile * tile
+            x1 = min(-(-clipped.right // tile) * tile, width)
+            y1 = min(-(-clipped.bottom // tile) * tile, height)
+            snapped.append(Rect(x0, y0, x1 - x0, y1 - y0))
+    if len(snapped) <= 2:  # the usual case (a key echoed, a clock ticking): no grid
+        if len(snapped) == 2 and snapped[0].touches(snapped[1]):
+            return [snapped[0].union(snapped[1])]
+        return snapped
+    grid = np.zeros(((height + tile - 1) // tile, (width + tile - 1) // tile), dtype=bool)
+    for rect in rects:
+        clipped = rect.clip(width, height)
+        if clipped is not None:
+            grid[
+                clipped.y // tile : (clipped.bottom - 1) // tile + 1,
+                clipped.x // tile : (clipped.right - 1) // tile + 1,
+            ] = True
+    boxes = tile_boxes(grid, tile, width, height)
+    if len(boxes) > MAX_GRAB_BOXES:
+        bbox = boxes[0]
+        for box in boxes[1:]:
+            bbox = bbox.union(box)
+        return [bbox]
+    return boxes
+
+
+def cursor_from_argb(
+    argb: Any, width: int, height: int, hot_x: int, hot_y: int, unique: int
+) -> CursorShape | None:
+    """A SPICE ALPHA cursor from XFixes pixels; None if the image is fully transparent.
+
+    XFixes hands out 32-bit ARGB with premultiplied colour (the Render convention); SPICE
+    ALPHA cursors are straight B,G,R,A, so colour is divided by alpha.
+    """
+    pixels = np.asarray(argb, dtype=np.uint64).astype(np.uint32).reshape(height, width)
+    alpha = (pixels >> 24).astype(np.uint32)
+    if not alpha.any():
+        return None
+    out = np.empty((height, width, 4), dtype=np.uint8)
+    safe = np.maximum(alpha, 1)
+    for index, shift in enumerate((0, 8, 16)):  # B, G, R
+        channel = (pixels >> shift) & 0xFF
+        straight = (channel * 255 + safe // 2) // safe
+        out[..., index] = np.where(alpha > 0, np.minimum(straight, 255), 0)
+    out[..., 3] = alpha
+    return CursorShape(
+        unique=unique,
+        width=width,
+        height=height,
+        hot_x=hot_x,
+        hot_y=hot_y,
+        pixels=out.tobytes(),
+    )

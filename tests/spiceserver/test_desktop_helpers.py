@@ -1,0 +1,135 @@
+"""The pure parts of the desktop source and input: change detection, grab planning, cursors.
+
+The X side is covered by ``tests/interop/test_desktop.py`` against a real Xvfb.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spiceserver.desktop_input import X11Input, ignore_input
+from spiceserver.errors import ConfigError
+from spiceserver.protocol.events import KeyEvent
+from spiceserver.sources import source_from_spec
+from spiceserver.sources.base import Rect
+from spiceserver.sources.desktop import (
+    MAX_GRAB_BOXES,
+    DesktopSource,
+    changed_rects,
+    cursor_from_argb,
+    damage_boxes,
+    tile_boxes,
+)
+
+
+def frame(width: int, height: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 4), dtype=np.uint8)
+
+
+def covered(rects: list[Rect], height: int, width: int) -> np.ndarray:
+    mask = np.zeros((height, width), dtype=bool)
+    for r in rects:
+        mask[r.y : r.bottom, r.x : r.right] = True
+    return mask
+
+
+def test_identical_frames_have_no_changes() -> None:
+    old = frame(100, 70)
+    assert changed_rects(old, old.copy()) == []
+
+
+def test_padding_byte_is_ignored() -> None:
+    old = frame(40, 40)
+    new = old.copy()
+    new[..., 3] ^= 0xFF
+    assert changed_rects(old, new) == []
+
+
+def test_one_pixel_is_one_exact_rect() -> None:
+    old = frame(200, 100)
+    new = old.copy()
+    new[57, 133, 1] ^= 1
+    assert changed_rects(old, new) == [Rect(133, 57, 1, 1)]
+
+
+def test_rects_are_tight_and_cover_every_change() -> None:
+    rng = np.random.default_rng(5)
+    for trial in range(40):
+        width, height = int(rng.integers(1, 300)), int(rng.integers(1, 200))
+        old = frame(width, height, trial)
+        new = old.copy()
+        for _ in range(int(rng.integers(1, 6))):
+            x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+            w, h = int(rng.integers(1, 50)), int(rng.integers(1, 50))
+            new[y : y + h, x : x + w, :3] ^= 0x80
+        diff = (old[..., :3] != new[..., :3]).any(axis=2)
+        rects = changed_rects(old, new, tile=16)
+        assert (covered(rects, height, width) >= diff).all()
+        for r in rects:  # each rect's border rows and columns hold a change
+            sub = diff[r.y : r.bottom, r.x : r.right]
+            assert sub[0].any() and sub[-1].any() and sub[:, 0].any() and sub[:, -1].any()
+
+
+def test_separate_changes_stay_separate() -> None:
+    old = frame(640, 480)
+    new = old.copy()
+    new[10:20, 10:30, 0] ^= 1  # a glyph top left
+    new[400:410, 600:620, 0] ^= 1  # a clock bottom right
+    assert changed_rects(old, new) == [Rect(10, 10, 20, 10), Rect(600, 400, 20, 10)]
+
+
+def test_tile_boxes_merge_columns_of_equal_runs() -> None:
+    grid = np.zeros((4, 5), dtype=bool)
+    grid[0:3, 1:3] = True  # one window, three tile rows
+    grid[3, 4] = True  # something else below
+    assert tile_boxes(grid, 10, 45, 38) == [Rect(10, 0, 20, 30), Rect(40, 30, 5, 8)]
+
+
+def test_damage_boxes_snap_to_tiles_and_clip() -> None:
+    boxes = damage_boxes([Rect(5, 5, 3, 3), Rect(-10, 90, 500, 500)], 100, 100, tile=32)
+    assert boxes == [Rect(0, 0, 32, 32), Rect(0, 64, 100, 36)]
+
+
+def test_too_many_damage_boxes_become_one() -> None:
+    rects = [Rect(i * 64, i * 64, 1, 1) for i in range(MAX_GRAB_BOXES + 1)]
+    assert damage_boxes(rects, 1000, 1000, tile=32) == [Rect(0, 0, 544, 544)]
+
+
+def test_cursor_unpremultiplied() -> None:
+    # ARGB premultiplied: opaque red, half-transparent white (0x80 0x80 0x80), clear.
+    argb = [0xFFFF0000, 0x80808080, 0x00000000, 0xFF00FF00]
+    shape = cursor_from_argb(argb, 2, 2, 1, 0, unique=42)
+    assert shape is not None
+    assert (shape.width, shape.height, shape.hot_x, shape.hot_y, shape.unique) == (2, 2, 1, 0, 42)
+    pixels = np.frombuffer(shape.pixels, np.uint8).reshape(4, 4)
+    assert pixels.tolist() == [
+        [0, 0, 255, 255],  # B, G, R, A
+        [255, 255, 255, 128],
+        [0, 0, 0, 0],
+        [0, 255, 0, 255],
+    ]
+
+
+def test_invisible_cursor_is_none() -> None:
+    assert cursor_from_argb([0] * 16, 4, 4, 0, 0, unique=1) is None
+
+
+def test_no_display_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    with pytest.raises(ConfigError, match="DISPLAY"):
+        DesktopSource()
+    with pytest.raises(ConfigError, match="DISPLAY"):
+        source_from_spec("desktop")
+
+
+def test_unreachable_display_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match=r"cannot open X display ':4242'.*X server running"):
+        source_from_spec("desktop:4242")
+
+
+def test_view_only_and_unstarted_handlers_queue_nothing() -> None:
+    handler = X11Input(":0", view_only=True)
+    handler(KeyEvent(0x1E, True))
+    assert handler._queue.empty()
+    ignore_input(KeyEvent(0x1E, True))
