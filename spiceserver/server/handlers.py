@@ -157,6 +157,9 @@ class DisplayHandler(ChannelHandler):
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        #: The source version (FramebufferSource.version) whose pixels the client was last
+        #: sent: every damage reported up to it has gone out.
+        self.sent_version = -1
 
     def start(self, now: float) -> None:
         self.channel.start(now)
@@ -251,6 +254,7 @@ class DisplayHandler(ChannelHandler):
                 if (clipped := rect.clip(*size)) is not None
                 for band in split_rows(clipped, MAX_BAND_PIXELS)
             ]
+            version = self.server.source.version  # these pixels hold every change up to here
             snapshots = [(band, self.server.source.read(band)) for band in bands]
             started = time.perf_counter()
             encoded = await self._encode_all(snapshots)
@@ -269,6 +273,7 @@ class DisplayHandler(ChannelHandler):
                 mark_pending = False
             metrics.frames += 1
             self.connection.flush()
+            self.sent_version = version
             if self.connection.capture is not None:  # capture mode: the update as video frame
                 self.connection.capture.display_update(size, snapshots)
             if self.dirty:

@@ -89,6 +89,9 @@ class FramebufferSource:
         self._listeners: list[SourceListener] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
+        #: Counts the damage and resize notifications delivered to listeners (on the loop
+        #: thread): pixels read while it equals N include every change reported up to N.
+        self.version = 0
 
     @property
     def size(self) -> tuple[int, int]:
@@ -155,6 +158,8 @@ class FramebufferSource:
         self._deliver(method, args)
 
     def _deliver(self, method: str, args: tuple[object, ...]) -> None:
+        if method in ("on_damage", "on_resize"):
+            self.version += 1
         for listener in list(self._listeners):
             getattr(listener, method)(*args)
 
