@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the ticket admits one session only")
     serve.add_argument("--max-connections", type=int, default=4096,
                        help="simultaneous connections, linked or not (default 4096)")
+    serve.add_argument("--record", metavar="FILE.jsonl", default=None,
+                       help="append one JSON line per client event (links, keys, pointer, "
+                            "buttons, agent and unknown messages, disconnects) to FILE")
     serve.add_argument("--capture", metavar="DIR", default=None,
                        help="write one pcap per channel and display.mp4 per session into DIR")
     serve.add_argument("--log-level", default="info",
@@ -123,6 +126,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
         one_shot_ticket=args.one_shot_ticket,
         max_connections=args.max_connections,
         capture_dir=args.capture,
+        record_path=args.record,
     )
     return config, generated
 

@@ -88,6 +88,9 @@ class ServerConfig:
     #: Capture mode: per session, one pcap per channel and the display as video, in this
     #: directory (``None``: off, at no cost). See :mod:`spiceserver.capture`.
     capture_dir: str | None = None
+    #: Session record: one JSON line per client event appended to this file (``None``: off).
+    #: See :mod:`spiceserver.record`; embedding programs can also pass ``recorders``.
+    record_path: str | None = None
 
     def __post_init__(self) -> None:
         if self.password is None and not self.disable_ticketing:

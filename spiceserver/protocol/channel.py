@@ -205,7 +205,8 @@ class ChannelProtocol:
         handler = _BASE_HANDLERS.get(type(message)) or self._handlers.get(type(message))
         if handler is None:
             raise UnexpectedMessage(
-                f"{type(message).__name__} is not accepted on the {self.channel_type.name} channel"
+                f"{type(message).__name__} is not accepted on the {self.channel_type.name} channel",
+                message_type=type_, size=len(body),
             )
         handler(self, message, now)
 

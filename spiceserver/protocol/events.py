@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from spiceserver.protocol.enums import KeyModifiers, MouseButton
 
 __all__ = [
+    "AgentMessage",
     "ButtonEvent",
     "ClientDisconnecting",
     "CompressionPreferred",
@@ -20,6 +21,7 @@ __all__ = [
     "KeyEvent",
     "LockState",
     "MouseModeChanged",
+    "MouseModeRequested",
     "PointerMotion",
     "PointerPosition",
     "WheelEvent",
@@ -105,6 +107,24 @@ class MouseModeChanged:
     """The main channel switched mouse mode (SERVER 1, CLIENT 2)."""
 
     mode: int
+
+
+@dataclass(frozen=True, slots=True)
+class MouseModeRequested:
+    """MOUSE_MODE_REQUEST arrived (reported whether or not the mode changes)."""
+
+    mode: int
+    granted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AgentMessage:
+    """An AGENT_START / AGENT_DATA / AGENT_TOKEN message; no agent is claimed, so it is only
+    noted (``size`` is the message body's length)."""
+
+    name: str
+    type: int
+    size: int
 
 
 @dataclass(frozen=True, slots=True)

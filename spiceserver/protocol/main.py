@@ -11,8 +11,8 @@ from typing import ClassVar
 
 from spiceserver.protocol import messages as m
 from spiceserver.protocol.channel import ChannelProtocol, Handler
-from spiceserver.protocol.enums import ChannelType, MainCap, MouseMode, has_cap
-from spiceserver.protocol.events import MouseModeChanged
+from spiceserver.protocol.enums import ChannelType, MainCap, MainClientMsg, MouseMode, has_cap
+from spiceserver.protocol.events import AgentMessage, MouseModeChanged, MouseModeRequested
 
 __all__ = ["MainChannel"]
 
@@ -75,20 +75,28 @@ class MainChannel(ChannelProtocol):
     def _on_mouse_mode_request(self, message: m.MouseModeRequest, now: float) -> None:
         requested = message.mode
         valid = requested in (MouseMode.SERVER, MouseMode.CLIENT)
-        if valid and requested & self.supported_modes and requested != self.mouse_mode:
+        granted = bool(valid and requested & self.supported_modes)
+        self._events.append(MouseModeRequested(mode=requested, granted=granted))
+        if granted and requested != self.mouse_mode:
             self.mouse_mode = MouseMode(requested)
             self._events.append(MouseModeChanged(mode=requested))
         self.send(
             m.MouseModeMsg(supported_modes=int(self.supported_modes), current_mode=self.mouse_mode)
         )
 
+    def _on_agent(self, message: m.Message, now: float) -> None:
+        size = len(message.data) if isinstance(message, m.AgentData) else 4
+        self._events.append(AgentMessage(name=MainClientMsg(message.TYPE).name.lower(),
+                                         type=message.TYPE,
+                                         size=size))
+
     _handlers: ClassVar[dict[type[m.Message], Handler]] = {
         m.AttachChannels: _on_attach_channels,
         m.MouseModeRequest: _on_mouse_mode_request,
         m.ClientInfo: ChannelProtocol._ignore,  # obsolete (pitfall 10)
-        m.AgentStart: ChannelProtocol._ignore,  # no agent is claimed
-        m.AgentData: ChannelProtocol._ignore,
-        m.AgentToken: ChannelProtocol._ignore,
+        m.AgentStart: _on_agent,  # no agent is claimed: noted, nothing else
+        m.AgentData: _on_agent,
+        m.AgentToken: _on_agent,
         m.MigrateConnected: ChannelProtocol._ignore,
         m.MigrateConnectError: ChannelProtocol._ignore,
         m.MigrateEnd: ChannelProtocol._ignore,

@@ -110,7 +110,8 @@ def decode_client_message(channel: ChannelType, type_: int, body: bytes | memory
     """Decode a client → server message of ``channel``; unknown types raise."""
     cls = REGISTRY.get((CLIENT, None if type_ < 100 else channel, type_))
     if cls is None:
-        raise UnexpectedMessage(f"unknown message type {type_} on the {channel.name} channel")
+        raise UnexpectedMessage(f"unknown message type {type_} on the {channel.name} channel",
+                                message_type=type_, size=len(body))
     return cls.unpack(body)
 
 

@@ -12,7 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from spiceserver.crypto import check_ticket, public_key_der
-from spiceserver.errors import LinkRefused, ProtocolError
+from spiceserver.errors import LinkRefused, ProtocolError, UnexpectedMessage
 from spiceserver.protocol.channel import ChannelProtocol
 from spiceserver.protocol.enums import ChannelType, CommonCap, LinkError
 from spiceserver.protocol.link import LinkProtocol, LinkRequest, TicketReceived
@@ -52,6 +52,8 @@ class SpiceConnection(asyncio.Protocol):
         self._key: RSAPrivateKey | None = None
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
+        #: Why the server closed this connection (the session record's disconnect reason).
+        self.close_reason: str | None = None
         #: Capture mode's recorder for this connection; None (the default) costs one test.
         self.capture: ConnectionCapture | None = (
             None if server.captures is None else server.captures.connection()
@@ -98,17 +100,30 @@ class SpiceConnection(asyncio.Protocol):
             self._flush_link()
             self.close()
         except ProtocolError as exc:
-            logger.warning("%s: protocol error, closing: %s", self.name, exc)
-            self.abort()
+            self._protocol_error(exc)
         except Exception:
             logger.exception("%s: internal error, closing", self.name)
-            self.abort()
+            self.abort("internal error")
 
     def eof_received(self) -> bool | None:
         return None  # close the transport
 
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        logger.warning("%s: protocol error, closing: %s", self.name, exc)
+        unknown = isinstance(exc, UnexpectedMessage) and exc.message_type is not None
+        if self.server.recorders and unknown:
+            assert isinstance(exc, UnexpectedMessage)
+            self.server.record({"event": "unknown_message", "type": exc.message_type,
+                                "size": exc.size}, self)
+        self.abort(f"protocol error: {exc}")
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.server.recorders and self.channel is not None:
+            reason = self.close_reason or (
+                f"connection lost: {exc}" if exc else "client closed the connection"
+            )
+            self.server.record({"event": "disconnect", "reason": reason}, self)
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
         if self.handler is not None:
@@ -218,6 +233,8 @@ class SpiceConnection(asyncio.Protocol):
     def _linked(self) -> None:
         assert self.request is not None
         self.channel, self.handler = self.server.attach(self, self.request, self.link.mini_header)
+        if self.server.recorders:
+            self.server.record_link(self, "ok")
         logger.info(
             "%s: linked (channel id %d, %s headers)",
             self.name,
@@ -262,7 +279,7 @@ class SpiceConnection(asyncio.Protocol):
         if self.channel is None and not self.closed:
             logger.warning("%s: refused: link not completed within %.0fs", self.name,
                            self.server.config.handshake_timeout)
-            self.abort()
+            self.abort("handshake timeout")
 
     # ------------------------------------------------------------------ channel traffic
 
@@ -287,8 +304,7 @@ class SpiceConnection(asyncio.Protocol):
         try:
             more = self._channel_data(b"")
         except ProtocolError as exc:
-            logger.warning("%s: protocol error, closing: %s", self.name, exc)
-            self.abort()
+            self._protocol_error(exc)
             return
         if not more and not self.closed:
             self.transport.resume_reading()
@@ -304,7 +320,7 @@ class SpiceConnection(asyncio.Protocol):
             if self.transport.get_write_buffer_size() > self.server.config.max_write_buffer:
                 logger.warning("%s: closing: client stopped reading (%d bytes unsent)",
                                self.name, self.transport.get_write_buffer_size())
-                self.abort()
+                self.abort("client stopped reading (max_write_buffer)")
                 return
             if self.capture is not None:
                 self.capture.sent(chunks)
@@ -319,13 +335,15 @@ class SpiceConnection(asyncio.Protocol):
             and self.channel.can_send()
         )
 
-    def close(self) -> None:
+    def close(self, reason: str = "closed by the server") -> None:
         """Close after flushing what is queued."""
+        self.close_reason = self.close_reason or reason
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
-    def abort(self) -> None:
+    def abort(self, reason: str = "closed by the server") -> None:
         """Drop the connection now, discarding queued output."""
+        self.close_reason = self.close_reason or reason
         if self.transport is not None:
             self.transport.abort()
 

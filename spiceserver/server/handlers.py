@@ -19,6 +19,7 @@ from spiceserver.protocol.events import (
 from spiceserver.protocol.inputs import InputsChannel
 from spiceserver.protocol.main import MainChannel
 from spiceserver.protocol.messages import CursorShape
+from spiceserver.record import event_record
 from spiceserver.region import DirtyRegion, split_rows
 from spiceserver.sources.base import Rect
 
@@ -48,6 +49,11 @@ class ChannelHandler:
     def start(self, now: float) -> None: ...
 
     def on_events(self, events: list[Any], now: float) -> None:
+        if self.server.recorders:
+            for event in events:
+                record = event_record(event)
+                if record is not None:
+                    self.server.record(record, self.connection)
         for event in events:
             if isinstance(event, ClientDisconnecting):
                 logger.info("%s: client is disconnecting (reason %d)", self.connection.name,

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -22,6 +23,7 @@ from spiceserver.protocol.events import InputEvent
 from spiceserver.protocol.inputs import InputsChannel
 from spiceserver.protocol.link import LinkRequest
 from spiceserver.protocol.main import MainChannel
+from spiceserver.record import JsonlRecorder, Recorder, link_record, stamp
 from spiceserver.server.connection import SpiceConnection
 from spiceserver.server.handlers import (
     ChannelHandler,
@@ -78,7 +80,8 @@ class SpiceServer:
 
     Options are :class:`~spiceserver.config.ServerConfig` fields, given either as a config or as
     keyword arguments.  ``on_input`` receives every client's input events on the event loop
-    thread (default: they are logged).
+    thread (default: they are logged).  ``recorders`` receive the session record (see
+    :mod:`spiceserver.record`), besides the ``record_path`` file if configured.
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class SpiceServer:
         config: ServerConfig | None = None,
         *,
         on_input: InputHandler | None = None,
+        recorders: Iterable[Recorder] = (),
         **options: Any,
     ) -> None:
         if config is None:
@@ -117,6 +121,13 @@ class SpiceServer:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = asyncio.Event()
+        #: Session record: every client event, as dicts, to each of these (empty: off).
+        self.recorders: list[Recorder] = list(recorders)
+        if config.record_path is not None:
+            try:
+                self.recorders.append(JsonlRecorder(config.record_path))
+            except OSError as exc:
+                raise ConfigError(f"cannot write the session record: {exc}") from exc
         #: Capture mode (``capture_dir``): pcaps and video per session; None when off.
         self.captures = None if config.capture_dir is None else CaptureManager(config.capture_dir)
 
@@ -161,10 +172,14 @@ class SpiceServer:
         for listener in listeners:
             listener.close()
         for connection in list(self.connections):
-            connection.abort()
+            connection.abort("server closing")
         for listener in listeners:
             await listener.wait_closed()
         self._server = self._tls_server = None
+        if self.recorders:
+            await asyncio.sleep(0)  # the aborted connections' disconnects reach the record
+            for recorder in self.recorders:
+                recorder.close()
         await self.source.stop()
         if self.captures is not None:
             await self.captures.aclose()
@@ -260,7 +275,7 @@ class SpiceServer:
             if replaced is not None:
                 logger.info("%s: replaces an older %s connection", connection.name,
                             request.channel_name)
-                replaced.abort()
+                replaced.abort(f"replaced by a newer {request.channel_name} connection")
             protocol = protocol_cls(**kwargs)
         handler = handler_cls(self, connection, session)
         handler.channel = protocol  # type: ignore[attr-defined]
@@ -274,7 +289,7 @@ class SpiceServer:
         if not session.alive:
             return
         for connection in self.sessions.end(session):
-            connection.close()
+            connection.close("session ended (its main channel closed)")
         logger.info("session %#010x ended: %s", session.id, session.metrics.summary())
         if self.captures is not None:
             self.captures.end_session(session.id)
@@ -296,6 +311,41 @@ class SpiceServer:
         except ValueError:
             code = str(exc.code)
         logger.warning("%s: refused %s: %s", connection.name, code, exc.reason)
+        self.record_link(connection, code.lower(), exc.reason)
+
+    # ------------------------------------------------------------------ session record
+
+    def record(self, event: dict[str, Any], connection: SpiceConnection | None = None) -> None:
+        """Hand one event to every recorder, stamped with time, session and channel.  Callers
+        test ``self.recorders`` first, so a server that records nothing pays one test."""
+        session = channel = None
+        if connection is not None:
+            handler = connection.handler
+            if handler is not None:
+                session = handler.session.id
+            elif connection.request is not None and connection.request.connection_id:
+                session = connection.request.connection_id
+            if connection.request is not None:
+                channel = connection.request.channel_name
+                event.setdefault("channel_id", connection.request.channel_id)
+        event = stamp(event, session, channel)
+        for recorder in list(self.recorders):
+            try:
+                recorder.record(event)
+            except Exception:
+                logger.exception("recorder %r failed; removed", recorder)
+                self.recorders.remove(recorder)
+
+    def record_link(self, connection: SpiceConnection, result: str, reason: str = "") -> None:
+        """A link finished: ``ok``, or the SpiceLinkErr it was refused with and why."""
+        request = connection.request
+        if not self.recorders or request is None:
+            return
+        event = link_record(request.channel_type, request.channel_id, request.common_caps,
+                            request.channel_caps, result, connection.peer)
+        if reason:
+            event["reason"] = reason
+        self.record(event, connection)
 
     def set_key_modifiers(self, modifiers: KeyModifiers) -> None:
         """The host's lock keys (Caps/Num/Scroll): KEY_MODIFIERS to every inputs channel whose

@@ -12,10 +12,12 @@ from spiceserver.protocol.cursor import CursorChannel
 from spiceserver.protocol.display import DisplayChannel, EncodedImage
 from spiceserver.protocol.enums import DisplayCap, ImageType, MainCap, MouseButton, caps_to_words
 from spiceserver.protocol.events import (
+    AgentMessage,
     ButtonEvent,
     DisplayReady,
     KeyEvent,
     MouseModeChanged,
+    MouseModeRequested,
     PointerPosition,
     WheelEvent,
 )
@@ -46,8 +48,22 @@ def test_main_sends_init_then_channels_list_only_after_attach() -> None:
 def test_mouse_mode_request_is_answered() -> None:
     main = MainChannel(session_id=1, channels=(), mini_header=True)
     main.receive_data(frame(105, struct.pack("<H", 1)), now=0.0)
-    assert main.events_received() == [MouseModeChanged(mode=1)]
+    assert main.events_received() == [MouseModeRequested(mode=1, granted=True),
+                                      MouseModeChanged(mode=1)]
     assert drain(main) == [(105, struct.pack("<HH", 3, 1))]
+    main.receive_data(frame(105, struct.pack("<H", 4)), now=0.0)  # no such mode: refused
+    assert main.events_received() == [MouseModeRequested(mode=4, granted=False)]
+    assert drain(main) == [(105, struct.pack("<HH", 3, 1))]
+
+
+def test_agent_messages_are_noted_and_unknown_types_carry_type_and_size() -> None:
+    main = MainChannel(session_id=1, channels=(), mini_header=True)
+    main.receive_data(frame(107, b"x" * 30) + frame(106, struct.pack("<I", 10)), now=0.0)
+    assert main.events_received() == [AgentMessage("agent_data", 107, 30),
+                                      AgentMessage("agent_start", 106, 4)]
+    with pytest.raises(UnexpectedMessage) as raised:
+        main.receive_data(frame(199, b"abc"), now=0.0)
+    assert (raised.value.message_type, raised.value.size) == (199, 3)
 
 
 def test_ack_window_closes_and_reopens() -> None:

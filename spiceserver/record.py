@@ -1,0 +1,247 @@
+"""Session records: one JSON object per client event, for people testing SPICE clients.
+
+Every link (channel, capabilities by name, auth result), mouse-mode request, preferred
+compression, key (scancode and name), pointer position and motion, button, wheel, lock state,
+agent message, unknown or malformed message, and disconnect (with its reason) becomes a dict
+like ``{"t": 1700000000.123, "session": "0x1a2b3c4d", "channel": "inputs", "event": "key",
+"scancode": 30, "key": "A", "pressed": true}``.  Recorders receive them on the event loop
+thread: :class:`JsonlRecorder` writes ``--record FILE.jsonl``; :class:`MemoryRecorder` keeps
+them for tests and lets a coroutine wait for one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from spiceserver.protocol.enums import (
+    ChannelType,
+    CommonCap,
+    DisplayCap,
+    ImageCompression,
+    InputsCap,
+    KeyModifiers,
+    LinkError,
+    MainCap,
+    MouseMode,
+)
+from spiceserver.protocol.events import (
+    AgentMessage,
+    ButtonEvent,
+    ClientDisconnecting,
+    CompressionPreferred,
+    DisplayReady,
+    KeyEvent,
+    LockState,
+    MouseModeRequested,
+    PointerMotion,
+    PointerPosition,
+    WheelEvent,
+)
+
+__all__ = ["JsonlRecorder", "MemoryRecorder", "Recorder", "caps_names", "event_record",
+           "input_record", "key_name", "link_record"]
+
+logger = logging.getLogger("spiceserver.record")
+
+Event = dict[str, Any]
+
+
+class Recorder(Protocol):
+    def record(self, event: Event) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# Set-1 make codes 0x01..0x58 (US layout legends), then the E0-prefixed keys.
+_KEYS = (  # noqa: SIM905 - a legend reads best as one string
+    "Escape 1 2 3 4 5 6 7 8 9 0 Minus Equal Backspace Tab Q W E R T Y U I O P BracketLeft "
+    "BracketRight Enter ControlLeft A S D F G H J K L Semicolon Quote Backquote ShiftLeft "
+    "Backslash Z X C V B N M Comma Period Slash ShiftRight KeypadMultiply AltLeft Space "
+    "CapsLock F1 F2 F3 F4 F5 F6 F7 F8 F9 F10 NumLock ScrollLock Keypad7 Keypad8 Keypad9 "
+    "KeypadMinus Keypad4 Keypad5 Keypad6 KeypadPlus Keypad1 Keypad2 Keypad3 Keypad0 "
+    "KeypadDecimal SysRq - IntlBackslash F11 F12"
+).split()
+_E0_KEYS = {
+    0x1C: "KeypadEnter", 0x1D: "ControlRight", 0x35: "KeypadDivide", 0x37: "PrintScreen",
+    0x38: "AltRight", 0x47: "Home", 0x48: "ArrowUp", 0x49: "PageUp", 0x4B: "ArrowLeft",
+    0x4D: "ArrowRight", 0x4F: "End", 0x50: "ArrowDown", 0x51: "PageDown", 0x52: "Insert",
+    0x53: "Delete", 0x5B: "MetaLeft", 0x5C: "MetaRight", 0x5D: "ContextMenu",
+}  # fmt: skip
+
+
+def key_name(scancode: int) -> str:
+    """A readable name for a set-1 scancode as :class:`KeyEvent` carries it."""
+    if scancode == 0xE11D:
+        return "Pause"
+    if scancode & 0xFF00 == 0xE000:
+        return _E0_KEYS.get(scancode & 0xFF, f"E0-{scancode & 0xFF:#04x}")
+    if 1 <= scancode <= len(_KEYS) and _KEYS[scancode - 1] != "-":
+        return _KEYS[scancode - 1]
+    return f"{scancode:#04x}"
+
+
+_CHANNEL_CAPS: dict[int, type[Any]] = {
+    ChannelType.MAIN: MainCap, ChannelType.DISPLAY: DisplayCap, ChannelType.INPUTS: InputsCap,
+}  # fmt: skip
+
+
+def caps_names(words: tuple[int, ...], names: type[Any] | None) -> list[str]:
+    """Capability words → names (``cap-N`` for numbers we have no name for)."""
+    out = []
+    for index, word in enumerate(words):
+        for bit in range(32):
+            if word >> bit & 1:
+                number = index * 32 + bit
+                try:
+                    out.append(names(number).name.lower() if names else f"cap-{number}")
+                except ValueError:
+                    out.append(f"cap-{number}")
+    return out
+
+
+def link_record(channel_type: int, channel_id: int, common: tuple[int, ...],
+                channel: tuple[int, ...], result: str, peer: str) -> Event:
+    try:
+        name = ChannelType(channel_type).name.lower()
+    except ValueError:
+        name = f"type-{channel_type}"
+    return {
+        "event": "link", "channel": name, "channel_id": channel_id, "peer": peer,
+        "common_caps": caps_names(common, CommonCap),
+        "channel_caps": caps_names(channel, _CHANNEL_CAPS.get(channel_type)),
+        "result": result,
+    }  # fmt: skip
+
+
+def input_record(event: object) -> Event | None:
+    """The record of an input event (None for events that are not input)."""
+    match event:
+        case KeyEvent(scancode=code, pressed=pressed):
+            return {"event": "key", "scancode": code, "key": key_name(code), "pressed": pressed}
+        case PointerPosition(x=x, y=y, buttons=buttons, display_id=display):
+            return {"event": "pointer_position", "x": x, "y": y, "buttons": buttons,
+                    "display": display}
+        case PointerMotion(dx=dx, dy=dy, buttons=buttons):
+            return {"event": "pointer_motion", "dx": dx, "dy": dy, "buttons": buttons}
+        case ButtonEvent(button=button, pressed=pressed, buttons=buttons):
+            return {"event": "button", "button": button.name.lower(), "pressed": pressed,
+                    "buttons": buttons}
+        case WheelEvent(dy=dy):
+            return {"event": "wheel", "dy": dy}
+        case LockState(modifiers=mods):
+            return {"event": "lock_state",
+                    "locks": [m.name.lower() for m in KeyModifiers if m in mods]}
+    return None
+
+
+def event_record(event: object) -> Event | None:
+    """The record of any event a channel protocol reports (None: not recorded)."""
+    record = input_record(event)
+    if record is not None:
+        return record
+    match event:
+        case MouseModeRequested(mode=mode, granted=granted):
+            return {"event": "mouse_mode_request", "mode": mouse_mode_name(mode),
+                    "granted": granted}
+        case CompressionPreferred(compression=compression):
+            return {"event": "preferred_compression", "compression": compression_name(compression)}
+        case DisplayReady(pixmap_cache_size=cache, glz_window_size=window):
+            return {"event": "display_init", "pixmap_cache_size": cache, "glz_window_size": window}
+        case AgentMessage(name=name, type=type_, size=size):
+            return {"event": "agent_message", "message": name, "type": type_, "size": size}
+        case ClientDisconnecting(reason=reason):
+            return {"event": "client_disconnecting", "reason": link_error_name(reason)}
+    return None
+
+
+def link_error_name(code: int) -> str:
+    try:
+        return LinkError(code).name.lower()
+    except ValueError:
+        return str(code)
+
+
+def mouse_mode_name(mode: int) -> str:
+    try:
+        return MouseMode(mode).name.lower()
+    except ValueError:
+        return str(mode)
+
+
+def compression_name(value: int) -> str:
+    try:
+        return ImageCompression(value).name.lower().replace("_", "-")
+    except ValueError:
+        return str(value)
+
+
+class JsonlRecorder:
+    """Appends one JSON line per event to a file, flushed per line (a crash loses nothing)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._file: IO[str] | None = self.path.open("a", encoding="utf-8", buffering=1)
+
+    def record(self, event: Event) -> None:
+        if self._file is None:
+            return
+        try:
+            self._file.write(json.dumps(event, separators=(",", ":")) + "\n")
+        except OSError as exc:  # disk full: say it once, keep serving
+            logger.error("recording to %s stopped: %s", self.path, exc)
+            self.close()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class MemoryRecorder:
+    """Keeps every event (up to ``limit``) and lets coroutines wait for one."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.events: list[Event] = []
+        self.limit = limit
+        self._changed: asyncio.Event | None = None
+
+    def record(self, event: Event) -> None:
+        self.events.append(event)
+        if len(self.events) > self.limit:
+            del self.events[: self.limit // 2]
+        if self._changed is not None:
+            self._changed.set()
+
+    def close(self) -> None:
+        pass
+
+    async def wait_for(self, predicate: Callable[[Event], bool], *, start: int = 0,
+                       timeout: float = 10.0) -> Event:
+        """The first recorded event from index ``start`` on that satisfies ``predicate``."""
+        async with asyncio.timeout(timeout):
+            index = start
+            while True:
+                while index < len(self.events):
+                    event = self.events[index]
+                    index += 1
+                    if predicate(event):
+                        return event
+                self._changed = self._changed or asyncio.Event()
+                self._changed.clear()
+                await self._changed.wait()
+
+
+def stamp(event: Event, session: int | None, channel: str | None) -> Event:
+    """Add the time, session and channel to an event (in place) and return it."""
+    event["t"] = round(time.time(), 6)
+    if session is not None:
+        event["session"] = f"{session:#010x}"
+    if channel is not None:
+        event.setdefault("channel", channel)
+    return dict(sorted(event.items(), key=lambda kv: kv[0] != "t"))

@@ -1,0 +1,106 @@
+"""The session record over loopback: what a client did, as JSON lines, with the right values."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+from spiceserver import NumpySource, SpiceServer
+from spiceserver.protocol.enums import ChannelType, LinkError
+from spiceserver.record import MemoryRecorder, caps_names, key_name
+from tests.conftest import run
+from tests.fakeclient import LoopbackClient
+from tests.spiceserver.server.test_loopback import PASSWORD, open_session
+
+
+def matcher(**fields: Any) -> Any:
+    return lambda event: all(event.get(k) == v for k, v in fields.items())
+
+
+def test_key_names_cover_plain_e0_and_pause() -> None:
+    assert [key_name(c) for c in (0x1E, 0x2A, 0xE048, 0xE01D, 0xE11D, 0x59, 0xE0FF)] == [
+        "A", "ShiftLeft", "ArrowUp", "ControlRight", "Pause", "0x59", "E0-0xff"]
+    assert caps_names((0b1011,), None) == ["cap-0", "cap-1", "cap-3"]
+
+
+def test_links_inputs_agent_unknown_messages_and_disconnects(event_loop_name: str,
+                                                             tmp_path: Path) -> None:
+    path = tmp_path / "session.jsonl"
+
+    async def scenario() -> list[dict[str, Any]]:
+        memory = MemoryRecorder()
+        source = NumpySource(64, 48)
+        async with SpiceServer(source, password=PASSWORD, port=0, recorders=[memory],
+                               record_path=str(path)) as server:
+            main, session_id = await open_session(server.port)
+            sid = f"{session_id:#010x}"
+            await memory.wait_for(matcher(event="link", channel="main", result="ok"))
+            main.send(105, struct.pack("<H", 1))  # MOUSE_MODE_REQUEST server
+            main.send(107, b"\x00" * 20)  # AGENT_DATA (no agent claimed: noted)
+
+            inputs = await LoopbackClient.open(server.port)
+            assert await inputs.link(ChannelType.INPUTS, PASSWORD, connection_id=session_id) == 0
+            inputs.send(101, struct.pack("<I", 0x1E))  # KEY_DOWN A
+            inputs.send(101, struct.pack("<I", 0x48E0))  # KEY_DOWN E0 48: arrow up
+            inputs.send(102, struct.pack("<I", 0x9E))  # KEY_UP A
+            inputs.send(112, struct.pack("<IIHB", 10, 20, 0, 0))  # MOUSE_POSITION
+            inputs.send(111, struct.pack("<iiH", -3, 4, 0))  # MOUSE_MOTION
+            inputs.send(113, struct.pack("<BH", 1, 1))  # MOUSE_PRESS left
+            inputs.send(114, struct.pack("<BH", 1, 0))  # MOUSE_RELEASE left
+            inputs.send(113, struct.pack("<BH", 5, 0))  # wheel down
+            await memory.wait_for(matcher(event="wheel"))
+            inputs.send(199, b"xyz")  # no such message: recorded, then the channel closes
+            assert await inputs.closed_by_server()
+            await memory.wait_for(matcher(event="disconnect", channel="inputs"))
+
+            wrong = await LoopbackClient.open(server.port)
+            result = await wrong.link(ChannelType.DISPLAY, "wrong", connection_id=session_id)
+            assert result == LinkError.PERMISSION_DENIED
+            await memory.wait_for(matcher(event="link", result="permission_denied"))
+            await main.close()
+            await memory.wait_for(matcher(event="disconnect", channel="main"))
+        events = [e for e in memory.events if e.get("session") == sid]
+        assert all(isinstance(e["t"], float) for e in events)
+        return events
+
+    events = run(scenario(), loop=event_loop_name)
+
+    def strip(event: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in event.items() if k not in ("t", "session", "peer", "channel_id")}
+
+    got = [strip(e) for e in events]
+    main_link = got[0]
+    assert main_link["event"] == "link" and main_link["channel"] == "main"
+    assert "mini_header" in main_link["common_caps"]
+    assert main_link["result"] == "ok"
+    rest = [e for e in got[1:] if e["event"] not in ("link", "display_init")]
+    assert rest == [
+        {"event": "mouse_mode_request", "channel": "main", "mode": "server", "granted": True},
+        {"event": "agent_message", "channel": "main", "message": "agent_data", "type": 107,
+         "size": 20},
+        {"event": "key", "channel": "inputs", "scancode": 0x1E, "key": "A", "pressed": True},
+        {"event": "key", "channel": "inputs", "scancode": 0xE048, "key": "ArrowUp",
+         "pressed": True},
+        {"event": "key", "channel": "inputs", "scancode": 0x1E, "key": "A", "pressed": False},
+        {"event": "pointer_position", "channel": "inputs", "x": 10, "y": 20, "buttons": 0,
+         "display": 0},
+        {"event": "pointer_motion", "channel": "inputs", "dx": -3, "dy": 4, "buttons": 0},
+        {"event": "button", "channel": "inputs", "button": "left", "pressed": True,
+         "buttons": 1},
+        {"event": "button", "channel": "inputs", "button": "left", "pressed": False,
+         "buttons": 0},
+        {"event": "wheel", "channel": "inputs", "dy": 1},
+        {"event": "unknown_message", "channel": "inputs", "type": 199, "size": 3},
+        {"event": "disconnect", "channel": "inputs",
+         "reason": "protocol error: unknown message type 199 on the INPUTS channel"},
+        {"event": "disconnect", "channel": "main", "reason": "client closed the connection"},
+    ]
+    refused = [e for e in got if e.get("result") == "permission_denied"]
+    assert refused and refused[0]["channel"] == "display"
+    assert "ticket" in refused[0]["reason"] and PASSWORD not in json.dumps(got)
+
+    # The file holds the same events, one JSON object per line.
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [e for e in lines if e.get("session") == events[0]["session"]] == events
