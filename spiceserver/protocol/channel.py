@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 from spiceserver.errors import DecodeError, MessageTooLarge, UnexpectedMessage
 from spiceserver.protocol import messages as m
 from spiceserver.protocol.enums import ChannelType
-from spiceserver.protocol.events import ClientDisconnecting
+from spiceserver.protocol.events import ClientDisconnecting, PongReceived
 
 __all__ = ["ChannelLimits", "ChannelProtocol", "ChannelStats"]
 
@@ -184,12 +184,14 @@ class ChannelProtocol:
         self._unacked = 0
         self._window_sent_at.clear()
 
-    def ping(self, now: float) -> None:
-        """Send a PING; the PONG gives the round-trip time."""
+    def ping(self, now: float) -> int:
+        """Send a PING; its PONG (a :class:`PongReceived` event) gives the round-trip time and
+        says the client has handled everything sent before it.  Returns the ping's id."""
         self._ping_id += 1
         if len(self._pings) < 16:  # a client that never answers cannot grow this
             self._pings[self._ping_id] = now
         self.send(m.Ping(id=self._ping_id, timestamp=int(now * 1e9) & 0xFFFF_FFFF_FFFF_FFFF))
+        return self._ping_id
 
     def set_time(self, now: float) -> None:
         """The owner's clock for send-side bookkeeping (ack lag)."""
@@ -229,6 +231,7 @@ class ChannelProtocol:
         sent = self._pings.pop(message.id, None)
         if sent is not None:
             self.stats.rtt.append(now - sent)
+            self._events.append(PongReceived(id=message.id))
 
     def _on_disconnecting(self, message: m.ClientDisconnecting, now: float) -> None:
         self._events.append(ClientDisconnecting(reason=message.reason))

@@ -24,6 +24,7 @@ __all__ = [
     "MouseModeRequested",
     "PointerMotion",
     "PointerPosition",
+    "PongReceived",
     "WheelEvent",
 ]
 
@@ -125,6 +126,13 @@ class AgentMessage:
     name: str
     type: int
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class PongReceived:
+    """The client answered our PING ``id``: it has handled every message sent before it."""
+
+    id: int
 
 
 @dataclass(frozen=True, slots=True)

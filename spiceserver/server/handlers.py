@@ -14,7 +14,9 @@ from spiceserver.protocol.events import (
     ClientDisconnecting,
     CompressionPreferred,
     DisplayReady,
+    InputEvent,
     MouseModeChanged,
+    PongReceived,
 )
 from spiceserver.protocol.inputs import InputsChannel
 from spiceserver.protocol.main import MainChannel
@@ -45,8 +47,23 @@ class ChannelHandler:
         self.server = server
         self.connection = connection
         self.session = session
+        self._pongs: dict[int, asyncio.Future[None]] = {}
 
     def start(self, now: float) -> None: ...
+
+    async def round_trip(self) -> None:
+        """PING the client and wait for its PONG: afterwards it has handled every message sent
+        before (spice-gtk handles a channel's messages in order, drawing included)."""
+        channel: Any = getattr(self, "channel", None)
+        if channel is None or self.connection.closed:
+            raise ConnectionError(f"{self.connection.name}: not connected")
+        future = asyncio.get_running_loop().create_future()
+        self._pongs[channel.ping(asyncio.get_running_loop().time())] = future
+        self.connection.flush()
+        try:
+            await future
+        finally:
+            self._pongs = {k: f for k, f in self._pongs.items() if f is not future}
 
     def on_events(self, events: list[Any], now: float) -> None:
         if self.server.recorders:
@@ -58,6 +75,10 @@ class ChannelHandler:
             if isinstance(event, ClientDisconnecting):
                 logger.info("%s: client is disconnecting (reason %d)", self.connection.name,
                             event.reason)
+            elif isinstance(event, PongReceived):
+                future = self._pongs.pop(event.id, None)
+                if future is not None and not future.done():
+                    future.set_result(None)
 
     def on_writable(self) -> None: ...
 
@@ -90,7 +111,7 @@ class InputsHandler(ChannelHandler):
     def on_events(self, events: list[Any], now: float) -> None:
         super().on_events(events, now)
         for event in events:
-            if not isinstance(event, ClientDisconnecting):
+            if isinstance(event, InputEvent):
                 self.session.metrics.input_events += 1
                 self.server.deliver_input(event)
 
@@ -166,6 +187,7 @@ class DisplayHandler(ChannelHandler):
         #: The source version (FramebufferSource.version) whose pixels the client was last
         #: sent: every damage reported up to it has gone out.
         self.sent_version = -1
+        self._sent = asyncio.Event()  # replaced after each update: every waiter wakes
 
     def start(self, now: float) -> None:
         self.channel.start(now)
@@ -217,6 +239,14 @@ class DisplayHandler(ChannelHandler):
         self.server.source.remove_listener(self)
         if self._task is not None:
             self._task.cancel()
+        self._sent.set()  # wake waiters, who find the connection closed
+
+    async def wait_sent(self, version: int) -> None:
+        """Until pixels of source ``version`` (or newer) went out to this client."""
+        while self.sent_version < version:
+            if self._closed:
+                raise ConnectionError(f"{self.connection.name}: closed")
+            await self._sent.wait()
 
     async def _run(self) -> None:
         try:
@@ -280,6 +310,8 @@ class DisplayHandler(ChannelHandler):
             metrics.frames += 1
             self.connection.flush()
             self.sent_version = version
+            self._sent.set()
+            self._sent = asyncio.Event()
             if self.connection.capture is not None:  # capture mode: the update as video frame
                 self.connection.capture.display_update(size, snapshots)
             if self.dirty:
