@@ -31,6 +31,7 @@ from spiceserver.sources import (
     NumpySource,
     PatternSource,
     Rect,
+    ScenarioSource,
 )
 
 __version__ = "0.1.0"
@@ -57,6 +58,7 @@ __all__ = [
     "PointerPosition",
     "ProtocolError",
     "Rect",
+    "ScenarioSource",
     "ServerConfig",
     "SpiceError",
     "SpiceServer",

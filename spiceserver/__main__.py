@@ -12,9 +12,16 @@ import sys
 from pathlib import Path
 from urllib.parse import quote
 
-from spiceserver.config import COMPRESSION_NAMES, ServerConfig, is_loopback
+from spiceserver.config import (
+    COMPRESSION_NAMES,
+    DEFAULT_ENCODE_CACHE_BYTES,
+    DEFAULT_MAX_CLIENTS,
+    ServerConfig,
+    is_loopback,
+)
 from spiceserver.desktop_input import X11Input, ignore_input
 from spiceserver.errors import ConfigError
+from spiceserver.faults import Fault
 from spiceserver.input import InputHandler
 from spiceserver.protocol.enums import MAX_PASSWORD_LENGTH
 from spiceserver.server import SpiceServer
@@ -22,6 +29,14 @@ from spiceserver.sources import FramebufferSource, source_from_spec
 from spiceserver.sources.desktop import DesktopSource
 
 logger = logging.getLogger("spiceserver")
+
+
+def parse_fault(value: str) -> Fault:
+    """``--fault SPEC`` (grammar in :mod:`spiceserver.faults`)."""
+    try:
+        return Fault.parse(value)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -49,10 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
     ticket.add_argument("--disable-ticketing", action="store_true",
                         help="accept any ticket (only on a loopback address)")
     serve.add_argument("--source", default="pattern", metavar="SPEC",
-                       help="pattern, pattern:WxH, image:PATH or desktop[:DISPLAY] (the running "
-                            "X desktop, $DISPLAY by default); default pattern")
+                       help="pattern, pattern:WxH, image:PATH, scenario:FILE (a JSON script of "
+                            "images, fills, pattern frames, resizes, cursors and waits, image "
+                            "paths relative to FILE; see README 'Scenarios') or "
+                            "desktop[:DISPLAY] (the running X desktop, $DISPLAY by default); "
+                            "default pattern")
     serve.add_argument("--view-only", action="store_true",
                        help="ignore the clients' keyboard and mouse")
+    serve.add_argument("--no-scroll-detect", action="store_true",
+                       help="desktop source: send scrolled areas as images, not as COPY_BITS "
+                            "moves plus the uncovered strip")
     serve.add_argument("--image-compression", choices=sorted(COMPRESSION_NAMES),
                        default="auto-glz",
                        help="image codec for screen updates: auto-glz (default: GLZ, QUIC for "
@@ -71,9 +92,29 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the ticket admits one session only")
     serve.add_argument("--max-connections", type=int, default=4096,
                        help="simultaneous connections, linked or not (default 4096)")
+    serve.add_argument("--max-clients", type=int, default=DEFAULT_MAX_CLIENTS,
+                       help="simultaneous client sessions; more are refused at the link "
+                            f"(default {DEFAULT_MAX_CLIENTS})")
+    serve.add_argument("--encode-cache-mib", type=float,
+                       default=DEFAULT_ENCODE_CACHE_BYTES / 2**20, metavar="MIB",
+                       help="memory for encoded updates shared between clients (raw, QUIC, "
+                            "LZ; never GLZ); 0 turns sharing off (default "
+                            f"{DEFAULT_ENCODE_CACHE_BYTES // 2**20})")
     serve.add_argument("--record", metavar="FILE.jsonl", default=None,
                        help="append one JSON line per client event (links, keys, pointer, "
                             "buttons, agent and unknown messages, disconnects) to FILE")
+    faults = serve.add_argument_group(
+        "fault injection",
+        "For client robustness tests: the server misbehaves on purpose (logged as WARNING). "
+        "CHANNEL is main, display, inputs, cursor or * (all). See README 'Fault injection'.")
+    faults.add_argument(
+        "--fault", action="append", default=[], type=parse_fault, metavar="SPEC",
+        help="repeatable. delay:CHANNEL:SECONDS holds every message that long, in order "
+             "(tests latency and timeout handling); close-after:CHANNEL:N closes the "
+             "connection after N messages (a channel dying mid-session); "
+             "unknown-message:CHANNEL[:COUNT[:INTERVAL]] sends message type 0xFFFF, which no "
+             "spec defines (skipping unknown messages); corrupt-image[:EVERY_N] corrupts the "
+             "coded data of every Nth display image, lengths kept valid (the image decoders)")
     serve.add_argument("--capture", metavar="DIR", default=None,
                        help="write one pcap per channel and display.mp4 per session into DIR")
     serve.add_argument("--log-level", default="info",
@@ -125,7 +166,10 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
         ticket_lifetime=args.ticket_lifetime,
         one_shot_ticket=args.one_shot_ticket,
         max_connections=args.max_connections,
+        max_clients=args.max_clients,
+        encode_cache_bytes=int(args.encode_cache_mib * 2**20),
         capture_dir=args.capture,
+        faults=args.fault,
         record_path=args.record,
     )
     return config, generated
@@ -137,6 +181,7 @@ async def serve(args: argparse.Namespace) -> int:
     desktop_input = None
     on_input = ignore_input if args.view_only else None
     if isinstance(source, DesktopSource):
+        source.scroll_detect = not args.no_scroll_detect
         desktop_input = X11Input(source.display_name, view_only=args.view_only).start()
         on_input = desktop_input
     try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,7 +30,14 @@ from spiceserver.protocol.enums import (
 if TYPE_CHECKING:
     from encoders.glz import GlzDictionary
 
-__all__ = ["ImageEncoder", "encode_bitmap", "is_photographic"]
+__all__ = [
+    "CodecKey",
+    "ImageEncoder",
+    "encode_bitmap",
+    "encode_shared",
+    "is_photographic",
+    "shared_codec_key",
+]
 
 logger = logging.getLogger("spiceserver.imaging")
 
@@ -46,6 +54,43 @@ SUPPORTED = {
     ImageCompression.GLZ,
     ImageCompression.LZ,
 }
+
+
+#: A codec and the settings it encodes with: equal keys, equal pixels → equal bytes.
+CodecKey = tuple[str, ...]
+#: The codecs whose output depends on the pixels and settings only.  QUIC and LZ are always
+#: RGB32 without alpha here; a new setting (QUIC alpha, an LZ4 level) must join its key.
+_SHARED_CODECS: dict[str, CodecKey] = {
+    "raw": ("raw", "32bit"),
+    "quic": ("quic", "rgb32"),
+    "lz": ("lz", "rgb32"),
+}
+
+
+def shared_codec_key(codec: str) -> CodecKey | None:
+    """The key under which sessions may share images of ``codec``; None when they may not.
+
+    GLZ never: a GLZ image carries the id the session's dictionary gave it and refers back
+    to images that one client decoded (spice-gtk decode-glz.c), so its bytes are meaningless
+    to any other client.
+    """
+    return _SHARED_CODECS.get(codec)
+
+
+def encode_shared(pixels: np.ndarray, codec: str) -> EncodedImage:
+    """Encode with a codec that keeps no per-client state (``raw``, ``quic`` or ``lz``)."""
+    height, width = pixels.shape[:2]
+    if codec == "raw":
+        return encode_bitmap(pixels)
+    if codec == "quic":
+        from encoders import quic_encode
+
+        return ImageEncoder._wrap(ImageType.QUIC, width, height, quic_encode(pixels))
+    if codec == "lz":
+        from encoders import lz_encode
+
+        return ImageEncoder._wrap(ImageType.LZ_RGB, width, height, lz_encode(pixels))
+    raise ValueError(f"{codec} images depend on the client: not shareable")
 
 
 def encode_bitmap(pixels: np.ndarray) -> EncodedImage:
@@ -106,8 +151,13 @@ class ImageEncoder:
         self.compression = mode
         return True
 
-    def choose(self, pixels: np.ndarray) -> str:
-        """The codec for one region: ``raw``, ``quic``, ``glz`` or ``lz`` (cheap: a sample)."""
+    def choose(
+        self,
+        pixels: np.ndarray,
+        photographic: Callable[[np.ndarray], bool] = is_photographic,
+    ) -> str:
+        """The codec for one region: ``raw``, ``quic``, ``glz`` or ``lz`` (a sample, but not
+        free: ``photographic`` may answer from a memo shared by sessions)."""
         height, width = pixels.shape[:2]
         mode = self.compression
         if mode is ImageCompression.OFF or width * height * 4 < MIN_COMPRESS_BYTES:
@@ -116,7 +166,7 @@ class ImageEncoder:
         if mode is ImageCompression.QUIC and quic_ok:
             return "quic"
         auto = mode in (ImageCompression.AUTO_GLZ, ImageCompression.AUTO_LZ)
-        if auto and quic_ok and is_photographic(pixels):
+        if auto and quic_ok and photographic(pixels):
             return "quic"
         if mode in (ImageCompression.AUTO_GLZ, ImageCompression.GLZ):
             glz = self.glz
@@ -132,19 +182,11 @@ class ImageEncoder:
         run in parallel.
         """
         codec = codec or self.choose(pixels)
-        height, width = pixels.shape[:2]
-        if codec == "raw":
-            return encode_bitmap(pixels), codec
-        if codec == "quic":
-            from encoders import quic_encode
-
-            return self._wrap(ImageType.QUIC, width, height, quic_encode(pixels)), codec
         if codec == "glz":
             assert self.glz is not None
+            height, width = pixels.shape[:2]
             return self._wrap(ImageType.GLZ_RGB, width, height, self.glz.encode(pixels)), codec
-        from encoders import lz_encode
-
-        return self._wrap(ImageType.LZ_RGB, width, height, lz_encode(pixels)), "lz"
+        return encode_shared(pixels, codec), codec
 
     @staticmethod
     def _wrap(image_type: ImageType, width: int, height: int, stream: bytes) -> EncodedImage:

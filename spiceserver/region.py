@@ -50,6 +50,10 @@ class DirtyRegion:
                     break
         self._rects.append(rect)
 
+    def rects(self) -> list[Rect]:
+        """The pending rectangles (a copy)."""
+        return list(self._rects)
+
     def take(self) -> list[Rect]:
         rects, self._rects = self._rects, []
         return rects

@@ -37,6 +37,10 @@ class SessionMetrics:
     draws: int = 0
     bytes_by_codec: collections.Counter[str] = field(default_factory=collections.Counter)
     encode_seconds: float = 0.0
+    #: Draws whose image another session had encoded (the server's encode cache).
+    shared_draws: int = 0
+    #: Scrolls sent as COPY_BITS (moves on the client instead of images).
+    copy_bits: int = 0
     input_events: int = 0
     #: The session's channels' counters (ACK lag and round-trip samples live there).
     channel_stats: list[ChannelStats] = field(default_factory=list)
@@ -49,7 +53,9 @@ class SessionMetrics:
         rtt = _median([x for stats in self.channel_stats for x in stats.rtt])
         return (
             f"{elapsed:.1f}s fps={self.frames / elapsed:.1f} frames={self.frames} "
-            f"draws={self.draws} bytes[{codecs}] encode={encode_ms:.2f}ms/frame "
+            f"draws={self.draws} shared={self.shared_draws} copy_bits={self.copy_bits} "
+            f"bytes[{codecs}] "
+            f"encode={encode_ms:.2f}ms/frame "
             f"ack_lag={lag * 1000:.1f}ms rtt={rtt * 1000:.1f}ms inputs={self.input_events}"
         )
 
@@ -75,8 +81,10 @@ class Session:
 
 
 class SessionRegistry:
-    def __init__(self) -> None:
+    def __init__(self, max_sessions: int | None = None) -> None:
         self.sessions: dict[int, Session] = {}
+        #: Most live sessions (``ServerConfig.max_clients``); None: no limit.
+        self.max_sessions = max_sessions
 
     def check(self, request: LinkRequest) -> tuple[LinkError, str]:
         """Whether a link may proceed to authentication (re-checked after the ticket)."""
@@ -84,6 +92,10 @@ class SessionRegistry:
         if request.channel_type == ChannelType.MAIN:
             if request.channel_id != 0:
                 return LinkError.CHANNEL_NOT_AVAILABLE, "only main channel 0 exists"
+            if self.max_sessions is not None and len(self.sessions) >= self.max_sessions:
+                # SpiceLinkErr has no "server full": ERROR is the generic refusal, which
+                # spice-gtk reports as a link error (not as a wrong password).
+                return LinkError.ERROR, f"{len(self.sessions)} clients already (max_clients)"
             return LinkError.OK, ""
         if channel not in OFFERED_CHANNELS:
             return LinkError.CHANNEL_NOT_AVAILABLE, f"{request.channel_name} is not offered"

@@ -14,7 +14,8 @@ Lifecycle, driven by the asyncio layer (``spiceserver.server``):
    session's directory, writes the fake TCP handshake and the buffered link messages, and from
    then on every ``sent``/``received`` call writes its records at once (into a 64 KiB file
    buffer that is written out when full and every :data:`FLUSH_INTERVAL`).
-3. The display handler hands each update's encoded snapshots to :meth:`display_update`.
+3. The display handler hands each update's COPY_BITS and encoded snapshots to
+   :meth:`display_update`.
 4. Closing the connection writes a FIN exchange and closes its files; ending the session closes
    all of them.  Refused links are not written (they never reach a session).
 
@@ -266,9 +267,13 @@ class ConnectionCapture:
             self._record(SERVER, chunks)
 
     def display_update(
-        self, size: tuple[int, int], snapshots: Iterable[tuple[RectLike, np.ndarray]]
+        self,
+        size: tuple[int, int],
+        snapshots: Iterable[tuple[RectLike, np.ndarray]],
+        copies: Sequence[tuple[RectLike, int, int]] = (),
     ) -> None:
-        """One screen update went out: ``snapshots`` are the encoded pixels, by rectangle."""
+        """One screen update went out: ``copies`` are its COPY_BITS (destination box, src_x,
+        src_y), sent first, and ``snapshots`` the encoded pixels, by rectangle."""
         if not self.active or not self._display or self._session is None:
             return
         session = self._session
@@ -289,7 +294,7 @@ class ConnectionCapture:
                     on_done=self._manager._video_done,
                 )
                 self._manager._video_started(video)
-            video.update(snapshots, time.time())
+            video.update(snapshots, time.time(), copies)
         except Exception as exc:
             session.video_failed = True
             logger.warning("capture: session %#010x: video stopped: %s", session.session_id, exc)

@@ -119,8 +119,17 @@ class VideoWriter:
     def done(self) -> bool:
         return not self._thread.is_alive()
 
-    def update(self, snapshots: Iterable[tuple[RectLike, np.ndarray]], ts: float) -> None:
-        """Paint the pixels the client was sent, and queue a frame stamped ``ts``."""
+    def update(
+        self,
+        snapshots: Iterable[tuple[RectLike, np.ndarray]],
+        ts: float,
+        copies: Iterable[tuple[RectLike, int, int]] = (),
+    ) -> None:
+        """Paint the pixels the client was sent, and queue a frame stamped ``ts``.
+
+        ``copies`` (COPY_BITS: destination box with ``width`` and ``height``, src_x, src_y)
+        move canvas pixels first, in order, as the client did before the snapshots' draws.
+        """
         with self._cond:
             if self._finishing:
                 return
@@ -132,6 +141,12 @@ class VideoWriter:
                 else:
                     self.frames_merged += 1
             canvas = self.canvas
+            for box, src_x, src_y in copies:
+                w, h = _copy_size(box, canvas, src_x, src_y)
+                # numpy copies an overlapping source out first, as the client's canvas does.
+                canvas[box.y : box.y + h, box.x : box.x + w] = canvas[
+                    src_y : src_y + h, src_x : src_x + w
+                ]
             for rect, pixels in snapshots:
                 # Clipped to the canvas: a snapshot never exceeds its surface, but a bad one
                 # must not stop the video.
@@ -230,3 +245,13 @@ class VideoWriter:
         pts = max(round((ts - self._first) * 1000), self._last_pts + 1)
         self._last_pts = pts
         return pts
+
+
+def _copy_size(box: Any, canvas: np.ndarray, src_x: int, src_y: int) -> tuple[int, int]:
+    """A COPY_BITS box's size, cut so that source and destination stay on the canvas."""
+    height, width = canvas.shape[:2]
+    w = min(box.width, width - box.x, width - src_x)
+    h = min(box.height, height - box.y, height - src_y)
+    if min(box.x, box.y, src_x, src_y) < 0:
+        return 0, 0
+    return max(0, w), max(0, h)

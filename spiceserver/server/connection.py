@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
     from spiceserver.capture import ConnectionCapture
+    from spiceserver.faults import ConnectionFaults
     from spiceserver.server.handlers import ChannelHandler
     from spiceserver.server.server import SpiceServer
 
@@ -58,6 +59,8 @@ class SpiceConnection(asyncio.Protocol):
         self.capture: ConnectionCapture | None = (
             None if server.captures is None else server.captures.connection()
         )
+        #: Fault injection (``--fault``) on this channel, set at attach; None costs one test.
+        self.faults: ConnectionFaults | None = None
 
     @property
     def name(self) -> str:
@@ -316,6 +319,14 @@ class SpiceConnection(asyncio.Protocol):
         self.channel.set_time(self._loop.time())
         chunks = self.channel.data_to_send()
         if chunks:
+            if self.faults is not None:  # fault injection: may hold, cut or close (faults.py)
+                self.faults.write(chunks)
+            else:
+                self.write_chunks(chunks)
+
+    def write_chunks(self, chunks: list[bytes | memoryview]) -> None:
+        """Put framed messages on the wire (capture records them here)."""
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.writelines(chunks)
             if self.transport.get_write_buffer_size() > self.server.config.max_write_buffer:
                 logger.warning("%s: closing: client stopped reading (%d bytes unsent)",

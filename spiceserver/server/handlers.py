@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from spiceserver.imaging import ImageEncoder
+from spiceserver.imaging import ImageEncoder, encode_shared, is_photographic, shared_codec_key
 from spiceserver.protocol.cursor import CursorChannel
 from spiceserver.protocol.display import DisplayChannel
 from spiceserver.protocol.events import (
@@ -23,11 +24,13 @@ from spiceserver.protocol.main import MainChannel
 from spiceserver.protocol.messages import CursorShape
 from spiceserver.record import event_record
 from spiceserver.region import DirtyRegion, split_rows
+from spiceserver.scroll import PendingMoves, Scroll
 from spiceserver.sources.base import Rect
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from spiceserver.faults import ImageCorrupter
     from spiceserver.protocol.display import EncodedImage
     from spiceserver.server.connection import SpiceConnection
     from spiceserver.server.server import SpiceServer
@@ -40,6 +43,10 @@ logger = logging.getLogger("spiceserver.channels")
 #: Raw bitmaps are cut into bands of at most this many pixels (1 MiB), so one update never
 #: sits in a single multi-megabyte message and the ACK window keeps its meaning.
 MAX_BAND_PIXELS = 256 * 1024
+#: Update slots are this fraction of ``1 / max_fps`` apart: a client may get up to 5% more
+#: than ``max_fps`` updates from a faster source, and never loses frames of a source ticking
+#: at ``max_fps`` to timer jitter.
+PACING_HEADROOM = 0.95
 
 
 class ChannelHandler:
@@ -167,6 +174,8 @@ class CursorHandler(ChannelHandler):
 
     def on_resize(self, width: int, height: int) -> None: ...
 
+    def on_scroll(self, rect: Rect, dy: int, damage: list[Rect]) -> None: ...
+
     def closed(self) -> None:
         self.server.source.remove_listener(self)
 
@@ -188,6 +197,14 @@ class DisplayHandler(ChannelHandler):
         #: sent: every damage reported up to it has gone out.
         self.sent_version = -1
         self._sent = asyncio.Event()  # replaced after each update: every waiter wakes
+        #: Source scrolls to send as COPY_BITS, and when that is right (see PendingMoves).
+        self.moves = PendingMoves()
+        #: Fault injection: damages images between encoder and wire (a copy; cached encodings
+        #: stay intact).  None when off.
+        self.corrupt_image: ImageCorrupter | None = (
+            None if self.server.faults is None
+            else self.server.faults.image_corrupter(self.connection.name)
+        )
 
     def start(self, now: float) -> None:
         self.channel.start(now)
@@ -219,12 +236,20 @@ class DisplayHandler(ChannelHandler):
 
     # Source listener: called on the loop thread.
     def on_damage(self, rects: list[Rect]) -> None:
+        self.moves.damaged(self.server.source.version)
         self.dirty.add(rects)
         self._wake.set()
 
     def on_resize(self, width: int, height: int) -> None:
+        self.moves.reset()
         self.need_surface = True
         self.dirty.clear()
+        self._wake.set()
+
+    def on_scroll(self, rect: Rect, dy: int, damage: list[Rect]) -> None:
+        # A COPY_BITS when this client holds what the move reads, else damage of rect.
+        version, pending = self.server.source.version, self.dirty.rects()
+        self.dirty.add(self.moves.scrolled(Scroll(rect, dy), damage, version, pending))
         self._wake.set()
 
     def on_cursor(self, shape: CursorShape | None) -> None: ...
@@ -259,7 +284,11 @@ class DisplayHandler(ChannelHandler):
 
     async def _update_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        min_interval = 1.0 / self.server.config.max_fps
+        # Slots slightly closer than 1/max_fps: with exactly 1/max_fps, a source ticking at
+        # max_fps keeps whatever phase it has against the slots, and once a slot falls just
+        # before the ticks its jitter merges frames (one client in ten sat at 20 fps for
+        # seconds in bench_clients).  The headroom pulls the slots ahead of the ticks.
+        min_interval = PACING_HEADROOM / self.server.config.max_fps
         next_slot = loop.time()
         mark_pending = False
         while not self._closed:
@@ -271,6 +300,7 @@ class DisplayHandler(ChannelHandler):
                 width, height = self.server.source.size
                 self.channel.create_primary(width, height)
                 self.need_surface = False
+                self.moves.reset()
                 self.dirty.clear()
                 self.dirty.add([Rect(0, 0, width, height)])
                 mark_pending = True
@@ -281,7 +311,12 @@ class DisplayHandler(ChannelHandler):
             # jitter; a late update does not push the schedule back more than one slot.
             next_slot = max(next_slot + min_interval, loop.time())
             rects = self.dirty.take()
+            # Queued moves go out after the previous update's draws and before this one's:
+            # the order PendingMoves relies on.
+            moves = self._send_moves()
             if not rects:
+                if moves:  # the moves are the whole update: the client holds moves.version
+                    self._moved_only(moves)
                 continue
             size = self.server.source.size
             bands = [
@@ -291,9 +326,12 @@ class DisplayHandler(ChannelHandler):
                 for band in split_rows(clipped, MAX_BAND_PIXELS)
             ]
             version = self.server.source.version  # these pixels hold every change up to here
-            snapshots = [(band, self.server.source.read(band)) for band in bands]
+            # Sessions at the same version share one read of each band (see encode_cache).
+            read, cache = self.server.source.read, self.server.encode_cache
+            snapshots = [(band, cache.read(version, band, read)) for band in bands]
+            self.moves.read(version)  # no await since dirty.take(): see PendingMoves
             started = time.perf_counter()
-            encoded = await self._encode_all(snapshots)
+            encoded = await self._encode_all(snapshots, version)
             self.session.metrics.encode_seconds += time.perf_counter() - started
             if self._closed:
                 return
@@ -301,6 +339,8 @@ class DisplayHandler(ChannelHandler):
             # surface, destroyed right after): GLZ ids must reach the client without a gap.
             metrics = self.session.metrics
             for band, image, codec in encoded:
+                if self.corrupt_image is not None:  # fault injection (--fault corrupt-image)
+                    image = self.corrupt_image(image)
                 self.channel.draw_copy(band.x, band.y, image)
                 metrics.bytes_by_codec[codec] += image.size
                 metrics.draws += 1
@@ -313,22 +353,64 @@ class DisplayHandler(ChannelHandler):
             self._sent.set()
             self._sent = asyncio.Event()
             if self.connection.capture is not None:  # capture mode: the update as video frame
-                self.connection.capture.display_update(size, snapshots)
+                self.connection.capture.display_update(size, snapshots, _copies(moves))
             if self.dirty:
                 self._wake.set()
 
+    def _send_moves(self) -> list[Scroll]:
+        """Send the queued moves as COPY_BITS (not flushed)."""
+        moves = self.moves.take()
+        for move in moves:
+            dest, source = move.dest, move.source
+            self.channel.copy_bits(source.x, source.y, dest.x, dest.y, dest.width, dest.height)
+        self.session.metrics.copy_bits += len(moves)
+        return moves
+
+    def _moved_only(self, moves: list[Scroll]) -> None:
+        self.connection.flush()
+        self.sent_version = self.moves.version
+        self._sent.set()
+        self._sent = asyncio.Event()
+        if self.connection.capture is not None:
+            self.connection.capture.display_update(
+                self.server.source.size, [], _copies(moves)
+            )
+
     async def _encode_all(
-        self, snapshots: list[tuple[Rect, np.ndarray]]
+        self, snapshots: list[tuple[Rect, np.ndarray]], version: int
     ) -> list[tuple[Rect, EncodedImage, str]]:
         """Encode every band on the worker threads; results in band order.
 
-        GLZ bands go to one worker in order (their ids must reach the client in sequence);
-        the others are dealt out to the remaining workers so a full frame uses every core.
+        GLZ bands go to one worker in order (their ids must reach the client in sequence).
+        Bands of the other codecs come from the server's encode cache, shared with every
+        session asking for the same band at the same ``version`` (each uncached one is a
+        worker job of its own); those the cache cannot share are dealt out to the workers so
+        a full frame uses every core.
         """
         loop = asyncio.get_running_loop()
-        codecs = [self.encoder.choose(pixels) for _, pixels in snapshots]
+        executor = self.server.executor
+        cache = self.server.encode_cache
+        codecs = [
+            self.encoder.choose(
+                pixels, functools.partial(cache.photographic, version, band, test=is_photographic)
+            )
+            for band, pixels in snapshots
+        ]
         glz = [i for i, codec in enumerate(codecs) if codec == "glz"]
-        rest = [i for i, codec in enumerate(codecs) if codec != "glz"]
+        shared: dict[int, asyncio.Future[EncodedImage]] = {}
+        hits = cache.stats.hits
+        for i, codec in enumerate(codecs):
+            key = shared_codec_key(codec)
+            if key is not None:
+                band, pixels = snapshots[i]
+                start = functools.partial(
+                    loop.run_in_executor, executor, encode_shared, pixels, codec
+                )
+                future = cache.encoding(version, band, pixels, key, start)
+                if future is not None:
+                    shared[i] = future
+        self.session.metrics.shared_draws += cache.stats.hits - hits
+        rest = [i for i, codec in enumerate(codecs) if codec != "glz" and i not in shared]
         workers = max(1, self.server.config.encoder_threads)
         groups = [glz] if glz else []
         groups += [rest[k::workers] for k in range(workers) if rest[k::workers]]
@@ -340,6 +422,14 @@ class DisplayHandler(ChannelHandler):
                 image, codec = self.encoder.encode(pixels, codecs[i])
                 results[i] = (band, image, codec)
 
-        executor = self.server.executor
-        await asyncio.gather(*(loop.run_in_executor(executor, encode, g) for g in groups))
+        # Shielded: this session leaving must not cancel an encode other sessions await.
+        await asyncio.gather(*(loop.run_in_executor(executor, encode, g) for g in groups),
+                             *(asyncio.shield(future) for future in shared.values()))
+        for i, future in shared.items():
+            results[i] = (snapshots[i][0], future.result(), codecs[i])
         return [result for result in results if result is not None]
+
+
+def _copies(moves: list[Scroll]) -> list[tuple[Rect, int, int]]:
+    """Moves as COPY_BITS parameters: (destination box, src_x, src_y)."""
+    return [(move.dest, move.source.x, move.source.y) for move in moves]

@@ -14,6 +14,7 @@ from spiceserver.capture import CaptureManager
 from spiceserver.config import ServerConfig
 from spiceserver.crypto import KeyPool
 from spiceserver.errors import ConfigError, LinkRefused
+from spiceserver.faults import FaultInjector
 from spiceserver.input import InputHandler, log_input
 from spiceserver.protocol.channel import ChannelProtocol
 from spiceserver.protocol.cursor import CursorChannel
@@ -25,6 +26,7 @@ from spiceserver.protocol.link import LinkRequest
 from spiceserver.protocol.main import MainChannel
 from spiceserver.record import JsonlRecorder, Recorder, link_record, stamp
 from spiceserver.server.connection import SpiceConnection
+from spiceserver.server.encode_cache import EncodeCache
 from spiceserver.server.handlers import (
     ChannelHandler,
     CursorHandler,
@@ -112,7 +114,9 @@ class SpiceServer:
             else tls_context(config.tls_cert or "", config.tls_key or "")
         )
         self._tls_server: asyncio.Server | None = None
-        self.sessions = SessionRegistry()
+        self.sessions = SessionRegistry(max_sessions=config.max_clients)
+        #: Encoded bands shared by sessions at the same source version (raw, QUIC, LZ).
+        self.encode_cache = EncodeCache(config.encode_cache_bytes)
         self.connections: set[SpiceConnection] = set()
         self.executor = ThreadPoolExecutor(
             max_workers=config.encoder_threads, thread_name_prefix="spice-encode"
@@ -130,6 +134,8 @@ class SpiceServer:
                 raise ConfigError(f"cannot write the session record: {exc}") from exc
         #: Capture mode (``capture_dir``): pcaps and video per session; None when off.
         self.captures = None if config.capture_dir is None else CaptureManager(config.capture_dir)
+        #: Fault injection (``faults``): deliberate misbehaviour for client tests; None when off.
+        self.faults = FaultInjector(config.faults) if config.faults else None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -144,6 +150,7 @@ class SpiceServer:
             await loop.run_in_executor(self.executor, _warmup_encoders)
             logger.info("image encoders ready in %.2fs", time.perf_counter() - started)
         _raise_open_files_limit(self.config.max_connections)
+        self.source.on_disconnect_request = self.disconnect_clients
         await self.source.start()
         self._server = await loop.create_server(
             lambda: SpiceConnection(self), self.config.host, self.config.port
@@ -162,6 +169,8 @@ class SpiceServer:
                         if self.config.plaintext_channels else "all channels")
         logger.info("listening on %s (source %s %dx%d)", self.uri, self.source.kind,
                     *self.source.size)
+        if self.faults is not None:
+            self.faults.log_active()
         if self.captures is not None:
             logger.log(logging.INFO if self.captures.video_unavailable is None else logging.WARNING,
                        "%s", self.captures.describe())
@@ -186,6 +195,7 @@ class SpiceServer:
         for task in list(self._tasks):
             task.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.encode_cache.clear()
         self._closed.set()
 
     async def serve_forever(self) -> None:
@@ -280,6 +290,8 @@ class SpiceServer:
         handler = handler_cls(self, connection, session)
         handler.channel = protocol  # type: ignore[attr-defined]
         session.metrics.channel_stats.append(protocol.stats)
+        if self.faults is not None:
+            connection.faults = self.faults.connection(connection, protocol, request.channel_name)
         if self.captures is not None and connection.capture is not None:
             self.captures.bind(connection.capture, session.id, request.channel_type,
                                request.channel_id)
@@ -293,6 +305,16 @@ class SpiceServer:
         logger.info("session %#010x ended: %s", session.id, session.metrics.summary())
         if self.captures is not None:
             self.captures.end_session(session.id)
+
+    def disconnect_clients(self) -> None:
+        """End every client session (the source asked: ``FramebufferSource.request_disconnect``).
+        Call on the loop thread."""
+        sessions = list(self.sessions.sessions.values())
+        logger.info("source %s asked to disconnect every client: ending %d session(s)",
+                    self.source.kind, len(sessions))
+        for session in sessions:
+            session.main.close()  # flushes what is queued, then the client sees EOF
+            self.end_session(session)
 
     def connection_opened(self, connection: SpiceConnection) -> None:
         self.connections.add(connection)

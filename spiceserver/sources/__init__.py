@@ -6,6 +6,7 @@ from spiceserver.sources.base import FramebufferSource, Rect, SourceListener, de
 from spiceserver.sources.image import ImageSource, load_image
 from spiceserver.sources.numpy_source import NumpySource
 from spiceserver.sources.pattern import PatternSource
+from spiceserver.sources.scenario import ScenarioSource, ScenarioState
 
 __all__ = [
     "FramebufferSource",
@@ -13,6 +14,8 @@ __all__ = [
     "NumpySource",
     "PatternSource",
     "Rect",
+    "ScenarioSource",
+    "ScenarioState",
     "SourceListener",
     "default_cursor",
     "load_image",
@@ -21,7 +24,8 @@ __all__ = [
 
 
 def source_from_spec(spec: str, *, max_fps: float = 30.0) -> FramebufferSource:
-    """Build a source from a CLI spec: ``pattern``, ``pattern:WxH``, ``image:PATH`` or
+    """Build a source from a CLI spec: ``pattern``, ``pattern:WxH``, ``image:PATH``,
+    ``scenario:FILE`` (a JSON scenario, see :mod:`spiceserver.sources.scenario`) or
     ``desktop[:DISPLAY]`` (the running X server; ``$DISPLAY`` by default)."""
     kind, _, arg = spec.partition(":")
     if kind == "desktop":
@@ -36,6 +40,9 @@ def source_from_spec(spec: str, *, max_fps: float = 30.0) -> FramebufferSource:
         return PatternSource()
     if kind == "image" and arg:
         return ImageSource(arg)
+    if kind == "scenario" and arg:
+        return ScenarioSource.from_file(arg)
     raise ValueError(
-        f"unknown source {spec!r} (pattern, pattern:WxH, image:PATH, desktop[:DISPLAY])"
+        f"unknown source {spec!r} (pattern, pattern:WxH, image:PATH, scenario:FILE, "
+        "desktop[:DISPLAY])"
     )

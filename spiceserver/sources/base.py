@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -74,6 +75,9 @@ class SourceListener(Protocol):
 
     def on_cursor_move(self, x: int, y: int) -> None: ...
 
+    # Listeners written before scrolls existed may lack it: they get on_damage instead.
+    def on_scroll(self, rect: Rect, dy: int, damage: list[Rect]) -> None: ...
+
 
 class FramebufferSource:
     """Base class: a frame, its listeners, damage and resize notifications."""
@@ -89,9 +93,12 @@ class FramebufferSource:
         self._listeners: list[SourceListener] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
-        #: Counts the damage and resize notifications delivered to listeners (on the loop
-        #: thread): pixels read while it equals N include every change reported up to N.
+        #: Counts the damage, scroll and resize notifications delivered to listeners (on the
+        #: loop thread): pixels read while it equals N include every change reported up to N.
         self.version = 0
+        #: Set by the server while it runs (``SpiceServer.start``): ends every client session.
+        #: Sources call it through :meth:`request_disconnect`.
+        self.on_disconnect_request: Callable[[], None] | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -126,6 +133,28 @@ class FramebufferSource:
         if clipped:
             self._notify("on_damage", clipped)
 
+    def scroll(self, rect: Rect, dy: int, damage: list[Rect] | None = None) -> None:
+        """Report that within ``rect`` the pixels moved ``dy`` rows down (up if negative), and
+        that ``damage`` changed besides (usually the uncovered strip).
+
+        The frame must already hold the result: for each row ``y`` of ``rect`` whose row
+        ``y - dy`` is in ``rect`` too, the new row ``y`` is the old row ``y - dy``; the other
+        rows of ``rect`` (the strip) hold their old pixels unless ``damage`` covers them.
+        Clients that hold the previous pixels get a COPY_BITS instead of an image.
+
+        Only exact if every change of the frame happens on the event loop thread (as in the
+        embedding example): a client's pixels are moved, so a pixel it was sent while another
+        thread was writing would be moved too.  Called from another thread, or with a move
+        that does not fit the frame, it is reported as damage of ``rect`` and ``damage``.
+        """
+        width, height = self.size
+        extra = [r for r in (d.clip(width, height) for d in damage or []) if r]
+        on_loop = self._loop is None or threading.get_ident() == self._loop_thread
+        if on_loop and rect.clip(width, height) == rect and 0 < abs(dy) < rect.height:
+            self._notify("on_scroll", rect, dy, extra)
+        else:
+            self.damage([rect, *extra])
+
     def read(self, rect: Rect) -> np.ndarray:
         """A copy of the pixels under ``rect`` (the snapshot that gets encoded)."""
         return self.frame[rect.y : rect.bottom, rect.x : rect.right].copy()
@@ -149,6 +178,19 @@ class FramebufferSource:
         """The pointer moved on the source (clients in server mouse mode draw it there)."""
         self._notify("on_cursor_move", x, y)
 
+    def request_disconnect(self) -> bool:
+        """Ask the server to end every client session (e.g. a scenario's ``disconnect`` step).
+        Safe from any thread; False when no server is running this source."""
+        hook = self.on_disconnect_request
+        if hook is None:
+            return False
+        loop = self._loop
+        if loop is not None and threading.get_ident() != self._loop_thread:
+            loop.call_soon_threadsafe(hook)
+        else:
+            hook()
+        return True
+
     def _notify(self, method: str, *args: object) -> None:
         loop = self._loop
         if loop is not None and threading.get_ident() != self._loop_thread:
@@ -158,10 +200,14 @@ class FramebufferSource:
         self._deliver(method, args)
 
     def _deliver(self, method: str, args: tuple[object, ...]) -> None:
-        if method in ("on_damage", "on_resize"):
+        if method in ("on_damage", "on_resize", "on_scroll"):
             self.version += 1
         for listener in list(self._listeners):
-            getattr(listener, method)(*args)
+            if method == "on_scroll" and not hasattr(listener, "on_scroll"):
+                rect, _dy, damage = args  # a listener that cannot move pixels: damage
+                listener.on_damage([cast(Rect, rect), *cast("list[Rect]", damage)])
+            else:
+                getattr(listener, method)(*args)
 
 
 def _check_frame(frame: np.ndarray) -> None:

@@ -33,10 +33,18 @@ reports through :meth:`FramebufferSource.damage` and friends, which hand over to
   ``unique`` is derived from the serial.  A fully transparent cursor hides the client's cursor.
   Pointer motion (XInput 2 raw events, else a slow poll) becomes ``move_cursor`` for clients
   in server mouse mode.
+* **Scrolls.**  A large changed rectangle is checked for a vertical move of the previous
+  pixels (:func:`spiceserver.scroll.detect_scroll`).  When one is found, the held frame is
+  moved the same way and only what still differs is reported as damage, with the move as a
+  :meth:`~FramebufferSource.scroll` notification: clients that hold the previous pixels get a
+  COPY_BITS plus the strip.  ``scroll_detect=False`` (``--no-scroll-detect``) turns it off.
 
-Writes into :attr:`frame` happen on this thread while the loop may be reading it; a torn read
-is harmless because the damage for those pixels is reported only after they are written, so
-the client is sent them again.
+**Exact frames.**  This thread compares grabs with a frame of its own and never writes into
+:attr:`frame`: each update (moves, then pixels) is applied to :attr:`frame` on the event loop,
+in the same callback that notifies the listeners.  So whenever the loop reads :attr:`frame` at
+``version`` N it holds exactly the changes reported up to N, never a later one in part.  Damage
+alone would tolerate such a torn read (the later damage re-sends those pixels), but a COPY_BITS
+moves the client's pixels, and would carry a torn pixel to where no damage covers it.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ import numpy as np
 
 from spiceserver.errors import ConfigError
 from spiceserver.protocol.messages import CursorShape
+from spiceserver.scroll import Scroll, apply_scroll, detect_scroll
 from spiceserver.sources.base import FramebufferSource, Rect
 
 if TYPE_CHECKING:
@@ -85,6 +94,8 @@ _CURSOR_UNIQUE_TAG = 0x5846_4958 << 32
 _GENERIC_EVENT = 35
 #: How long :meth:`DesktopSource.start` waits for the first full grab.
 START_TIMEOUT = 30.0
+#: Changed rectangles smaller than this (pixels) are not checked for a scroll: cheap to encode.
+SCROLL_MIN_AREA = 128 * 32
 
 
 def open_display(name: str) -> Display:
@@ -109,6 +120,8 @@ class DesktopSource(FramebufferSource):
         max_fps: At most this many grabs a second while the screen keeps changing.
         use_damage: Use the DAMAGE extension when the server has it (False forces the
             polling fallback, for tests).
+        scroll_detect: Report vertical scrolls as moves (COPY_BITS for clients) instead of
+            damage; may be changed while running.
 
     Raises:
         ConfigError: No display name, the display cannot be opened, or its root window is
@@ -118,7 +131,12 @@ class DesktopSource(FramebufferSource):
     kind = "desktop"
 
     def __init__(
-        self, display: str | None = None, *, max_fps: float = 30.0, use_damage: bool = True
+        self,
+        display: str | None = None,
+        *,
+        max_fps: float = 30.0,
+        use_damage: bool = True,
+        scroll_detect: bool = True,
     ) -> None:
         name = display or os.environ.get("DISPLAY", "")
         if not name:
@@ -138,10 +156,13 @@ class DesktopSource(FramebufferSource):
         self.display_name = name
         self.max_fps = max_fps
         self.use_damage = use_damage
+        self.scroll_detect = scroll_detect
         #: The fallbacks taken ("no DAMAGE", "no XShm", …), for logs and tests.
         self.fallbacks: list[str] = []
-        #: Counters for benchmarks: grabs made, pixels grabbed, pixels reported changed.
-        self.stats = {"grabs": 0, "grabbed_pixels": 0, "changed_pixels": 0, "updates": 0}
+        #: Counters for benchmarks: grabs made, pixels grabbed, pixels reported changed,
+        #: scrolls found and the pixels they moved.
+        self.stats = {"grabs": 0, "grabbed_pixels": 0, "changed_pixels": 0, "updates": 0,
+                      "scrolls": 0, "scrolled_pixels": 0}
         self._thread: threading.Thread | None = None
         self._wake_r = self._wake_w = -1
         self._stopping = False
@@ -184,6 +205,38 @@ class DesktopSource(FramebufferSource):
 
     # ------------------------------------------------------------------ capture thread
 
+    def _publish(
+        self, scrolls: list[Scroll], writes: list[tuple[Rect, np.ndarray]], damage: list[Rect]
+    ) -> None:
+        """Hand an update to the loop thread, which applies it and notifies (Exact frames)."""
+        loop = self._loop
+        if loop is None or threading.get_ident() == self._loop_thread:
+            self._apply(scrolls, writes, damage)
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(self._apply, scrolls, writes, damage)
+
+    def _publish_frame(self, frame: np.ndarray) -> None:
+        """Hand a new frame (a new screen size) to the loop thread."""
+        loop = self._loop
+        if loop is None or threading.get_ident() == self._loop_thread:
+            self.replace_frame(frame)
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(self.replace_frame, frame)
+
+    def _apply(
+        self, scrolls: list[Scroll], writes: list[tuple[Rect, np.ndarray]], damage: list[Rect]
+    ) -> None:
+        # Loop thread: the frame changes and the listeners hear of it with nothing between.
+        frame = self.frame
+        for scroll in scrolls:
+            apply_scroll(frame, scroll)
+        for rect, pixels in writes:
+            frame[rect.y : rect.bottom, rect.x : rect.right] = pixels
+        for i, scroll in enumerate(scrolls):
+            self.scroll(scroll.rect, scroll.dy, damage if i == len(scrolls) - 1 else None)
+        if damage and not scrolls:
+            self.damage(damage)
+
     def _run(self, ready: concurrent.futures.Future[None]) -> None:
         try:
             capture = _Capture(self)
@@ -221,7 +274,8 @@ class _Capture:
         except Exception as exc:
             self.display.close()
             raise ConfigError(f"mss cannot grab {source.display_name!r}: {exc}") from exc
-        self.frame = source.frame
+        #: This thread's copy of the screen (see Exact frames); the source's frame follows it.
+        self.frame = source.frame.copy()
         self.damage: int | None = None
         self.damage_event = -1
         self.xi_opcode: int | None = None
@@ -400,8 +454,10 @@ class _Capture:
 
     def _grab_full(self) -> None:
         height, width = self.frame.shape[:2]
-        self.frame[:] = self._grab(Rect(0, 0, width, height))
-        self.source.damage()
+        full = Rect(0, 0, width, height)
+        pixels = self._grab(full)
+        self.frame[:] = pixels
+        self.source._publish([], [(full, pixels)], [full])
 
     def _grab_update(self, now: float) -> None:
         height, width = self.frame.shape[:2]
@@ -423,26 +479,60 @@ class _Capture:
         else:
             boxes = [Rect(0, 0, width, height)]
         changed: list[Rect] = []
+        writes: list[tuple[Rect, np.ndarray]] = []
+        scrolls: list[Scroll] = []
         for box in boxes:
             pixels = self._grab(box)
             held = self.frame[box.y : box.bottom, box.x : box.right]
-            for rect in changed_rects(held, pixels):
-                self.frame[
-                    box.y + rect.y : box.y + rect.bottom, box.x + rect.x : box.x + rect.right
-                ] = pixels[rect.y : rect.bottom, rect.x : rect.right]
-                changed.append(Rect(box.x + rect.x, box.y + rect.y, rect.width, rect.height))
-        if changed:
+            rects = changed_rects(held, pixels)
+            if rects and self.source.scroll_detect:
+                rects = self._scrolled(held, pixels, rects, box, scrolls)
+            for rect in rects:
+                new = pixels[rect.y : rect.bottom, rect.x : rect.right]
+                held[rect.y : rect.bottom, rect.x : rect.right] = new
+                target = Rect(box.x + rect.x, box.y + rect.y, rect.width, rect.height)
+                writes.append((target, new))  # a view of this grab's own buffer
+                changed.append(target)
+        if changed or scrolls:
             self.last_change = now
             stats = self.source.stats
             stats["updates"] += 1
             stats["changed_pixels"] += sum(r.area for r in changed)
-            self.source.damage(changed)
+            stats["scrolls"] += len(scrolls)
+            stats["scrolled_pixels"] += sum(s.dest.area for s in scrolls)
+            self.source._publish(scrolls, writes, changed)
+
+    def _scrolled(
+        self, held: np.ndarray, pixels: np.ndarray, rects: list[Rect], box: Rect,
+        scrolls: list[Scroll],
+    ) -> list[Rect]:
+        """``rects`` (the changes, in box coordinates), or, if their pixels scrolled, what
+        still differs once ``held`` is moved the same way (the move joins ``scrolls``).
+
+        Tried on the changes' bounding box first: scrolled text of uneven line lengths is
+        cut into many rectangles, but it moved as one.  Then on the largest change alone (a
+        clock ticking beside a scrolling terminal)."""
+        bbox = rects[0]
+        for rect in rects[1:]:
+            bbox = bbox.union(rect)
+        tries = [bbox] + ([max(rects, key=lambda r: r.area)] if len(rects) > 1 else [])
+        for area in tries:
+            if area.area < SCROLL_MIN_AREA:
+                continue
+            old = held[area.y : area.bottom, area.x : area.right]
+            new = pixels[area.y : area.bottom, area.x : area.right]
+            scroll = detect_scroll(old, new)
+            if scroll is not None:
+                apply_scroll(old, scroll)  # a view: moves the held frame
+                scrolls.append(scroll.shifted(box.x + area.x, box.y + area.y))
+                return changed_rects(held, pixels)
+        return rects
 
     def _check_size(self) -> bool:
         """Follow a screen size change; True if the size changed."""
         geometry = self.root.get_geometry()
         width, height = geometry.width, geometry.height
-        if (width, height) == self.source.size:
+        if (width, height) == (self.frame.shape[1], self.frame.shape[0]):
             return False
         import mss
 
@@ -452,7 +542,7 @@ class _Capture:
         self.frame = np.zeros((height, width, 4), dtype=np.uint8)
         self.frame[:] = self._grab(Rect(0, 0, width, height))
         self.pending.clear()
-        self.source.replace_frame(self.frame)
+        self.source._publish_frame(self.frame.copy())
         return True
 
     # -- cursor ----------------------------------------------------------------

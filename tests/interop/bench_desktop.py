@@ -3,6 +3,9 @@
     python -m tests.interop.bench_desktop [--servers spiceserver,andris] [--size 1920x1080]
         [--compression auto-glz] [--andris PATH] [--idle-seconds 20] [--json OUT]
 
+Server kinds: ``spiceserver``, ``spiceserver-noscroll`` (the same with ``--no-scroll-detect``:
+scrolls re-encoded instead of sent as COPY_BITS) and ``andris``.
+
 For each server, on a fresh Xvfb (xsetroot background, one xterm), in its own process:
 
 * **first frame**: seconds from spice-gtk's connect to the update after which its surface
@@ -13,6 +16,10 @@ For each server, on a fresh Xvfb (xsetroot background, one xterm), in its own pr
 * **session bytes**: server-to-client bytes (counted by a TCP relay in this process) while
   ``xdotool`` types a paragraph into the xterm and pages through ``man xterm`` — X-side input,
   so both servers see the very same drawing;
+* **scrolling**: then, still in ``man``, 30 lines down, 30 up and four half pages, one key
+  (XTEST) every 150 ms: the bytes, and per key the time from XSync returning to the first
+  ``invalidate`` over the middle of the terminal (p50, p95; it includes ``less`` and xterm
+  drawing); the surface must end equal to the screen;
 * **idle CPU**: the server process's user+system time while the desktop is idle except for
   ``xclock -digital -update 1``, as a percentage of one core, and the bytes it sends meanwhile.
 
@@ -192,7 +199,7 @@ def server_process(kind: str, display: str, port: int, args: argparse.Namespace)
     ticket = tmp / "ticket"
     ticket.write_text(PASSWORD + "\n")
     ticket.chmod(0o600)
-    if kind == "spiceserver":
+    if kind.startswith("spiceserver"):
         argv = [
             sys.executable,
             "-m",
@@ -211,6 +218,8 @@ def server_process(kind: str, display: str, port: int, args: argparse.Namespace)
             "--log-level",
             "warning",
         ]
+        if kind == "spiceserver-noscroll":
+            argv.append("--no-scroll-detect")
     else:
         argv = [
             args.andris,
@@ -312,6 +321,45 @@ def run_session(display: str, xterm: str) -> None:
     time.sleep(1.0)
 
 
+def run_scrolling(display: str, xterm: str, client: GtkClient) -> list[float]:
+    """Line and half-page scrolls in ``man``; per key, the seconds until the client redraws."""
+    shape = subprocess.run(
+        ["xdotool", "getwindowgeometry", "--shell", xterm],
+        env=x_env(display), capture_output=True, text=True, timeout=10, check=True,
+    ).stdout  # fmt: skip
+    fields = dict(line.split("=", 1) for line in shape.split())
+    cx = int(fields["X"]) + int(fields["WIDTH"]) // 2
+    cy = int(fields["Y"]) + int(fields["HEIGHT"]) // 2
+
+    def covers(e: dict[str, Any]) -> bool:
+        return e["x"] <= cx < e["x"] + e["w"] and e["y"] <= cy < e["y"] + e["h"]
+
+    from Xlib import XK, X
+    from Xlib.ext import xtest
+
+    from spiceserver.sources.desktop import open_display
+
+    conn = open_display(display)
+    latencies = []
+    try:
+        for key in ["Down"] * 30 + ["Up"] * 30 + ["d", "d", "u", "u"]:
+            keycode = conn.keysym_to_keycode(XK.string_to_keysym(key))
+            since = len(client.events)
+            xtest.fake_input(conn, X.KeyPress, keycode)
+            xtest.fake_input(conn, X.KeyRelease, keycode)
+            conn.sync()  # the X server has the key: from here on, the application and us
+            t0 = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                event = client.wait_for("invalidate", covers, timeout=5, since=since,
+                                        consume=False)
+                latencies.append(max(0.0, event["t"] - t0))
+            time.sleep(0.15)
+    finally:
+        conn.close()
+    time.sleep(1.0)
+    return latencies
+
+
 def bench(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     width, height = (int(v) for v in args.size.split("x"))
     result: dict[str, Any] = {"server": kind, "size": args.size}
@@ -375,6 +423,14 @@ def bench(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         result["session_final_frame_exact"] = done is not None
         if done is None:
             result["session_final_frame_diff"] = frame_diff_summary(client.dump_frame(), final)
+        before = relay.down
+        lat = run_scrolling(display, xterm, client)
+        result["scroll_bytes"] = relay.down - before
+        result["scroll_redraws"] = len(lat)
+        result["scroll_latency_ms_p50"] = round(float(np.percentile(lat, 50)) * 1000, 1)
+        result["scroll_latency_ms_p95"] = round(float(np.percentile(lat, 95)) * 1000, 1)
+        final = settled_screen(display)
+        result["scroll_final_frame_exact"] = first_equal(client, final, timeout=30) is not None
         app("xclock", "-digital", "-update", "1", "-geometry", "+1500+20")
         time.sleep(3.0)
         cpu0, bytes0, t0 = cpu_seconds(pid), relay.down, time.monotonic()
