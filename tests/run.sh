@@ -6,9 +6,11 @@ cd "$(dirname "$0")/.."
 
 # Real peers: spice-gtk through GObject introspection (Debian's python3), remote-viewer on
 # Xvfb with xdotool and ImageMagick's import for screenshots, tshark/dumpcap for captures,
-# ffmpeg's ffprobe to read capture mode's display.mp4.
+# ffmpeg's ffprobe to read capture mode's display.mp4, and a real Xorg (dummy video driver)
+# for the desktop tests besides Xvfb.
 DEBIAN_PACKAGES=(python3 python3-gi gir1.2-spiceclientglib-2.0 virt-viewer xvfb x11-utils
-                 xdotool imagemagick tshark xterm x11-apps x11-xserver-utils ffmpeg)
+                 xdotool imagemagick tshark xterm x11-apps x11-xserver-utils ffmpeg
+                 xserver-xorg-core xserver-xorg-video-dummy)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" \

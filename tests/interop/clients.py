@@ -592,21 +592,15 @@ class Xvfb:
         )
         return res.returncode == 0
 
+    def command(self, displayfd: int) -> list[str]:
+        return ["Xvfb", "-displayfd", str(displayfd), "-screen", "0",
+                f"{self.width}x{self.height}x{self.depth}", "-nolisten", "tcp", "-noreset"]
+
     def start(self) -> str:
         rfd, wfd = os.pipe()
         try:
             self.proc = subprocess.Popen(
-                [
-                    "Xvfb",
-                    "-displayfd",
-                    str(wfd),
-                    "-screen",
-                    "0",
-                    f"{self.width}x{self.height}x{self.depth}",
-                    "-nolisten",
-                    "tcp",
-                    "-noreset",
-                ],
+                self.command(wfd),
                 pass_fds=(wfd,),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -657,6 +651,62 @@ class Xvfb:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+_XORG_DUMMY_CONF = """\
+Section "Device"
+    Identifier "dummy"
+    Driver "dummy"
+    VideoRam 256000
+EndSection
+Section "Monitor"
+    Identifier "monitor"
+    HorizSync 5.0-1000.0
+    VertRefresh 5.0-200.0
+    Modeline "{w}x{h}" {clock:.2f} {w} {w_a} {w_b} {w_c} {h} {h_a} {h_b} {h_c} -hsync +vsync
+EndSection
+Section "Screen"
+    Identifier "screen"
+    Device "dummy"
+    Monitor "monitor"
+    DefaultDepth {depth}
+    SubSection "Display"
+        Depth {depth}
+        Modes "{w}x{h}"
+    EndSubSection
+EndSection
+Section "ServerFlags"
+    Option "AutoAddDevices" "false"
+EndSection
+"""
+
+
+def have_xorg_dummy() -> bool:
+    """A real Xorg server with the dummy video driver (Debian: xserver-xorg-video-dummy), run
+    as root: the desktop tests then also run against the X server of real sessions."""
+    return (os.geteuid() == 0 and shutil.which("Xorg") is not None
+            and any(Path(d).glob("dummy_drv.so") for d in
+                    ("/usr/lib/xorg/modules/drivers", "/usr/lib64/xorg/modules/drivers")))
+
+
+class XorgDummy(Xvfb):
+    """A private Xorg server on the dummy driver; ``with XorgDummy() as display:``."""
+
+    def command(self, displayfd: int) -> list[str]:
+        self._dir = tempfile.TemporaryDirectory(prefix="xorg-dummy-")
+        w, h = self.width, self.height
+        conf = Path(self._dir.name) / "xorg.conf"
+        conf.write_text(_XORG_DUMMY_CONF.format(  # a 60 Hz CVT-like mode for the size
+            w=w, h=h, depth=self.depth, clock=(w + 304) * (h + 30) * 60 / 1e6,
+            w_a=w + 48, w_b=w + 152, w_c=w + 304, h_a=h + 3, h_b=h + 7, h_c=h + 30))
+        return ["Xorg", "-displayfd", str(displayfd), "-config", str(conf), "-noreset",
+                "-nolisten", "tcp", "-logfile", str(Path(self._dir.name) / "Xorg.log"),
+                "-novtswitch", "-sharevts"]
+
+    def stop(self) -> None:
+        super().stop()
+        if hasattr(self, "_dir"):
+            self._dir.cleanup()
 
 
 def x_env(display: str) -> dict[str, str]:

@@ -26,10 +26,12 @@ from tests.interop.clients import (
     LOCK_CAPS,
     LOCK_NUM,
     GtkClient,
+    XorgDummy,
     Xvfb,
     _kill,
     _poll_until,
     have_tools,
+    have_xorg_dummy,
     screenshot_array,
     x_env,
 )
@@ -50,9 +52,13 @@ WIDTH, HEIGHT = 1024, 768
 # ------------------------------------------------------------------------------------ helpers
 
 
-@pytest.fixture
-def display() -> Iterator[str]:
-    with Xvfb(WIDTH, HEIGHT) as name:
+@pytest.fixture(params=["xvfb", "xorg"])
+def display(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each test on Xvfb and on a real Xorg (dummy video driver), where that can run."""
+    if request.param == "xorg" and not have_xorg_dummy():
+        pytest.skip("Xorg with the dummy driver needs root and xserver-xorg-video-dummy")
+    server = XorgDummy if request.param == "xorg" else Xvfb
+    with server(WIDTH, HEIGHT) as name:
         yield name
 
 
