@@ -533,7 +533,10 @@ class MouseRelease(Message):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class CursorShape:
-    """An ALPHA cursor: straight (non-premultiplied) B,G,R,A pixels, top-down."""
+    """An ALPHA cursor: straight (non-premultiplied) B,G,R,A pixels, top-down.
+
+    ``unique`` names the image: clients cache shapes by it, so a different image needs a
+    different ``unique`` (0: an image that is never cached)."""
 
     unique: int
     width: int
@@ -547,13 +550,15 @@ class CursorShape:
             raise ValueError("cursor pixels must be width * height * 4 bytes")
 
 
-def _pack_cursor(shape: CursorShape | None) -> bytes:
-    """spice.proto ``Cursor``: u16 flags, header, data to the end of the message."""
+def _pack_cursor(shape: CursorShape | None, flags: int = 0) -> bytes:
+    """spice.proto ``Cursor``: u16 flags, header, data to the end of the message.  With
+    FROM_CACHE the client takes the shape from its cache by ``unique``: header only, no data
+    (as spice-server's ``cursor_fill`` marshals it)."""
     if shape is None:
         return struct.pack("<H", CursorFlags.NONE)
     header = struct.pack(
         "<HQBHHHH",
-        0,
+        flags,
         shape.unique,
         CursorType.ALPHA,
         shape.width,
@@ -561,7 +566,7 @@ def _pack_cursor(shape: CursorShape | None) -> bytes:
         shape.hot_x,
         shape.hot_y,
     )
-    return header + shape.pixels
+    return header if flags & CursorFlags.FROM_CACHE else header + shape.pixels
 
 
 @message(ChannelType.CURSOR, CursorServerMsg.INIT)
@@ -587,9 +592,12 @@ class CursorSet(Message):
     y: int
     visible: int
     shape: CursorShape | None
+    #: CursorFlags.CACHE_ME (client: keep it under ``unique``) or FROM_CACHE (take it from there).
+    cache: int = 0
 
     def _pack(self) -> bytes:
-        return struct.pack("<hhB", self.x, self.y, self.visible) + _pack_cursor(self.shape)
+        return struct.pack("<hhB", self.x, self.y, self.visible) + _pack_cursor(self.shape,
+                                                                               self.cache)
 
 
 @message(ChannelType.CURSOR, CursorServerMsg.MOVE, "hh")
@@ -608,6 +616,13 @@ class CursorHide(Message):
 @message(ChannelType.CURSOR, CursorServerMsg.RESET)
 class CursorReset(Message):
     """CURSOR RESET: a new INIT must follow."""
+
+
+@message(ChannelType.CURSOR, CursorServerMsg.INVAL_ONE, "Q")
+class CursorInvalOne(Message):
+    """CURSOR INVAL_ONE: the client drops one cached shape."""
+
+    unique: int
 
 
 def all_client_messages() -> list[type[Message]]:

@@ -133,3 +133,27 @@ def test_cursor_move_hide_and_new_shape() -> None:
         st.call(lambda: source.set_cursor(shape))
         event = client.wait_for("cursor-set", timeout=20)
         assert (event["width"], event["height"], event["hot_x"]) == (2, 2, 1)
+
+
+def test_repeated_cursor_shapes_come_from_the_client_cache() -> None:
+    """Arrow → I-beam → arrow: the third SET is FROM_CACHE (header only) and spice-gtk shows
+    the arrow again from its cache, pixel for pixel."""
+    source = NumpySource(64, 64)
+    arrow = default_cursor()
+    beam = CursorShape(unique=9, width=3, height=4, hot_x=1, hot_y=2, pixels=bytes(range(48)))
+
+    def digest(shape: CursorShape) -> str:
+        bgra = np.frombuffer(shape.pixels, np.uint8).reshape(-1, 4)
+        return hashlib.sha256(bgra[:, [2, 1, 0, 3]].tobytes()).hexdigest()
+
+    with ServerThread(source, password=PASSWORD) as st, GtkClient(st.uri, PASSWORD) as client:
+        assert client.wait_for("cursor-set", timeout=20)["sha256"] == digest(arrow)  # INIT
+        for shape in (arrow, beam, arrow, beam):  # the 1st arrow SET caches it (INIT does not)
+            st.call(lambda shape=shape: source.set_cursor(shape))
+            event = client.wait_for("cursor-set", timeout=20)
+            assert (event["sha256"], event["hot_x"]) == (digest(shape), shape.hot_x)
+        handler = next(c.handler for c in st.server.connections  # type: ignore[union-attr]
+                       if c.request is not None and c.request.channel_name == "cursor")
+        assert handler.channel.stats.messages_sent >= 6
+        assert not [e for e in client.events if e["event"] == "log"
+                    and "cache" in e.get("message", "")]

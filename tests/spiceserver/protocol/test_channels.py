@@ -185,3 +185,28 @@ def test_full_header_serials_start_at_one() -> None:
     serial1, type1, size1, _ = struct.unpack_from("<QHII", data)
     serial2, type2, _, _ = struct.unpack_from("<QHII", data, 18 + size1)
     assert (serial1, type1, serial2, type2) == (1, 3, 2, 101)
+
+
+def test_cursor_shapes_are_cached_on_the_client_and_evicted_with_inval_one() -> None:
+    from spiceserver.protocol.cursor import CLIENT_CURSOR_CACHE_SIZE
+    from spiceserver.protocol.messages import CursorShape
+
+    def shape(unique: int) -> CursorShape:
+        return CursorShape(unique=unique, width=1, height=1, hot_x=0, hot_y=0,
+                           pixels=bytes([unique & 0xFF, 0, 0, 255]))
+
+    cursor = CursorChannel(mini_header=True)
+    cursor.start(now=0.0, shape=None)
+    drain(cursor)
+    cursor.set_shape(shape(5))
+    cursor.set_shape(shape(5))
+    (t1, first), (t2, again) = drain(cursor)
+    assert (t1, t2) == (103, 103)  # SET
+    assert struct.unpack_from("<H", first, 5)[0] == 2 and len(first) == 5 + 19 + 4  # CACHE_ME
+    assert struct.unpack_from("<H", again, 5)[0] == 4 and len(again) == 5 + 19  # FROM_CACHE
+    for unique in range(100, 100 + CLIENT_CURSOR_CACHE_SIZE):
+        cursor.set_shape(shape(unique))
+    sent = drain(cursor)
+    assert sent[-2] == (107, struct.pack("<Q", 5))  # INVAL_ONE: the oldest shape goes first
+    cursor.set_shape(shape(0))  # unique 0: never cached
+    assert struct.unpack_from("<H", drain(cursor)[0][1], 5)[0] == 0
