@@ -146,7 +146,10 @@ class X11Input:
         thread, self._thread = self._thread, None
         if thread is None:
             return
-        self._queue.put(_STOP)  # blocks only while the queue is full, which the thread drains
+        with contextlib.suppress(queue.Full):
+            # Blocks only while the queue is full, which a live thread drains; a thread that
+            # died (X connection lost) drains nothing, hence the bound.
+            self._queue.put(_STOP, timeout=1.0)
         thread.join(timeout=5.0)
         if thread.is_alive():
             logger.warning("the X input thread did not stop within 5 s")
@@ -159,8 +162,8 @@ class X11Input:
 
     def __call__(self, event: InputEvent) -> None:
         """Queue one event (called on the event loop; never blocks)."""
-        if self.view_only or self._thread is None:
-            return
+        if self.view_only or self._thread is None or not self._thread.is_alive():
+            return  # nothing to inject into (a dead thread already logged why)
         try:
             self._queue.put_nowait(event)
         except queue.Full:

@@ -204,17 +204,33 @@ class JsonlRecorder:
 
 
 class MemoryRecorder:
-    """Keeps every event (up to ``limit``) and lets coroutines wait for one."""
+    """Keeps the newest events (up to ``limit``) and lets coroutines wait for one.
+
+    Indices are absolute: event ``n`` is the n-th ever recorded, even after older ones were
+    dropped, so a waiter's ``start`` never skips an event.
+    """
 
     def __init__(self, limit: int = 100_000) -> None:
-        self.events: list[Event] = []
+        self._events: list[Event] = []
+        self.dropped = 0  #: events dropped from the front to stay within ``limit``
         self.limit = limit
         self._changed: asyncio.Event | None = None
 
+    @property
+    def events(self) -> list[Event]:
+        """The kept events, oldest first (the first is number ``dropped``)."""
+        return self._events
+
+    def __len__(self) -> int:
+        """How many events were ever recorded (the next event's index)."""
+        return self.dropped + len(self._events)
+
     def record(self, event: Event) -> None:
-        self.events.append(event)
-        if len(self.events) > self.limit:
-            del self.events[: self.limit // 2]
+        self._events.append(event)
+        if len(self._events) > self.limit:
+            half = self.limit // 2
+            del self._events[:half]
+            self.dropped += half
         if self._changed is not None:
             self._changed.set()
 
@@ -227,8 +243,9 @@ class MemoryRecorder:
         async with asyncio.timeout(timeout):
             index = start
             while True:
-                while index < len(self.events):
-                    event = self.events[index]
+                index = max(index, self.dropped)
+                while index < len(self):
+                    event = self._events[index - self.dropped]
                     index += 1
                     if predicate(event):
                         return event

@@ -83,7 +83,11 @@ class RunningServer:
             await server.start()
             return server
 
-        self.server = self.run(start(), timeout=120.0)  # a cold numba cache compiles here
+        try:
+            self.server = self.run(start(), timeout=120.0)  # a cold numba cache compiles here
+        except BaseException:
+            self._stop_loop()
+            raise
         return self
 
     def close(self) -> None:
@@ -93,9 +97,12 @@ class RunningServer:
             if self.server is not None:
                 self.run(self.server.close())
         finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(timeout=10)
-            self.loop.close()
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
 
     def __enter__(self) -> RunningServer:
         return self.start()
@@ -234,7 +241,7 @@ class RunningServer:
                 if len(displays) >= clients:
                     break
                 # Links and DISPLAY_INITs are recorded: look again after the next event.
-                await self.recorder.wait_for(lambda e: True, start=len(self.recorder.events),
+                await self.recorder.wait_for(lambda e: True, start=len(self.recorder),
                                              timeout=timeout)
             await asyncio.gather(*(self._handled(display, target) for display in displays))
 
@@ -246,5 +253,4 @@ class RunningServer:
     def disconnect_clients(self) -> None:
         """End every client session (the clients see their connections close)."""
         assert self.server is not None
-        server = self.server
-        self.call(lambda: [server.end_session(s) for s in list(server.sessions.sessions.values())])
+        self.call(self.server.disconnect_clients)

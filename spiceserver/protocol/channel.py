@@ -188,8 +188,9 @@ class ChannelProtocol:
         """Send a PING; its PONG (a :class:`PongReceived` event) gives the round-trip time and
         says the client has handled everything sent before it.  Returns the ping's id."""
         self._ping_id += 1
-        if len(self._pings) < 16:  # a client that never answers cannot grow this
-            self._pings[self._ping_id] = now
+        if len(self._pings) >= 16:  # a client that never answers cannot grow this
+            del self._pings[next(iter(self._pings))]  # forget the oldest unanswered one
+        self._pings[self._ping_id] = now
         self.send(m.Ping(id=self._ping_id, timestamp=int(now * 1e9) & 0xFFFF_FFFF_FFFF_FFFF))
         return self._ping_id
 

@@ -32,21 +32,27 @@ class CursorChannel(ChannelProtocol):
         self.start_acks(now)
         self.send(m.CursorInit(x=x, y=y, visible=int(shape is not None), shape=shape))
 
-    _cached: OrderedDict[int, None] | None = None
+    _cached: OrderedDict[int, m.CursorShape] | None = None
 
     def set_shape(self, shape: m.CursorShape | None, x: int = 0, y: int = 0) -> None:
         """A new cursor image (None hides it: SET with flags NONE), from the client's cache
-        when it already has this ``unique`` (0: never cached)."""
+        when it already holds this very shape under its ``unique`` (0: never cached)."""
         cache = 0
         if shape is not None and shape.unique:
-            cached = self._cached = self._cached or OrderedDict()
-            if shape.unique in cached:
+            if self._cached is None:
+                self._cached = OrderedDict()
+            cached = self._cached
+            known = cached.get(shape.unique)
+            if known is shape or known == shape:
                 cached.move_to_end(shape.unique)
                 cache = CursorFlags.FROM_CACHE
             else:
-                if len(cached) >= CLIENT_CURSOR_CACHE_SIZE:
+                if known is not None:  # a new image under an old unique: replace it
+                    self.send(m.CursorInvalOne(unique=shape.unique))
+                    del cached[shape.unique]
+                elif len(cached) >= CLIENT_CURSOR_CACHE_SIZE:
                     self.send(m.CursorInvalOne(unique=cached.popitem(last=False)[0]))
-                cached[shape.unique] = None
+                cached[shape.unique] = shape
                 cache = CursorFlags.CACHE_ME
         self.send(m.CursorSet(x=x, y=y, visible=int(shape is not None), shape=shape, cache=cache))
 

@@ -134,6 +134,7 @@ class SpiceConnection(asyncio.Protocol):
                 self.handler.closed()
             except Exception:
                 logger.exception("%s: error while closing", self.name)
+            self.handler.fail_round_trips()
         self.server.connection_closed(self)
         if self.capture is not None:
             self.capture.close()

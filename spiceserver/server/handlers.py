@@ -65,12 +65,20 @@ class ChannelHandler:
         if channel is None or self.connection.closed:
             raise ConnectionError(f"{self.connection.name}: not connected")
         future = asyncio.get_running_loop().create_future()
-        self._pongs[channel.ping(asyncio.get_running_loop().time())] = future
+        ping_id = channel.ping(asyncio.get_running_loop().time())
+        self._pongs[ping_id] = future
         self.connection.flush()
         try:
             await future
         finally:
-            self._pongs = {k: f for k, f in self._pongs.items() if f is not future}
+            self._pongs.pop(ping_id, None)
+
+    def fail_round_trips(self) -> None:
+        """The connection is gone: every :meth:`round_trip` still waiting raises."""
+        for future in self._pongs.values():
+            if not future.done():
+                future.set_exception(ConnectionError(f"{self.connection.name}: closed"))
+        self._pongs.clear()
 
     def on_events(self, events: list[Any], now: float) -> None:
         if self.server.recorders:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -125,6 +126,8 @@ class SpiceServer:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = asyncio.Event()
+        self._no_connections = asyncio.Event()
+        self._no_connections.set()
         #: Session record: every client event, as dicts, to each of these (empty: off).
         self.recorders: list[Recorder] = list(recorders)
         if config.record_path is not None:
@@ -140,7 +143,14 @@ class SpiceServer:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Listen, and start the source."""
+        """Listen, and start the source; if either fails, what was started is stopped."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         self.keys.fill()
         if self.config.warmup_encoders:
@@ -186,7 +196,11 @@ class SpiceServer:
             await listener.wait_closed()
         self._server = self._tls_server = None
         if self.recorders:
-            await asyncio.sleep(0)  # the aborted connections' disconnects reach the record
+            # The aborted connections' disconnects reach the record first (a TLS transport
+            # needs more than one loop turn to report its connection lost).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await self._no_connections.wait()
             for recorder in self.recorders:
                 recorder.close()
         await self.source.stop()
@@ -318,9 +332,12 @@ class SpiceServer:
 
     def connection_opened(self, connection: SpiceConnection) -> None:
         self.connections.add(connection)
+        self._no_connections.clear()
 
     def connection_closed(self, connection: SpiceConnection) -> None:
         self.connections.discard(connection)
+        if not self.connections:
+            self._no_connections.set()
         handler = connection.handler
         if handler is not None and connection.request is not None:
             key = (connection.request.channel_type, connection.request.channel_id)

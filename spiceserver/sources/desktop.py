@@ -94,6 +94,10 @@ _CURSOR_UNIQUE_TAG = 0x5846_4958 << 32
 _GENERIC_EVENT = 35
 #: How long :meth:`DesktopSource.start` waits for the first full grab.
 START_TIMEOUT = 30.0
+#: Grabbed updates handed to the loop and not yet applied: past this the capture thread waits
+#: (its X damage keeps accumulating and goes into the next grab), so a busy loop never queues
+#: frames of grabbed pixels.
+MAX_UNAPPLIED_UPDATES = 2
 #: Changed rectangles smaller than this (pixels) are not checked for a scroll: cheap to encode.
 SCROLL_MIN_AREA = 128 * 32
 
@@ -166,6 +170,7 @@ class DesktopSource(FramebufferSource):
         self._thread: threading.Thread | None = None
         self._wake_r = self._wake_w = -1
         self._stopping = False
+        self._unapplied = threading.BoundedSemaphore(MAX_UNAPPLIED_UPDATES)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -175,6 +180,7 @@ class DesktopSource(FramebufferSource):
         if self._thread is not None:
             return
         self._stopping = False
+        self._unapplied = threading.BoundedSemaphore(MAX_UNAPPLIED_UPDATES)
         self._wake_r, self._wake_w = os.pipe()
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(
@@ -212,8 +218,22 @@ class DesktopSource(FramebufferSource):
         loop = self._loop
         if loop is None or threading.get_ident() == self._loop_thread:
             self._apply(scrolls, writes, damage)
-        elif not loop.is_closed():
-            loop.call_soon_threadsafe(self._apply, scrolls, writes, damage)
+            return
+        while not self._unapplied.acquire(timeout=0.25):
+            if self._stopping or loop.is_closed():
+                return
+        try:
+            loop.call_soon_threadsafe(self._apply_handed, scrolls, writes, damage)
+        except RuntimeError:  # the loop closed meanwhile
+            self._unapplied.release()
+
+    def _apply_handed(
+        self, scrolls: list[Scroll], writes: list[tuple[Rect, np.ndarray]], damage: list[Rect]
+    ) -> None:
+        try:
+            self._apply(scrolls, writes, damage)
+        finally:
+            self._unapplied.release()
 
     def _publish_frame(self, frame: np.ndarray) -> None:
         """Hand a new frame (a new screen size) to the loop thread."""

@@ -64,11 +64,12 @@ def test_wait_client_frame_returns_once_the_client_handled_the_frame() -> None:
             assert np.array_equal(canvas.pixels[..., :3], second[..., :3])
             link = await spice.wait_for_event_async("link", channel="display", timeout=5)
             assert link["result"] == "ok"
-            await display.close()
-            await main.close()
+            await asyncio.to_thread(spice.disconnect_clients)  # every channel, main included
+            assert await main.closed_by_server() and await display.closed_by_server()
 
         asyncio.run(asyncio.wait_for(client_side(), 30))
         spice.wait_for_event("disconnect", channel="display", timeout=10)
+        spice.wait_for_event("disconnect", channel="main", timeout=10)
 
 
 def test_waits_are_bounded_and_options_apply() -> None:

@@ -210,3 +210,9 @@ def test_cursor_shapes_are_cached_on_the_client_and_evicted_with_inval_one() -> 
     assert sent[-2] == (107, struct.pack("<Q", 5))  # INVAL_ONE: the oldest shape goes first
     cursor.set_shape(shape(0))  # unique 0: never cached
     assert struct.unpack_from("<H", drain(cursor)[0][1], 5)[0] == 0
+    other = CursorShape(unique=100 + CLIENT_CURSOR_CACHE_SIZE - 1, width=1, height=1, hot_x=0,
+                        hot_y=0, pixels=b"\x01\x02\x03\xff")
+    cursor.set_shape(other)  # another image under a cached unique: dropped, then sent whole
+    (t1, inval), (t2, again) = drain(cursor)
+    assert (t1, inval) == (107, struct.pack("<Q", other.unique))
+    assert struct.unpack_from("<H", again, 5)[0] == 2 and again.endswith(other.pixels)

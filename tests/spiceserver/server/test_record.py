@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 from pathlib import Path
@@ -104,3 +105,18 @@ def test_links_inputs_agent_unknown_messages_and_disconnects(event_loop_name: st
     # The file holds the same events, one JSON object per line.
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [e for e in lines if e.get("session") == events[0]["session"]] == events
+
+
+def test_memory_recorder_indices_survive_trimming() -> None:
+    async def scenario() -> None:
+        memory = MemoryRecorder(limit=10)
+        for n in range(10):
+            memory.record({"n": n})
+        waiter = asyncio.create_task(memory.wait_for(lambda e: True, start=len(memory)))
+        await asyncio.sleep(0)
+        memory.record({"n": 10})  # trims the oldest half: the waiter's index stays right
+        assert (await waiter)["n"] == 10
+        assert len(memory) == 11 and memory.dropped == 5 and memory.events[0]["n"] == 5
+        assert (await memory.wait_for(lambda e: e["n"] >= 6, start=0))["n"] == 6
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
