@@ -217,6 +217,10 @@ class DisplayHandler(ChannelHandler):
     def start(self, now: float) -> None:
         self.channel.start(now)
         self.server.source.add_listener(self)
+        self.server.displays += 1
+        self._counted = True
+
+    _counted = False
 
     def on_events(self, events: list[Any], now: float) -> None:
         super().on_events(events, now)
@@ -270,6 +274,11 @@ class DisplayHandler(ChannelHandler):
     def closed(self) -> None:
         self._closed = True
         self.server.source.remove_listener(self)
+        if self._counted:
+            self.server.displays -= 1
+            self._counted = False
+            if self.server.displays < 2:
+                self.server.encode_cache.clear()  # a lone display no longer shares
         if self._task is not None:
             self._task.cancel()
         self._sent.set()  # wake waiters, who find the connection closed
@@ -334,9 +343,13 @@ class DisplayHandler(ChannelHandler):
                 for band in split_rows(clipped, MAX_BAND_PIXELS)
             ]
             version = self.server.source.version  # these pixels hold every change up to here
-            # Sessions at the same version share one read of each band (see encode_cache).
+            # Sessions at the same version share one read of each band (see encode_cache);
+            # a lone display has nobody to share with, and skips the cache's copies.
             read, cache = self.server.source.read, self.server.encode_cache
-            snapshots = [(band, cache.read(version, band, read)) for band in bands]
+            if self.server.displays > 1:
+                snapshots = [(band, cache.read(version, band, read)) for band in bands]
+            else:
+                snapshots = [(band, read(band)) for band in bands]
             self.moves.read(version)  # no await since dirty.take(): see PendingMoves
             started = time.perf_counter()
             encoded = await self._encode_all(snapshots, version)

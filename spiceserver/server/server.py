@@ -119,6 +119,9 @@ class SpiceServer:
         #: Encoded bands shared by sessions at the same source version (raw, QUIC, LZ).
         self.encode_cache = EncodeCache(config.encode_cache_bytes)
         self.connections: set[SpiceConnection] = set()
+        #: Display channels linked now: with fewer than two, nothing is shared through
+        #: ``encode_cache``.
+        self.displays = 0
         self.executor = ThreadPoolExecutor(
             max_workers=config.encoder_threads, thread_name_prefix="spice-encode"
         )
