@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from enum import IntEnum
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -147,36 +148,24 @@ def event_record(event: object) -> Event | None:
         return record
     match event:
         case MouseModeRequested(mode=mode, granted=granted):
-            return {"event": "mouse_mode_request", "mode": mouse_mode_name(mode),
+            return {"event": "mouse_mode_request", "mode": enum_name(MouseMode, mode),
                     "granted": granted}
         case CompressionPreferred(compression=compression):
-            return {"event": "preferred_compression", "compression": compression_name(compression)}
+            name = enum_name(ImageCompression, compression).replace("_", "-")
+            return {"event": "preferred_compression", "compression": name}
         case DisplayReady(pixmap_cache_size=cache, glz_window_size=window):
             return {"event": "display_init", "pixmap_cache_size": cache, "glz_window_size": window}
         case AgentMessage(name=name, type=type_, size=size):
             return {"event": "agent_message", "message": name, "type": type_, "size": size}
         case ClientDisconnecting(reason=reason):
-            return {"event": "client_disconnecting", "reason": link_error_name(reason)}
+            return {"event": "client_disconnecting", "reason": enum_name(LinkError, reason)}
     return None
 
 
-def link_error_name(code: int) -> str:
+def enum_name(enum: type[IntEnum], value: int) -> str:
+    """``value``'s name in ``enum``, lower case (the number itself if it has none)."""
     try:
-        return LinkError(code).name.lower()
-    except ValueError:
-        return str(code)
-
-
-def mouse_mode_name(mode: int) -> str:
-    try:
-        return MouseMode(mode).name.lower()
-    except ValueError:
-        return str(mode)
-
-
-def compression_name(value: int) -> str:
-    try:
-        return ImageCompression(value).name.lower().replace("_", "-")
+        return enum(value).name.lower()
     except ValueError:
         return str(value)
 

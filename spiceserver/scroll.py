@@ -226,7 +226,7 @@ def row_hashes(pixels: np.ndarray) -> np.ndarray:
     Only a proposal (see :func:`detect_scroll`): the padding byte is hashed too, and two
     different rows may share a hash.
     """
-    u32 = _as_u32(pixels)
+    u32 = as_u32(pixels)
     width = u32.shape[1]
     if width > HASH_COLUMNS:
         columns = np.linspace(0, width - 1, HASH_COLUMNS).astype(np.intp)
@@ -257,7 +257,7 @@ def detect_scroll(
     if height < need + 1 or old.shape[1] == 0:
         return None
     best: tuple[int, int, int] | None = None  # (rows, first dest row, dy)
-    a, b = _as_u32(old), _as_u32(new)
+    a, b = as_u32(old), as_u32(new)
     for dy in _candidate_shifts(row_hashes(old), row_hashes(new), height - need):
         # equal[i]: new row i + max(0, dy) is old row i + max(0, dy) - dy.
         down, up = max(0, dy), max(0, -dy)
@@ -314,7 +314,7 @@ def _longest_run(mask: np.ndarray) -> tuple[int, int]:
     return int(starts[i]), int(stops[i] - starts[i])
 
 
-def _as_u32(pixels: np.ndarray) -> np.ndarray:
+def as_u32(pixels: np.ndarray) -> np.ndarray:
     """(H, W, 4) uint8 as (H, W) uint32, copying only when rows are not contiguous."""
     if pixels.strides[1:] != (4, 1):
         pixels = np.ascontiguousarray(pixels)

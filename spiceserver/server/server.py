@@ -25,7 +25,7 @@ from spiceserver.protocol.events import InputEvent
 from spiceserver.protocol.inputs import InputsChannel
 from spiceserver.protocol.link import LinkRequest
 from spiceserver.protocol.main import MainChannel
-from spiceserver.record import JsonlRecorder, Recorder, link_record, stamp
+from spiceserver.record import JsonlRecorder, Recorder, enum_name, link_record, stamp
 from spiceserver.server.connection import SpiceConnection
 from spiceserver.server.encode_cache import EncodeCache
 from spiceserver.server.handlers import (
@@ -348,12 +348,9 @@ class SpiceServer:
                 self.sessions.detach(handler.session, key, connection)
 
     def log_refusal(self, connection: SpiceConnection, exc: LinkRefused) -> None:
-        try:
-            code = LinkError(exc.code).name
-        except ValueError:
-            code = str(exc.code)
-        logger.warning("%s: refused %s: %s", connection.name, code, exc.reason)
-        self.record_link(connection, code.lower(), exc.reason)
+        code = enum_name(LinkError, exc.code)
+        logger.warning("%s: refused %s: %s", connection.name, code.upper(), exc.reason)
+        self.record_link(connection, code, exc.reason)
 
     # ------------------------------------------------------------------ session record
 

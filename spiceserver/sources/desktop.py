@@ -64,7 +64,7 @@ import numpy as np
 
 from spiceserver.errors import ConfigError
 from spiceserver.protocol.messages import CursorShape
-from spiceserver.scroll import Scroll, apply_scroll, detect_scroll
+from spiceserver.scroll import Scroll, apply_scroll, as_u32, detect_scroll
 from spiceserver.sources.base import FramebufferSource, Rect
 
 if TYPE_CHECKING:
@@ -621,8 +621,8 @@ def changed_rects(old: np.ndarray, new: np.ndarray, tile: int = TILE) -> list[Re
     """
     if old.shape != new.shape:
         raise ValueError(f"shapes differ: {old.shape} and {new.shape}")
-    a = _as_u32(old)
-    b = _as_u32(new)
+    a = as_u32(old)
+    b = as_u32(new)
     diff = ((a ^ b) & 0x00FF_FFFF) != 0
     if not diff.any():
         return []
@@ -648,13 +648,6 @@ def _tighten(diff: np.ndarray, box: Rect) -> Rect:
         int(cols[-1] - cols[0]) + 1,
         int(rows[-1] - rows[0]) + 1,
     )
-
-
-def _as_u32(pixels: np.ndarray) -> np.ndarray:
-    """(H, W, 4) uint8 as (H, W) uint32 without a copy when rows are contiguous."""
-    if pixels.strides[1:] != (4, 1):
-        pixels = np.ascontiguousarray(pixels)
-    return pixels.view(np.uint32)[..., 0]
 
 
 def tile_boxes(tiles: np.ndarray, tile: int, width: int, height: int) -> list[Rect]:
