@@ -333,7 +333,7 @@ class DisplayHandler(ChannelHandler):
             moves = self._send_moves()
             if not rects:
                 if moves:  # the moves are the whole update: the client holds moves.version
-                    self._moved_only(moves)
+                    self._update_sent(self.moves.version, self.server.source.size, [], moves)
                 continue
             size = self.server.source.size
             bands = [
@@ -369,12 +369,7 @@ class DisplayHandler(ChannelHandler):
                 self.channel.mark()
                 mark_pending = False
             metrics.frames += 1
-            self.connection.flush()
-            self.sent_version = version
-            self._sent.set()
-            self._sent = asyncio.Event()
-            if self.connection.capture is not None:  # capture mode: the update as video frame
-                self.connection.capture.display_update(size, snapshots, _copies(moves))
+            self._update_sent(version, size, snapshots, moves)
             if self.dirty:
                 self._wake.set()
 
@@ -387,15 +382,16 @@ class DisplayHandler(ChannelHandler):
         self.session.metrics.copy_bits += len(moves)
         return moves
 
-    def _moved_only(self, moves: list[Scroll]) -> None:
+    def _update_sent(self, version: int, size: tuple[int, int],
+                     snapshots: list[tuple[Rect, np.ndarray]], moves: list[Scroll]) -> None:
+        """An update is queued: write it, note the version the client now holds (waking
+        ``wait_sent``), and hand it to capture mode as a video frame."""
         self.connection.flush()
-        self.sent_version = self.moves.version
+        self.sent_version = version
         self._sent.set()
         self._sent = asyncio.Event()
         if self.connection.capture is not None:
-            self.connection.capture.display_update(
-                self.server.source.size, [], _copies(moves)
-            )
+            self.connection.capture.display_update(size, snapshots, _copies(moves))
 
     async def _encode_all(
         self, snapshots: list[tuple[Rect, np.ndarray]], version: int
