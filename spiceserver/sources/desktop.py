@@ -20,7 +20,8 @@ reports through :meth:`FramebufferSource.damage` and friends, which hand over to
   really changed.
 * **When.**  The first change after a quiet spell is grabbed at once (latency); later ones are
   coalesced to at most ``max_fps`` grabs a second.  With no damage the thread sleeps in
-  ``select()`` with no timeout: an idle desktop costs nothing but the wake-ups X sends.
+  ``select()``, waking only for X events and the pointer check (once a second with XInput 2
+  raw motion, else every :data:`POINTER_POLL_SECONDS`): an idle desktop costs next to nothing.
 * **Order.**  Each event is sent after its drawing is done, and the grab goes through the X
   server after the event was sent, so a grab sees at least what the events it answers
   announced; drawing after that raises new events and a new grab.  Nothing is lost between
@@ -416,29 +417,28 @@ class _Capture:
             if wake_fd in readable:
                 return
 
-    def _grab_due(self, now: float) -> bool:
-        if self.damage is None:
+    def _next_grab_at(self, now: float) -> float | None:
+        """When the next grab is due; None while there is no damage to grab."""
+        if self.damage is None:  # polling: slower once the screen has been still for 1 s
             idle = now - self.last_change > 1.0
-            due = self.next_grab + (IDLE_POLL_SECONDS - self.interval if idle else 0.0)
-            return now >= due
-        return bool(self.pending) and now >= self.next_grab
+            return self.next_grab + (IDLE_POLL_SECONDS - self.interval if idle else 0.0)
+        return self.next_grab if self.pending else None
+
+    def _grab_due(self, now: float) -> bool:
+        due = self._next_grab_at(now)
+        return due is not None and now >= due
 
     def _pointer_due(self, now: float) -> bool:
         if self.pointer_dirty:
             return now >= self.next_pointer
         return now >= self.next_pointer_poll
 
-    def _timeout(self, now: float) -> float | None:
-        deadlines = []
-        if self.damage is None:
-            idle = now - self.last_change > 1.0
-            deadlines.append(self.next_grab + (IDLE_POLL_SECONDS - self.interval if idle else 0))
-        elif self.pending:
-            deadlines.append(self.next_grab)
-        deadlines.append(self.next_pointer if self.pointer_dirty else self.next_pointer_poll)
-        if not deadlines:
-            return None
-        return max(0.0, min(deadlines) - now)
+    def _timeout(self, now: float) -> float:
+        deadline = self.next_pointer if self.pointer_dirty else self.next_pointer_poll
+        grab = self._next_grab_at(now)
+        if grab is not None:
+            deadline = min(deadline, grab)
+        return max(0.0, deadline - now)
 
     def _on_event(self, event: Any) -> None:
         from Xlib import X
