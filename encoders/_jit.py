@@ -10,7 +10,7 @@ which is how the test-suite checks the kernels' logic without the JIT.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numba
 
@@ -19,12 +19,15 @@ __all__ = ["JIT_ENABLED", "kernel", "py_func"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: False when ``NUMBA_DISABLE_JIT=1``: kernels then run as ordinary Python.
-JIT_ENABLED: bool = not numba.config.DISABLE_JIT
+# numba.config fills in its options from the environment with globals().update(), which type
+# checkers cannot see.
+JIT_ENABLED: bool = not numba.config.DISABLE_JIT  # type: ignore[attr-defined]
 
 
 def kernel(func: F) -> F:
     """Compile ``func`` as a nogil, disk-cached numba kernel (integer code: no fastmath)."""
-    return numba.njit(nogil=True, cache=True)(func)  # type: ignore[no-any-return]
+    # The dispatcher numba returns is called like ``func`` itself (numba types it Dispatcher[F]).
+    return cast(F, numba.njit(nogil=True, cache=True)(func))
 
 
 def py_func(func: Callable[..., Any]) -> Callable[..., Any]:

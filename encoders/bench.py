@@ -55,7 +55,8 @@ def _encoder(codec: str) -> Callable[[np.ndarray], Any]:
         return lambda frame: zlib.compress(frame.tobytes(), 1)
     import encoders
 
-    return getattr(encoders, f"{codec}_encode")  # type: ignore[no-any-return]
+    encode: Callable[[np.ndarray], Any] = getattr(encoders, f"{codec}_encode")
+    return encode
 
 
 def _payload_size(result: Any) -> int:

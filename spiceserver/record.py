@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from enum import IntEnum
+from enum import IntEnum, IntFlag
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -137,7 +137,7 @@ def input_record(event: object) -> Event | None:
             return {"event": "wheel", "dy": dy}
         case LockState(modifiers=mods):
             return {"event": "lock_state",
-                    "locks": [m.name.lower() for m in KeyModifiers if m in mods]}
+                    "locks": [enum_name(KeyModifiers, m) for m in KeyModifiers if m in mods]}
     return None
 
 
@@ -162,12 +162,17 @@ def event_record(event: object) -> Event | None:
     return None
 
 
-def enum_name(enum: type[IntEnum], value: int) -> str:
-    """``value``'s name in ``enum``, lower case (the number itself if it has none)."""
+def enum_name(enum: type[IntEnum] | type[IntFlag], value: int) -> str:
+    """``value``'s name in ``enum``, lower case (the number itself if it has none).
+
+    A flag combination is named by its members (``"server|client"``); a flag value with no
+    member set (0, or only unknown bits) has no name in an ``IntFlag``, hence the number.
+    """
     try:
-        return enum(value).name.lower()
+        name = enum(value).name
     except ValueError:
         return str(value)
+    return str(value) if name is None else name.lower()
 
 
 class JsonlRecorder:

@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to the shared corpus, and a server on a free loopback port."""
+"""Shared fixtures and paths: the test data in ``tests/data/``, and running coroutines on a loop."""
 
 from __future__ import annotations
 
@@ -8,14 +8,26 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("SPICESERVER_SHARED", ROOT.parent / "shared"))
-CORPUS = SHARED / "corpus"
+#: Test data kept in the repository (see each folder's README for provenance and licences).
+DATA = ROOT / "tests" / "data"
+#: Five desktop frames (PNG), the codec tests' and benchmarks' realistic inputs.
+CORPUS = DATA / "corpus"
+#: QUIC golden vectors: the reference C encoder's output for small frames and the corpus.
+QUIC_GOLDEN = DATA / "quic"
+
+
+def data_file(path: Path) -> Path:
+    """``path`` (a file under ``tests/data/``), failing the test when it is missing: the data is
+    part of the repository, so a missing file is a broken checkout, never a reason to skip."""
+    if not path.is_file():
+        pytest.fail(f"test data file missing: {path}", pytrace=False)
+    return path
 
 
 @pytest.fixture
 def corpus() -> Path:
-    if not CORPUS.is_dir():
-        pytest.skip(f"no shared corpus at {CORPUS}")
+    """The corpus folder (``tests/data/corpus/``)."""
+    data_file(CORPUS / "README.md")
     return CORPUS
 
 

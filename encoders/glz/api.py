@@ -62,7 +62,7 @@ def glz_encode(pixels: np.ndarray, /) -> bytes:
     src = rows.reshape(-1) if rows.flags.c_contiguous else np.ascontiguousarray(rows).reshape(-1)
     out = np.empty(GLZ_HEADER_SIZE + literal_bound(npixels) + 16, dtype=np.uint8)
     _HEADER.pack_into(
-        out,
+        out.data,
         0,
         LZ_MAGIC,
         LZ_VERSION,

@@ -211,7 +211,7 @@ class GlzDictionary:
         cur.reshape(height, width)[...] = rows
         out = np.empty(GLZ_HEADER_SIZE + literal_bound(npixels) + 16, dtype=np.uint8)
         _HEADER.pack_into(
-            out,
+            out.data,
             0,
             LZ_MAGIC,
             LZ_VERSION,

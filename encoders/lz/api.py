@@ -46,7 +46,7 @@ def lz_encode(pixels: np.ndarray, /) -> bytes:
     npixels = src.shape[0]
     out = np.empty(_HEADER.size + literal_bound(npixels) + 16, dtype=np.uint8)
     _HEADER.pack_into(
-        out, 0, LZ_MAGIC, LZ_VERSION, LZ_IMAGE_TYPE_RGB32, width, height, 4 * width, 1
+        out.data, 0, LZ_MAGIC, LZ_VERSION, LZ_IMAGE_TYPE_RGB32, width, height, 4 * width, 1
     )
     htab = np.zeros(1 << HASH_BITS, dtype=np.int32)
     try:

@@ -214,17 +214,23 @@ class CursorServerMsg(IntEnum):
 
 
 class MouseMode(IntFlag):
+    """``SpiceMouseMode``: relative pointer motion (server) or absolute positions (client)."""
+
     SERVER = 1
     CLIENT = 2
 
 
 class KeyModifiers(IntFlag):
+    """``SpiceKeyboardModifierFlags``: the lock keys' state (inputs INIT, KEY_MODIFIERS)."""
+
     SCROLL_LOCK = 1
     NUM_LOCK = 2
     CAPS_LOCK = 4
 
 
 class MouseButton(IntEnum):
+    """``SpiceMouseButton``: UP and DOWN are wheel steps; SIDE and EXTRA are back and forward."""
+
     INVALID = 0
     LEFT = 1
     MIDDLE = 2

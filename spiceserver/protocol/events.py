@@ -84,6 +84,7 @@ class WheelEvent:
     dy: int
 
 
+#: Any input event the inputs channel reports (what ``on_input`` receives).
 InputEvent = KeyEvent | LockState | PointerPosition | PointerMotion | ButtonEvent | WheelEvent
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 from collections.abc import Callable
-from typing import ClassVar, TypeVar
+from typing import ClassVar, TypeVar, dataclass_transform
 
 from spiceserver.errors import DecodeError, UnexpectedMessage
 from spiceserver.protocol.enums import (
@@ -65,6 +65,7 @@ class Message:
 
     # Default fixed-layout codec; variable layouts override these two.
     def _pack(self) -> bytes:
+        # Every subclass is a dataclass (the @message decorator); this base class is not one.
         values = dataclasses.astuple(self)  # type: ignore[call-overload]
         if self._TAIL:
             return self._STRUCT.pack(*values[:-1]) + bytes(values[-1])
@@ -84,10 +85,17 @@ class Message:
         return cls(*values)
 
 
+# The decorator applies ``dataclass(frozen=True, slots=True)`` itself: ``dataclass_transform``
+# tells type checkers so, and they then see each message's constructor and frozen fields.
+@dataclass_transform(frozen_default=True)
 def message(
     channel: ChannelType | None, type_: int, fmt: str = "", *, tail: bool = False
 ) -> Callable[[type[M]], type[M]]:
-    """Register a message dataclass; ``fmt`` is its little-endian struct layout."""
+    """Register a message dataclass; ``fmt`` is its little-endian struct layout.
+
+    The direction comes from the name of ``type_``'s enum class: a ``*Client*`` enum (such as
+    ``MainClientMsg``) declares a client → server message, any other a server → client one.
+    """
 
     def register(cls: type[M]) -> type[M]:
         direction = CLIENT if "Client" in type(type_).__name__ else SERVER

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from hypothesis import strategies as st
 
 from encoders._jit import JIT_ENABLED
-
-CORPUS = Path("/work/shared/corpus")
+from encoders.bench import load_frame as _load_bgrx
+from tests.conftest import CORPUS, data_file
 
 #: Bytes of the reference C encoders on the corpus (from the brief): LZ, GLZ fresh.
 C_SIZES = {
@@ -24,19 +22,8 @@ needs_jit = pytest.mark.skipif(not JIT_ENABLED, reason="large image: JIT disable
 
 
 def load_frame(name: str) -> np.ndarray:
-    """A corpus PNG as (H, W, 4) B,G,R,X with X = 0 (see the corpus README)."""
-    from PIL import Image
-
-    path = CORPUS / f"{name}.png"
-    if not path.exists():
-        pytest.skip(f"corpus frame {name} missing")
-    with Image.open(path) as img:
-        rgb = np.asarray(img.convert("RGB"))
-    frame = np.zeros((*rgb.shape[:2], 4), dtype=np.uint8)
-    frame[..., 0] = rgb[..., 2]
-    frame[..., 1] = rgb[..., 1]
-    frame[..., 2] = rgb[..., 0]
-    return frame
+    """A corpus PNG as (H, W, 4) B,G,R,X with X = 0 (see the corpus README); fails if missing."""
+    return _load_bgrx(data_file(CORPUS / f"{name}.png"))
 
 
 def rgb(img: np.ndarray) -> np.ndarray:

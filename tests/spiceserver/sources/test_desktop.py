@@ -1,4 +1,4 @@
-"""The pure parts of the desktop source and input: change detection, grab planning, cursors.
+"""The pure parts of the desktop source: change detection, grab planning, cursors.
 
 The X side is covered by ``tests/interop/test_desktop.py`` against a real Xvfb.
 """
@@ -8,9 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spiceserver.desktop_input import X11Input, ignore_input
 from spiceserver.errors import ConfigError
-from spiceserver.protocol.events import KeyEvent
 from spiceserver.sources import source_from_spec
 from spiceserver.sources.base import Rect
 from spiceserver.sources.desktop import (
@@ -126,10 +124,3 @@ def test_no_display_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unreachable_display_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match=r"cannot open X display ':4242'.*X server running"):
         source_from_spec("desktop:4242")
-
-
-def test_view_only_and_unstarted_handlers_queue_nothing() -> None:
-    handler = X11Input(":0", view_only=True)
-    handler(KeyEvent(0x1E, True))
-    assert handler._queue.empty()
-    ignore_input(KeyEvent(0x1E, True))

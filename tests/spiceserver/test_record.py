@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from spiceserver import NumpySource, SpiceServer
-from spiceserver.protocol.enums import ChannelType, LinkError
-from spiceserver.record import MemoryRecorder, caps_names, key_name
+from spiceserver.protocol.enums import ChannelType, KeyModifiers, LinkError, MouseMode
+from spiceserver.protocol.events import LockState, MouseModeRequested
+from spiceserver.record import MemoryRecorder, caps_names, enum_name, event_record, key_name
 from tests.conftest import run
 from tests.fakeclient import LoopbackClient
 from tests.spiceserver.server.test_loopback import PASSWORD, open_session
@@ -24,6 +25,17 @@ def test_key_names_cover_plain_e0_and_pause() -> None:
     assert [key_name(c) for c in (0x1E, 0x2A, 0xE048, 0xE01D, 0xE11D, 0x59, 0xE0FF)] == [
         "A", "ShiftLeft", "ArrowUp", "ControlRight", "Pause", "0x59", "E0-0xff"]
     assert caps_names((0b1011,), None) == ["cap-0", "cap-1", "cap-3"]
+
+
+def test_enum_names_of_flags_and_unknown_values() -> None:
+    """A flag value with no member bit has no name: it is recorded as its number."""
+    assert [enum_name(MouseMode, v) for v in (2, 3, 0, 4)] == ["client", "server|client", "0", "4"]
+    assert enum_name(LinkError, 99) == "99"
+    assert event_record(MouseModeRequested(mode=0, granted=False)) == {
+        "event": "mouse_mode_request", "mode": "0", "granted": False}
+    locks = KeyModifiers.CAPS_LOCK | KeyModifiers.NUM_LOCK
+    assert event_record(LockState(locks)) == {"event": "lock_state",
+                                              "locks": ["num_lock", "caps_lock"]}
 
 
 def test_links_inputs_agent_unknown_messages_and_disconnects(event_loop_name: str,
