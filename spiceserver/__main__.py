@@ -9,7 +9,9 @@ import logging
 import secrets
 import signal
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from spiceserver.config import (
@@ -23,8 +25,9 @@ from spiceserver.desktop_input import X11Input, ignore_input
 from spiceserver.errors import ConfigError
 from spiceserver.faults import Fault
 from spiceserver.input import InputHandler
-from spiceserver.protocol.enums import MAX_PASSWORD_LENGTH
+from spiceserver.protocol.enums import MAX_PASSWORD_LENGTH, KeyModifiers
 from spiceserver.server import SpiceServer
+from spiceserver.server.transports.web import default_web_root
 from spiceserver.sources import FramebufferSource, source_from_spec
 from spiceserver.sources.desktop import DesktopSource
 
@@ -39,24 +42,47 @@ def parse_fault(value: str) -> Fault:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def parse_listen(value: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT``."""
+#: ``--listen``: (host, port, Unix socket path or None).
+Listen = tuple[str, int, str | None]
+DEFAULT_HOST = "127.0.0.1"
+
+
+def parse_listen(value: str) -> Listen:
+    """``HOST:PORT``, ``[IPv6]:PORT``, ``:PORT``, ``PORT`` or ``unix:PATH``."""
+    if value.startswith("unix:"):
+        path = value[len("unix:"):]
+        if not path:
+            raise argparse.ArgumentTypeError("expected unix:PATH, got no path")
+        return DEFAULT_HOST, 0, path
     host, sep, port = value.rpartition(":")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
-    host = host.strip("[]") or "127.0.0.1"
+    host = host.strip("[]") or DEFAULT_HOST
     try:
-        return host, int(port)
+        number = int(port)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"bad port in {value!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT, PORT or unix:PATH, got {value!r}") from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"port {number} out of range")
+    return (host if sep else DEFAULT_HOST), number, None
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spiceserver", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve a screen over SPICE")
-    serve.add_argument("--listen", type=parse_listen, default=("127.0.0.1", 5900),
-                       metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:5900)")
+    serve.add_argument("--listen", type=parse_listen, default=(DEFAULT_HOST, 5900, None),
+                       metavar="HOST:PORT",
+                       help="address to listen on (default 127.0.0.1:5900; PORT alone, or "
+                            "unix:PATH for a Unix socket); SPICE, WebSocket (spice-html5) and "
+                            "--web all share it")
+    serve.add_argument("--web", nargs="?", const="", metavar="DIR",
+                       help="also serve a web client's files on the same port: DIR, or without "
+                            "DIR Debian's spice-html5 (open http://HOST:PORT/spice_auto.html)")
+    serve.add_argument("--no-websocket", action="store_true",
+                       help="do not accept WebSocket connections on the SPICE port")
+    serve.add_argument("--websocket-origin", action="append", metavar="ORIGIN",
+                       help="only accept WebSockets from pages of this origin, e.g. "
+                            "https://host:8443 (repeatable; default: any, the ticket is the gate)")
     ticket = serve.add_mutually_exclusive_group()
     ticket.add_argument("--password", metavar="TEXT", help="the ticket clients must give")
     ticket.add_argument("--password-file", type=Path, metavar="PATH",
@@ -138,22 +164,31 @@ def _read_secret_file(path: Path) -> str:
 
 def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
     """The server config, and whether the password was generated (to be printed)."""
-    host, port = args.listen
+    host, port, unix_path = args.listen
     generated = False
     password: str | None = args.password
     if args.password_file is not None:
         password = _read_secret_file(args.password_file)
     if args.disable_ticketing:
-        if not is_loopback(host):
+        if unix_path is None and not is_loopback(host):
             raise ConfigError(
                 f"refusing to listen on {host} without a ticket: anyone could connect"
             )
     elif password is None:
         password = secrets.token_urlsafe(18)[:MAX_PASSWORD_LENGTH]
         generated = True
+    if args.tls_listen and args.tls_listen[2] is not None:
+        raise ConfigError("--tls-listen takes HOST:PORT (TLS over a Unix socket is not offered)")
+    web_root = args.web
+    if web_root == "":
+        web_root = str(default_web_root())
     config = ServerConfig(
         host=host,
         port=port,
+        unix_path=unix_path,
+        websocket=not args.no_websocket,
+        websocket_origins=tuple(args.websocket_origin) if args.websocket_origin else None,
+        web_root=web_root,
         password=password,
         disable_ticketing=args.disable_ticketing,
         image_compression=COMPRESSION_NAMES[args.image_compression],
@@ -204,15 +239,19 @@ async def _serve(
     async with SpiceServer(source, config, on_input=on_input) as server:
         if desktop_input is not None:
             # The X lock LEDs, read on the input thread, reach the clients on the loop.
-            desktop_input.on_locks = lambda mods: loop.call_soon_threadsafe(
-                server.set_key_modifiers, mods
-            )
+            def send_locks(mods: KeyModifiers) -> None:
+                loop.call_soon_threadsafe(server.set_key_modifiers, mods)
+
+            desktop_input.on_locks = send_locks
         uri = server.uri
         if generated:
             assert config.password is not None
             uri += ("&" if "?" in uri else "?") + f"password={quote(config.password, safe='')}"
             print("one-time password generated; connect with:", flush=True)
         print(f"remote-viewer '{uri}'", flush=True)
+        if config.web_root is not None and config.unix_path is None:
+            url = web_client_url(server, config.password if generated else None)
+            print(f"or open in a browser: {url}", flush=True)
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
@@ -221,18 +260,30 @@ async def _serve(
         logger.info("shutting down")
 
 
+def web_client_url(server: SpiceServer, password: str | None) -> str:
+    """spice-html5's page on our own port, told to connect back to it."""
+    host = server.config.host
+    if ":" in host:
+        host = f"[{host}]"
+    query = f"host={quote(server.config.host)}&port={server.port}"
+    if password is not None:
+        query += f"&password={quote(password, safe='')}"
+    return f"http://{host}:{server.port}/spice_auto.html?{query}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    runner: Callable[[Coroutine[Any, Any, int]], int] = asyncio.run
     try:
         import uvloop
 
         runner = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency, but stay usable without
-        runner = asyncio.run
+        pass
     try:
         return runner(serve(args))
     except (ConfigError, ValueError, OSError) as exc:

@@ -18,14 +18,7 @@ from spiceserver.protocol.channel import ChannelStats
 from spiceserver.protocol.enums import ChannelType, LinkError
 from spiceserver.protocol.link import LinkRequest
 
-__all__ = ["OFFERED_CHANNELS", "Session", "SessionMetrics", "SessionRegistry"]
-
-#: What CHANNELS_LIST offers; never MAIN itself (pitfall 7).
-OFFERED_CHANNELS: tuple[tuple[int, int], ...] = (
-    (ChannelType.DISPLAY, 0),
-    (ChannelType.INPUTS, 0),
-    (ChannelType.CURSOR, 0),
-)
+__all__ = ["Session", "SessionMetrics", "SessionRegistry"]
 
 
 @dataclass(slots=True)
@@ -81,8 +74,13 @@ class Session:
 
 
 class SessionRegistry:
-    def __init__(self, max_sessions: int | None = None) -> None:
+    """Live sessions by id.  ``offered`` is what CHANNELS_LIST offers, (type, id) pairs: the
+    only secondary channels that may link."""
+
+    def __init__(self, offered: tuple[tuple[int, int], ...],
+                 max_sessions: int | None = None) -> None:
         self.sessions: dict[int, Session] = {}
+        self.offered = offered
         #: Most live sessions (``ServerConfig.max_clients``); None: no limit.
         self.max_sessions = max_sessions
 
@@ -97,7 +95,7 @@ class SessionRegistry:
                 # spice-gtk reports as a link error (not as a wrong password).
                 return LinkError.ERROR, f"{len(self.sessions)} clients already (max_clients)"
             return LinkError.OK, ""
-        if channel not in OFFERED_CHANNELS:
+        if channel not in self.offered:
             return LinkError.CHANNEL_NOT_AVAILABLE, f"{request.channel_name} is not offered"
         session = self.sessions.get(request.connection_id)
         if session is None or not session.alive:

@@ -27,7 +27,7 @@ import numpy as np
 
 from spiceserver.record import Event, MemoryRecorder
 from spiceserver.server import SpiceServer
-from spiceserver.server.handlers import DisplayHandler
+from spiceserver.server.channels.display import DisplayHandler
 from spiceserver.sources import FramebufferSource, NumpySource, Rect, source_from_spec
 
 __all__ = ["RunningServer", "make_source"]
@@ -200,7 +200,7 @@ class RunningServer:
             if rect is not None:
                 if not isinstance(self.source, NumpySource):
                     raise TypeError("push(rect=...) needs a NumpySource")
-                self.source.update(frame, Rect(*rect))
+                self.source.update(frame, rect if isinstance(rect, Rect) else Rect(*rect))
             elif isinstance(self.source, NumpySource) and frame.shape == self.source.frame.shape:
                 self.source.update(frame)
             else:
@@ -236,7 +236,7 @@ class RunningServer:
         target = self.source.version if version is None else version
         async with asyncio.timeout(timeout):
             while True:
-                displays = [c.handler for c in list(server.connections)
+                displays = [c.handler for c in list(server.context.connections)
                             if isinstance(c.handler, DisplayHandler) and not c.closed]
                 if len(displays) >= clients:
                     break

@@ -105,15 +105,17 @@ class CaptureManager:
         return ConnectionCapture(self)
 
     def bind(self, capture: ConnectionCapture, session_id: int, channel_type: int,
-             channel_id: int) -> None:
-        """The connection linked as ``channel_type``/``channel_id`` of session ``session_id``."""
+             channel_id: int, link_boundaries: Sequence[int] = ()) -> None:
+        """The connection linked as ``channel_type``/``channel_id`` of session ``session_id``;
+        ``link_boundaries`` are the offsets in the client's stream where each link message
+        ended (``LinkProtocol.client_boundaries``)."""
         session = self.sessions.get(session_id)
         if session is None:
             if channel_type != ChannelType.MAIN:
                 capture.disable()  # the session's capture failed or was never made
                 return
             session = self.sessions[session_id] = SessionCapture(self, session_id)
-        session.bind(capture, channel_type, channel_id)
+        session.bind(capture, channel_type, channel_id, link_boundaries)
         if self._flush_timer is None:
             self._flush_timer = asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self._flush)
 
@@ -177,7 +179,8 @@ class SessionCapture:
         self.failed = False
         self.video_failed = False
 
-    def bind(self, capture: ConnectionCapture, channel_type: int, channel_id: int) -> None:
+    def bind(self, capture: ConnectionCapture, channel_type: int, channel_id: int,
+             link_boundaries: Sequence[int] = ()) -> None:
         if self.failed:
             capture.disable()
             return
@@ -190,7 +193,7 @@ class SessionCapture:
             capture.disable()
             return
         self.members.append(capture)
-        capture.attach(self, file, stem, channel_type == ChannelType.DISPLAY)
+        capture.attach(self, file, stem, channel_type == ChannelType.DISPLAY, link_boundaries)
 
     def create(self, stem: str, suffix: str) -> io.FileIO:
         """A new, unbuffered file ``stem + suffix`` (``stem.2 + suffix``, … if that exists)."""
@@ -246,15 +249,13 @@ class ConnectionCapture:
         self._opened = time.time()
         self.active = True
 
-    def opened(self, transport: asyncio.BaseTransport) -> None:
-        """The socket is connected: remember the real addresses for the fake packets."""
+    def opened(self, client: tuple[str, int] | None, server: str | None) -> None:
+        """The socket is connected: remember the real addresses for the fake packets (None
+        for a Unix socket: the fake flow then uses placeholder addresses)."""
         self._opened = time.time()
-        peer = transport.get_extra_info("peername")
-        local = transport.get_extra_info("sockname")
-        if isinstance(peer, tuple) and len(peer) >= 2:
-            self._client = (str(peer[0]), int(peer[1]))
-        if isinstance(local, tuple) and local:
-            self._server = str(local[0])
+        if client is not None:
+            self._client = client
+        self._server = server
 
     def received(self, data: bytes) -> None:
         """Bytes the client sent (after TLS decryption, were there TLS)."""
@@ -314,8 +315,11 @@ class ConnectionCapture:
 
     # ------------------------------------------------------------------ used by the session
 
-    def attach(self, session: SessionCapture, file: PcapFile, stem: str, display: bool) -> None:
-        """Start writing into ``file``: the handshake, then the link stage kept so far."""
+    def attach(self, session: SessionCapture, file: PcapFile, stem: str, display: bool,
+               link_boundaries: Sequence[int] = ()) -> None:
+        """Start writing into ``file``: the handshake, then the link stage kept so far, cut
+        into one segment per link message (Wireshark's SPICE dissector reads one link-stage
+        message per packet, and the server may have received several in one read)."""
         self._session = session
         self._file = file
         self._stem = stem
@@ -324,7 +328,7 @@ class ConnectionCapture:
         try:
             self._flow = TcpFlow(file, self._client, self._server)
             self._flow.open(self._opened)
-            cuts = _client_link_boundaries(b"".join(d for _, c, d in pending if c == CLIENT))
+            cuts = list(link_boundaries)
             offset = 0  # into the client's stream
             for ts, direction, data in pending:
                 if direction == CLIENT:
@@ -388,32 +392,6 @@ class ConnectionCapture:
         else:
             logger.warning("capture: %s; capture disabled for this connection", exc)
         self.disable()
-
-
-def _client_link_boundaries(stream: bytes) -> list[int]:
-    """Offsets in the client's link-stage bytes where one link message ends.
-
-    Wireshark's SPICE dissector reads one link-stage message per packet (its state is per
-    packet), and the server may have received the auth selection and the ticket in one read, so
-    the replayed link stage is cut into one segment per message: SpiceLinkHeader + SpiceLinkMess
-    (its size at offset 12), the 4-byte auth mechanism if the client announced
-    PROTOCOL_AUTH_SELECTION (bit 0 of its first common-caps word), then the 128-byte RSA-1024
-    ticket (SPICE_TICKET_KEY_PAIR_LENGTH / 8).
-    """
-    if len(stream) < 16:
-        return []
-    end = 16 + int.from_bytes(stream[12:16], "little")
-    cuts = [end]
-    caps = 16 + 14  # SpiceLinkMess: connection_id, type, id, num_common_caps, num_channel_caps
-    if len(stream) >= caps:
-        num_common = int.from_bytes(stream[16 + 6 : 16 + 10], "little")
-        caps_offset = int.from_bytes(stream[16 + 14 : 16 + 18], "little")
-        first_cap = stream[16 + caps_offset : 16 + caps_offset + 4]
-        if num_common and len(first_cap) == 4 and int.from_bytes(first_cap, "little") & 1:
-            end += 4
-            cuts.append(end)
-    cuts.append(end + 128)
-    return cuts
 
 
 def _cut(data: bytes, start: int, cuts: list[int]) -> list[bytes]:

@@ -11,6 +11,11 @@ unacknowledged; the owner then stops producing (latest-wins) until an ACK arrive
 
 Subclasses declare ``_handlers``: a table from message class to method.  A message type with
 no entry is a protocol error; messages deliberately ignored are listed with :meth:`_ignore`.
+They also declare ``SERVER_CAPS``, the channel capabilities the server advertises in its link
+reply: only what the class handles (pitfall 22).
+
+Time is passed in: ``receive_data(data, now)`` for input; for output, ACK-window lag is
+measured from :meth:`ChannelProtocol.data_to_send` ``(now)``, the moment the bytes leave.
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ from spiceserver.protocol import messages as m
 from spiceserver.protocol.enums import ChannelType
 from spiceserver.protocol.events import ClientDisconnecting, PongReceived
 
-__all__ = ["ChannelLimits", "ChannelProtocol", "ChannelStats"]
+__all__ = ["FULL_HEADER", "MINI_HEADER", "ChannelLimits", "ChannelProtocol", "ChannelStats"]
 
-_MINI = struct.Struct("<HI")
-_FULL = struct.Struct("<QHII")
+#: SpiceMiniDataHeader (u16 type, u32 size) and SpiceDataHeader (u64 serial, u16 type, u32 size,
+#: u32 sub_list): the only framing parsers; capture and fault injection reuse these.
+MINI_HEADER = _MINI = struct.Struct("<HI")
+FULL_HEADER = _FULL = struct.Struct("<QHII")
 
 #: spice-server's ``NARROW_CLIENT_ACK_WINDOW``.
 DEFAULT_ACK_WINDOW = 20
@@ -66,6 +73,8 @@ class ChannelProtocol:
     """Base of the per-channel state machines."""
 
     channel_type: ClassVar[ChannelType]
+    #: Channel capabilities advertised in the link reply (cap numbers).
+    SERVER_CAPS: ClassVar[tuple[int, ...]] = ()
     _handlers: ClassVar[dict[type[m.Message], Handler]] = {}
 
     def __init__(
@@ -83,6 +92,8 @@ class ChannelProtocol:
         self.stats = ChannelStats()
         self._in = bytearray()
         self._out: list[bytes | memoryview] = []
+        #: Index in ``_out`` where each queued message starts (see :meth:`take_messages`).
+        self._starts: list[int] = []
         self._events: list[Any] = []
         self._serial = 0
         self.closed = False
@@ -154,6 +165,7 @@ class ChannelProtocol:
         """Frame a message whose body is the concatenation of ``chunks`` (no copy made)."""
         chunks = list(chunks)
         size = sum(len(c) for c in chunks)
+        self._starts.append(len(self._out))
         if self.mini_header:
             self._out.append(_MINI.pack(type_, size))
         else:
@@ -165,11 +177,37 @@ class ChannelProtocol:
         if self._ack_window:
             self._unacked += 1
             if self._unacked % self._ack_window == 0:
-                self._window_sent_at.append(self._now)
+                self._unstamped += 1  # stamped when it leaves: data_to_send(now)
 
-    def data_to_send(self) -> list[bytes | memoryview]:
+    def data_to_send(self, now: float | None = None) -> list[bytes | memoryview]:
+        """Everything queued, as chunks of whole messages; ``now`` is when they are written
+        (the start of the ACK lag of each window completed since the last call)."""
+        self._stamp(now)
         out, self._out = self._out, []
+        self._starts = []
         return out
+
+    def take_messages(self, count: int, now: float | None = None) -> tuple[
+            list[bytes | memoryview], int]:
+        """The chunks of at most ``count`` whole queued messages and how many there were; the
+        rest stays queued (fault injection's close-after cuts the stream here)."""
+        self._stamp(now)
+        if count >= len(self._starts):
+            taken = len(self._starts)
+            return self.data_to_send(now), taken
+        cut = self._starts[count]
+        out, self._out = self._out[:cut], self._out[cut:]
+        self._starts = [start - cut for start in self._starts[count:]]
+        return out, count
+
+    def _stamp(self, now: float | None) -> None:
+        if now is not None:
+            self._now = now
+        while self._unstamped:
+            self._window_sent_at.append(self._now)
+            self._unstamped -= 1
+
+    _unstamped = 0
 
     def can_send(self) -> bool:
         """False while more than 2 × window messages are unacknowledged (``waiting_for_ack``)."""
@@ -182,6 +220,7 @@ class ChannelProtocol:
         self.send(m.SetAck(generation=self._ack_generation, window=self.limits.ack_window))
         self._ack_window = self.limits.ack_window
         self._unacked = 0
+        self._unstamped = 0
         self._window_sent_at.clear()
 
     def ping(self, now: float) -> int:
@@ -195,7 +234,7 @@ class ChannelProtocol:
         return self._ping_id
 
     def set_time(self, now: float) -> None:
-        """The owner's clock for send-side bookkeeping (ack lag)."""
+        """The owner's clock, for output queued before the next ``data_to_send(now)``."""
         self._now = now
 
     _now = 0.0

@@ -35,10 +35,9 @@ __all__ = ["SERVER_DISPLAY_CAPS", "DisplayChannel", "EncodedImage"]
 
 #: What we advertise: we send MONITORS_CONFIG to clients that know it, and honour
 #: PREFERRED_COMPRESSION (pitfall 22: advertise only what is handled).
-SERVER_DISPLAY_CAPS = [DisplayCap.MONITORS_CONFIG, DisplayCap.PREF_COMPRESSION]
+SERVER_DISPLAY_CAPS: tuple[int, ...] = (DisplayCap.MONITORS_CONFIG, DisplayCap.PREF_COMPRESSION)
 
 _DRAW_COPY = struct.Struct("<I4iBI4iHBBiiI")  # 57 bytes, clip NONE, no mask
-_DRAW_FILL = struct.Struct("<I4iBBIHBiiI")  # 41 bytes, clip NONE, solid brush, no mask
 _COPY_BITS = struct.Struct("<I4iBii")  # 29 bytes, clip NONE
 _DESCRIPTOR = struct.Struct("<QBBII")  # SpiceImageDescriptor, 18 bytes
 PRIMARY_SURFACE = 0
@@ -65,13 +64,24 @@ class EncodedImage:
 
 
 class DisplayChannel(ChannelProtocol):
+    """Surface creation, drawing and MARK sequencing.
+
+    A new primary surface must be drawn completely and followed by one MARK before spice-gtk
+    reports the display ready (``spice-display.c`` ``display_handle_mark``): after
+    :meth:`create_primary`, the owner draws and then calls :meth:`end_update`, which adds the
+    MARK the first time.
+    """
+
     channel_type = ChannelType.DISPLAY
+    SERVER_CAPS = SERVER_DISPLAY_CAPS
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.ready: DisplayReady | None = None
         self.preferred_compression: int | None = None
         self.surface_size: tuple[int, int] | None = None
+        #: A surface was created and its first complete update has not ended yet.
+        self.mark_pending = False
         self._next_image_id = 1
 
     @property
@@ -97,9 +107,14 @@ class DisplayChannel(ChannelProtocol):
         )
         if self.client_has_monitors_config:
             self.send(m.MonitorsConfig(heads=((0, PRIMARY_SURFACE, width, height, 0, 0, 0),)))
+        self.mark_pending = True
 
-    def mark(self) -> None:
-        self.send(m.Mark())
+    def end_update(self) -> None:
+        """The update drawn since the last call is complete: after a new surface's first one,
+        send MARK."""
+        if self.mark_pending:
+            self.mark_pending = False
+            self.send(m.Mark())
 
     def draw_copy(self, x: int, y: int, image: EncodedImage) -> None:
         """Copy ``image`` to the primary surface with its top-left corner at (x, y)."""
@@ -116,19 +131,6 @@ class DisplayChannel(ChannelProtocol):
         )  # fmt: skip
         descriptor = _DESCRIPTOR.pack(image.id or self._take_id(), image.type, image.flags, w, h)
         self.send_raw(DisplayServerMsg.DRAW_COPY, (head, descriptor, *image.body))
-
-    def draw_fill(self, x: int, y: int, width: int, height: int, color: int) -> None:
-        """Fill a rectangle with a solid 0x00RRGGBB colour."""
-        body = _DRAW_FILL.pack(
-            PRIMARY_SURFACE,
-            y, x, y + height, x + width,
-            0,  # clip NONE
-            1,  # brush SOLID
-            color & 0xFFFFFF,
-            ROPD_OP_PUT,
-            0, 0, 0, 0,  # mask
-        )  # fmt: skip
-        self.send_raw(DisplayServerMsg.DRAW_FILL, (body,))
 
     def copy_bits(self, src_x: int, src_y: int, x: int, y: int, width: int, height: int) -> None:
         """Copy a surface area whose top-left is (src_x, src_y) to the rectangle at (x, y)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from spiceserver.errors import LinkRefused
@@ -33,7 +34,14 @@ from spiceserver.protocol.enums import (
     has_cap,
 )
 
-__all__ = ["LinkProtocol", "LinkRequest", "TicketReceived"]
+__all__ = [
+    "SERVER_COMMON_CAPS",
+    "LinkProtocol",
+    "LinkRequest",
+    "TicketReceived",
+    "channel_name",
+    "tls_required",
+]
 
 _HEADER = struct.Struct("<4sIII")  # SpiceLinkHeader
 _MESS = struct.Struct("<IBBIII")  # SpiceLinkMess
@@ -45,6 +53,30 @@ DEFAULT_MAX_LINK_SIZE = 4096
 _PIPELINE_ALLOWANCE = 65536
 #: spice-server's bound on each caps count.
 MAX_CAPS_WORDS = 1024
+#: Common caps we advertise on every channel: AUTH_SELECTION | AUTH_SPICE | MINI_HEADER = 0x0B
+#: (spice-server ``reds_channel_init_auth_caps``; no SASL).
+SERVER_COMMON_CAPS: tuple[int, ...] = (
+    CommonCap.PROTOCOL_AUTH_SELECTION,
+    CommonCap.AUTH_SPICE,
+    CommonCap.MINI_HEADER,
+)
+
+
+def channel_name(channel_type: int) -> str:
+    """``main``, ``display``, … (``type-N`` for a type SPICE does not define)."""
+    try:
+        return ChannelType(channel_type).name.lower()
+    except ValueError:
+        return f"type-{channel_type}"
+
+
+def tls_required(channel: str, *, secure: bool, tls_enabled: bool,
+                 plaintext_channels: frozenset[str]) -> bool:
+    """Whether a link must be refused NEED_SECURED: with TLS on, a plain link switches to the
+    TLS port (spice-gtk reconnects there) unless its channel may stay in the clear
+    (spice-server ``reds_find_channel`` + ``red_channel_test_remote_cap`` policy,
+    ``--plaintext-channels`` as QEMU's ``plaintext-channel``)."""
+    return tls_enabled and not secure and channel not in plaintext_channels
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +92,7 @@ class LinkRequest:
 
     @property
     def channel_name(self) -> str:
-        try:
-            return ChannelType(self.channel_type).name.lower()
-        except ValueError:
-            return f"type-{self.channel_type}"
+        return channel_name(self.channel_type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +132,10 @@ class LinkProtocol:
         self._mechanism = int(AuthMechanism.SPICE)
         self.request: LinkRequest | None = None
         self.mini_header = False
+        #: Offsets in the client's byte stream where each link message ended (header + mess,
+        #: auth mechanism, ticket): capture cuts its replay there, one message per packet.
+        self.client_boundaries: list[int] = []
+        self._consumed = 0
 
     # ------------------------------------------------------------------ public interface
 
@@ -145,8 +178,8 @@ class LinkProtocol:
         self,
         public_key_der: bytes,
         *,
-        common_caps: list[int],
-        channel_caps: list[int],
+        common_caps: Sequence[int] = SERVER_COMMON_CAPS,
+        channel_caps: Sequence[int] = (),
         ticket_size: int = 128,
     ) -> None:
         """Answer the LinkRequest with our key and capabilities (cap numbers, not words)."""
@@ -154,8 +187,8 @@ class LinkProtocol:
         assert self.request is not None
         if len(public_key_der) != TICKET_PUBKEY_BYTES:
             raise ValueError("the public key must be 162 bytes of DER SubjectPublicKeyInfo")
-        common_words = caps_to_words(common_caps)
-        channel_words = caps_to_words(channel_caps)
+        common_words = caps_to_words(tuple(common_caps))
+        channel_words = caps_to_words(tuple(channel_caps))
         caps = common_words + channel_words
         reply = _REPLY.pack(
             LinkError.OK, public_key_der, len(common_words), len(channel_words), LINK_REPLY_SIZE
@@ -209,6 +242,9 @@ class LinkProtocol:
         ):
             chunk = bytes(self._buffer[: self._need])
             del self._buffer[: self._need]
+            self._consumed += len(chunk)
+            if self._state is not _State.HEADER:
+                self.client_boundaries.append(self._consumed)
             event = self._handlers[self._state](self, chunk)
             if event is not None:
                 return event

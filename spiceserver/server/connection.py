@@ -1,53 +1,98 @@
-"""One TCP connection: the asyncio adapter around :class:`LinkProtocol` and a channel protocol.
+"""One SPICE connection, whatever carries its bytes: link stage, then one channel.
 
-Bytes from the socket go into the sans-I/O objects; whatever they queue is written out with
-``writelines`` (image payloads are memoryviews, never joined by us).  Every protocol error is
-logged with the peer and channel, and closes only this connection.
+A transport adapter (:mod:`spiceserver.server.transports`) feeds :meth:`SpiceConnection.
+data_received` and writes what the connection hands its :class:`Outlet`: TCP, TLS and Unix
+sockets directly, WebSocket through its framing.  Bytes go into the sans-I/O objects
+(:class:`~spiceserver.protocol.link.LinkProtocol`, then the channel's protocol); whatever they
+queue is written out as chunks (image payloads are memoryviews, never joined by us).  Every
+protocol error is logged with the peer and channel, and closes only this connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from spiceserver.crypto import check_ticket, public_key_der
 from spiceserver.errors import LinkRefused, ProtocolError, UnexpectedMessage
 from spiceserver.protocol.channel import ChannelProtocol
-from spiceserver.protocol.enums import ChannelType, CommonCap, LinkError
-from spiceserver.protocol.link import LinkProtocol, LinkRequest, TicketReceived
+from spiceserver.protocol.enums import ChannelType, LinkError
+from spiceserver.protocol.link import LinkProtocol, LinkRequest, TicketReceived, tls_required
+from spiceserver.protocol.main import MainChannel
+from spiceserver.record import enum_name, link_record
+from spiceserver.server.channels.base import ChannelHandler
+from spiceserver.server.context import ServerContext
+from spiceserver.server.registry import CHANNELS, offered_channels
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
     from spiceserver.capture import ConnectionCapture
-    from spiceserver.faults import ConnectionFaults
-    from spiceserver.server.handlers import ChannelHandler
-    from spiceserver.server.server import SpiceServer
+    from spiceserver.server.fault_injection import ConnectionFaults
+    from spiceserver.session import Session
 
-__all__ = ["SpiceConnection"]
+__all__ = ["Outlet", "SpiceConnection"]
 
 logger = logging.getLogger("spiceserver.connection")
 
-#: Common caps on every channel: AUTH_SELECTION | AUTH_SPICE | MINI_HEADER = 0x0B (§1.5).
-SERVER_COMMON_CAPS = [
-    CommonCap.PROTOCOL_AUTH_SELECTION,
-    CommonCap.AUTH_SPICE,
-    CommonCap.MINI_HEADER,
-]
+Chunk = bytes | memoryview
 
 
-class SpiceConnection(asyncio.Protocol):
-    def __init__(self, server: SpiceServer, *, secure: bool = False) -> None:
-        self.server = server
-        #: Arrived on the TLS listener.
+class Outlet(Protocol):
+    """Where a connection's bytes go: a transport adapter."""
+
+    @property
+    def peer(self) -> str:
+        """``host:port`` of the client, for log lines."""
+        ...
+    @property
+    def address(self) -> str:
+        """The client's address without port (per-address accounting); ``unix`` for Unix
+        sockets."""
+        ...
+    @property
+    def client_address(self) -> tuple[str, int] | None:
+        """For capture mode's fake TCP flow: the client's (host, port), when known."""
+        ...
+    @property
+    def server_address(self) -> str | None:
+        """For capture mode's fake TCP flow: our address, when known."""
+        ...
+
+    def write(self, chunks: Sequence[Chunk]) -> None: ...
+    def buffered(self) -> int:
+        """Bytes handed to :meth:`write` and not yet sent."""
+        ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def close(self) -> None:
+        """Close after sending what is buffered."""
+        ...
+    def abort(self) -> None: ...
+    def is_closing(self) -> bool: ...
+
+
+class SpiceConnection:
+    """Link stage, then one channel's traffic, over an :class:`Outlet`.
+
+    The adapter calls :meth:`opened` once (False: refused, already closed), then
+    :meth:`data_received` per read, :meth:`pause_writing` / :meth:`resume_writing` as the
+    outlet's buffer crosses its marks, and :meth:`connection_lost` at the end.
+    """
+
+    def __init__(self, context: ServerContext, outlet: Outlet, *, secure: bool = False) -> None:
+        self.context = context
+        self.outlet = outlet
+        #: Arrived over TLS.
         self.secure = secure
-        self.link = LinkProtocol(max_link_size=server.config.max_link_size)
-        self.transport: asyncio.Transport | None = None
-        self.peer = "?"
+        self.link = LinkProtocol(max_link_size=context.config.max_link_size)
         self.request: LinkRequest | None = None
         self.channel: ChannelProtocol | None = None
-        self.handler: ChannelHandler | None = None
+        self.handler: ChannelHandler[Any] | None = None
+        self.session: Session | None = None
         self.writing_paused = False
         self.closed = False
         self._key: RSAPrivateKey | None = None
@@ -57,40 +102,44 @@ class SpiceConnection(asyncio.Protocol):
         self.close_reason: str | None = None
         #: Capture mode's recorder for this connection; None (the default) costs one test.
         self.capture: ConnectionCapture | None = (
-            None if server.captures is None else server.captures.connection()
+            None if context.captures is None else context.captures.connection()
         )
-        #: Fault injection (``--fault``) on this channel, set at attach; None costs one test.
+        #: Fault injection (``--fault``) on this channel, set at link; None costs one test.
         self.faults: ConnectionFaults | None = None
+
+    @property
+    def peer(self) -> str:
+        return self.outlet.peer
 
     @property
     def name(self) -> str:
         """``peer channel`` for log lines."""
         channel = self.request.channel_name if self.request else "link"
-        return f"{self.peer} {channel}"
+        return f"{self.outlet.peer} {channel}"
 
-    # ------------------------------------------------------------------ asyncio.Protocol
+    # ------------------------------------------------------------------ from the adapter
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it.
-        self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        transport.set_write_buffer_limits(high=self.server.config.write_buffer_high)
-        limit = self.server.config.max_connections
-        if len(self.server.connections) >= limit:
+    def opened(self) -> bool:
+        """The transport is up; False if the connection was refused (and is being closed)."""
+        limit = self.context.config.max_connections
+        if len(self.context.connections) >= limit:
             logger.warning("%s: refused: %d connections already (max_connections)", self.name,
                            limit)
             self.capture = None  # nothing of this connection is recorded
-            transport.abort()
-            return
+            self.closed = True
+            self.outlet.abort()
+            return False
         if self.capture is not None:
-            self.capture.opened(transport)
+            self.capture.opened(self.outlet.client_address, self.outlet.server_address)
         self._handshake_timer = self._loop.call_later(
-            self.server.config.handshake_timeout, self._handshake_expired
+            self.context.config.handshake_timeout, self._handshake_expired
         )
-        self.server.connection_opened(self)
+        self.context.opened(self)
+        return True
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
         if self.capture is not None:
             self.capture.received(data)
         try:
@@ -99,7 +148,7 @@ class SpiceConnection(asyncio.Protocol):
             else:
                 self._link_data(data)
         except LinkRefused as exc:
-            self.server.log_refusal(self, exc)
+            self._log_refusal(exc)
             self._flush_link()
             self.close()
         except ProtocolError as exc:
@@ -108,25 +157,15 @@ class SpiceConnection(asyncio.Protocol):
             logger.exception("%s: internal error, closing", self.name)
             self.abort("internal error")
 
-    def eof_received(self) -> bool | None:
-        return None  # close the transport
-
-    def _protocol_error(self, exc: ProtocolError) -> None:
-        logger.warning("%s: protocol error, closing: %s", self.name, exc)
-        unknown = isinstance(exc, UnexpectedMessage) and exc.message_type is not None
-        if self.server.recorders and unknown:
-            assert isinstance(exc, UnexpectedMessage)
-            self.server.record({"event": "unknown_message", "type": exc.message_type,
-                                "size": exc.size}, self)
-        self.abort(f"protocol error: {exc}")
-
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed and self not in self.context.connections:
+            return  # refused in opened()
         self.closed = True
-        if self.server.recorders and self.channel is not None:
+        if self.context.recorders and self.channel is not None:
             reason = self.close_reason or (
                 f"connection lost: {exc}" if exc else "client closed the connection"
             )
-            self.server.record({"event": "disconnect", "reason": reason}, self)
+            self._record({"event": "disconnect", "reason": reason})
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
         if self.handler is not None:
@@ -135,7 +174,12 @@ class SpiceConnection(asyncio.Protocol):
             except Exception:
                 logger.exception("%s: error while closing", self.name)
             self.handler.fail_round_trips()
-        self.server.connection_closed(self)
+        self.context.closed(self)
+        request = self.request
+        if self.session is not None and request is not None and (
+                request.channel_type != ChannelType.MAIN):
+            key = (request.channel_type, request.channel_id)
+            self.context.sessions.detach(self.session, key, self)
         if self.capture is not None:
             self.capture.close()
 
@@ -147,6 +191,40 @@ class SpiceConnection(asyncio.Protocol):
         if self.handler is not None:
             self.handler.on_writable()
 
+    # ------------------------------------------------------------------ errors and the record
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        logger.warning("%s: protocol error, closing: %s", self.name, exc)
+        if self.context.recorders and isinstance(exc, UnexpectedMessage) and (
+                exc.message_type is not None):
+            self._record({"event": "unknown_message", "type": exc.message_type,
+                          "size": exc.size})
+        self.abort(f"protocol error: {exc}")
+
+    def _log_refusal(self, exc: LinkRefused) -> None:
+        code = enum_name(LinkError, exc.code)
+        logger.warning("%s: refused %s: %s", self.name, code.upper(), exc.reason)
+        self._record_link(code, exc.reason)
+
+    def _record(self, event: dict[str, Any]) -> None:
+        request = self.request
+        session = self.session.id if self.session is not None else (
+            request.connection_id or None if request is not None else None)
+        self.context.record(event, session,
+                            request.channel_name if request is not None else None,
+                            request.channel_id if request is not None else None)
+
+    def _record_link(self, result: str, reason: str = "") -> None:
+        """A link finished: ``ok``, or the SpiceLinkErr it was refused with and why."""
+        request = self.request
+        if not self.context.recorders or request is None:
+            return
+        event = link_record(request.channel_type, request.channel_id, request.common_caps,
+                            request.channel_caps, result, self.peer)
+        if reason:
+            event["reason"] = reason
+        self._record(event)
+
     # ------------------------------------------------------------------ link stage
 
     def _link_data(self, data: bytes) -> None:
@@ -157,30 +235,34 @@ class SpiceConnection(asyncio.Protocol):
             else:
                 event = self._on_ticket(event)
 
+    def _check_link(self, request: LinkRequest) -> None:
+        """Refuse links to channels we do not serve, to dead sessions, or in the clear when
+        they must use TLS."""
+        code, reason = self.context.sessions.check(request)
+        if code != LinkError.OK:
+            raise self.link.refuse(code, reason)
+        config = self.context.config
+        if tls_required(request.channel_name, secure=self.secure,
+                        tls_enabled=self.context.tls_enabled,
+                        plaintext_channels=config.plaintext_channels):
+            raise self.link.refuse(LinkError.NEED_SECURED, "this channel must use TLS")
+
     def _on_link_request(self, request: LinkRequest) -> LinkRequest | TicketReceived | None:
         self.request = request
-        code, reason = self.server.sessions.check(request)
-        if code != LinkError.OK:
-            raise self.link.refuse(code, reason)
-        code, reason = self.server.check_secure(self)
-        if code != LinkError.OK:
-            raise self.link.refuse(code, reason)
-        key = self.server.keys.take_nowait()
+        self._check_link(request)
+        key = self.context.keys.take_nowait()
         if key is None:
             # The pool ran dry: wait for a key off the loop, reading nothing meanwhile.
-            assert self.transport is not None
-            self.transport.pause_reading()
-            task = self._loop.create_task(self._accept_later())
-            self.server.track(task)
+            self.outlet.pause_reading()
+            self.context.track(self._loop.create_task(self._accept_later()))
             return None
         return self._accept(key)
 
     async def _accept_later(self) -> None:
-        key = await self.server.keys.take()
+        key = await self.context.keys.take()
         if self.closed:
             return
-        assert self.transport is not None
-        self.transport.resume_reading()
+        self.outlet.resume_reading()
         try:
             event = self._accept(key)
             while event is not None:
@@ -190,40 +272,35 @@ class SpiceConnection(asyncio.Protocol):
                     else self._on_link_request(event)
                 )
         except LinkRefused as exc:
-            self.server.log_refusal(self, exc)
+            self._log_refusal(exc)
             self._flush_link()
             self.close()
 
     def _accept(self, key: RSAPrivateKey) -> LinkRequest | TicketReceived | None:
         assert self.request is not None
         self._key = key
-        self.link.accept(
-            public_key_der(key),
-            common_caps=list(SERVER_COMMON_CAPS),
-            channel_caps=self.server.channel_caps(self.request.channel_type),
-            ticket_size=key.key_size // 8,
-        )
+        spec = CHANNELS[self.request.channel_type]
+        self.link.accept(public_key_der(key), channel_caps=spec.caps,
+                         ticket_size=key.key_size // 8)
         self._flush_link()
         return self.link.receive_data(b"")
 
     def _on_ticket(self, event: TicketReceived) -> LinkRequest | TicketReceived | None:
         assert self._key is not None and self.request is not None
-        ticket = self.server.ticket
+        ticket = self.context.ticket
         ok = check_ticket(self._key, event.ciphertext, ticket.password)
         self._key = None  # one key, one link
-        address = self.peer.rpartition(":")[0]
+        address = self.outlet.address
         if not ok:
-            self._refuse_slowly(self.server.failures.failed(address, self._loop.time()))
+            self._refuse_slowly(self.context.failures.failed(address, self.context.clock()))
             return None
-        if ticket.expired():
+        if ticket.expired(self.context.clock()):
             raise self.link.refuse(LinkError.PERMISSION_DENIED, "ticket expired")
         is_main = self.request.channel_type == ChannelType.MAIN
         if is_main and ticket.one_shot and ticket.spent:
             raise self.link.refuse(LinkError.PERMISSION_DENIED, "one-shot ticket already used")
-        code, reason = self.server.sessions.check(self.request)  # the main may have gone
-        if code != LinkError.OK:
-            raise self.link.refuse(code, reason)
-        self.server.failures.succeeded(address)
+        self._check_link(self.request)  # the main may have gone meanwhile
+        self.context.failures.succeeded(address)
         if is_main and ticket.one_shot:
             ticket.spent = True
         self.link.finish()
@@ -231,21 +308,56 @@ class SpiceConnection(asyncio.Protocol):
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
-        self._linked()
+        self._linked(self.request)
         return None
 
-    def _linked(self) -> None:
-        assert self.request is not None
-        self.channel, self.handler = self.server.attach(self, self.request, self.link.mini_header)
-        if self.server.recorders:
-            self.server.record_link(self, "ok")
-        logger.info(
-            "%s: linked (channel id %d, %s headers)",
-            self.name,
-            self.request.channel_id,
-            "mini" if self.link.mini_header else "full",
+    def _linked(self, request: LinkRequest) -> None:
+        """The link succeeded: build the channel's protocol and handler, join the session."""
+        context = self.context
+        spec = CHANNELS[request.channel_type]
+        limits = dataclasses.replace(
+            context.config.channel_limits,
+            max_message_size=context.config.max_message_sizes.get(spec.name,
+                                                                   spec.max_message_size),
         )
-        self.handler.start(self._loop.time())
+        options: dict[str, Any] = {
+            "mini_header": self.link.mini_header,
+            "common_caps": request.common_caps,
+            "channel_caps": request.channel_caps,
+            "limits": limits,
+        }
+        if spec.protocol is MainChannel:
+            session = context.sessions.create(self)
+            channel: ChannelProtocol = MainChannel(
+                session_id=session.id, channels=offered_channels(), name=context.config.name,
+                **options,
+            )
+            logger.info("%s: session %#010x started", self.name, session.id)
+        else:
+            session, replaced = context.sessions.attach(request, self)
+            if replaced is not None:
+                logger.info("%s: replaces an older %s connection", self.name,
+                            request.channel_name)
+                replaced.abort(f"replaced by a newer {request.channel_name} connection")
+            channel = spec.protocol(**options)
+        self.session = session
+        self.channel = channel
+        self.handler = spec.handler(context, self, session, channel, request.channel_id)
+        session.metrics.channel_stats.append(channel.stats)
+        if context.faults is not None:
+            config = context.config
+            self.faults = context.faults.connection(
+                self, channel, spec.name, write_buffer_high=config.write_buffer_high,
+                max_write_buffer=config.max_write_buffer,
+            )
+        if context.captures is not None and self.capture is not None:
+            context.captures.bind(self.capture, session.id, request.channel_type,
+                                  request.channel_id, self.link.client_boundaries)
+        if context.recorders:
+            self._record_link("ok")
+        logger.info("%s: linked (channel id %d, %s headers)", self.name, request.channel_id,
+                    "mini" if self.link.mini_header else "full")
+        self.handler.start(self.context.clock())
         leftover = self.link.leftover()
         if leftover:
             self._channel_data(leftover)
@@ -257,15 +369,14 @@ class SpiceConnection(asyncio.Protocol):
         longer each time, while nothing else does (the loop keeps serving everyone)."""
         if delay <= 0:
             raise self.link.refuse(LinkError.PERMISSION_DENIED, "wrong ticket")
-        assert self.transport is not None
-        self.transport.pause_reading()
+        self.outlet.pause_reading()
 
         def refuse() -> None:
             if self.closed:
                 return
             exc = self.link.refuse(LinkError.PERMISSION_DENIED,
                                    f"wrong ticket (answered after {delay:.2f}s: repeated failures)")
-            self.server.log_refusal(self, exc)
+            self._log_refusal(exc)
             self._flush_link()
             self.close()
 
@@ -273,8 +384,8 @@ class SpiceConnection(asyncio.Protocol):
 
     def _flush_link(self) -> None:
         out = self.link.data_to_send()
-        if out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(out)
+        if out and not self.outlet.is_closing():
+            self.outlet.write((out,))
             if self.capture is not None:
                 self.capture.sent((out,))
 
@@ -282,7 +393,7 @@ class SpiceConnection(asyncio.Protocol):
         self._handshake_timer = None
         if self.channel is None and not self.closed:
             logger.warning("%s: refused: link not completed within %.0fs", self.name,
-                           self.server.config.handshake_timeout)
+                           self.context.config.handshake_timeout)
             self.abort("handshake timeout")
 
     # ------------------------------------------------------------------ channel traffic
@@ -290,20 +401,19 @@ class SpiceConnection(asyncio.Protocol):
     def _channel_data(self, data: bytes) -> bool:
         """Feed the channel; True while a burst is being taken in steps (reading paused)."""
         assert self.channel is not None and self.handler is not None
-        now = self._loop.time()
+        now = self.context.clock()
         more = self.channel.receive_data(data, now)
-        events = self.channel.events_received()
-        self.handler.on_events(events, now)
+        self.handler.on_events(self.channel.events_received(), now)
         self.flush()
-        if more and self.transport is not None:
+        if more and not self.closed:
             # A burst of messages: take the rest on a later loop iteration, reading nothing
             # more meanwhile, so every other connection gets its turn.
-            self.transport.pause_reading()
+            self.outlet.pause_reading()
             self._loop.call_soon(self._continue_input)
         return more
 
     def _continue_input(self) -> None:
-        if self.closed or self.transport is None:
+        if self.closed:
             return
         try:
             more = self._channel_data(b"")
@@ -311,31 +421,36 @@ class SpiceConnection(asyncio.Protocol):
             self._protocol_error(exc)
             return
         if not more and not self.closed:
-            self.transport.resume_reading()
+            self.outlet.resume_reading()
 
     def flush(self) -> None:
         """Write whatever the channel protocol queued."""
-        if self.channel is None or self.transport is None or self.transport.is_closing():
+        if self.channel is None or self.outlet.is_closing():
             return
-        self.channel.set_time(self._loop.time())
-        chunks = self.channel.data_to_send()
+        now = self.context.clock()
+        if self.faults is not None:  # fault injection: may hold, cut or close
+            self.faults.flush(now)
+            return
+        chunks = self.channel.data_to_send(now)
         if chunks:
-            if self.faults is not None:  # fault injection: may hold, cut or close (faults.py)
-                self.faults.write(chunks)
-            else:
-                self.write_chunks(chunks)
+            self.write_chunks(chunks)
 
-    def write_chunks(self, chunks: list[bytes | memoryview]) -> None:
+    def write_chunks(self, chunks: list[Chunk]) -> None:
         """Put framed messages on the wire (capture records them here)."""
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.writelines(chunks)
-            if self.transport.get_write_buffer_size() > self.server.config.max_write_buffer:
-                logger.warning("%s: closing: client stopped reading (%d bytes unsent)",
-                               self.name, self.transport.get_write_buffer_size())
-                self.abort("client stopped reading (max_write_buffer)")
-                return
-            if self.capture is not None:
-                self.capture.sent(chunks)
+        if self.outlet.is_closing():
+            return
+        self.outlet.write(chunks)
+        unsent = self.outlet.buffered()
+        if unsent > self.context.config.max_write_buffer:
+            logger.warning("%s: closing: client stopped reading (%d bytes unsent)", self.name,
+                           unsent)
+            self.abort("client stopped reading (max_write_buffer)")
+            return
+        if self.capture is not None:
+            self.capture.sent(chunks)
+
+    def buffered(self) -> int:
+        return self.outlet.buffered()
 
     @property
     def writable(self) -> bool:
@@ -350,21 +465,10 @@ class SpiceConnection(asyncio.Protocol):
     def close(self, reason: str = "closed by the server") -> None:
         """Close after flushing what is queued."""
         self.close_reason = self.close_reason or reason
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+        if not self.outlet.is_closing():
+            self.outlet.close()
 
     def abort(self, reason: str = "closed by the server") -> None:
         """Drop the connection now, discarding queued output."""
         self.close_reason = self.close_reason or reason
-        if self.transport is not None:
-            self.transport.abort()
-
-    def describe(self) -> dict[str, Any]:
-        return {"peer": self.peer, "channel": self.request.channel_name if self.request else None}
-
-
-def channel_name(channel_type: int) -> str:
-    try:
-        return ChannelType(channel_type).name.lower()
-    except ValueError:
-        return f"type-{channel_type}"
+        self.outlet.abort()

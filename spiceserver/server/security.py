@@ -48,11 +48,13 @@ class Ticket:
     password: bytes | None
     lifetime: float | None = None
     one_shot: bool = False
-    set_at: float = 0.0
+    #: When it was set, on the server's clock (default: now, ``time.monotonic``).
+    set_at: float = -1.0
     spent: bool = False
 
     def __post_init__(self) -> None:
-        self.set_at = time.monotonic()
+        if self.set_at < 0:
+            self.set_at = time.monotonic()
 
     def expired(self, now: float | None = None) -> bool:
         if self.lifetime is None:

@@ -1,4 +1,4 @@
-"""The embeddable asyncio SPICE server."""
+"""The embeddable asyncio SPICE server: a small facade over the connection core."""
 
 from __future__ import annotations
 
@@ -6,49 +6,49 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
+import stat
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from spiceserver.capture import CaptureManager
 from spiceserver.config import ServerConfig
 from spiceserver.crypto import KeyPool
-from spiceserver.errors import ConfigError, LinkRefused
-from spiceserver.faults import FaultInjector
+from spiceserver.errors import ConfigError
+from spiceserver.faults import ALL_CHANNELS, Fault
 from spiceserver.input import InputHandler, log_input
-from spiceserver.protocol.channel import ChannelProtocol
-from spiceserver.protocol.cursor import CursorChannel
-from spiceserver.protocol.display import SERVER_DISPLAY_CAPS, DisplayChannel
-from spiceserver.protocol.enums import ChannelType, KeyModifiers, LinkError
-from spiceserver.protocol.events import InputEvent
-from spiceserver.protocol.inputs import InputsChannel
-from spiceserver.protocol.link import LinkRequest
-from spiceserver.protocol.main import MainChannel
-from spiceserver.record import JsonlRecorder, Recorder, enum_name, link_record, stamp
-from spiceserver.server.connection import SpiceConnection
+from spiceserver.protocol.enums import MAX_PASSWORD_LENGTH, KeyModifiers
+from spiceserver.record import JsonlRecorder, Recorder
+from spiceserver.server.channels.inputs import InputsHandler
+from spiceserver.server.context import ServerContext
 from spiceserver.server.encode_cache import EncodeCache
-from spiceserver.server.handlers import (
-    ChannelHandler,
-    CursorHandler,
-    DisplayHandler,
-    InputsHandler,
-    MainHandler,
-)
+from spiceserver.server.fault_injection import FaultInjector
+from spiceserver.server.registry import CHANNELS, offered_channels
 from spiceserver.server.security import FailureTracker, Ticket, tls_context
-from spiceserver.session import OFFERED_CHANNELS, Session, SessionRegistry
+from spiceserver.server.transports.stream import StreamProtocol
+from spiceserver.server.transports.web import WebRoot
+from spiceserver.session import SessionMetrics, SessionRegistry
 from spiceserver.sources.base import FramebufferSource
 
-__all__ = ["SpiceServer"]
+__all__ = ["SessionInfo", "SpiceServer"]
 
 logger = logging.getLogger("spiceserver")
 
-_CHANNELS: dict[int, tuple[type[ChannelProtocol], type[ChannelHandler]]] = {
-    ChannelType.MAIN: (MainChannel, MainHandler),
-    ChannelType.DISPLAY: (DisplayChannel, DisplayHandler),
-    ChannelType.INPUTS: (InputsChannel, InputsHandler),
-    ChannelType.CURSOR: (CursorChannel, CursorHandler),
-}
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """One client session, as :meth:`SpiceServer.sessions` lists it."""
+
+    id: int
+    #: The main channel's peer (``host:port``, or ``unix``).
+    peer: str
+    #: Linked channels by name (``main``, ``display``, …).
+    channels: tuple[str, ...]
+    #: Live counters (the one-line summary logged at the end: ``metrics.summary()``).
+    metrics: SessionMetrics
 
 
 def _raise_open_files_limit(connections: int) -> None:
@@ -71,6 +71,17 @@ def _warmup_encoders() -> None:
     encoders.warmup()
 
 
+def _check_config(config: ServerConfig) -> None:
+    """What the config cannot check alone: names of the channels this server serves."""
+    served = {spec.name for spec in CHANNELS.values()}
+    named = {fault.channel for fault in config.faults
+             if isinstance(fault, Fault) and fault.channel != ALL_CHANNELS}
+    unknown = (set(config.plaintext_channels) | set(config.max_message_sizes) | named) - served
+    if unknown:
+        raise ConfigError(f"unknown channels: {', '.join(sorted(unknown))} "
+                          f"(served: {', '.join(sorted(served))})")
+
+
 class SpiceServer:
     """Serves one framebuffer source to any number of SPICE clients.
 
@@ -79,12 +90,15 @@ class SpiceServer:
         source = NumpySource(640, 480)
         async with SpiceServer(source, password="secret", port=5900) as server:
             print(server.uri)
-            await server.serve_forever()
+            await server.serve()
 
     Options are :class:`~spiceserver.config.ServerConfig` fields, given either as a config or as
     keyword arguments.  ``on_input`` receives every client's input events on the event loop
     thread (default: they are logged).  ``recorders`` receive the session record (see
     :mod:`spiceserver.record`), besides the ``record_path`` file if configured.
+
+    One port serves SPICE, WebSocket (spice-html5) and, with ``web_root``, the web client's
+    files; ``unix_path`` listens on a Unix socket instead of TCP; ``tls_port`` adds TLS.
     """
 
     def __init__(
@@ -100,48 +114,44 @@ class SpiceServer:
             config = ServerConfig(**options)
         elif options:
             config = dataclasses.replace(config, **options)
+        _check_config(config)
         self.config = config
         self.source = source
-        self.on_input = on_input or log_input
-        self.ticket = Ticket(
-            password=None if config.password is None else config.password.encode(),
-            lifetime=config.ticket_lifetime,
-            one_shot=config.one_shot_ticket,
-        )
-        self.failures = FailureTracker()
         self._tls = (
             None
             if config.tls_port is None
             else tls_context(config.tls_cert or "", config.tls_key or "")
         )
-        self._tls_server: asyncio.Server | None = None
-        self.sessions = SessionRegistry(max_sessions=config.max_clients)
-        #: Encoded bands shared by sessions at the same source version (raw, QUIC, LZ).
-        self.encode_cache = EncodeCache(config.encode_cache_bytes)
-        self.connections: set[SpiceConnection] = set()
-        #: Display channels linked now: with fewer than two, nothing is shared through
-        #: ``encode_cache``.
-        self.displays = 0
-        self.executor = ThreadPoolExecutor(
-            max_workers=config.encoder_threads, thread_name_prefix="spice-encode"
-        )
-        self.keys = KeyPool(self.executor, config.rsa_key_pool)
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._closed = asyncio.Event()
-        self._no_connections = asyncio.Event()
-        self._no_connections.set()
-        #: Session record: every client event, as dicts, to each of these (empty: off).
-        self.recorders: list[Recorder] = list(recorders)
+        self._web = None if config.web_root is None else WebRoot(config.web_root)
+        recorder_list = list(recorders)
         if config.record_path is not None:
             try:
-                self.recorders.append(JsonlRecorder(config.record_path))
+                recorder_list.append(JsonlRecorder(config.record_path))
             except OSError as exc:
                 raise ConfigError(f"cannot write the session record: {exc}") from exc
-        #: Capture mode (``capture_dir``): pcaps and video per session; None when off.
-        self.captures = None if config.capture_dir is None else CaptureManager(config.capture_dir)
-        #: Fault injection (``faults``): deliberate misbehaviour for client tests; None when off.
-        self.faults = FaultInjector(config.faults) if config.faults else None
+        executor = ThreadPoolExecutor(max_workers=config.encoder_threads,
+                                      thread_name_prefix="spice-encode")
+        #: What connections and channels use of the server (internals: for tools and tests).
+        self.context = ServerContext(
+            config=config,
+            source=source,
+            sessions=SessionRegistry(offered_channels(), max_sessions=config.max_clients),
+            keys=KeyPool(executor, config.rsa_key_pool),
+            failures=FailureTracker(),
+            ticket=self._make_ticket(config.password, config.ticket_lifetime,
+                                     config.one_shot_ticket),
+            executor=executor,
+            encode_cache=EncodeCache(config.encode_cache_bytes),
+            on_input=on_input or log_input,
+            tls_enabled=self._tls is not None,
+            recorders=recorder_list,
+            captures=None if config.capture_dir is None else CaptureManager(config.capture_dir),
+            faults=FaultInjector(config.faults) if config.faults else None,
+        )
+        self._listeners: list[asyncio.Server] = []
+        self._server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None
+        self._closed = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -155,67 +165,97 @@ class SpiceServer:
 
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.keys.fill()
+        context = self.context
+        context.keys.fill()
         if self.config.warmup_encoders:
             # Compile (or load from numba's cache) every codec kernel before the first client,
             # in a worker thread, so no frame ever waits on the JIT.
             started = time.perf_counter()
-            await loop.run_in_executor(self.executor, _warmup_encoders)
+            await loop.run_in_executor(context.executor, _warmup_encoders)
             logger.info("image encoders ready in %.2fs", time.perf_counter() - started)
         _raise_open_files_limit(self.config.max_connections)
         self.source.on_disconnect_request = self.disconnect_clients
         await self.source.start()
-        self._server = await loop.create_server(
-            lambda: SpiceConnection(self), self.config.host, self.config.port
-        )
+        config = self.config
+        if config.unix_path is not None:
+            self._server = await loop.create_unix_server(self._protocol_factory(),
+                                                         config.unix_path)
+        else:
+            self._server = await loop.create_server(self._protocol_factory(), config.host,
+                                                    config.port)
+        self._listeners.append(self._server)
         if self._tls is not None:
             self._tls_server = await loop.create_server(
-                lambda: SpiceConnection(self, secure=True),
-                self.config.tls_host or self.config.host,
-                self.config.tls_port,
+                self._protocol_factory(secure=True),
+                config.tls_host or config.host,
+                config.tls_port,
                 ssl=self._tls,
-                ssl_handshake_timeout=self.config.handshake_timeout,
+                ssl_handshake_timeout=config.handshake_timeout,
             )
+            self._listeners.append(self._tls_server)
             logger.info("TLS listening on port %d; plain links must switch to it (%s)",
                         self.tls_port,
-                        "except " + ",".join(sorted(self.config.plaintext_channels))
-                        if self.config.plaintext_channels else "all channels")
-        logger.info("listening on %s (source %s %dx%d)", self.uri, self.source.kind,
-                    *self.source.size)
-        if self.faults is not None:
-            self.faults.log_active()
-        if self.captures is not None:
-            logger.log(logging.INFO if self.captures.video_unavailable is None else logging.WARNING,
-                       "%s", self.captures.describe())
+                        "except " + ",".join(sorted(config.plaintext_channels))
+                        if config.plaintext_channels else "all channels")
+        logger.info("listening on %s (source %s %dx%d)%s", self.uri, self.source.kind,
+                    *self.source.size, self._web_note())
+        if context.faults is not None:
+            context.faults.log_active()
+        if context.captures is not None:
+            captures = context.captures
+            logger.log(logging.INFO if captures.video_unavailable is None else logging.WARNING,
+                       "%s", captures.describe())
+
+    def _web_note(self) -> str:
+        if not self.config.websocket:
+            return ""
+        web = f"; web client from {self._web.root}" if self._web is not None else ""
+        return f"; WebSocket on the same port{web}"
+
+    def _protocol_factory(self, *, secure: bool = False) -> Any:
+        context, web = self.context, self._web
+        return lambda: StreamProtocol(context, secure=secure, web=web)
 
     async def close(self) -> None:
         """Stop listening, disconnect every client, stop the source."""
-        listeners = [s for s in (self._server, self._tls_server) if s is not None]
+        context = self.context
+        listeners, self._listeners = self._listeners, []
         for listener in listeners:
             listener.close()
-        for connection in list(self.connections):
+        for connection in list(context.connections):
             connection.abort("server closing")
         for listener in listeners:
             await listener.wait_closed()
         self._server = self._tls_server = None
-        if self.recorders:
+        if self.config.unix_path is not None and listeners:
+            _remove_socket(self.config.unix_path)
+        if context.recorders:
             # The aborted connections' disconnects reach the record first (a TLS transport
             # needs more than one loop turn to report its connection lost).
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
-                    await self._no_connections.wait()
-            for recorder in self.recorders:
+                    await context.wait_no_connections()
+            for recorder in context.recorders:
                 recorder.close()
         await self.source.stop()
-        if self.captures is not None:
-            await self.captures.aclose()
-        for task in list(self._tasks):
-            task.cancel()
-        self.executor.shutdown(wait=False, cancel_futures=True)
-        self.encode_cache.clear()
+        if context.captures is not None:
+            await context.captures.aclose()
+        context.cancel_tasks()
+        context.executor.shutdown(wait=False, cancel_futures=True)
+        context.encode_cache.clear()
         self._closed.set()
 
+    async def serve(self) -> None:
+        """Start (unless started), serve until cancelled or closed, then close."""
+        if self._server is None:
+            await self.start()
+        try:
+            await self._closed.wait()
+        finally:
+            await self.close()
+
     async def serve_forever(self) -> None:
+        """Wait until :meth:`close` (the server must be started)."""
         await self._closed.wait()
 
     async def __aenter__(self) -> SpiceServer:
@@ -225,10 +265,12 @@ class SpiceServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    # ------------------------------------------------------------------ addresses
+
     @property
     def port(self) -> int:
         """The port actually listened on (useful with ``port=0``)."""
-        if self._server is None or not self._server.sockets:
+        if self._server is None or not self._server.sockets or self.config.unix_path:
             return self.config.port
         return int(self._server.sockets[0].getsockname()[1])
 
@@ -241,7 +283,10 @@ class SpiceServer:
 
     @property
     def uri(self) -> str:
-        """``spice://host:port`` (with ``?tls-port=`` when TLS is on), as remote-viewer takes."""
+        """``spice://host:port`` (with ``?tls-port=`` when TLS is on), or ``spice+unix://PATH``,
+        as remote-viewer takes them."""
+        if self.config.unix_path is not None:
+            return f"spice+unix://{os.path.abspath(self.config.unix_path)}"
         host = self.config.host
         if ":" in host:
             host = f"[{host}]"
@@ -250,159 +295,56 @@ class SpiceServer:
             uri += f"?tls-port={self.tls_port}"
         return uri
 
+    # ------------------------------------------------------------------ control
+
+    @staticmethod
+    def _make_ticket(password: str | None, lifetime: float | None, one_shot: bool = False,
+                     now: float = -1.0) -> Ticket:
+        return Ticket(password=None if password is None else password.encode(),
+                      lifetime=lifetime, one_shot=one_shot, set_at=now)
+
     def set_ticket(self, password: str | None, lifetime: float | None = None) -> None:
         """Replace the ticket (None: any ticket); linked clients stay connected."""
-        if password is not None and not 0 < len(password.encode()) <= 60:
-            raise ConfigError("the password must be 1..60 bytes")
-        self.ticket = Ticket(
-            password=None if password is None else password.encode(),
-            lifetime=lifetime,
-            one_shot=self.config.one_shot_ticket,
-        )
+        if password is not None:
+            raw = password.encode()
+            if not 0 < len(raw) <= MAX_PASSWORD_LENGTH or b"\0" in raw:
+                raise ConfigError(f"the password must be 1..{MAX_PASSWORD_LENGTH} bytes "
+                                  "without NUL")
+        self.context.ticket = self._make_ticket(password, lifetime, self.config.one_shot_ticket,
+                                                self.context.clock())
 
-    # ------------------------------------------------------------------ used by connections
-
-    def channel_caps(self, channel_type: int) -> list[int]:
-        if channel_type == ChannelType.DISPLAY:
-            return list(SERVER_DISPLAY_CAPS)
-        # Inputs: no KEY_SCANCODE cap needed; we accept KEY_SCANCODE anyway.
-        return []
-
-    def check_secure(self, connection: SpiceConnection) -> tuple[LinkError, str]:
-        """With TLS on, a plain link must switch to the TLS port (spice-gtk reconnects)."""
-        if self._tls is None or connection.secure or connection.request is None:
-            return LinkError.OK, ""
-        if connection.request.channel_name in self.config.plaintext_channels:
-            return LinkError.OK, ""
-        return LinkError.NEED_SECURED, "this channel must use TLS"
-
-    def attach(
-        self, connection: SpiceConnection, request: LinkRequest, mini_header: bool
-    ) -> tuple[ChannelProtocol, ChannelHandler]:
-        """A connection completed its link: give it its channel protocol and handler."""
-        protocol_cls, handler_cls = _CHANNELS[request.channel_type]
-        limits = self.config.channel_limits
-        max_size = self.config.max_message_sizes.get(request.channel_name)
-        if max_size is not None:
-            limits = dataclasses.replace(limits, max_message_size=max_size)
-        kwargs: dict[str, Any] = {
-            "mini_header": mini_header,
-            "common_caps": request.common_caps,
-            "channel_caps": request.channel_caps,
-            "limits": limits,
-        }
-        if request.channel_type == ChannelType.MAIN:
-            session = self.sessions.create(connection)
-            protocol: ChannelProtocol = MainChannel(
-                session_id=session.id, channels=OFFERED_CHANNELS, name=self.config.name, **kwargs
+    def sessions(self) -> list[SessionInfo]:
+        """The live client sessions."""
+        return [
+            SessionInfo(
+                id=session.id,
+                peer=session.main.peer,
+                channels=("main", *sorted(CHANNELS[t].name for t, _ in session.channels)),
+                metrics=session.metrics,
             )
-            logger.info("%s: session %#010x started", connection.name, session.id)
-        else:
-            session, replaced = self.sessions.attach(request, connection)
-            if replaced is not None:
-                logger.info("%s: replaces an older %s connection", connection.name,
-                            request.channel_name)
-                replaced.abort(f"replaced by a newer {request.channel_name} connection")
-            protocol = protocol_cls(**kwargs)
-        handler = handler_cls(self, connection, session)
-        handler.channel = protocol  # type: ignore[attr-defined]
-        session.metrics.channel_stats.append(protocol.stats)
-        if self.faults is not None:
-            connection.faults = self.faults.connection(connection, protocol, request.channel_name)
-        if self.captures is not None and connection.capture is not None:
-            self.captures.bind(connection.capture, session.id, request.channel_type,
-                               request.channel_id)
-        return protocol, handler
-
-    def end_session(self, session: Session) -> None:
-        if not session.alive:
-            return
-        for connection in self.sessions.end(session):
-            connection.close("session ended (its main channel closed)")
-        logger.info("session %#010x ended: %s", session.id, session.metrics.summary())
-        if self.captures is not None:
-            self.captures.end_session(session.id)
+            for session in self.context.sessions.sessions.values()
+        ]
 
     def disconnect_clients(self) -> None:
         """End every client session (the source asked: ``FramebufferSource.request_disconnect``).
         Call on the loop thread."""
-        sessions = list(self.sessions.sessions.values())
+        sessions = list(self.context.sessions.sessions.values())
         logger.info("source %s asked to disconnect every client: ending %d session(s)",
                     self.source.kind, len(sessions))
         for session in sessions:
             session.main.close()  # flushes what is queued, then the client sees EOF
-            self.end_session(session)
-
-    def connection_opened(self, connection: SpiceConnection) -> None:
-        self.connections.add(connection)
-        self._no_connections.clear()
-
-    def connection_closed(self, connection: SpiceConnection) -> None:
-        self.connections.discard(connection)
-        if not self.connections:
-            self._no_connections.set()
-        handler = connection.handler
-        if handler is not None and connection.request is not None:
-            key = (connection.request.channel_type, connection.request.channel_id)
-            if connection.request.channel_type != ChannelType.MAIN:
-                self.sessions.detach(handler.session, key, connection)
-
-    def log_refusal(self, connection: SpiceConnection, exc: LinkRefused) -> None:
-        code = enum_name(LinkError, exc.code)
-        logger.warning("%s: refused %s: %s", connection.name, code.upper(), exc.reason)
-        self.record_link(connection, code, exc.reason)
-
-    # ------------------------------------------------------------------ session record
-
-    def record(self, event: dict[str, Any], connection: SpiceConnection | None = None) -> None:
-        """Hand one event to every recorder, stamped with time, session and channel.  Callers
-        test ``self.recorders`` first, so a server that records nothing pays one test."""
-        session = channel = None
-        if connection is not None:
-            handler = connection.handler
-            if handler is not None:
-                session = handler.session.id
-            elif connection.request is not None and connection.request.connection_id:
-                session = connection.request.connection_id
-            if connection.request is not None:
-                channel = connection.request.channel_name
-                event.setdefault("channel_id", connection.request.channel_id)
-        event = stamp(event, session, channel)
-        for recorder in list(self.recorders):
-            try:
-                recorder.record(event)
-            except Exception:
-                logger.exception("recorder %r failed; removed", recorder)
-                self.recorders.remove(recorder)
-
-    def record_link(self, connection: SpiceConnection, result: str, reason: str = "") -> None:
-        """A link finished: ``ok``, or the SpiceLinkErr it was refused with and why."""
-        request = connection.request
-        if not self.recorders or request is None:
-            return
-        event = link_record(request.channel_type, request.channel_id, request.common_caps,
-                            request.channel_caps, result, connection.peer)
-        if reason:
-            event["reason"] = reason
-        self.record(event, connection)
+            self.context.end_session(session)
 
     def set_key_modifiers(self, modifiers: KeyModifiers) -> None:
         """The host's lock keys (Caps/Num/Scroll): KEY_MODIFIERS to every inputs channel whose
         client was told otherwise.  Call on the loop thread; cheap to call repeatedly."""
-        for connection in list(self.connections):
+        for connection in list(self.context.connections):
             handler = connection.handler
-            if isinstance(handler, InputsHandler) and getattr(handler, "channel", None):
-                handler.channel.set_modifiers(modifiers)
-                connection.flush()
-
-    def deliver_input(self, event: InputEvent) -> None:
-        try:
-            self.on_input(event)
-        except Exception:
-            logger.exception("input callback failed on %s", event)
-
-    def track(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+            if isinstance(handler, InputsHandler):
+                handler.set_modifiers(modifiers)
 
 
+def _remove_socket(path: str) -> None:
+    with contextlib.suppress(OSError):
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.remove(path)

@@ -45,7 +45,7 @@ def measure(size: tuple[int, int], seconds: float, compression: str,
         server = st.server
         assert server is not None
         time.sleep(2.0)  # warm-up: first full frame, encoder start-up
-        (session,) = st.call(lambda: list(server.sessions.sessions.values()))
+        (session,) = st.call(lambda: list(server.sessions()))
         frames0, loop0 = session.metrics.frames, st.call(time.thread_time)
         cpu0, wall0 = time.process_time(), time.monotonic()
         time.sleep(seconds)
@@ -58,10 +58,10 @@ def measure(size: tuple[int, int], seconds: float, compression: str,
         "loop_cpu_ms_per_frame": round(1000 * (loop1 - loop0) / frames, 3),
         "process_cpu_ms_per_frame": round(1000 * (cpu1 - cpu0) / frames, 3),
     }
-    if server.captures is not None:
+    if server.context.captures is not None:
         result["videos"] = [
             {"frames": v.frames, "merged": v.merged, "error": v.error}
-            for v in server.captures.videos
+            for v in server.context.captures.videos
         ]
         result["capture_bytes"] = sum(
             p.stat().st_size for p in Path(capture_dir or ".").rglob("*") if p.is_file()

@@ -64,7 +64,7 @@ def main() -> None:
         invalidates = sum(1 for e in events if e.get("event") == "invalidate")
         server = st.server
         assert server is not None
-        sessions = list(server.sessions.sessions.values())
+        sessions = list(server.sessions())
         summary = sessions[0].metrics.summary() if sessions else ""
     print(json.dumps({
         "size": args.size,

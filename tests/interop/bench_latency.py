@@ -62,7 +62,7 @@ def main() -> None:
             client.wait_for_frame(frames[(args.rounds - 1) % len(frames)], timeout=30)
             server = st.server
             assert server is not None
-            summary = [s.metrics.summary() for s in server.sessions.sessions.values()]
+            summary = [s.metrics.summary() for s in server.sessions()]
     ordered = sorted(latencies[len(frames):])
     print(json.dumps({
         "size": f"{width}x{height}",

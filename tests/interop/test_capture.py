@@ -50,7 +50,7 @@ def run_session(root: Path, size: tuple[int, int], updates: int) -> Capture:
             client.wait_channel_open("inputs")
             client.wait_for("mark", timeout=20)
             assert st.server is not None
-            sessions = st.call(lambda: list(st.server.sessions.sessions.values()))  # type: ignore[union-attr]
+            sessions = st.call(lambda: list(st.server.sessions()))  # type: ignore[union-attr]
             deadline = time.monotonic() + 30
             while sessions[0].metrics.frames < updates:  # the pattern animates at 30 fps
                 assert time.monotonic() < deadline, "the session sent too few updates"
@@ -59,10 +59,10 @@ def run_session(root: Path, size: tuple[int, int], updates: int) -> Capture:
             client.position(10, 10)
             client.ping()
         # Closing the server ends the session and waits (bounded) for the video to be written.
-    assert st.server is not None and st.server.captures is not None
+    assert st.server is not None and st.server.context.captures is not None
     (session,) = sessions
     (directory,) = root.iterdir()
-    return Capture(directory, session.metrics.frames, list(st.server.captures.videos))
+    return Capture(directory, session.metrics.frames, list(st.server.context.captures.videos))
 
 
 @pytest.fixture(scope="module")

@@ -61,7 +61,7 @@ def test_codec_round_trips_through_spice_gtk(mode: str, corpus: Path) -> None:
         assert server is not None
         codecs = {
             codec
-            for session in server.sessions.sessions.values()
+            for session in server.sessions()
             for codec in session.metrics.bytes_by_codec
         }
         # QUIC needs 3x3 pixels: the 1-row update goes out as LZ.

@@ -38,9 +38,9 @@ def test_three_clients_see_pixel_exact_frames(mode: ImageCompression) -> None:
             st.call(source.resume)
         server = st.server
         assert server is not None
-        sessions = st.call(lambda: list(server.sessions.sessions.values()))
+        sessions = st.call(lambda: list(server.sessions()))
         assert len(sessions) == CLIENTS
-        stats = st.call(lambda: server.encode_cache.stats)
+        stats = st.call(lambda: server.context.encode_cache.stats)
         assert stats.hits > 0 and sum(s.metrics.shared_draws for s in sessions) == stats.hits
         if mode is ImageCompression.AUTO_GLZ:
             for session in sessions:

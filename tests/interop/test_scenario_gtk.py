@@ -80,4 +80,4 @@ def test_disconnect_step_closes_the_client() -> None:
                   if e["event"] == "channel-event" and e["channel_event"] == "closed"}
         assert closed == {"main", "display", "inputs", "cursor"}
         assert st.call(lambda: (source.disconnects, source.state)) == (1, "done")
-        assert not st.call(lambda: list(st.server.sessions.sessions) if st.server else [])
+        assert not st.call(lambda: st.server.sessions() if st.server else [])

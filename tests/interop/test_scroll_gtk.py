@@ -40,7 +40,7 @@ apps = test_desktop.apps
 def copy_bits_sent(st: ServerThread) -> int:
     server = st.server
     assert server is not None
-    return int(st.call(lambda: sum(s.metrics.copy_bits for s in server.sessions.sessions.values())))
+    return int(st.call(lambda: sum(s.metrics.copy_bits for s in server.sessions())))
 
 
 def test_numpy_terminal_scrolls_both_ways_pixel_exact() -> None:

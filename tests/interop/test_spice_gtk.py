@@ -152,7 +152,7 @@ def test_repeated_cursor_shapes_come_from_the_client_cache() -> None:
             st.call(lambda shape=shape: source.set_cursor(shape))
             event = client.wait_for("cursor-set", timeout=20)
             assert (event["sha256"], event["hot_x"]) == (digest(shape), shape.hot_x)
-        handler = next(c.handler for c in st.server.connections  # type: ignore[union-attr]
+        handler = next(c.handler for c in st.server.context.connections  # type: ignore[union-attr]
                        if c.request is not None and c.request.channel_name == "cursor")
         assert handler.channel.stats.messages_sent >= 6
         assert not [e for e in client.events if e["event"] == "log"

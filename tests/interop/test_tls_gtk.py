@@ -32,5 +32,5 @@ def test_spice_gtk_switches_to_tls_and_decodes_exactly(tmp_path: Path) -> None:
             for channel in ("main", "display", "inputs", "cursor"):
                 client.wait_channel_open(channel, timeout=30)
             client.wait_for_frame(frame, timeout=30)
-            linked = st.call(lambda: [c.secure for c in server.connections if c.channel])
+            linked = st.call(lambda: [c.secure for c in server.context.connections if c.channel])
             assert linked == [True] * 4

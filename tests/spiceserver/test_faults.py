@@ -13,21 +13,12 @@ import pytest
 from spiceserver import ImageCompression, NumpySource, ServerConfig
 from spiceserver.__main__ import build_parser, config_from_args
 from spiceserver.errors import ConfigError
-from spiceserver.faults import (
-    CORRUPT_STRIDE,
-    INTACT_PREFIX,
-    UNKNOWN_MESSAGE_BODY,
-    UNKNOWN_MESSAGE_TYPE,
-    Fault,
-    ImageCorrupter,
-    corrupt_image,
-    parse_faults,
-    take_messages,
-)
-from spiceserver.imaging import ImageEncoder, encode_bitmap
+from spiceserver.faults import UNKNOWN_MESSAGE_BODY, UNKNOWN_MESSAGE_TYPE, Fault, parse_faults
 from spiceserver.protocol.display import EncodedImage
 from spiceserver.protocol.enums import ChannelType, CommonCap, ImageType, LinkError
 from spiceserver.protocol.inputs import InputsChannel
+from spiceserver.server.codecs import ImageEncoder, encode_bitmap, intact_prefix
+from spiceserver.server.fault_injection import CORRUPT_STRIDE, ImageCorrupter, corrupt_image
 from tests.conftest import run
 from tests.fakeclient import LoopbackClient
 from tests.spiceserver.server.test_loopback import (
@@ -74,7 +65,7 @@ def test_specs_parse_and_print_back(spec: str, expected: Fault) -> None:
         ("delay:display:0", "SECONDS must be positive"),
         ("delay:display:-1", "SECONDS must be positive"),
         ("delay:display:nan", "SECONDS must be positive"),
-        ("delay:playback:1", "unknown channel 'playback'"),
+        ("delay:bogus:1", "unknown channel 'bogus'"),
         ("close-after:main:0", "N must be at least 1"),
         ("close-after:main:2.5", "expected close-after:CHANNEL:N"),
         ("unknown-message", "expected unknown-message:CHANNEL"),
@@ -126,44 +117,36 @@ def test_bad_fault_on_the_command_line_is_a_usage_error(capsys: pytest.CaptureFi
 # ---------------------------------------------------------------------------- pure helpers
 
 
-def framed(mini_header: bool, bodies: list[tuple[bytes | memoryview, ...]]) -> tuple[
-    list[bytes | memoryview], list[bytes]
+def queued(mini_header: bool, bodies: list[tuple[bytes | memoryview, ...]]) -> tuple[
+    InputsChannel, list[bytes]
 ]:
-    """Messages queued by a real channel protocol: its chunks, and each message's bytes."""
+    """Messages queued on a real channel protocol, and each message's bytes."""
     channel = InputsChannel(mini_header=mini_header)
+    reference = InputsChannel(mini_header=mini_header)
     for i, body in enumerate(bodies):
         channel.send_raw(200 + i, body)
-    chunks = channel.data_to_send()
-    stream = b"".join(bytes(c) for c in chunks)
+        reference.send_raw(200 + i, body)
+    stream = b"".join(bytes(c) for c in reference.data_to_send())
     messages, offset = [], 0
     for body in bodies:
         end = offset + (6 if mini_header else 18) + sum(len(c) for c in body)
         messages.append(stream[offset:end])
         offset = end
     assert offset == len(stream)
-    return chunks, messages
+    return channel, messages
 
 
 @pytest.mark.parametrize("mini_header", [True, False])
 def test_take_messages_cuts_at_message_boundaries(mini_header: bool) -> None:
+    """close-after's cut: whole messages only, the rest stays queued in order."""
     bodies = [(b"ab", memoryview(b"cdef")), (), (b"x" * 1000,), (b"1", b"2", b"3")]
-    chunks, messages = framed(mini_header, bodies)
     for count in range(6):
-        taken, n = take_messages(list(chunks), count, mini_header)
+        channel, messages = queued(mini_header, bodies)
+        taken, n = channel.take_messages(count)
         assert n == min(count, 4)
         assert b"".join(bytes(c) for c in taken) == b"".join(messages[:n])
-    # Headers and bodies that span chunks (not what send_raw makes, but allowed).
-    stream = b"".join(bytes(c) for c in chunks)
-    pieces = [stream[i : i + 5] for i in range(0, len(stream), 5)]
-    taken, n = take_messages(pieces, 3, mini_header)
-    assert n == 3 and b"".join(bytes(c) for c in taken) == b"".join(messages[:3])
-
-
-def test_take_messages_refuses_a_partial_message() -> None:
-    with pytest.raises(ValueError, match="header"):
-        take_messages([b"\x01\x00\x05"], 1)
-    with pytest.raises(ValueError, match="body"):
-        take_messages([struct.pack("<HI", 1, 5), b"abc"], 1)
+        rest = b"".join(bytes(c) for c in channel.data_to_send())
+        assert rest == b"".join(messages[n:])
 
 
 def encoded_images() -> list[EncodedImage]:
@@ -185,7 +168,7 @@ def test_corrupt_image_keeps_lengths_and_headers(image: EncodedImage) -> None:
     original = b"".join(bytes(c) for c in image.body)
     damaged = corrupt_image(image)
     data = b"".join(bytes(c) for c in damaged.body)
-    keep = INTACT_PREFIX[image.type]
+    keep = intact_prefix(image.type)
     assert len(data) == len(original) and damaged.size == image.size
     assert data[:keep] == original[:keep]  # data_size and the codec header
     if image.type != ImageType.BITMAP:
@@ -286,7 +269,7 @@ def test_delay_pauses_production_above_the_write_buffer_mark() -> None:
             main, session_id = await open_session(server.port)
             display = await open_display(server.port, session_id)
             await asyncio.sleep(0.1)
-            (connection,) = [c for c in server.connections
+            (connection,) = [c for c in server.context.connections
                              if c.request and c.request.channel_name == "display"]
             assert connection.faults is not None
             assert connection.faults.held_bytes > 64 * 1024  # one full frame, 256 KiB
@@ -436,7 +419,7 @@ def test_corrupt_image_on_the_wire(mode: ImageCompression) -> None:
         assert image_type == clean.type
         expected = b"".join(bytes(c) for c in clean.body)[4:]
         assert len(stream) == len(expected)
-        keep = INTACT_PREFIX[clean.type] - 4
+        keep = intact_prefix(clean.type) - 4
         assert stream[:keep] == expected[:keep] and stream != expected
 
     run(scenario())

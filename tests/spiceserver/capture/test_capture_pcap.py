@@ -31,8 +31,9 @@ from spiceserver.capture.pcap import (
     checksum,
     ones_complement_sum,
 )
-from spiceserver.capture.session import SessionCapture, _client_link_boundaries, _cut
+from spiceserver.capture.session import SessionCapture, _cut
 from spiceserver.protocol.enums import ChannelType, LinkError
+from spiceserver.protocol.link import LinkProtocol
 from tests.conftest import run
 from tests.fakeclient import LoopbackClient, link_message
 
@@ -235,14 +236,25 @@ def test_flow_addresses_without_ipv4() -> None:
 def test_link_stage_cut_at_message_boundaries() -> None:
     link = link_message(ChannelType.DISPLAY, common_caps=[0, 3])  # AUTH_SELECTION announced
     stream = link + struct.pack("<I", 1) + bytes(128) + b"channel data"
-    cuts = _client_link_boundaries(stream)
+    cuts = link_boundaries(stream)
     assert cuts == [len(link), len(link) + 4, len(link) + 4 + 128]
     # One read holding the auth selection, the ticket and more: three pieces.
     assert _cut(stream[len(link):], len(link), cuts) == [
         stream[len(link) : len(link) + 4], bytes(128), b"channel data"]
     no_selection = link_message(ChannelType.DISPLAY, common_caps=[3])
-    assert _client_link_boundaries(no_selection) == [len(no_selection), len(no_selection) + 128]
-    assert _client_link_boundaries(b"RED") == []
+    stream = no_selection + bytes(128)
+    assert link_boundaries(stream) == [len(no_selection), len(no_selection) + 128]
+    assert link_boundaries(b"RED") == []
+
+
+def link_boundaries(stream: bytes) -> list[int]:
+    """Where the link stage's own parser says each client message ended (the server answers
+    as it would, with our common caps and a 128-byte ticket)."""
+    link = LinkProtocol()
+    if link.receive_data(stream) is not None:
+        link.accept(bytes(162), ticket_size=128)
+        link.receive_data(b"")
+    return link.client_boundaries
 
 
 # ---------------------------------------------------------------------- a session on loopback
@@ -290,7 +302,7 @@ def test_session_capture_on_loopback(tmp_path: Path, event_loop_name: str) -> No
             assert streams(read_pcap(main_pcap.read_bytes()))[0].startswith(b"REDQ")
             await display.close()
             await main.close()
-            session = server.sessions.sessions.get(session_id)
+            session = next((s for s in server.sessions() if s.id == session_id), None)
             frames = session.metrics.frames if session else -1
             await asyncio.sleep(0.2)  # let the server see both connections close
         return server, session_id, frames
@@ -313,8 +325,8 @@ def test_session_capture_on_loopback(tmp_path: Path, event_loop_name: str) -> No
     assert display_out.count(struct.pack("<H", 304)) >= 1 + updates
 
     if HAVE_VIDEO:
-        assert server.captures is not None
-        (video,) = server.captures.videos
+        assert server.context.captures is not None
+        (video,) = server.context.captures.videos
         assert (video.width, video.height, video.error) == (96, 64, None)
         assert video.frames + video.merged == frames >= 1 + updates
         import av
@@ -332,10 +344,10 @@ def test_capture_off_costs_one_attribute(tmp_path: Path) -> None:
         source = NumpySource(frame=random_frame(32, 32, 2))
         async with SpiceServer(source, password=PASSWORD, port=0,
                                warmup_encoders=False) as server:
-            assert server.captures is None
+            assert server.context.captures is None
             main, display, _ = await open_session(server.port)
             await display.receive(102)
-            assert all(c.capture is None for c in server.connections)
+            assert all(c.capture is None for c in server.context.connections)
             await display.close()
             await main.close()
 

@@ -7,6 +7,7 @@ import struct
 import pytest
 
 from spiceserver.errors import DecodeError, MessageTooLarge, UnexpectedMessage
+from spiceserver.protocol import messages as m
 from spiceserver.protocol.channel import ChannelLimits
 from spiceserver.protocol.cursor import CursorChannel
 from spiceserver.protocol.display import DisplayChannel, EncodedImage
@@ -23,7 +24,7 @@ from spiceserver.protocol.events import (
 )
 from spiceserver.protocol.inputs import InputsChannel, parse_scancodes
 from spiceserver.protocol.main import MainChannel
-from spiceserver.session import OFFERED_CHANNELS
+from spiceserver.server.registry import offered_channels
 from tests.fakeclient import MessageSplitter, frame
 
 
@@ -33,7 +34,7 @@ def drain(channel: object) -> list[tuple[int, bytes]]:
 
 
 def test_main_sends_init_then_channels_list_only_after_attach() -> None:
-    main = MainChannel(session_id=0xABC, channels=OFFERED_CHANNELS, mini_header=True,
+    main = MainChannel(session_id=0xABC, channels=offered_channels(), mini_header=True,
                        channel_caps=tuple(caps_to_words([MainCap.NAME_AND_UUID])))
     main.start(now=12.5)
     sent = drain(main)
@@ -73,18 +74,19 @@ def test_ack_window_closes_and_reopens() -> None:
     display.receive_data(frame(1, struct.pack("<I", 1)), now=0.0)  # ACK_SYNC
     for _ in range(9):
         assert display.can_send()
-        display.mark()
+        display.send(m.Mark())
     assert not display.can_send()  # 9 unacked > 2 * 4
+    display.data_to_send(now=0.25)  # written: the ACK lag runs from here
     display.receive_data(frame(2), now=0.5)  # ACK
     assert display.can_send()
-    assert display.stats.ack_lag and display.stats.ack_lag[0] >= 0
+    assert list(display.stats.ack_lag) == [0.25]
 
 
 def test_ack_for_an_old_generation_is_ignored() -> None:
     display = DisplayChannel(mini_header=True, limits=ChannelLimits(ack_window=1))
     display.start(now=0.0)
     for _ in range(3):
-        display.mark()
+        display.send(m.Mark())
     display.receive_data(frame(2), now=0.0)  # no ACK_SYNC yet
     assert not display.can_send()
 
@@ -100,7 +102,8 @@ def test_display_init_and_drawing_layout() -> None:
     ]
     display.create_primary(640, 480)
     display.draw_copy(10, 20, EncodedImage(ImageType.BITMAP, 3, 2, (b"\xAA" * 5,), id=77))
-    display.mark()
+    display.end_update()
+    display.end_update()  # MARK once per new surface
     msgs = drain(display)
     assert [t for t, _ in msgs] == [314, 317, 304, 102]
     body = msgs[2][1]

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from spiceserver.imaging import encode_shared, shared_codec_key
 from spiceserver.protocol.display import EncodedImage
+from spiceserver.server.codecs import encode_shared, shared_codec_key
 from spiceserver.server.encode_cache import KEEP_VERSIONS, EncodeCache
 from spiceserver.sources.base import Rect
 from tests.conftest import run

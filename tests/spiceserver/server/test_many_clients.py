@@ -51,7 +51,7 @@ def test_each_client_gets_its_own_session_on_one_source(event_loop_name: str) ->
                 await receive_until(display, canvas, source.frame)
                 clients.append((main, display, canvas, session_id))
             assert len({session_id for *_, session_id in clients}) == 3
-            assert set(server.sessions.sessions) == {session_id for *_, session_id in clients}
+            assert {s.id for s in server.sessions()} == {session_id for *_, session_id in clients}
             source.update(random_frame(20, 10, 11), Rect(30, 40, 20, 10))
             for _, display, canvas, _ in clients:
                 await receive_until(display, canvas, source.frame)
@@ -62,7 +62,7 @@ def test_each_client_gets_its_own_session_on_one_source(event_loop_name: str) ->
             source.update(random_frame(96, 64, 12))
             for _, display, canvas, _ in clients:
                 await receive_until(display, canvas, source.frame)
-            assert gone_id not in server.sessions.sessions and len(server.sessions.sessions) == 2
+            assert gone_id not in {s.id for s in server.sessions()} and len(server.sessions()) == 2
             for main, display, _, _ in clients:
                 await display.close()
                 await main.close()
@@ -83,7 +83,7 @@ def test_max_clients_refuses_further_main_links(caplog: pytest.LogCaptureFixture
             refused = await LoopbackClient.open(server.port)
             assert await refused.link(ChannelType.MAIN, PASSWORD) == LinkError.ERROR
             assert await refused.closed_by_server()
-            assert set(server.sessions.sessions) == {first_id, second_id}
+            assert {s.id for s in server.sessions()} == {first_id, second_id}
 
             # The established sessions are untouched: updates flow, channels still link.
             second_display = await open_display(server.port, second_id)
@@ -95,7 +95,7 @@ def test_max_clients_refuses_further_main_links(caplog: pytest.LogCaptureFixture
             # A session that ends frees its place.
             await first_main.close()
             assert await first_display.closed_by_server()  # closed when its session ended
-            assert set(server.sessions.sessions) == {second_id}
+            assert {s.id for s in server.sessions()} == {second_id}
             third_main, _ = await open_session(server.port)
             for client in (second_display, second_main, third_main):
                 await client.close()
@@ -123,12 +123,12 @@ def test_clients_at_the_same_version_share_lz_encodings() -> None:
             source.update(random_frame(40, 30, 31), Rect(50, 30, 40, 30))
             for _, display, canvas in clients:
                 await receive_until(display, canvas, source.frame)
-            stats = server.encode_cache.stats
+            stats = server.context.encode_cache.stats
             # The first full frame went out while its client was alone, so nothing was cached
             # (a lone display skips the cache): the second client encoded it; the patch, with
             # two displays, was encoded once and shared.
             assert stats.encodes == 2 and stats.hits == 1
-            shared = [s.metrics.shared_draws for s in server.sessions.sessions.values()]
+            shared = [s.metrics.shared_draws for s in server.sessions()]
             assert sorted(shared) == [0, 1]
             for main, display, _ in clients:
                 await display.close()

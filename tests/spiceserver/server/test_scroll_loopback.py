@@ -105,7 +105,7 @@ class Display:
 
 
 def display_session(server: SpiceServer) -> Session:
-    (session,) = server.sessions.sessions.values()
+    (session,) = server.context.sessions.sessions.values()
     return session
 
 

@@ -78,7 +78,7 @@ def test_expired_ticket_is_refused() -> None:
         async with server(ticket_lifetime=30) as srv:
             client = await LoopbackClient.open(srv.port)
             assert await client.link(ChannelType.MAIN, PASSWORD) == LinkError.OK
-            srv.ticket.set_at -= 31  # half a minute later
+            srv.context.ticket.set_at -= 31  # half a minute later
             late = await LoopbackClient.open(srv.port)
             assert await late.link(ChannelType.MAIN, PASSWORD) == LinkError.PERMISSION_DENIED
             srv.set_ticket("new ticket", lifetime=30)
@@ -156,7 +156,7 @@ def test_hundreds_of_half_open_connections_do_not_block_a_good_client() -> None:
             display = await open_display(srv.port, session_id)
             canvas = Canvas(200, 100)
             await receive_until(display, canvas, source.frame)
-            assert len(srv.connections) == 402
+            assert len(srv.context.connections) == 402
             for client in idle:
                 client.writer.close()
 
@@ -175,9 +175,9 @@ def test_client_that_stops_reading_gets_the_latest_frame_when_it_resumes() -> No
             for seed in range(100, 400):  # 300 full frames, 77 MB of raw pixels
                 source.update(random_frame(256, 256, seed))
                 await asyncio.sleep(0.001)
-            connection = next(c for c in srv.connections
+            connection = next(c for c in srv.context.connections
                               if c.request and c.request.channel_type == ChannelType.DISPLAY)
-            buffered = connection.transport.get_write_buffer_size()
+            buffered = connection.outlet.buffered()
             assert buffered < 8 * 1024 * 1024  # bounded: updates stopped at the high-water mark
             display.writer.transport.resume_reading()
             while True:  # what it sees: stale bands, then the newest frame, nothing queued

@@ -397,7 +397,7 @@ def test_disconnect_step_ends_the_sessions_over_loopback(event_loop_name: str) -
             await asyncio.wait_for(source.finished.wait(), 5)
             assert await main.closed_by_server(timeout=5)
             assert await display.closed_by_server(timeout=5)
-            assert not server.sessions.sessions
+            assert not server.sessions()
             await main.close()
             await display.close()
 

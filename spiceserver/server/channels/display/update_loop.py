@@ -1,0 +1,251 @@
+"""The display channel's server side: when to send what.
+
+Damage from the source merges in a :class:`~spiceserver.region.DirtyRegion` while the client
+is busy (ACK window closed, or the transport above its high-water mark); each update reads the
+pixels at send time, so a slow client gets the newest pixels and never a queue of stale frames.
+Updates are paced to ``max_fps`` on a schedule; a new surface is drawn whole, then MARKed
+(``DisplayChannel.end_update``).  Encoding is :mod:`.encode`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from spiceserver.protocol.display import DisplayChannel
+from spiceserver.protocol.events import CompressionPreferred, DisplayReady
+from spiceserver.protocol.messages import CursorShape
+from spiceserver.region import DirtyRegion, split_rows
+from spiceserver.scroll import PendingMoves, Scroll
+from spiceserver.server.channels.base import ChannelHandler
+from spiceserver.server.channels.display.encode import encode_bands
+from spiceserver.server.codecs import ImageEncoder
+from spiceserver.server.fault_injection import ImageCorrupter
+from spiceserver.sources.base import Rect
+
+__all__ = ["MAX_BAND_PIXELS", "DisplayHandler"]
+
+logger = logging.getLogger("spiceserver.channels")
+
+#: Raw bitmaps are cut into bands of at most this many pixels (1 MiB), so one update never
+#: sits in a single multi-megabyte message and the ACK window keeps its meaning.
+MAX_BAND_PIXELS = 256 * 1024
+#: Update slots are this fraction of ``1 / max_fps`` apart: a client may get up to 5% more
+#: than ``max_fps`` updates from a faster source, and never loses frames of a source ticking
+#: at ``max_fps`` to timer jitter.
+PACING_HEADROOM = 0.95
+
+
+class DisplayHandler(ChannelHandler[DisplayChannel]):
+    """Sends screen updates: damage merges while the client is busy; pixels read at send time."""
+
+    protocol = DisplayChannel
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.dirty = DirtyRegion()
+        self.need_surface = True
+        self.encoder = ImageEncoder(self.context.config.image_compression)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._counted = False
+        #: The source version (FramebufferSource.version) whose pixels the client was last
+        #: sent: every damage reported up to it has gone out.
+        self.sent_version = -1
+        self._sent = asyncio.Event()  # replaced after each update: every waiter wakes
+        #: Source scrolls to send as COPY_BITS, and when that is right (see PendingMoves).
+        self.moves = PendingMoves()
+        #: Fault injection: damages images between encoder and wire (a copy; cached encodings
+        #: stay intact).  None when off.
+        faults = self.context.faults
+        self.corrupt_image: ImageCorrupter | None = (
+            None if faults is None else faults.image_corrupter(self.connection.name)
+        )
+
+    def start(self, now: float) -> None:
+        self.channel.start(now)
+        self.context.source.add_listener(self)
+        self.context.displays += 1
+        self._counted = True
+
+    def on_events(self, events: list[Any], now: float) -> None:
+        super().on_events(events, now)
+        for event in events:
+            if isinstance(event, DisplayReady) and self._task is None:
+                self._attach_glz(event)
+                name = f"display {self.connection.name}"
+                self._task = asyncio.create_task(self._run(), name=name)
+            elif isinstance(event, CompressionPreferred):
+                accepted = self.encoder.prefer(event.compression)
+                logger.info("%s: client prefers image compression %d%s", self.connection.name,
+                            event.compression, "" if accepted else " (not supported, ignored)")
+        self._wake.set()  # an ACK may have reopened the window
+
+    def _attach_glz(self, ready: DisplayReady) -> None:
+        """Share the session's GLZ dictionary (spice-gtk keeps one window per session)."""
+        if ready.glz_window_size <= 0:
+            return  # spice-html5: no GLZ at all (pitfall 23)
+        from encoders import GlzDictionary
+
+        dictionaries = self.session.glz_dictionaries
+        if ready.glz_dictionary_id not in dictionaries:
+            dictionaries[ready.glz_dictionary_id] = GlzDictionary(ready.glz_window_size)
+        self.encoder.glz = dictionaries[ready.glz_dictionary_id]
+
+    # Source listener: called on the loop thread.
+    def on_damage(self, rects: list[Rect]) -> None:
+        self.moves.damaged(self.context.source.version)
+        self.dirty.add(rects)
+        self._wake.set()
+
+    def on_resize(self, width: int, height: int) -> None:
+        self.moves.reset()
+        self.need_surface = True
+        self.dirty.clear()
+        self._wake.set()
+
+    def on_scroll(self, rect: Rect, dy: int, damage: list[Rect]) -> None:
+        # A COPY_BITS when this client holds what the move reads, else damage of rect.
+        version, pending = self.context.source.version, self.dirty.rects()
+        self.dirty.add(self.moves.scrolled(Scroll(rect, dy), damage, version, pending))
+        self._wake.set()
+
+    def on_cursor(self, shape: CursorShape | None) -> None: ...
+
+    def on_cursor_move(self, x: int, y: int) -> None: ...
+
+    def on_writable(self) -> None:
+        self._wake.set()
+
+    def closed(self) -> None:
+        self._closed = True
+        self.context.source.remove_listener(self)
+        if self._counted:
+            self._counted = False
+            self.context.displays -= 1
+            if self.context.displays < 2:
+                self.context.encode_cache.clear()  # a lone display no longer shares
+        if self._task is not None:
+            self._task.cancel()
+        self._sent.set()  # wake waiters, who find the connection closed
+
+    async def wait_sent(self, version: int) -> None:
+        """Until pixels of source ``version`` (or newer) went out to this client."""
+        while self.sent_version < version:
+            if self._closed:
+                raise ConnectionError(f"{self.connection.name}: closed")
+            await self._sent.wait()
+
+    async def _run(self) -> None:
+        try:
+            await self._update_loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("%s: display update failed, closing", self.connection.name)
+            self.connection.abort("display update failed")
+
+    async def _update_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        # Slots slightly closer than 1/max_fps: with exactly 1/max_fps, a source ticking at
+        # max_fps keeps whatever phase it has against the slots, and once a slot falls just
+        # before the ticks its jitter merges frames (one client in ten sat at 20 fps for
+        # seconds in bench_clients).  The headroom pulls the slots ahead of the ticks.
+        min_interval = PACING_HEADROOM / self.context.config.max_fps
+        next_slot = loop.time()
+        while not self._closed:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self.connection.writable:
+                continue  # woken again by an ACK or resume_writing
+            if self.need_surface:
+                self._create_surface()
+            wait = next_slot - loop.time()
+            if wait > 0 and not self.channel.mark_pending:
+                await asyncio.sleep(wait)
+            # Slots follow a schedule, so a source ticking at max_fps is never throttled by
+            # jitter; a late update does not push the schedule back more than one slot.
+            next_slot = max(next_slot + min_interval, loop.time())
+            await self._send_update()
+            if self.dirty:
+                self._wake.set()
+
+    def _create_surface(self) -> None:
+        width, height = self.context.source.size
+        self.channel.create_primary(width, height)
+        self.need_surface = False
+        self.moves.reset()
+        self.dirty.clear()
+        self.dirty.add([Rect(0, 0, width, height)])
+
+    async def _send_update(self) -> None:
+        """One update: queued moves, then the dirty region read now, encoded, drawn."""
+        source = self.context.source
+        rects = self.dirty.take()
+        # Queued moves go out after the previous update's draws and before this one's:
+        # the order PendingMoves relies on.
+        moves = self._send_moves()
+        if not rects:
+            if moves:  # the moves are the whole update: the client holds moves.version
+                self._update_sent(self.moves.version, source.size, [], moves)
+            return
+        size = source.size
+        bands = [
+            band
+            for rect in rects
+            if (clipped := rect.clip(*size)) is not None
+            for band in split_rows(clipped, MAX_BAND_PIXELS)
+        ]
+        version = source.version  # these pixels hold every change up to here
+        # Sessions at the same version share one read of each band (see encode_cache);
+        # a lone display has nobody to share with, and skips the cache's copies.
+        read, cache = source.read, self.context.encode_cache
+        if self.context.displays > 1:
+            snapshots = [(band, cache.read(version, band, read)) for band in bands]
+        else:
+            snapshots = [(band, read(band)) for band in bands]
+        self.moves.read(version)  # no await since dirty.take(): see PendingMoves
+        metrics = self.session.metrics
+        started = time.perf_counter()
+        encoded = await encode_bands(self.context, self.encoder, snapshots, version, metrics)
+        metrics.encode_seconds += time.perf_counter() - started
+        if self._closed:
+            return
+        # Even if the source was resized meanwhile, these images are sent (to the old
+        # surface, destroyed right after): GLZ ids must reach the client without a gap.
+        for band, image, codec in encoded:
+            if self.corrupt_image is not None:  # fault injection (--fault corrupt-image)
+                image = self.corrupt_image(image)
+            self.channel.draw_copy(band.x, band.y, image)
+            metrics.bytes_by_codec[codec] += image.size
+            metrics.draws += 1
+        self.channel.end_update()
+        metrics.frames += 1
+        self._update_sent(version, size, snapshots, moves)
+
+    def _send_moves(self) -> list[Scroll]:
+        """Send the queued moves as COPY_BITS (not flushed)."""
+        moves = self.moves.take()
+        for move in moves:
+            dest, source = move.dest, move.source
+            self.channel.copy_bits(source.x, source.y, dest.x, dest.y, dest.width, dest.height)
+        self.session.metrics.copy_bits += len(moves)
+        return moves
+
+    def _update_sent(self, version: int, size: tuple[int, int],
+                     snapshots: list[tuple[Rect, np.ndarray]], moves: list[Scroll]) -> None:
+        """An update is queued: write it, note the version the client now holds (waking
+        ``wait_sent``), and hand it to capture mode as a video frame."""
+        self.connection.flush()
+        self.sent_version = version
+        self._sent.set()
+        self._sent = asyncio.Event()
+        capture = self.connection.capture
+        if capture is not None:
+            copies = [(move.dest, move.source.x, move.source.y) for move in moves]
+            capture.display_update(size, snapshots, copies)

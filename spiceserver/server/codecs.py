@@ -1,0 +1,269 @@
+"""Image codecs, declared once, and the per-client choice among them.
+
+Pixels → :class:`~spiceserver.protocol.display.EncodedImage`.  :data:`CODECS` has one entry per
+codec: its SPICE image type, whether its encodings can be shared by sessions (and under which
+settings key), whether it is lossy, the bytes of its body a corrupting fault must keep intact,
+its size limits and its encoder.  :data:`MODES` says, for each SpiceImageCompression, which
+codecs a client in that mode may receive.  A new codec (JPEG, LZ4) is a row in each table.
+
+Runs in worker threads: everything here takes numpy snapshots and returns wire-ready images.
+The choice mirrors spice-server's ``get_compression_for_bitmap`` (``spice:server/dcc.cpp``) in
+spirit:
+
+* images under 54 bytes stay raw bitmaps, and QUIC needs at least 3×3 pixels;
+* ``auto-glz`` / ``auto-lz`` send photographic regions ("high graduality") as QUIC and
+  everything else as GLZ (when the client's window takes the image) or LZ;
+* ``glz`` falls back to LZ when the image does not fit the client's GLZ window;
+* a client's PREFERRED_COMPRESSION replaces the server's default for that client.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from spiceserver.protocol.display import EncodedImage
+from spiceserver.protocol.enums import (
+    BITMAP_FLAG_TOP_DOWN,
+    BitmapFormat,
+    ImageCompression,
+    ImageType,
+)
+
+if TYPE_CHECKING:
+    from encoders.glz import GlzDictionary
+
+__all__ = [
+    "CODECS",
+    "MODES",
+    "Codec",
+    "CodecKey",
+    "CompressionMode",
+    "ImageEncoder",
+    "encode_bitmap",
+    "encode_shared",
+    "intact_prefix",
+    "is_photographic",
+    "shared_codec_key",
+]
+
+logger = logging.getLogger("spiceserver.codecs")
+
+_BITMAP = struct.Struct("<BBIIII")  # format, flags, x, y, stride, Palette* (0 = none)
+_DATA_SIZE = struct.Struct("<I")
+#: spice-server sends images smaller than this many bytes uncompressed.
+MIN_COMPRESS_BYTES = 54
+
+#: A codec and the settings it encodes with: equal keys, equal pixels → equal bytes.
+CodecKey = tuple[str, ...]
+
+
+def encode_bitmap(pixels: np.ndarray) -> EncodedImage:
+    """A raw 32BIT top-down bitmap (spice.proto ``BitmapData``)."""
+    height, width = pixels.shape[:2]
+    data = np.ascontiguousarray(pixels)
+    header = _BITMAP.pack(BitmapFormat.FMT_32BIT, BITMAP_FLAG_TOP_DOWN, width, height, width * 4, 0)
+    return EncodedImage(
+        type=ImageType.BITMAP,
+        width=width,
+        height=height,
+        body=(header, data.data.cast("B")),
+    )
+
+
+def _wrap(image_type: ImageType, width: int, height: int, stream: bytes) -> EncodedImage:
+    # QUIC, LZ_RGB and GLZ_RGB bodies: u32 data_size, then the stream (spice.proto).
+    return EncodedImage(
+        type=image_type, width=width, height=height, body=(_DATA_SIZE.pack(len(stream)), stream)
+    )
+
+
+def _encode_quic(pixels: np.ndarray) -> EncodedImage:
+    from encoders import quic_encode
+
+    height, width = pixels.shape[:2]
+    return _wrap(ImageType.QUIC, width, height, quic_encode(pixels))
+
+
+def _encode_lz(pixels: np.ndarray) -> EncodedImage:
+    from encoders import lz_encode
+
+    height, width = pixels.shape[:2]
+    return _wrap(ImageType.LZ_RGB, width, height, lz_encode(pixels))
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """One image codec as the display channel sees it."""
+
+    name: str
+    image_type: ImageType
+    #: Sessions may share its encodings under this key (the codec and its settings); None:
+    #: an encoding belongs to one session.  GLZ never shares: a GLZ image carries the id the
+    #: session's dictionary gave it and refers back to images that one client decoded
+    #: (``spice-gtk:src/decode-glz.c``), so its bytes are meaningless to any other client.
+    share_key: CodecKey | None
+    #: Whether decoding gives back other pixels than were encoded.
+    lossy: bool
+    #: Bytes at the start of its body (after the 18-byte descriptor) that hold lengths and the
+    #: codec's own header: a corrupting fault keeps them so the client's framing and size
+    #: checks pass and its decoder meets the damage.  BITMAP: format, flags, width, height,
+    #: stride, Palette* (18).  QUIC: u32 data_size, then magic, version, type, width, height
+    #: (5 words, ``spice-common:common/quic.c``).  LZ_RGB: u32 data_size, then 7 big-endian
+    #: words (magic, version, type, width, height, stride, top_down; ``common/lz.c``).
+    #: GLZ_RGB: u32 data_size, then the 33-byte header (``spice-gtk:src/decode-glz.c``
+    #: ``decode_header()``), whose image id and window distance keep the client's GLZ window
+    #: in step with ours.
+    intact_prefix: int
+    #: Smallest width and height it encodes.
+    min_side: int = 1
+    #: Pixels → image, for codecs without per-session state (None: see ImageEncoder).
+    encode: Callable[[np.ndarray], EncodedImage] | None = None
+
+
+#: Every codec, by the name used in metrics and the encode cache.
+CODECS: dict[str, Codec] = {
+    codec.name: codec
+    for codec in (
+        Codec("raw", ImageType.BITMAP, ("raw", "32bit"), False, 18, encode=encode_bitmap),
+        # QUIC and LZ are always RGB32 without alpha here; a new setting (QUIC alpha, an LZ4
+        # level) must join the share key.
+        Codec("quic", ImageType.QUIC, ("quic", "rgb32"), False, 4 + 20, min_side=3,
+              encode=_encode_quic),
+        Codec("lz", ImageType.LZ_RGB, ("lz", "rgb32"), False, 4 + 28, encode=_encode_lz),
+        Codec("glz", ImageType.GLZ_RGB, None, False, 4 + 33),
+    )
+}
+_BY_IMAGE_TYPE = {codec.image_type: codec for codec in CODECS.values()}
+
+
+@dataclass(frozen=True, slots=True)
+class CompressionMode:
+    """What a client in one SpiceImageCompression mode receives."""
+
+    #: Candidates in order: the first that can take an image is used.
+    codecs: tuple[str, ...]
+    #: For photographic areas, when it can take them (the auto modes).
+    photographic: str | None = None
+
+
+#: The modes we serve (libspice-server's meanings); LZ4 (7) is not implemented, so a client
+#: asking for it keeps ours.
+MODES: dict[ImageCompression, CompressionMode] = {
+    ImageCompression.OFF: CompressionMode(("raw",)),
+    ImageCompression.AUTO_GLZ: CompressionMode(("glz", "lz"), photographic="quic"),
+    ImageCompression.AUTO_LZ: CompressionMode(("lz",), photographic="quic"),
+    ImageCompression.QUIC: CompressionMode(("quic", "lz")),
+    ImageCompression.GLZ: CompressionMode(("glz", "lz")),
+    ImageCompression.LZ: CompressionMode(("lz",)),
+}
+
+
+def shared_codec_key(codec: str) -> CodecKey | None:
+    """The key under which sessions may share images of ``codec``; None when they may not."""
+    return CODECS[codec].share_key
+
+
+def intact_prefix(image_type: ImageType) -> int | None:
+    """Body bytes of an image of this type a corrupting fault keeps (None: unknown type)."""
+    codec = _BY_IMAGE_TYPE.get(image_type)
+    return None if codec is None else codec.intact_prefix
+
+
+def encode_shared(pixels: np.ndarray, codec: str) -> EncodedImage:
+    """Encode with a codec that keeps no per-client state (``raw``, ``quic`` or ``lz``)."""
+    encode = CODECS[codec].encode
+    if encode is None:
+        raise ValueError(f"{codec} images depend on the client: not shareable")
+    return encode(pixels)
+
+
+def is_photographic(pixels: np.ndarray, sample_rows: int = 16) -> bool:
+    """Whether a region looks like a photo (smooth, noisy colour) rather than text or UI.
+
+    Samples a few rows and looks at each pixel's largest channel step from its left
+    neighbour: photos have few flat steps and many small ones; text, UI and flat colour have
+    many flat steps and a few sharp edges.  (spice-server samples pixel segments for the same
+    decision in ``bitmap_get_graduality_level``.)
+    """
+    height, width = pixels.shape[:2]
+    if width < 8 or height < 8:
+        return False
+    rows = pixels[np.linspace(0, height - 1, min(sample_rows, height)).astype(np.intp), :, :3]
+    steps = np.abs(np.diff(rows.astype(np.int16), axis=1)).max(axis=2)
+    flat = float(np.mean(steps == 0))
+    small = float(np.mean((steps > 0) & (steps <= 24)))
+    return flat < 0.35 and small > 0.45
+
+
+class ImageEncoder:
+    """Per-client codec choice; one instance per display channel.
+
+    ``glz`` is the session's GLZ dictionary (None when the client's window is 0, as with
+    spice-html5).  Every image :meth:`encode` returns must be sent, in order: GLZ ids are
+    consecutive and the client waits for each one.
+    """
+
+    def __init__(
+        self,
+        compression: ImageCompression = ImageCompression.OFF,
+        glz: GlzDictionary | None = None,
+    ) -> None:
+        self.compression = compression
+        self.glz = glz
+
+    def prefer(self, compression: int) -> bool:
+        """Apply a client's PREFERRED_COMPRESSION; False if we cannot serve that mode."""
+        try:
+            mode = ImageCompression(compression)
+        except ValueError:
+            return False
+        if mode not in MODES:
+            return False
+        self.compression = mode
+        return True
+
+    def _fits(self, codec: str, width: int, height: int) -> bool:
+        if min(width, height) < CODECS[codec].min_side:
+            return False
+        if codec == "glz":  # the client's window must hold the image (DISPLAY_INIT)
+            return self.glz is not None and self.glz.fits(width, height)
+        return True
+
+    def choose(
+        self,
+        pixels: np.ndarray,
+        photographic: Callable[[np.ndarray], bool] = is_photographic,
+    ) -> str:
+        """The codec for one region (a sample, but not free: ``photographic`` may answer from
+        a memo shared by sessions)."""
+        height, width = pixels.shape[:2]
+        if width * height * 4 < MIN_COMPRESS_BYTES:
+            return "raw"
+        mode = MODES[self.compression]
+        photo = mode.photographic
+        if photo is not None and self._fits(photo, width, height) and photographic(pixels):
+            return photo
+        for codec in mode.codecs:
+            if self._fits(codec, width, height):
+                return codec
+        return "raw"
+
+    def encode(self, pixels: np.ndarray, codec: str | None = None) -> tuple[EncodedImage, str]:
+        """Encode one region with ``codec`` (default: :meth:`choose`); returns image and codec.
+
+        GLZ images must be encoded in the order they are sent (their ids are consecutive and
+        a client blocks on a reference to an id it has not decoded yet); the other codecs may
+        run in parallel.
+        """
+        codec = codec or self.choose(pixels)
+        if codec == "glz":
+            assert self.glz is not None
+            height, width = pixels.shape[:2]
+            return _wrap(ImageType.GLZ_RGB, width, height, self.glz.encode(pixels)), codec
+        return encode_shared(pixels, codec), codec

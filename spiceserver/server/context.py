@@ -1,0 +1,144 @@
+"""What a connection and its channel may use of the server, as one small object.
+
+:class:`~spiceserver.server.server.SpiceServer` builds one :class:`ServerContext` and hands it
+to every connection; connections hand it to their channel handlers.  Nothing below the server
+imports the server module, so the layer has no import circle: ``server.py`` → ``connection.py``
+→ ``channels/`` → ``context.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from spiceserver.record import Recorder, stamp
+
+if TYPE_CHECKING:
+    from spiceserver.capture import CaptureManager, ConnectionCapture
+    from spiceserver.config import ServerConfig
+    from spiceserver.crypto import KeyPool
+    from spiceserver.protocol.events import InputEvent
+    from spiceserver.server.encode_cache import EncodeCache
+    from spiceserver.server.fault_injection import FaultInjector
+    from spiceserver.server.security import FailureTracker, Ticket
+    from spiceserver.session import Session, SessionRegistry
+    from spiceserver.sources.base import FramebufferSource
+
+__all__ = ["ChannelOutlet", "ServerContext"]
+
+logger = logging.getLogger("spiceserver")
+
+
+class ChannelOutlet(Protocol):
+    """What a channel handler needs of its connection."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def writable(self) -> bool: ...
+    @property
+    def capture(self) -> ConnectionCapture | None: ...
+    def flush(self) -> None: ...
+    def close(self, reason: str = ...) -> None: ...
+    def abort(self, reason: str = ...) -> None: ...
+
+
+@dataclass(eq=False)
+class ServerContext:
+    """The server's shared state and services, as connections and channels see them."""
+
+    config: ServerConfig
+    source: FramebufferSource
+    sessions: SessionRegistry
+    keys: KeyPool
+    failures: FailureTracker
+    #: Replaced as a whole by ``SpiceServer.set_ticket``.
+    ticket: Ticket
+    #: Worker threads: RSA keys, image encodes.
+    executor: Executor
+    #: Encoded bands shared by sessions at the same source version (raw, QUIC, LZ).
+    encode_cache: EncodeCache
+    on_input: Callable[[InputEvent], None]
+    tls_enabled: bool = False
+    #: Seconds, monotonic: what the protocol objects are told ``now`` is (tests inject theirs).
+    clock: Callable[[], float] = time.monotonic
+    #: Session record: every client event, as dicts, to each of these (empty: off).
+    recorders: list[Recorder] = field(default_factory=list)
+    #: Capture mode (``capture_dir``): pcaps and video per session; None when off.
+    captures: CaptureManager | None = None
+    #: Fault injection (``faults``): deliberate misbehaviour for client tests; None when off.
+    faults: FaultInjector | None = None
+    #: Every open connection (linked or not).
+    connections: set[Any] = field(default_factory=set)
+    #: Display channels linked now: with fewer than two, nothing is shared through
+    #: ``encode_cache``.
+    displays: int = 0
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    _no_connections: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self._no_connections.set()
+
+    # ------------------------------------------------------------------ connections
+
+    def opened(self, connection: object) -> None:
+        self.connections.add(connection)
+        self._no_connections.clear()
+
+    def closed(self, connection: object) -> None:
+        self.connections.discard(connection)
+        if not self.connections:
+            self._no_connections.set()
+
+    async def wait_no_connections(self) -> None:
+        await self._no_connections.wait()
+
+    def track(self, task: asyncio.Task[Any]) -> None:
+        """Keep a background task alive until it ends (cancelled when the server closes)."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def cancel_tasks(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    # ------------------------------------------------------------------ sessions and input
+
+    def end_session(self, session: Session) -> None:
+        """The session's main channel closed: close its other channels and log its metrics."""
+        if not session.alive:
+            return
+        for connection in self.sessions.end(session):
+            connection.close("session ended (its main channel closed)")
+        logger.info("session %#010x ended: %s", session.id, session.metrics.summary())
+        if self.captures is not None:
+            self.captures.end_session(session.id)
+
+    def deliver_input(self, event: InputEvent) -> None:
+        try:
+            self.on_input(event)
+        except Exception:
+            logger.exception("input callback failed on %s", event)
+
+    # ------------------------------------------------------------------ session record
+
+    def record(self, event: dict[str, Any], session: int | None = None,
+               channel: str | None = None, channel_id: int | None = None) -> None:
+        """Hand one event to every recorder, stamped with time, session and channel.  Callers
+        test ``self.recorders`` first, so a server that records nothing pays one test."""
+        if channel_id is not None:
+            event.setdefault("channel_id", channel_id)
+        event = stamp(event, session, channel)
+        for recorder in list(self.recorders):
+            try:
+                recorder.record(event)
+            except Exception:
+                logger.exception("recorder %r failed; removed", recorder)
+                self.recorders.remove(recorder)

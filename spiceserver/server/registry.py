@@ -1,0 +1,63 @@
+"""Every channel the server serves, declared once.
+
+One :class:`ChannelSpec` per channel type: its sans-I/O protocol class, its server-side handler,
+the largest client message it accepts, and whether CHANNELS_LIST offers it.  The link stage,
+the session registry, the config checks and the record all read this table; adding a channel
+is a protocol module, a handler module and one row here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from spiceserver.protocol.channel import ChannelProtocol
+from spiceserver.protocol.enums import ChannelType
+from spiceserver.server.channels.base import ChannelHandler
+from spiceserver.server.channels.cursor import CursorHandler
+from spiceserver.server.channels.display import DisplayHandler
+from spiceserver.server.channels.inputs import InputsHandler
+from spiceserver.server.channels.main import MainHandler
+
+__all__ = ["CHANNELS", "ChannelSpec", "offered_channels"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSpec:
+    channel_type: ChannelType
+    handler: type[ChannelHandler[Any]]
+    #: Largest client → server message body (``ServerConfig.max_message_sizes`` overrides).
+    max_message_size: int
+    #: Listed in the main channel's CHANNELS_LIST (never MAIN itself: pitfall 7).
+    offered: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.channel_type.name.lower()
+
+    @property
+    def protocol(self) -> type[ChannelProtocol]:
+        return self.handler.protocol
+
+    @property
+    def caps(self) -> tuple[int, ...]:
+        """Channel caps we advertise in the link reply (the protocol class declares them)."""
+        return self.protocol.SERVER_CAPS
+
+
+#: By channel type.  spice-gtk sends at most a few dozen bytes per message on display, inputs
+#: and cursor; main carries agent chunks.
+CHANNELS: dict[int, ChannelSpec] = {
+    spec.channel_type: spec
+    for spec in (
+        ChannelSpec(ChannelType.MAIN, MainHandler, 64 * 1024, offered=False),
+        ChannelSpec(ChannelType.DISPLAY, DisplayHandler, 4096),
+        ChannelSpec(ChannelType.INPUTS, InputsHandler, 4096),
+        ChannelSpec(ChannelType.CURSOR, CursorHandler, 4096),
+    )
+}
+
+
+def offered_channels() -> tuple[tuple[int, int], ...]:
+    """CHANNELS_LIST: (type, id) of every offered channel (one of each, id 0)."""
+    return tuple((spec.channel_type, 0) for spec in CHANNELS.values() if spec.offered)

@@ -1,0 +1,2 @@
+"""Transport adapters: stream sockets (TCP, TLS, Unix), with WebSocket and HTTP sniffed on
+the same port."""
