@@ -6,16 +6,19 @@ cd "$(dirname "$0")/.."
 
 # Real peers: spice-gtk through GObject introspection (Debian's python3), remote-viewer on
 # Xvfb with xdotool and ImageMagick's import for screenshots, tshark/dumpcap for captures,
-# ffmpeg's ffprobe to read capture mode's display.mp4, and a real Xorg (dummy video driver)
-# for the desktop tests besides Xvfb.
+# ffmpeg's ffprobe to read capture mode's display.mp4, a real Xorg (dummy video driver)
+# for the desktop tests besides Xvfb, and spice-html5 in headless Chromium (driven from
+# node by puppeteer-core, installed below from npm).
 DEBIAN_PACKAGES=(python3 python3-gi gir1.2-spiceclientglib-2.0 virt-viewer xvfb x11-utils
                  xdotool imagemagick tshark xterm x11-apps x11-xserver-utils ffmpeg
-                 xserver-xorg-core xserver-xorg-video-dummy)
+                 xserver-xorg-core xserver-xorg-video-dummy chromium spice-html5 nodejs)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" \
         || missing+=("$package")
 done
+# Debian's npm, unless the installed node brings its own (NodeSource's nodejs does).
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if ((${#missing[@]})); then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -27,7 +30,10 @@ fi
 
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -m pip install -q -e '.[test,capture]'
+# The browser driver's one npm dependency, exactly as locked (no browser download).
+npm ci --prefix tests/interop/html5 --no-audit --no-fund --loglevel=error >/dev/null
 "$PYTHON" -m ruff check .
+"$PYTHON" -m mypy
 if [ $# -eq 0 ]; then
     # The codec kernels' logic once more as plain Python, then compiled with bounds checks
     # (its own cache, so the checked build never replaces the fast one).
