@@ -1,7 +1,7 @@
 """Serve a numpy array that this program animates: a red square sliding over a gradient.
 
-    python examples/animate_numpy.py --port 5900 --password secret
-    remote-viewer spice://127.0.0.1:5900     # then type the password
+python examples/animate_numpy.py --port 5900 --password secret
+remote-viewer spice://127.0.0.1:5900     # then type the password
 """
 
 from __future__ import annotations

@@ -107,13 +107,16 @@ loop.run()
 def spice_gtk_available() -> bool:
     if not shutil.which(SYSTEM_PYTHON):
         return False
-    probe = ("import gi; gi.require_version('SpiceClientGLib', '2.0'); "
-             "from gi.repository import SpiceClientGLib")
+    probe = (
+        "import gi; gi.require_version('SpiceClientGLib', '2.0'); "
+        "from gi.repository import SpiceClientGLib"
+    )
     return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True).returncode == 0
 
 
-pytestmark = pytest.mark.skipif(not spice_gtk_available(),
-                                reason="needs python3-gi and gir1.2-spiceclientglib-2.0")
+pytestmark = pytest.mark.skipif(
+    not spice_gtk_available(), reason="needs python3-gi and gir1.2-spiceclientglib-2.0"
+)
 
 
 class Client:
@@ -121,8 +124,12 @@ class Client:
 
     def __init__(self, spice: RunningServer) -> None:
         assert spice.password is not None
-        self.proc = subprocess.Popen([SYSTEM_PYTHON, "-c", CLIENT, spice.uri, spice.password],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [SYSTEM_PYTHON, "-c", CLIENT, spice.uri, spice.password],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -136,8 +143,10 @@ class Client:
             try:
                 line = self.lines.get(timeout=timeout).split()
             except queue.Empty:
-                raise AssertionError(f"the client did not say {word!r} within {timeout}s "
-                                     f"(exit status {self.proc.poll()})") from None
+                raise AssertionError(
+                    f"the client did not say {word!r} within {timeout}s "
+                    f"(exit status {self.proc.poll()})"
+                ) from None
             if line and line[0] == word:
                 return line
             if line and line[0] in ("error", "closed"):
@@ -183,8 +192,9 @@ FIRST = gradient(320, 240, 0)
 
 
 @pytest.mark.spice_server(source=FIRST.copy(), image_compression="auto-glz")
-def test_client_draws_every_frame_exactly(spice_server: RunningServer, client: Client,
-                                          tmp_path: Path) -> None:
+def test_client_draws_every_frame_exactly(
+    spice_server: RunningServer, client: Client, tmp_path: Path
+) -> None:
     spice_server.wait_client_frame()  # the client has handled the first frame
     assert np.array_equal(client.screen(tmp_path / "1")[..., :3], FIRST[..., :3])
 

@@ -50,7 +50,7 @@ DEFAULT_HOST = "127.0.0.1"
 def parse_listen(value: str) -> Listen:
     """``HOST:PORT``, ``[IPv6]:PORT``, ``:PORT``, ``PORT`` or ``unix:PATH``."""
     if value.startswith("unix:"):
-        path = value[len("unix:"):]
+        path = value[len("unix:") :]
         if not path:
             raise argparse.ArgumentTypeError("expected unix:PATH, got no path")
         return DEFAULT_HOST, 0, path
@@ -60,7 +60,8 @@ def parse_listen(value: str) -> Listen:
         number = int(port)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected HOST:PORT, PORT or unix:PATH, got {value!r}") from None
+            f"expected HOST:PORT, PORT or unix:PATH, got {value!r}"
+        ) from None
     if not 0 <= number <= 65535:
         raise argparse.ArgumentTypeError(f"port {number} out of range")
     return (host if sep else DEFAULT_HOST), number, None
@@ -70,81 +71,153 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spiceserver", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve a screen over SPICE")
-    serve.add_argument("--listen", type=parse_listen, default=(DEFAULT_HOST, 5900, None),
-                       metavar="HOST:PORT",
-                       help="address to listen on (default 127.0.0.1:5900; PORT alone, or "
-                            "unix:PATH for a Unix socket); SPICE, WebSocket (spice-html5) and "
-                            "--web all share it")
-    serve.add_argument("--web", nargs="?", const="", metavar="DIR",
-                       help="also serve a web client's files on the same port: DIR, or without "
-                            "DIR Debian's spice-html5 (open http://HOST:PORT/spice_auto.html)")
-    serve.add_argument("--no-websocket", action="store_true",
-                       help="do not accept WebSocket connections on the SPICE port")
-    serve.add_argument("--websocket-origin", action="append", metavar="ORIGIN",
-                       help="only accept WebSockets from pages of this origin, e.g. "
-                            "https://host:8443 (repeatable; default: any, the ticket is the gate)")
+    serve.add_argument(
+        "--listen",
+        type=parse_listen,
+        default=(DEFAULT_HOST, 5900, None),
+        metavar="HOST:PORT",
+        help="address to listen on (default 127.0.0.1:5900; PORT alone, or "
+        "unix:PATH for a Unix socket); SPICE, WebSocket (spice-html5) and "
+        "--web all share it",
+    )
+    serve.add_argument(
+        "--web",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="also serve a web client's files on the same port: DIR, or without "
+        "DIR Debian's spice-html5 (open http://HOST:PORT/spice_auto.html)",
+    )
+    serve.add_argument(
+        "--no-websocket",
+        action="store_true",
+        help="do not accept WebSocket connections on the SPICE port",
+    )
+    serve.add_argument(
+        "--websocket-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="only accept WebSockets from pages of this origin, e.g. "
+        "https://host:8443 (repeatable; default: any, the ticket is the gate)",
+    )
     ticket = serve.add_mutually_exclusive_group()
     ticket.add_argument("--password", metavar="TEXT", help="the ticket clients must give")
-    ticket.add_argument("--password-file", type=Path, metavar="PATH",
-                        help="read the ticket from the first line of a file")
-    ticket.add_argument("--disable-ticketing", action="store_true",
-                        help="accept any ticket (only on a loopback address)")
-    serve.add_argument("--source", default="pattern", metavar="SPEC",
-                       help="pattern, pattern:WxH, image:PATH, scenario:FILE (a JSON script of "
-                            "images, fills, pattern frames, resizes, cursors and waits, image "
-                            "paths relative to FILE; see README 'Scenarios') or "
-                            "desktop[:DISPLAY] (the running X desktop, $DISPLAY by default); "
-                            "default pattern")
-    serve.add_argument("--view-only", action="store_true",
-                       help="ignore the clients' keyboard and mouse")
-    serve.add_argument("--no-scroll-detect", action="store_true",
-                       help="desktop source: send scrolled areas as images, not as COPY_BITS "
-                            "moves plus the uncovered strip")
-    serve.add_argument("--image-compression", choices=sorted(COMPRESSION_NAMES),
-                       default="auto-glz",
-                       help="image codec for screen updates: auto-glz (default: GLZ, QUIC for "
-                            "photographic regions), auto-lz, glz, lz, quic, or off (raw)")
+    ticket.add_argument(
+        "--password-file",
+        type=Path,
+        metavar="PATH",
+        help="read the ticket from the first line of a file",
+    )
+    ticket.add_argument(
+        "--disable-ticketing",
+        action="store_true",
+        help="accept any ticket (only on a loopback address)",
+    )
+    serve.add_argument(
+        "--source",
+        default="pattern",
+        metavar="SPEC",
+        help="pattern, pattern:WxH, image:PATH, scenario:FILE (a JSON script of "
+        "images, fills, pattern frames, resizes, cursors and waits, image "
+        "paths relative to FILE; see README 'Scenarios') or "
+        "desktop[:DISPLAY] (the running X desktop, $DISPLAY by default); "
+        "default pattern",
+    )
+    serve.add_argument(
+        "--view-only", action="store_true", help="ignore the clients' keyboard and mouse"
+    )
+    serve.add_argument(
+        "--no-scroll-detect",
+        action="store_true",
+        help="desktop source: send scrolled areas as images, not as COPY_BITS "
+        "moves plus the uncovered strip",
+    )
+    serve.add_argument(
+        "--image-compression",
+        choices=sorted(COMPRESSION_NAMES),
+        default="auto-glz",
+        help="image codec for screen updates: auto-glz (default: GLZ, QUIC for "
+        "photographic regions), auto-lz, glz, lz, quic, or off (raw)",
+    )
     serve.add_argument("--max-fps", type=float, default=30.0, help="updates per second per client")
     tls = serve.add_argument_group("TLS and tickets")
-    tls.add_argument("--tls-listen", type=parse_listen, metavar="HOST:PORT",
-                     help="also listen with TLS here; plain links are then told to switch")
+    tls.add_argument(
+        "--tls-listen",
+        type=parse_listen,
+        metavar="HOST:PORT",
+        help="also listen with TLS here; plain links are then told to switch",
+    )
     tls.add_argument("--tls-cert", metavar="PEM", help="certificate chain (PEM)")
     tls.add_argument("--tls-key", metavar="PEM", help="private key (PEM, mode 600)")
-    tls.add_argument("--plaintext-channels", default="", metavar="LIST",
-                     help="channels allowed without TLS, e.g. main,inputs (default none)")
-    tls.add_argument("--ticket-lifetime", type=float, metavar="SECONDS",
-                     help="the ticket expires this long after start")
-    tls.add_argument("--one-shot-ticket", action="store_true",
-                     help="the ticket admits one session only")
-    serve.add_argument("--max-connections", type=int, default=4096,
-                       help="simultaneous connections, linked or not (default 4096)")
-    serve.add_argument("--max-clients", type=int, default=DEFAULT_MAX_CLIENTS,
-                       help="simultaneous client sessions; more are refused at the link "
-                            f"(default {DEFAULT_MAX_CLIENTS})")
-    serve.add_argument("--encode-cache-mib", type=float,
-                       default=DEFAULT_ENCODE_CACHE_BYTES / 2**20, metavar="MIB",
-                       help="memory for encoded updates shared between clients (raw, QUIC, "
-                            "LZ; never GLZ); 0 turns sharing off (default "
-                            f"{DEFAULT_ENCODE_CACHE_BYTES // 2**20})")
-    serve.add_argument("--record", metavar="FILE.jsonl", default=None,
-                       help="append one JSON line per client event (links, keys, pointer, "
-                            "buttons, agent and unknown messages, disconnects) to FILE")
+    tls.add_argument(
+        "--plaintext-channels",
+        default="",
+        metavar="LIST",
+        help="channels allowed without TLS, e.g. main,inputs (default none)",
+    )
+    tls.add_argument(
+        "--ticket-lifetime",
+        type=float,
+        metavar="SECONDS",
+        help="the ticket expires this long after start",
+    )
+    tls.add_argument(
+        "--one-shot-ticket", action="store_true", help="the ticket admits one session only"
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=4096,
+        help="simultaneous connections, linked or not (default 4096)",
+    )
+    serve.add_argument(
+        "--max-clients",
+        type=int,
+        default=DEFAULT_MAX_CLIENTS,
+        help="simultaneous client sessions; more are refused at the link "
+        f"(default {DEFAULT_MAX_CLIENTS})",
+    )
+    serve.add_argument(
+        "--encode-cache-mib",
+        type=float,
+        default=DEFAULT_ENCODE_CACHE_BYTES / 2**20,
+        metavar="MIB",
+        help="memory for encoded updates shared between clients (raw, QUIC, "
+        "LZ; never GLZ); 0 turns sharing off (default "
+        f"{DEFAULT_ENCODE_CACHE_BYTES // 2**20})",
+    )
+    serve.add_argument(
+        "--record",
+        metavar="FILE.jsonl",
+        default=None,
+        help="append one JSON line per client event (links, keys, pointer, "
+        "buttons, agent and unknown messages, disconnects) to FILE",
+    )
     faults = serve.add_argument_group(
         "fault injection",
         "For client robustness tests: the server misbehaves on purpose (logged as WARNING). "
-        "CHANNEL is main, display, inputs, cursor or * (all). See README 'Fault injection'.")
+        "CHANNEL is main, display, inputs, cursor or * (all). See README 'Fault injection'.",
+    )
     faults.add_argument(
-        "--fault", action="append", default=[], type=parse_fault, metavar="SPEC",
+        "--fault",
+        action="append",
+        default=[],
+        type=parse_fault,
+        metavar="SPEC",
         help="repeatable. delay:CHANNEL:SECONDS holds every message that long, in order "
-             "(tests latency and timeout handling); close-after:CHANNEL:N closes the "
-             "connection after N messages (a channel dying mid-session); "
-             "unknown-message:CHANNEL[:COUNT[:INTERVAL]] sends message type 0xFFFF, which no "
-             "spec defines (skipping unknown messages); corrupt-image[:EVERY_N] corrupts the "
-             "coded data of every Nth display image, lengths kept valid (the image decoders)")
-    serve.add_argument("--capture", metavar="DIR", default=None,
-                       help="write one pcap per channel and display.mp4 per session into DIR")
-    serve.add_argument("--log-level", default="info",
-                       choices=["debug", "info", "warning", "error"])
+        "(tests latency and timeout handling); close-after:CHANNEL:N closes the "
+        "connection after N messages (a channel dying mid-session); "
+        "unknown-message:CHANNEL[:COUNT[:INTERVAL]] sends message type 0xFFFF, which no "
+        "spec defines (skipping unknown messages); corrupt-image[:EVERY_N] corrupts the "
+        "coded data of every Nth display image, lengths kept valid (the image decoders)",
+    )
+    serve.add_argument(
+        "--capture",
+        metavar="DIR",
+        default=None,
+        help="write one pcap per channel and display.mp4 per session into DIR",
+    )
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
 

@@ -134,10 +134,11 @@ class ServerConfig:
         object.__setattr__(self, "faults", parse_faults(self.faults))
         if isinstance(self.image_compression, str):  # the CLI's names work here too
             if self.image_compression not in COMPRESSION_NAMES:
-                raise ConfigError(f"unknown image_compression {self.image_compression!r} "
-                                  f"({', '.join(COMPRESSION_NAMES)})")
-            object.__setattr__(self, "image_compression",
-                               COMPRESSION_NAMES[self.image_compression])
+                raise ConfigError(
+                    f"unknown image_compression {self.image_compression!r} "
+                    f"({', '.join(COMPRESSION_NAMES)})"
+                )
+            object.__setattr__(self, "image_compression", COMPRESSION_NAMES[self.image_compression])
         if self.password is None and not self.disable_ticketing:
             raise ConfigError("set a password or disable ticketing explicitly")
         if self.password is not None:

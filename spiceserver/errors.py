@@ -46,8 +46,9 @@ class MessageTooLarge(ProtocolError):
 class UnexpectedMessage(ProtocolError):
     """A message type that is unknown on this channel, or not allowed in the current state."""
 
-    def __init__(self, reason: str, *, message_type: int | None = None,
-                 size: int | None = None) -> None:
+    def __init__(
+        self, reason: str, *, message_type: int | None = None, size: int | None = None
+    ) -> None:
         super().__init__(reason)
         #: The offending message's type number and body size, when known.
         self.message_type = message_type

@@ -64,6 +64,7 @@ UNKNOWN_MESSAGE_TYPE = 0xFFFF
 #: Its body: not empty, so a client must skip ``size`` bytes to stay in step.
 UNKNOWN_MESSAGE_BODY = b"spiceserver fault: unknown message\0"
 
+
 @dataclass(frozen=True, slots=True)
 class Fault:
     """One deliberate misbehaviour; build it with :meth:`parse` or by keyword.
@@ -85,8 +86,7 @@ class Fault:
             raise ConfigError(f"unknown fault {self.kind!r}; known: {', '.join(KINDS)}")
         if self.channel not in (*CHANNELS, ALL_CHANNELS):
             raise ConfigError(
-                f"fault {self.kind}: unknown channel {self.channel!r} "
-                f"({', '.join(CHANNELS)} or *)"
+                f"fault {self.kind}: unknown channel {self.channel!r} ({', '.join(CHANNELS)} or *)"
             )
         if self.kind == "corrupt-image":
             if self.channel not in ("display", ALL_CHANNELS):
@@ -98,11 +98,13 @@ class Fault:
             raise ConfigError(f"fault close-after: N must be at least 1, got {self.messages}")
         if self.kind == "unknown-message":
             if self.count < 1:
-                raise ConfigError(f"fault unknown-message: COUNT must be at least 1, "
-                                  f"got {self.count}")
+                raise ConfigError(
+                    f"fault unknown-message: COUNT must be at least 1, got {self.count}"
+                )
             if not (math.isfinite(self.interval) and self.interval > 0):
-                raise ConfigError(f"fault unknown-message: INTERVAL must be positive, "
-                                  f"got {self.interval}")
+                raise ConfigError(
+                    f"fault unknown-message: INTERVAL must be positive, got {self.interval}"
+                )
         if self.kind == "corrupt-image" and self.every < 1:
             raise ConfigError(f"fault corrupt-image: EVERY_N must be at least 1, got {self.every}")
 
@@ -116,8 +118,9 @@ class Fault:
         kind, *fields = spec.strip().split(":")
         grammar = KINDS.get(kind)
         if grammar is None:
-            raise ConfigError(f"unknown fault {spec!r}; expected one of: "
-                              f"{', '.join(KINDS.values())}")
+            raise ConfigError(
+                f"unknown fault {spec!r}; expected one of: {', '.join(KINDS.values())}"
+            )
         try:
             if kind == "corrupt-image":
                 if len(fields) > 1:
@@ -130,9 +133,12 @@ class Fault:
                 return cls(kind, channel, seconds=float(args[0]))
             if kind == "close-after":
                 return cls(kind, channel, messages=int(args[0]))
-            return cls(kind, channel,
-                       count=int(args[0]) if args else 1,
-                       interval=float(args[1]) if len(args) > 1 else 1.0)
+            return cls(
+                kind,
+                channel,
+                count=int(args[0]) if args else 1,
+                interval=float(args[1]) if len(args) > 1 else 1.0,
+            )
         except (ValueError, IndexError):
             raise ConfigError(f"bad fault {spec!r}: expected {grammar}") from None
 
@@ -157,8 +163,10 @@ class Fault:
         if self.kind == "close-after":
             return f"{self}: {where} closed once {self.messages} messages were sent"
         if self.kind == "unknown-message":
-            return (f"{self}: {self.count} message(s) of undefined type {UNKNOWN_MESSAGE_TYPE:#06x}"
-                    f" on {where}, {self.interval:g}s apart, from its start")
+            return (
+                f"{self}: {self.count} message(s) of undefined type {UNKNOWN_MESSAGE_TYPE:#06x}"
+                f" on {where}, {self.interval:g}s apart, from its start"
+            )
         which = "every image" if self.every == 1 else f"one image in {self.every}"
         return f"{self}: {which} on the display channel sent with corrupt coded data"
 
@@ -174,7 +182,8 @@ def parse_faults(faults: Iterable[Fault | str]) -> tuple[Fault, ...]:
     parsed = tuple(f if isinstance(f, Fault) else Fault.parse(f) for f in faults)
     for i, a in enumerate(parsed):
         for b in parsed[i + 1 :]:
-            if a.kind == b.kind and (a.channel == b.channel
-                                     or ALL_CHANNELS in (a.channel, b.channel)):
+            if a.kind == b.kind and (
+                a.channel == b.channel or ALL_CHANNELS in (a.channel, b.channel)
+            ):
                 raise ConfigError(f"faults {a} and {b} both apply to the same channel")
     return parsed

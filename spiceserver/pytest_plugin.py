@@ -54,8 +54,9 @@ def spice_server_factory() -> Iterator[Callable[..., RunningServer]]:
 
 
 @pytest.fixture
-def spice_server(request: pytest.FixtureRequest,
-                 spice_server_factory: Callable[..., RunningServer]) -> RunningServer:
+def spice_server(
+    request: pytest.FixtureRequest, spice_server_factory: Callable[..., RunningServer]
+) -> RunningServer:
     """A SPICE server for this test (see the module docstring for the marker)."""
     marker = request.node.get_closest_marker("spice_server")
     options = dict(marker.kwargs) if marker is not None else {}

@@ -45,8 +45,16 @@ from spiceserver.protocol.events import (
     WheelEvent,
 )
 
-__all__ = ["JsonlRecorder", "MemoryRecorder", "Recorder", "caps_names", "event_record",
-           "input_record", "key_name", "link_record"]
+__all__ = [
+    "JsonlRecorder",
+    "MemoryRecorder",
+    "Recorder",
+    "caps_names",
+    "event_record",
+    "input_record",
+    "key_name",
+    "link_record",
+]
 
 logger = logging.getLogger("spiceserver.record")
 
@@ -106,8 +114,14 @@ def caps_names(words: tuple[int, ...], names: type[Any] | None) -> list[str]:
     return out
 
 
-def link_record(channel_type: int, channel_id: int, common: tuple[int, ...],
-                channel: tuple[int, ...], result: str, peer: str) -> Event:
+def link_record(
+    channel_type: int,
+    channel_id: int,
+    common: tuple[int, ...],
+    channel: tuple[int, ...],
+    result: str,
+    peer: str,
+) -> Event:
     try:
         name = ChannelType(channel_type).name.lower()
     except ValueError:
@@ -126,18 +140,29 @@ def input_record(event: object) -> Event | None:
         case KeyEvent(scancode=code, pressed=pressed):
             return {"event": "key", "scancode": code, "key": key_name(code), "pressed": pressed}
         case PointerPosition(x=x, y=y, buttons=buttons, display_id=display):
-            return {"event": "pointer_position", "x": x, "y": y, "buttons": buttons,
-                    "display": display}
+            return {
+                "event": "pointer_position",
+                "x": x,
+                "y": y,
+                "buttons": buttons,
+                "display": display,
+            }
         case PointerMotion(dx=dx, dy=dy, buttons=buttons):
             return {"event": "pointer_motion", "dx": dx, "dy": dy, "buttons": buttons}
         case ButtonEvent(button=button, pressed=pressed, buttons=buttons):
-            return {"event": "button", "button": button.name.lower(), "pressed": pressed,
-                    "buttons": buttons}
+            return {
+                "event": "button",
+                "button": button.name.lower(),
+                "pressed": pressed,
+                "buttons": buttons,
+            }
         case WheelEvent(dy=dy):
             return {"event": "wheel", "dy": dy}
         case LockState(modifiers=mods):
-            return {"event": "lock_state",
-                    "locks": [enum_name(KeyModifiers, m) for m in KeyModifiers if m in mods]}
+            return {
+                "event": "lock_state",
+                "locks": [enum_name(KeyModifiers, m) for m in KeyModifiers if m in mods],
+            }
     return None
 
 
@@ -148,8 +173,11 @@ def event_record(event: object) -> Event | None:
         return record
     match event:
         case MouseModeRequested(mode=mode, granted=granted):
-            return {"event": "mouse_mode_request", "mode": enum_name(MouseMode, mode),
-                    "granted": granted}
+            return {
+                "event": "mouse_mode_request",
+                "mode": enum_name(MouseMode, mode),
+                "granted": granted,
+            }
         case CompressionPreferred(compression=compression):
             name = enum_name(ImageCompression, compression).replace("_", "-")
             return {"event": "preferred_compression", "compression": name}
@@ -231,8 +259,9 @@ class MemoryRecorder:
     def close(self) -> None:
         pass
 
-    async def wait_for(self, predicate: Callable[[Event], bool], *, start: int = 0,
-                       timeout: float = 10.0) -> Event:
+    async def wait_for(
+        self, predicate: Callable[[Event], bool], *, start: int = 0, timeout: float = 10.0
+    ) -> Event:
         """The first recorded event from index ``start`` on that satisfies ``predicate``."""
         async with asyncio.timeout(timeout):
             index = start

@@ -81,8 +81,9 @@ class Scroll:
 
     def __post_init__(self) -> None:
         if self.dy == 0 or abs(self.dy) >= self.rect.height or self.rect.width <= 0:
-            raise ValueError(f"no move: dy={self.dy} in a {self.rect.width}x"
-                             f"{self.rect.height} rectangle")
+            raise ValueError(
+                f"no move: dy={self.dy} in a {self.rect.width}x{self.rect.height} rectangle"
+            )
 
     @property
     def dest(self) -> Rect:

@@ -77,8 +77,9 @@ class SessionRegistry:
     """Live sessions by id.  ``offered`` is what CHANNELS_LIST offers, (type, id) pairs: the
     only secondary channels that may link."""
 
-    def __init__(self, offered: tuple[tuple[int, int], ...],
-                 max_sessions: int | None = None) -> None:
+    def __init__(
+        self, offered: tuple[tuple[int, int], ...], max_sessions: int | None = None
+    ) -> None:
         self.sessions: dict[int, Session] = {}
         self.offered = offered
         #: Most live sessions (``ServerConfig.max_clients``); None: no limit.

@@ -58,8 +58,9 @@ class RunningServer:
     before the first client, so no frame waits on compilation.
     """
 
-    def __init__(self, source: FramebufferSource | str | np.ndarray | None = None,
-                 **options: Any) -> None:
+    def __init__(
+        self, source: FramebufferSource | str | np.ndarray | None = None, **options: Any
+    ) -> None:
         self.source = make_source(source)
         options.setdefault("host", "127.0.0.1")
         options.setdefault("port", 0)
@@ -70,8 +71,9 @@ class RunningServer:
         self._options = options
         self.loop = asyncio.new_event_loop()
         self.server: SpiceServer | None = None
-        self._thread = threading.Thread(target=self.loop.run_forever, name="spiceserver-test",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="spiceserver-test", daemon=True
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -164,27 +166,45 @@ class RunningServer:
         """A snapshot of every recorded client event so far (see :mod:`spiceserver.record`)."""
         return self.call(lambda: list(self.recorder.events))
 
-    def wait_for_event(self, event: str | None = None, *, timeout: float = DEFAULT_TIMEOUT,
-                       start: int = 0, where: Callable[[Event], bool] | None = None,
-                       **fields: Any) -> Event:
+    def wait_for_event(
+        self,
+        event: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        start: int = 0,
+        where: Callable[[Event], bool] | None = None,
+        **fields: Any,
+    ) -> Event:
         """The first recorded event (from index ``start``) named ``event`` whose fields equal
         ``fields`` and that satisfies ``where``; TimeoutError after ``timeout`` seconds."""
         return self.run(self._wait_event(event, fields, where, start, timeout), timeout + 5)
 
-    async def wait_for_event_async(self, event: str | None = None, *,
-                                   timeout: float = DEFAULT_TIMEOUT, start: int = 0,
-                                   where: Callable[[Event], bool] | None = None,
-                                   **fields: Any) -> Event:
+    async def wait_for_event_async(
+        self,
+        event: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        start: int = 0,
+        where: Callable[[Event], bool] | None = None,
+        **fields: Any,
+    ) -> Event:
         """:meth:`wait_for_event` for async tests, awaitable on any event loop."""
         return await self._on_server_loop(self._wait_event(event, fields, where, start, timeout))
 
-    def _wait_event(self, name: str | None, fields: dict[str, Any],
-                    where: Callable[[Event], bool] | None, start: int,
-                    timeout: float) -> Coroutine[Any, Any, Event]:
+    def _wait_event(
+        self,
+        name: str | None,
+        fields: dict[str, Any],
+        where: Callable[[Event], bool] | None,
+        start: int,
+        timeout: float,
+    ) -> Coroutine[Any, Any, Event]:
         def matches(event: Event) -> bool:
-            return ((name is None or event.get("event") == name)
-                    and all(event.get(k) == v for k, v in fields.items())
-                    and (where is None or where(event)))
+            return (
+                (name is None or event.get("event") == name)
+                and all(event.get(k) == v for k, v in fields.items())
+                and (where is None or where(event))
+            )
 
         return self.recorder.wait_for(matches, start=start, timeout=timeout)
 
@@ -214,8 +234,9 @@ class RunningServer:
         """The source's current version (every change so far)."""
         return self.call(lambda: self.source.version)
 
-    def wait_client_frame(self, version: int | None = None, *,
-                          timeout: float = DEFAULT_TIMEOUT, clients: int = 1) -> None:
+    def wait_client_frame(
+        self, version: int | None = None, *, timeout: float = DEFAULT_TIMEOUT, clients: int = 1
+    ) -> None:
         """Until at least ``clients`` display channels are connected and each has *handled*
         the pixels of source ``version`` (default: the current one).
 
@@ -225,8 +246,9 @@ class RunningServer:
         """
         self.run(self._wait_frame(version, clients, timeout), timeout + 5)
 
-    async def wait_client_frame_async(self, version: int | None = None, *,
-                                      timeout: float = DEFAULT_TIMEOUT, clients: int = 1) -> None:
+    async def wait_client_frame_async(
+        self, version: int | None = None, *, timeout: float = DEFAULT_TIMEOUT, clients: int = 1
+    ) -> None:
         """:meth:`wait_client_frame` for async tests, awaitable on any event loop."""
         await self._on_server_loop(self._wait_frame(version, clients, timeout))
 
@@ -236,13 +258,17 @@ class RunningServer:
         target = self.source.version if version is None else version
         async with asyncio.timeout(timeout):
             while True:
-                displays = [c.handler for c in list(server.context.connections)
-                            if isinstance(c.handler, DisplayHandler) and not c.closed]
+                displays = [
+                    c.handler
+                    for c in list(server.context.connections)
+                    if isinstance(c.handler, DisplayHandler) and not c.closed
+                ]
                 if len(displays) >= clients:
                     break
                 # Links and DISPLAY_INITs are recorded: look again after the next event.
-                await self.recorder.wait_for(lambda e: True, start=len(self.recorder),
-                                             timeout=timeout)
+                await self.recorder.wait_for(
+                    lambda e: True, start=len(self.recorder), timeout=timeout
+                )
             await asyncio.gather(*(self._handled(display, target) for display in displays))
 
     @staticmethod

@@ -171,8 +171,10 @@ def _channel_cases() -> None:
     }
     for channel in (ChannelType.MAIN, ChannelType.DISPLAY, ChannelType.INPUTS, ChannelType.CURSOR):
         for name, make in payloads.items():
-            async def run(port: int, password: str, channel: int = channel,
-                          make: Callable[[], bytes] = make) -> str:
+
+            async def run(
+                port: int, password: str, channel: int = channel, make: Callable[[], bytes] = make
+            ) -> str:
                 return await _after_link(port, password, channel, make())
 
             CASES[f"{ChannelType(channel).name.lower()}_{name}"] = run
@@ -214,8 +216,11 @@ def raise_fd_limit(want: int) -> None:
 
 def answered(outcome: str) -> bool:
     """The server reacted as the protocol says: a link error, or it closed the connection."""
-    return outcome.startswith(("link error", "link result")) or outcome.endswith("closed") \
+    return (
+        outcome.startswith(("link error", "link result"))
+        or outcome.endswith("closed")
         or outcome == "closed by client"
+    )
 
 
 async def run_cases(port: int, password: str) -> dict[str, str]:

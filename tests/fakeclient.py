@@ -31,8 +31,9 @@ def link_message(
     common = caps_to_words(SPICE_GTK_COMMON_CAPS if common_caps is None else common_caps)
     channel = caps_to_words(channel_caps or [])
     caps = common + channel
-    mess = struct.pack("<IBBIII", connection_id, channel_type, channel_id, len(common),
-                       len(channel), 18) + struct.pack(f"<{len(caps)}I", *caps)
+    mess = struct.pack(
+        "<IBBIII", connection_id, channel_type, channel_id, len(common), len(channel), 18
+    ) + struct.pack(f"<{len(caps)}I", *caps)
     return struct.pack("<4sIII", magic, major, 2, len(mess)) + mess
 
 

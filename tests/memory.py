@@ -111,8 +111,9 @@ class MemoryTransport:
         return data
 
 
-def connect(server: SpiceServer, peer: tuple[str, int] = ("127.0.0.7", 40000), *,
-            secure: bool = False) -> tuple[MemoryTransport, StreamProtocol]:
+def connect(
+    server: SpiceServer, peer: tuple[str, int] = ("127.0.0.7", 40000), *, secure: bool = False
+) -> tuple[MemoryTransport, StreamProtocol]:
     """A new in-memory connection to ``server`` (which need not listen anywhere)."""
     transport = MemoryTransport(peer)
     protocol = StreamProtocol(server.context, secure=secure, web=server._web)
@@ -132,8 +133,9 @@ class MemoryClient:
     def send(self, data: bytes) -> None:
         self.protocol.data_received(data)
 
-    def link(self, channel_type: int, password: str, connection_id: int = 0,
-             channel_id: int = 0) -> int:
+    def link(
+        self, channel_type: int, password: str, connection_id: int = 0, channel_id: int = 0
+    ) -> int:
         """Link and authenticate; the SpiceLinkErr the server answered."""
         self.send(link_message(channel_type, channel_id, connection_id))
         reply = self.transport.take()
@@ -159,5 +161,3 @@ class MemoryClient:
 def session_id(init_body: bytes) -> int:
     """MAIN INIT's session_id."""
     return int(struct.unpack_from("<I", init_body)[0])
-
-

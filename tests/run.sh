@@ -33,6 +33,7 @@ PYTHON=${PYTHON:-python3}
 # The browser driver's one npm dependency, exactly as locked (no browser download).
 npm ci --prefix tests/interop/html5 --no-audit --no-fund --loglevel=error >/dev/null
 "$PYTHON" -m ruff check .
+"$PYTHON" -m ruff format --check --quiet .
 "$PYTHON" -m mypy
 if [ $# -eq 0 ]; then
     # The codec kernels' logic once more as plain Python, then compiled with bounds checks

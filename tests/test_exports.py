@@ -20,8 +20,12 @@ import encoders
 import spiceserver
 from tests.conftest import ROOT
 
-EXPORTS = [(module.__name__, name) for module in (spiceserver, encoders)
-           for name in module.__all__ if name != "__version__"]
+EXPORTS = [
+    (module.__name__, name)
+    for module in (spiceserver, encoders)
+    for name in module.__all__
+    if name != "__version__"
+]
 
 
 def defining_module(package: types.ModuleType, name: str) -> types.ModuleType:
@@ -46,8 +50,13 @@ def comment_doc(module: types.ModuleType, name: str) -> str | None:
     """The ``#:`` comment right above ``name = ...`` (or ``name: T = ...``) in ``module``."""
     lines = inspect.getsource(module).splitlines()
     for node in ast.parse("\n".join(lines)).body:
-        targets = (node.targets if isinstance(node, ast.Assign)
-                   else [node.target] if isinstance(node, ast.AnnAssign) else [])
+        targets = (
+            node.targets
+            if isinstance(node, ast.Assign)
+            else [node.target]
+            if isinstance(node, ast.AnnAssign)
+            else []
+        )
         if any(isinstance(t, ast.Name) and t.id == name for t in targets):
             above = lines[node.lineno - 2].strip() if node.lineno > 1 else ""
             return above.removeprefix("#:").strip() if above.startswith("#:") else None
@@ -84,10 +93,17 @@ def test_lazy_names_match_the_type_checking_imports() -> None:
     """``spiceserver/__init__.py`` names each export twice (``_LAZY`` for the runtime,
     ``if TYPE_CHECKING:`` imports for type checkers): both must say the same."""
     tree = ast.parse((ROOT / "spiceserver" / "__init__.py").read_text())
-    block = next(node for node in tree.body
-                 if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING")
-    imported = {alias.asname or alias.name: node.module for node in block.body
-                if isinstance(node, ast.ImportFrom) for alias in node.names}
+    block = next(
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+    )
+    imported = {
+        alias.asname or alias.name: node.module
+        for node in block.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
     assert imported == spiceserver._LAZY
     assert set(imported) == set(spiceserver.__all__) - {"__version__"}
 

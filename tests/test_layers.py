@@ -80,8 +80,11 @@ def test_protocol_core_loads_no_io(module: str) -> None:
     result = probe([module])
     assert result["preloaded"] == [], "the probe's premise: a bare interpreter holds none of these"
     assert result["loaded"] == [], f"importing {module} loads {result['loaded']}"
-    outside = [name for name in result["own"]
-               if name not in ALLOWED_OWN and not name.startswith("spiceserver.protocol")]
+    outside = [
+        name
+        for name in result["own"]
+        if name not in ALLOWED_OWN and not name.startswith("spiceserver.protocol")
+    ]
     assert outside == [], f"importing {module} loads {outside}"
 
 

@@ -48,13 +48,18 @@ def make_tls_files(directory: Path) -> TlsFiles:
             critical=False)
         .sign(ca_key, hashes.SHA256())
     )  # fmt: skip
-    files = TlsFiles(directory / "ca.pem", directory / "cert.pem", directory / "key.pem",
-                     "CN=localhost")
+    files = TlsFiles(
+        directory / "ca.pem", directory / "cert.pem", directory / "key.pem", "CN=localhost"
+    )
     files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     fd = os.open(files.key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
-        out.write(key.private_bytes(serialization.Encoding.PEM,
-                                    serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption()))
+        out.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
     return files

@@ -75,6 +75,7 @@ _TCP = struct.Struct("!HHIIBBHHH")
 _PSEUDO = struct.Struct("!4s4sBBH")
 _SYN_OPTIONS = struct.Struct("!BBHBBBB")  # MSS (kind 2, len 4), NOP, window scale (3, 3)
 
+
 class RawStream(Protocol):
     def write(self, data: memoryview, /) -> int | None: ...
 
@@ -227,8 +228,10 @@ class TcpFlow:
     ) -> None:
         self.file = file
         client_port = client[1] if 0 < client[1] < 65536 and client[1] != SERVER_PORT else 40000
-        self._ips = (_ipv4(client[0], _FAKE_ADDRESSES[0]), _ipv4(server_address,
-                                                                 _FAKE_ADDRESSES[1]))
+        self._ips = (
+            _ipv4(client[0], _FAKE_ADDRESSES[0]),
+            _ipv4(server_address, _FAKE_ADDRESSES[1]),
+        )
         self._ports = (client_port, SERVER_PORT)
         #: Next sequence number each side sends (the other side's acknowledgement number).
         self.seq = [isn[0] & 0xFFFF_FFFF, isn[1] & 0xFFFF_FFFF]
@@ -289,25 +292,36 @@ class TcpFlow:
         ack = self.seq[1 - direction] if flags & ACK else 0
         # 0xFFFF: 64 KiB on the SYNs (never scaled, RFC 7323 §2.2), 1 GiB on the rest.
         window = 0xFFFF
-        header = _TCP.pack(
-            self._ports[direction],
-            self._ports[1 - direction],
-            self.seq[direction],
-            ack,
-            (5 + len(options) // 4) << 4,
-            flags,
-            window,
-            0,
-            0,
-        ) + options
+        header = (
+            _TCP.pack(
+                self._ports[direction],
+                self._ports[1 - direction],
+                self.seq[direction],
+                ack,
+                (5 + len(options) // 4) << 4,
+                flags,
+                window,
+                0,
+                0,
+            )
+            + options
+        )
         total = self._pseudo[direction] + tcp_length + ones_complement_sum(header)
         if payload:
             total += ones_complement_sum(payload)  # the header's length is even
         header = header[:16] + struct.pack("!H", checksum(total)) + header[18:]
         ip_total = 20 + tcp_length
         ip_header = _IPV4.pack(
-            0x45, 0, ip_total, self._ip_id[direction], 0x4000, 64, 6, 0,
-            self._ips[direction], self._ips[1 - direction],
+            0x45,
+            0,
+            ip_total,
+            self._ip_id[direction],
+            0x4000,
+            64,
+            6,
+            0,
+            self._ips[direction],
+            self._ips[1 - direction],
         )
         self._ip_id[direction] = (self._ip_id[direction] + 1) & 0xFFFF
         ip_header = (
@@ -319,7 +333,9 @@ class TcpFlow:
         seconds, micros = divmod(round(ts * 1_000_000), 1_000_000)
         ethernet = _ETHERNET.pack(_MACS[1 - direction], _MACS[direction], 0x0800)
         self.file.write_record(
-            _RECORD.pack(seconds, micros, frame_length, frame_length) + ethernet + ip_header
+            _RECORD.pack(seconds, micros, frame_length, frame_length)
+            + ethernet
+            + ip_header
             + header,
             payload,
         )

@@ -97,15 +97,22 @@ class CaptureManager:
             if self.video_unavailable is None
             else f"no display video: {self.video_unavailable}"
         )
-        return (f"capturing sessions to {self.directory}/session-<id>/: "
-                f"one pcap per channel, {video}")
+        return (
+            f"capturing sessions to {self.directory}/session-<id>/: one pcap per channel, {video}"
+        )
 
     def connection(self) -> ConnectionCapture:
         """A capture for a connection that has just been accepted."""
         return ConnectionCapture(self)
 
-    def bind(self, capture: ConnectionCapture, session_id: int, channel_type: int,
-             channel_id: int, link_boundaries: Sequence[int] = ()) -> None:
+    def bind(
+        self,
+        capture: ConnectionCapture,
+        session_id: int,
+        channel_type: int,
+        channel_id: int,
+        link_boundaries: Sequence[int] = (),
+    ) -> None:
         """The connection linked as ``channel_type``/``channel_id`` of session ``session_id``;
         ``link_boundaries`` are the offsets in the client's stream where each link message
         ended (``LinkProtocol.client_boundaries``)."""
@@ -142,8 +149,11 @@ class CaptureManager:
             await asyncio.to_thread(join_all)
             late = [w.path.name for w in writers if not w.done]
             if late:
-                logger.warning("capture: video still being written after %.0fs: %s",
-                               VIDEO_CLOSE_TIMEOUT, ", ".join(late))
+                logger.warning(
+                    "capture: video still being written after %.0fs: %s",
+                    VIDEO_CLOSE_TIMEOUT,
+                    ", ".join(late),
+                )
 
     # ------------------------------------------------------------------ used by the parts
 
@@ -161,10 +171,16 @@ class CaptureManager:
 
     def _video_done(self, writer: VideoWriter) -> None:
         # Worker thread: list.append and set.discard are atomic under the GIL.
-        self.videos.append(VideoStats(
-            writer.path, writer.width, writer.height, writer.frames_written,
-            writer.frames_merged, None if writer.error is None else str(writer.error),
-        ))
+        self.videos.append(
+            VideoStats(
+                writer.path,
+                writer.width,
+                writer.height,
+                writer.frames_written,
+                writer.frames_merged,
+                None if writer.error is None else str(writer.error),
+            )
+        )
         self._writers.discard(writer)
 
 
@@ -179,8 +195,13 @@ class SessionCapture:
         self.failed = False
         self.video_failed = False
 
-    def bind(self, capture: ConnectionCapture, channel_type: int, channel_id: int,
-             link_boundaries: Sequence[int] = ()) -> None:
+    def bind(
+        self,
+        capture: ConnectionCapture,
+        channel_type: int,
+        channel_id: int,
+        link_boundaries: Sequence[int] = (),
+    ) -> None:
         if self.failed:
             capture.disable()
             return
@@ -215,8 +236,9 @@ class SessionCapture:
         if self.failed:
             return
         self.failed = True
-        logger.warning("capture: session %#010x: %s; capture disabled for this session",
-                       self.session_id, exc)
+        logger.warning(
+            "capture: session %#010x: %s; capture disabled for this session", self.session_id, exc
+        )
         for member in self.members:
             member.disable()
 
@@ -291,7 +313,9 @@ class ConnectionCapture:
                 video = None
             if video is None:
                 video = self._video = VideoWriter(
-                    session.video_path(self._stem), size[0], size[1],
+                    session.video_path(self._stem),
+                    size[0],
+                    size[1],
                     on_done=self._manager._video_done,
                 )
                 self._manager._video_started(video)
@@ -315,8 +339,14 @@ class ConnectionCapture:
 
     # ------------------------------------------------------------------ used by the session
 
-    def attach(self, session: SessionCapture, file: PcapFile, stem: str, display: bool,
-               link_boundaries: Sequence[int] = ()) -> None:
+    def attach(
+        self,
+        session: SessionCapture,
+        file: PcapFile,
+        stem: str,
+        display: bool,
+        link_boundaries: Sequence[int] = (),
+    ) -> None:
         """Start writing into ``file``: the handshake, then the link stage kept so far, cut
         into one segment per link message (Wireshark's SPICE dissector reads one link-stage
         message per packet, and the server may have received several in one read)."""
@@ -412,4 +442,3 @@ def _channel_stem(channel_type: int, channel_id: int) -> str:
     except ValueError:
         name = f"type-{channel_type}"
     return name if channel_id == 0 else f"{name}-{channel_id}"
-

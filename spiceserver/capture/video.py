@@ -220,8 +220,14 @@ class VideoWriter:
                 if self.frames_merged
                 else ""
             )
-            logger.info("capture: %s: %d frames at %dx%d%s", self.path, self.frames_written,
-                        self.width, self.height, merged)
+            logger.info(
+                "capture: %s: %d frames at %dx%d%s",
+                self.path,
+                self.frames_written,
+                self.width,
+                self.height,
+                merged,
+            )
         except Exception as exc:
             self.error = exc
             logger.warning("capture: video %s failed, no more video for it: %s", self.path, exc)

@@ -187,8 +187,9 @@ class ChannelProtocol:
         self._starts = []
         return out
 
-    def take_messages(self, count: int, now: float | None = None) -> tuple[
-            list[bytes | memoryview], int]:
+    def take_messages(
+        self, count: int, now: float | None = None
+    ) -> tuple[list[bytes | memoryview], int]:
         """The chunks of at most ``count`` whole queued messages and how many there were; the
         rest stays queued (fault injection's close-after cuts the stream here)."""
         self._stamp(now)
@@ -248,7 +249,8 @@ class ChannelProtocol:
         if handler is None:
             raise UnexpectedMessage(
                 f"{type(message).__name__} is not accepted on the {self.channel_type.name} channel",
-                message_type=type_, size=len(body),
+                message_type=type_,
+                size=len(body),
             )
         handler(self, message, now)
 

@@ -134,9 +134,7 @@ class DisplayChannel(ChannelProtocol):
 
     def copy_bits(self, src_x: int, src_y: int, x: int, y: int, width: int, height: int) -> None:
         """Copy a surface area whose top-left is (src_x, src_y) to the rectangle at (x, y)."""
-        body = _COPY_BITS.pack(
-            PRIMARY_SURFACE, y, x, y + height, x + width, 0, src_x, src_y
-        )
+        body = _COPY_BITS.pack(PRIMARY_SURFACE, y, x, y + height, x + width, 0, src_x, src_y)
         self.send_raw(DisplayServerMsg.COPY_BITS, (body,))
 
     def _take_id(self) -> int:

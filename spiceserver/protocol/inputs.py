@@ -100,8 +100,13 @@ class InputsChannel(ChannelProtocol):
         events: list[InputEvent] = [
             KeyEvent(scancode=code, pressed=False) for code in sorted(self.held_keys)
         ]
-        for button in (MouseButton.LEFT, MouseButton.MIDDLE, MouseButton.RIGHT,
-                       MouseButton.SIDE, MouseButton.EXTRA):
+        for button in (
+            MouseButton.LEFT,
+            MouseButton.MIDDLE,
+            MouseButton.RIGHT,
+            MouseButton.SIDE,
+            MouseButton.EXTRA,
+        ):
             mask = 1 << (button - 1)
             if self.buttons & mask:
                 self.buttons &= ~mask

@@ -70,8 +70,9 @@ def channel_name(channel_type: int) -> str:
         return f"type-{channel_type}"
 
 
-def tls_required(channel: str, *, secure: bool, tls_enabled: bool,
-                 plaintext_channels: frozenset[str]) -> bool:
+def tls_required(
+    channel: str, *, secure: bool, tls_enabled: bool, plaintext_channels: frozenset[str]
+) -> bool:
     """Whether a link must be refused NEED_SECURED: with TLS on, a plain link switches to the
     TLS port (spice-gtk reconnects there) unless its channel may stay in the clear
     (spice-server ``reds_find_channel`` + ``red_channel_test_remote_cap`` policy,

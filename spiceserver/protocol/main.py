@@ -86,9 +86,11 @@ class MainChannel(ChannelProtocol):
 
     def _on_agent(self, message: m.Message, now: float) -> None:
         size = len(message.data) if isinstance(message, m.AgentData) else 4
-        self._events.append(AgentMessage(name=MainClientMsg(message.TYPE).name.lower(),
-                                         type=message.TYPE,
-                                         size=size))
+        self._events.append(
+            AgentMessage(
+                name=MainClientMsg(message.TYPE).name.lower(), type=message.TYPE, size=size
+            )
+        )
 
     _handlers: ClassVar[dict[type[m.Message], Handler]] = {
         m.AttachChannels: _on_attach_channels,

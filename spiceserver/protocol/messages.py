@@ -118,8 +118,11 @@ def decode_client_message(channel: ChannelType, type_: int, body: bytes | memory
     """Decode a client → server message of ``channel``; unknown types raise."""
     cls = REGISTRY.get((CLIENT, None if type_ < 100 else channel, type_))
     if cls is None:
-        raise UnexpectedMessage(f"unknown message type {type_} on the {channel.name} channel",
-                                message_type=type_, size=len(body))
+        raise UnexpectedMessage(
+            f"unknown message type {type_} on the {channel.name} channel",
+            message_type=type_,
+            size=len(body),
+        )
     return cls.unpack(body)
 
 
@@ -587,9 +590,7 @@ class CursorInit(Message):
     shape: CursorShape | None
 
     def _pack(self) -> bytes:
-        return struct.pack("<hhHHB", self.x, self.y, 0, 0, self.visible) + _pack_cursor(
-            self.shape
-        )
+        return struct.pack("<hhHHB", self.x, self.y, 0, 0, self.visible) + _pack_cursor(self.shape)
 
 
 @message(ChannelType.CURSOR, CursorServerMsg.SET)
@@ -604,8 +605,9 @@ class CursorSet(Message):
     cache: int = 0
 
     def _pack(self) -> bytes:
-        return struct.pack("<hhB", self.x, self.y, self.visible) + _pack_cursor(self.shape,
-                                                                               self.cache)
+        return struct.pack("<hhB", self.x, self.y, self.visible) + _pack_cursor(
+            self.shape, self.cache
+        )
 
 
 @message(ChannelType.CURSOR, CursorServerMsg.MOVE, "hh")
@@ -636,4 +638,3 @@ class CursorInvalOne(Message):
 def all_client_messages() -> list[type[Message]]:
     """Every registered client → server message class (for tests and fuzzing)."""
     return [cls for (direction, _, _), cls in REGISTRY.items() if direction == CLIENT]
-

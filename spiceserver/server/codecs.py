@@ -133,8 +133,15 @@ CODECS: dict[str, Codec] = {
         Codec("raw", ImageType.BITMAP, ("raw", "32bit"), False, 18, encode=encode_bitmap),
         # QUIC and LZ are always RGB32 without alpha here; a new setting (QUIC alpha, an LZ4
         # level) must join the share key.
-        Codec("quic", ImageType.QUIC, ("quic", "rgb32"), False, 4 + 20, min_side=3,
-              encode=_encode_quic),
+        Codec(
+            "quic",
+            ImageType.QUIC,
+            ("quic", "rgb32"),
+            False,
+            4 + 20,
+            min_side=3,
+            encode=_encode_quic,
+        ),
         Codec("lz", ImageType.LZ_RGB, ("lz", "rgb32"), False, 4 + 28, encode=_encode_lz),
         Codec("glz", ImageType.GLZ_RGB, None, False, 4 + 33),
     )

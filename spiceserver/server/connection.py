@@ -48,15 +48,18 @@ class Outlet(Protocol):
     def peer(self) -> str:
         """``host:port`` of the client, for log lines."""
         ...
+
     @property
     def address(self) -> str:
         """The client's address without port (per-address accounting); ``unix`` for Unix
         sockets."""
         ...
+
     @property
     def client_address(self) -> tuple[str, int] | None:
         """For capture mode's fake TCP flow: the client's (host, port), when known."""
         ...
+
     @property
     def server_address(self) -> str | None:
         """For capture mode's fake TCP flow: our address, when known."""
@@ -66,11 +69,13 @@ class Outlet(Protocol):
     def buffered(self) -> int:
         """Bytes handed to :meth:`write` and not yet sent."""
         ...
+
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
     def close(self) -> None:
         """Close after sending what is buffered."""
         ...
+
     def abort(self) -> None: ...
     def is_closing(self) -> bool: ...
 
@@ -123,8 +128,9 @@ class SpiceConnection:
         """The transport is up; False if the connection was refused (and is being closed)."""
         limit = self.context.config.max_connections
         if len(self.context.connections) >= limit:
-            logger.warning("%s: refused: %d connections already (max_connections)", self.name,
-                           limit)
+            logger.warning(
+                "%s: refused: %d connections already (max_connections)", self.name, limit
+            )
             self.capture = None  # nothing of this connection is recorded
             self.closed = True
             self.outlet.abort()
@@ -176,8 +182,11 @@ class SpiceConnection:
             self.handler.fail_round_trips()
         self.context.closed(self)
         request = self.request
-        if self.session is not None and request is not None and (
-                request.channel_type != ChannelType.MAIN):
+        if (
+            self.session is not None
+            and request is not None
+            and (request.channel_type != ChannelType.MAIN)
+        ):
             key = (request.channel_type, request.channel_id)
             self.context.sessions.detach(self.session, key, self)
         if self.capture is not None:
@@ -195,10 +204,12 @@ class SpiceConnection:
 
     def _protocol_error(self, exc: ProtocolError) -> None:
         logger.warning("%s: protocol error, closing: %s", self.name, exc)
-        if self.context.recorders and isinstance(exc, UnexpectedMessage) and (
-                exc.message_type is not None):
-            self._record({"event": "unknown_message", "type": exc.message_type,
-                          "size": exc.size})
+        if (
+            self.context.recorders
+            and isinstance(exc, UnexpectedMessage)
+            and (exc.message_type is not None)
+        ):
+            self._record({"event": "unknown_message", "type": exc.message_type, "size": exc.size})
         self.abort(f"protocol error: {exc}")
 
     def _log_refusal(self, exc: LinkRefused) -> None:
@@ -208,19 +219,31 @@ class SpiceConnection:
 
     def _record(self, event: dict[str, Any]) -> None:
         request = self.request
-        session = self.session.id if self.session is not None else (
-            request.connection_id or None if request is not None else None)
-        self.context.record(event, session,
-                            request.channel_name if request is not None else None,
-                            request.channel_id if request is not None else None)
+        session = (
+            self.session.id
+            if self.session is not None
+            else (request.connection_id or None if request is not None else None)
+        )
+        self.context.record(
+            event,
+            session,
+            request.channel_name if request is not None else None,
+            request.channel_id if request is not None else None,
+        )
 
     def _record_link(self, result: str, reason: str = "") -> None:
         """A link finished: ``ok``, or the SpiceLinkErr it was refused with and why."""
         request = self.request
         if not self.context.recorders or request is None:
             return
-        event = link_record(request.channel_type, request.channel_id, request.common_caps,
-                            request.channel_caps, result, self.peer)
+        event = link_record(
+            request.channel_type,
+            request.channel_id,
+            request.common_caps,
+            request.channel_caps,
+            result,
+            self.peer,
+        )
         if reason:
             event["reason"] = reason
         self._record(event)
@@ -242,9 +265,12 @@ class SpiceConnection:
         if code != LinkError.OK:
             raise self.link.refuse(code, reason)
         config = self.context.config
-        if tls_required(request.channel_name, secure=self.secure,
-                        tls_enabled=self.context.tls_enabled,
-                        plaintext_channels=config.plaintext_channels):
+        if tls_required(
+            request.channel_name,
+            secure=self.secure,
+            tls_enabled=self.context.tls_enabled,
+            plaintext_channels=config.plaintext_channels,
+        ):
             raise self.link.refuse(LinkError.NEED_SECURED, "this channel must use TLS")
 
     def _on_link_request(self, request: LinkRequest) -> LinkRequest | TicketReceived | None:
@@ -280,8 +306,7 @@ class SpiceConnection:
         assert self.request is not None
         self._key = key
         spec = CHANNELS[self.request.channel_type]
-        self.link.accept(public_key_der(key), channel_caps=spec.caps,
-                         ticket_size=key.key_size // 8)
+        self.link.accept(public_key_der(key), channel_caps=spec.caps, ticket_size=key.key_size // 8)
         self._flush_link()
         return self.link.receive_data(b"")
 
@@ -317,8 +342,7 @@ class SpiceConnection:
         spec = CHANNELS[request.channel_type]
         limits = dataclasses.replace(
             context.config.channel_limits,
-            max_message_size=context.config.max_message_sizes.get(spec.name,
-                                                                   spec.max_message_size),
+            max_message_size=context.config.max_message_sizes.get(spec.name, spec.max_message_size),
         )
         options: dict[str, Any] = {
             "mini_header": self.link.mini_header,
@@ -329,15 +353,16 @@ class SpiceConnection:
         if spec.protocol is MainChannel:
             session = context.sessions.create(self)
             channel: ChannelProtocol = MainChannel(
-                session_id=session.id, channels=offered_channels(), name=context.config.name,
+                session_id=session.id,
+                channels=offered_channels(),
+                name=context.config.name,
                 **options,
             )
             logger.info("%s: session %#010x started", self.name, session.id)
         else:
             session, replaced = context.sessions.attach(request, self)
             if replaced is not None:
-                logger.info("%s: replaces an older %s connection", self.name,
-                            request.channel_name)
+                logger.info("%s: replaces an older %s connection", self.name, request.channel_name)
                 replaced.abort(f"replaced by a newer {request.channel_name} connection")
             channel = spec.protocol(**options)
         self.session = session
@@ -347,16 +372,28 @@ class SpiceConnection:
         if context.faults is not None:
             config = context.config
             self.faults = context.faults.connection(
-                self, channel, spec.name, write_buffer_high=config.write_buffer_high,
+                self,
+                channel,
+                spec.name,
+                write_buffer_high=config.write_buffer_high,
                 max_write_buffer=config.max_write_buffer,
             )
         if context.captures is not None and self.capture is not None:
-            context.captures.bind(self.capture, session.id, request.channel_type,
-                                  request.channel_id, self.link.client_boundaries)
+            context.captures.bind(
+                self.capture,
+                session.id,
+                request.channel_type,
+                request.channel_id,
+                self.link.client_boundaries,
+            )
         if context.recorders:
             self._record_link("ok")
-        logger.info("%s: linked (channel id %d, %s headers)", self.name, request.channel_id,
-                    "mini" if self.link.mini_header else "full")
+        logger.info(
+            "%s: linked (channel id %d, %s headers)",
+            self.name,
+            request.channel_id,
+            "mini" if self.link.mini_header else "full",
+        )
         self.handler.start(self.context.clock())
         leftover = self.link.leftover()
         if leftover:
@@ -374,8 +411,10 @@ class SpiceConnection:
         def refuse() -> None:
             if self.closed:
                 return
-            exc = self.link.refuse(LinkError.PERMISSION_DENIED,
-                                   f"wrong ticket (answered after {delay:.2f}s: repeated failures)")
+            exc = self.link.refuse(
+                LinkError.PERMISSION_DENIED,
+                f"wrong ticket (answered after {delay:.2f}s: repeated failures)",
+            )
             self._log_refusal(exc)
             self._flush_link()
             self.close()
@@ -392,8 +431,11 @@ class SpiceConnection:
     def _handshake_expired(self) -> None:
         self._handshake_timer = None
         if self.channel is None and not self.closed:
-            logger.warning("%s: refused: link not completed within %.0fs", self.name,
-                           self.context.config.handshake_timeout)
+            logger.warning(
+                "%s: refused: link not completed within %.0fs",
+                self.name,
+                self.context.config.handshake_timeout,
+            )
             self.abort("handshake timeout")
 
     # ------------------------------------------------------------------ channel traffic
@@ -442,8 +484,9 @@ class SpiceConnection:
         self.outlet.write(chunks)
         unsent = self.outlet.buffered()
         if unsent > self.context.config.max_write_buffer:
-            logger.warning("%s: closing: client stopped reading (%d bytes unsent)", self.name,
-                           unsent)
+            logger.warning(
+                "%s: closing: client stopped reading (%d bytes unsent)", self.name, unsent
+            )
             self.abort("client stopped reading (max_write_buffer)")
             return
         if self.capture is not None:

@@ -129,8 +129,13 @@ class ServerContext:
 
     # ------------------------------------------------------------------ session record
 
-    def record(self, event: dict[str, Any], session: int | None = None,
-               channel: str | None = None, channel_id: int | None = None) -> None:
+    def record(
+        self,
+        event: dict[str, Any],
+        session: int | None = None,
+        channel: str | None = None,
+        channel_id: int | None = None,
+    ) -> None:
         """Hand one event to every recorder, stamped with time, session and channel.  Callers
         test ``self.recorders`` first, so a server that records nothing pays one test."""
         if channel_id is not None:

@@ -79,9 +79,7 @@ class EncodeCache:
         self.keep_versions = keep_versions
         self.stats = CacheStats()
         self.nbytes = 0
-        self._versions: collections.OrderedDict[int, dict[Rect, _Band]] = (
-            collections.OrderedDict()
-        )
+        self._versions: collections.OrderedDict[int, dict[Rect, _Band]] = collections.OrderedDict()
 
     @property
     def enabled(self) -> bool:

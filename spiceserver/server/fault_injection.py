@@ -77,16 +77,25 @@ class FaultInjector:
             logger.warning("FAULT INJECTION active: %s", fault.describe())
 
     def connection(
-        self, connection: FaultTarget, channel: ChannelProtocol, channel_name: str, *,
-        write_buffer_high: int, max_write_buffer: int,
+        self,
+        connection: FaultTarget,
+        channel: ChannelProtocol,
+        channel_name: str,
+        *,
+        write_buffer_high: int,
+        max_write_buffer: int,
     ) -> ConnectionFaults | None:
         """The faults of a connection that just linked (None when none applies)."""
-        mine = {f.kind: f for f in self.faults if f.kind != "corrupt-image"
-                and f.applies_to(channel_name)}
+        mine = {
+            f.kind: f
+            for f in self.faults
+            if f.kind != "corrupt-image" and f.applies_to(channel_name)
+        }
         if not mine:
             return None
-        return ConnectionFaults(connection, channel, mine, high=write_buffer_high,
-                                maximum=max_write_buffer)
+        return ConnectionFaults(
+            connection, channel, mine, high=write_buffer_high, maximum=max_write_buffer
+        )
 
     def image_corrupter(self, name: str) -> ImageCorrupter | None:
         """For a display channel: the image transformer, or None without corrupt-image."""
@@ -109,8 +118,13 @@ class ConnectionFaults:
     """
 
     def __init__(
-        self, connection: FaultTarget, channel: ChannelProtocol, faults: dict[str, Fault], *,
-        high: int, maximum: int,
+        self,
+        connection: FaultTarget,
+        channel: ChannelProtocol,
+        faults: dict[str, Fault],
+        *,
+        high: int,
+        maximum: int,
     ) -> None:
         self._connection = connection
         self._channel = channel
@@ -169,8 +183,9 @@ class ConnectionFaults:
     def _hold(self, chunks: list[Chunk], last: bool) -> None:
         if not self._delay_logged:
             self._delay_logged = True
-            logger.info("%s: fault delay: holding every message %gs", self._connection.name,
-                        self._delay)
+            logger.info(
+                "%s: fault delay: holding every message %gs", self._connection.name, self._delay
+            )
         size = sum(len(c) for c in chunks)
         due = self._loop.time() + self._delay
         self._held.append((due, chunks, size, last))
@@ -179,8 +194,11 @@ class ConnectionFaults:
             self._timer = self._loop.call_at(due, self._release)
         backlog = self._held_bytes + self._connection.buffered()
         if backlog > self._max:
-            logger.warning("%s: closing: %d bytes held or unsent under fault delay",
-                           self._connection.name, backlog)
+            logger.warning(
+                "%s: closing: %d bytes held or unsent under fault delay",
+                self._connection.name,
+                backlog,
+            )
             self._connection.abort("fault delay: max_write_buffer exceeded")
             return
         if self._held_bytes > self._high and not self._connection.writing_paused:
@@ -204,8 +222,11 @@ class ConnectionFaults:
                 return
         if self._held:
             self._timer = self._loop.call_at(self._held[0][0], self._release)
-        if (self._paused and self._held_bytes <= self._high // 2
-                and self._connection.buffered() <= self._high):
+        if (
+            self._paused
+            and self._held_bytes <= self._high // 2
+            and self._connection.buffered() <= self._high
+        ):
             # Otherwise the transport is itself above its high-water mark and resumes us.
             self._paused = False
             self._connection.resume_writing()
@@ -213,8 +234,11 @@ class ConnectionFaults:
     # ------------------------------------------------------------------ close-after
 
     def _close(self) -> None:
-        logger.info("%s: fault close-after: closing after %d messages", self._connection.name,
-                    self._close_after)
+        logger.info(
+            "%s: fault close-after: closing after %d messages",
+            self._connection.name,
+            self._close_after,
+        )
         self._connection.close(f"fault close-after:{self._close_after}")
 
     # ------------------------------------------------------------------ unknown-message
@@ -224,8 +248,12 @@ class ConnectionFaults:
             return
         self._unknown_left -= 1
         self._channel.send_raw(UNKNOWN_MESSAGE_TYPE, (UNKNOWN_MESSAGE_BODY,))
-        logger.info("%s: fault unknown-message: sent type %#06x (%d bytes)", self._connection.name,
-                    UNKNOWN_MESSAGE_TYPE, len(UNKNOWN_MESSAGE_BODY))
+        logger.info(
+            "%s: fault unknown-message: sent type %#06x (%d bytes)",
+            self._connection.name,
+            UNKNOWN_MESSAGE_TYPE,
+            len(UNKNOWN_MESSAGE_BODY),
+        )
         self._connection.flush()
         if self._unknown_left:
             self._loop.call_later(self._unknown_interval, self._send_unknown)
@@ -248,9 +276,15 @@ class ImageCorrupter:
         if damaged is image:
             return image
         self.corrupted += 1
-        logger.info("%s: fault corrupt-image: image %d (%s %dx%d, %d bytes) sent corrupt",
-                    self.name, self.images, image.type.name, image.width, image.height,
-                    image.size)
+        logger.info(
+            "%s: fault corrupt-image: image %d (%s %dx%d, %d bytes) sent corrupt",
+            self.name,
+            self.images,
+            image.type.name,
+            image.width,
+            image.height,
+            image.size,
+        )
         return damaged
 
 

@@ -83,9 +83,7 @@ class FailureTracker:
         self.max_delay = max_delay
         self.window = window
         self.max_addresses = max_addresses
-        self._failures: collections.OrderedDict[str, tuple[int, float]] = (
-            collections.OrderedDict()
-        )
+        self._failures: collections.OrderedDict[str, tuple[int, float]] = collections.OrderedDict()
 
     def failed(self, address: str, now: float) -> float:
         """Record a failure; returns how long to wait before refusing."""

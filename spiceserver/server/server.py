@@ -61,8 +61,7 @@ def _raise_open_files_limit(connections: int) -> None:
         new = want if hard == resource.RLIM_INFINITY else min(want, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
         if new < want:
-            logger.warning("only %d open files allowed: max_connections is effectively lower",
-                           new)
+            logger.warning("only %d open files allowed: max_connections is effectively lower", new)
 
 
 def _warmup_encoders() -> None:
@@ -74,12 +73,16 @@ def _warmup_encoders() -> None:
 def _check_config(config: ServerConfig) -> None:
     """What the config cannot check alone: names of the channels this server serves."""
     served = {spec.name for spec in CHANNELS.values()}
-    named = {fault.channel for fault in config.faults
-             if isinstance(fault, Fault) and fault.channel != ALL_CHANNELS}
+    named = {
+        fault.channel
+        for fault in config.faults
+        if isinstance(fault, Fault) and fault.channel != ALL_CHANNELS
+    }
     unknown = (set(config.plaintext_channels) | set(config.max_message_sizes) | named) - served
     if unknown:
-        raise ConfigError(f"unknown channels: {', '.join(sorted(unknown))} "
-                          f"(served: {', '.join(sorted(served))})")
+        raise ConfigError(
+            f"unknown channels: {', '.join(sorted(unknown))} (served: {', '.join(sorted(served))})"
+        )
 
 
 class SpiceServer:
@@ -129,8 +132,9 @@ class SpiceServer:
                 recorder_list.append(JsonlRecorder(config.record_path))
             except OSError as exc:
                 raise ConfigError(f"cannot write the session record: {exc}") from exc
-        executor = ThreadPoolExecutor(max_workers=config.encoder_threads,
-                                      thread_name_prefix="spice-encode")
+        executor = ThreadPoolExecutor(
+            max_workers=config.encoder_threads, thread_name_prefix="spice-encode"
+        )
         #: What connections and channels use of the server (internals: for tools and tests).
         self.context = ServerContext(
             config=config,
@@ -138,8 +142,9 @@ class SpiceServer:
             sessions=SessionRegistry(offered_channels(), max_sessions=config.max_clients),
             keys=KeyPool(executor, config.rsa_key_pool),
             failures=FailureTracker(),
-            ticket=self._make_ticket(config.password, config.ticket_lifetime,
-                                     config.one_shot_ticket),
+            ticket=self._make_ticket(
+                config.password, config.ticket_lifetime, config.one_shot_ticket
+            ),
             executor=executor,
             encode_cache=EncodeCache(config.encode_cache_bytes),
             on_input=on_input or log_input,
@@ -178,11 +183,11 @@ class SpiceServer:
         await self.source.start()
         config = self.config
         if config.unix_path is not None:
-            self._server = await loop.create_unix_server(self._protocol_factory(),
-                                                         config.unix_path)
+            self._server = await loop.create_unix_server(self._protocol_factory(), config.unix_path)
         else:
-            self._server = await loop.create_server(self._protocol_factory(), config.host,
-                                                    config.port)
+            self._server = await loop.create_server(
+                self._protocol_factory(), config.host, config.port
+            )
         self._listeners.append(self._server)
         if self._tls is not None:
             self._tls_server = await loop.create_server(
@@ -193,18 +198,29 @@ class SpiceServer:
                 ssl_handshake_timeout=config.handshake_timeout,
             )
             self._listeners.append(self._tls_server)
-            logger.info("TLS listening on port %d; plain links must switch to it (%s)",
-                        self.tls_port,
-                        "except " + ",".join(sorted(config.plaintext_channels))
-                        if config.plaintext_channels else "all channels")
-        logger.info("listening on %s (source %s %dx%d)%s", self.uri, self.source.kind,
-                    *self.source.size, self._web_note())
+            logger.info(
+                "TLS listening on port %d; plain links must switch to it (%s)",
+                self.tls_port,
+                "except " + ",".join(sorted(config.plaintext_channels))
+                if config.plaintext_channels
+                else "all channels",
+            )
+        logger.info(
+            "listening on %s (source %s %dx%d)%s",
+            self.uri,
+            self.source.kind,
+            *self.source.size,
+            self._web_note(),
+        )
         if context.faults is not None:
             context.faults.log_active()
         if context.captures is not None:
             captures = context.captures
-            logger.log(logging.INFO if captures.video_unavailable is None else logging.WARNING,
-                       "%s", captures.describe())
+            logger.log(
+                logging.INFO if captures.video_unavailable is None else logging.WARNING,
+                "%s",
+                captures.describe(),
+            )
 
     def _web_note(self) -> str:
         if not self.config.websocket:
@@ -298,20 +314,27 @@ class SpiceServer:
     # ------------------------------------------------------------------ control
 
     @staticmethod
-    def _make_ticket(password: str | None, lifetime: float | None, one_shot: bool = False,
-                     now: float = -1.0) -> Ticket:
-        return Ticket(password=None if password is None else password.encode(),
-                      lifetime=lifetime, one_shot=one_shot, set_at=now)
+    def _make_ticket(
+        password: str | None, lifetime: float | None, one_shot: bool = False, now: float = -1.0
+    ) -> Ticket:
+        return Ticket(
+            password=None if password is None else password.encode(),
+            lifetime=lifetime,
+            one_shot=one_shot,
+            set_at=now,
+        )
 
     def set_ticket(self, password: str | None, lifetime: float | None = None) -> None:
         """Replace the ticket (None: any ticket); linked clients stay connected."""
         if password is not None:
             raw = password.encode()
             if not 0 < len(raw) <= MAX_PASSWORD_LENGTH or b"\0" in raw:
-                raise ConfigError(f"the password must be 1..{MAX_PASSWORD_LENGTH} bytes "
-                                  "without NUL")
-        self.context.ticket = self._make_ticket(password, lifetime, self.config.one_shot_ticket,
-                                                self.context.clock())
+                raise ConfigError(
+                    f"the password must be 1..{MAX_PASSWORD_LENGTH} bytes without NUL"
+                )
+        self.context.ticket = self._make_ticket(
+            password, lifetime, self.config.one_shot_ticket, self.context.clock()
+        )
 
     def sessions(self) -> list[SessionInfo]:
         """The live client sessions."""
@@ -329,8 +352,11 @@ class SpiceServer:
         """End every client session (the source asked: ``FramebufferSource.request_disconnect``).
         Call on the loop thread."""
         sessions = list(self.context.sessions.sessions.values())
-        logger.info("source %s asked to disconnect every client: ending %d session(s)",
-                    self.source.kind, len(sessions))
+        logger.info(
+            "source %s asked to disconnect every client: ending %d session(s)",
+            self.source.kind,
+            len(sessions),
+        )
         for session in sessions:
             session.main.close()  # flushes what is queued, then the client sees EOF
             self.context.end_session(session)

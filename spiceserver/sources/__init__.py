@@ -31,8 +31,10 @@ def source_from_spec(spec: str, *, max_fps: float = 30.0) -> FramebufferSource:
     if kind == "desktop":
         from spiceserver.sources.desktop import DesktopSource  # python-xlib only when needed
 
-        return DesktopSource(f":{arg}" if arg and not arg.startswith(":") and arg.isdigit()
-                             else arg or None, max_fps=max_fps)
+        return DesktopSource(
+            f":{arg}" if arg and not arg.startswith(":") and arg.isdigit() else arg or None,
+            max_fps=max_fps,
+        )
     if kind == "pattern":
         if arg:
             width, _, height = arg.partition("x")

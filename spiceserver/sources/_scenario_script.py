@@ -270,8 +270,9 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: "
-                          f"{exc.msg}") from None
+        raise ConfigError(
+            f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
 
 
 _COLOUR_HELP = 'a colour is "#rrggbb" or [r, g, b] with 0..255 values'
@@ -310,13 +311,15 @@ class Compiler:
         if isinstance(spec, list):
             spec = {"steps": spec}
         if not isinstance(spec, dict):
-            raise self.error("top level", "expected an object with \"steps\", or a list of steps")
+            raise self.error("top level", 'expected an object with "steps", or a list of steps')
         unknown = sorted(set(spec) - self.TOP_KEYS)
         if unknown:
-            raise self.error("top level", f"unknown key {unknown[0]!r} (known: "
-                             f"{', '.join(sorted(self.TOP_KEYS))})")
+            raise self.error(
+                "top level",
+                f"unknown key {unknown[0]!r} (known: {', '.join(sorted(self.TOP_KEYS))})",
+            )
         if "steps" not in spec:
-            raise self.error("top level", "no \"steps\"")
+            raise self.error("top level", 'no "steps"')
         size = self.size(spec.get("size", list(_DEFAULT_SIZE)), "size", "size")
         background = self.colour(spec.get("background", [0, 0, 0]), "background")
         start = self.choice(spec.get("start", "client"), "start", ("client", "immediately"))
@@ -326,14 +329,18 @@ class Compiler:
             raise self.error("steps", "the scenario has no steps")
         operations = _count_operations(steps)
         if operations > MAX_OPERATIONS:
-            raise self.error("steps", f"{operations} steps would run (repeats and animation "
-                             f"frames counted); at most {MAX_OPERATIONS}")
+            raise self.error(
+                "steps",
+                f"{operations} steps would run (repeats and animation "
+                f"frames counted); at most {MAX_OPERATIONS}",
+            )
         self.check_sizes(steps, size)
         script = Script(self.name, steps, size, background, start, after, self.patterns)
         script = dataclasses.replace(script, duration=script_duration(script))
         if start == "immediately" and after == "restart" and script.duration < 0.1:
-            raise self.error("after", "a scenario that restarts by itself must last at least "
-                             "0.1s (add a wait)")
+            raise self.error(
+                "after", "a scenario that restarts by itself must last at least 0.1s (add a wait)"
+            )
         return script
 
     def steps(self, value: Any, where: str, depth: int) -> tuple[Step, ...]:
@@ -345,15 +352,19 @@ class Compiler:
 
     def step(self, value: Any, where: str, depth: int) -> Step:
         if not isinstance(value, dict):
-            raise self.error(where, f"a step is an object like {{\"wait\": 1}}, got {_kind(value)}")
+            raise self.error(where, f'a step is an object like {{"wait": 1}}, got {_kind(value)}')
         actions = [key for key in value if key in self.ACTIONS]
         if "resize" in actions and "fill" in actions:
             actions.remove("fill")  # {"resize": [w, h], "fill": colour}: fill is an option
         if len(actions) != 1:
-            found = (f"found {', '.join(map(repr, actions))}" if actions
-                     else f"got only {', '.join(map(repr, value)) or 'an empty object'}")
-            raise self.error(where, f"a step needs exactly one of {', '.join(self.ACTIONS)} "
-                             f"({found})")
+            found = (
+                f"found {', '.join(map(repr, actions))}"
+                if actions
+                else f"got only {', '.join(map(repr, value)) or 'an empty object'}"
+            )
+            raise self.error(
+                where, f"a step needs exactly one of {', '.join(self.ACTIONS)} ({found})"
+            )
         action = actions[0]
         method, options = self.ACTIONS[action]
         where = f"{where} ({action})"
@@ -384,8 +395,9 @@ class Compiler:
         return Fill(where, self.colour(step["fill"], where), rect)
 
     def _pattern(self, step: dict[str, Any], where: str, depth: int) -> Step:
-        first = self.integer(step["pattern"], where, "the pattern frame number", 0,
-                             _MAX_PATTERN_FRAME)
+        first = self.integer(
+            step["pattern"], where, "the pattern frame number", 0, _MAX_PATTERN_FRAME
+        )
         if "frames" not in step:
             if "fps" in step:
                 raise self.error(where, "fps needs frames (how many frames to animate)")
@@ -423,20 +435,20 @@ class Compiler:
     def _repeat(self, step: dict[str, Any], where: str, depth: int) -> Step:
         count = self.integer(step["repeat"], where, "repeat (a count)", 1, MAX_OPERATIONS)
         if "steps" not in step:
-            raise self.error(where, "repeat needs \"steps\"")
+            raise self.error(where, 'repeat needs "steps"')
         body = self.steps(step["steps"], where.removesuffix(" (repeat)") + ".steps", depth + 1)
         if not body:
-            raise self.error(where, "nothing to repeat: \"steps\" is empty")
+            raise self.error(where, 'nothing to repeat: "steps" is empty')
         return Repeat(where, count, body)
 
     def _end(self, step: dict[str, Any], where: str, depth: int) -> Step:
         if step["end"] is not True:
-            raise self.error(where, "write {\"end\": true}")
+            raise self.error(where, 'write {"end": true}')
         return End(where)
 
     def _disconnect(self, step: dict[str, Any], where: str, depth: int) -> Step:
         if step["disconnect"] is not True:
-            raise self.error(where, "write {\"disconnect\": true}")
+            raise self.error(where, 'write {"disconnect": true}')
         return Disconnect(where)
 
     # ------------------------------------------------------------------ values
@@ -451,8 +463,10 @@ class Compiler:
             self.check_area(image.shape[1], image.shape[0], where, f"image {value!r}")
             self.preloaded += image.shape[0] * image.shape[1]
             if self.preloaded > MAX_PRELOAD_PIXELS:
-                raise self.error(where, f"the scenario's images hold more than "
-                                 f"{MAX_PRELOAD_PIXELS} pixels in all")
+                raise self.error(
+                    where,
+                    f"the scenario's images hold more than {MAX_PRELOAD_PIXELS} pixels in all",
+                )
             image.setflags(write=False)  # shared by every step that shows it
             self.images[path] = image
         return self.images[path]
@@ -467,16 +481,26 @@ class Compiler:
                 raise self.error(where, f"cannot load cursor {value!r}: {exc}") from None
             height, width = bgra.shape[:2]
             if width > MAX_CURSOR_SIDE or height > MAX_CURSOR_SIDE:
-                raise self.error(where, f"cursor {value!r} is {width}x{height}; at most "
-                                 f"{MAX_CURSOR_SIDE}x{MAX_CURSOR_SIDE}")
+                raise self.error(
+                    where,
+                    f"cursor {value!r} is {width}x{height}; at most "
+                    f"{MAX_CURSOR_SIDE}x{MAX_CURSOR_SIDE}",
+                )
             if not (hot[0] < width and hot[1] < height):
-                raise self.error(where, f"hot spot {list(hot)} is outside the {width}x{height} "
-                                 "cursor")
+                raise self.error(
+                    where, f"hot spot {list(hot)} is outside the {width}x{height} cursor"
+                )
             # Distinct uniques per shape, numbered in file order: deterministic, and never
             # the default arrow's 1.
             unique = _CURSOR_UNIQUE_BASE + len(self.cursors) + 1
-            self.cursors[key] = CursorShape(unique=unique, width=width, height=height,
-                                            hot_x=hot[0], hot_y=hot[1], pixels=bgra.tobytes())
+            self.cursors[key] = CursorShape(
+                unique=unique,
+                width=width,
+                height=height,
+                hot_x=hot[0],
+                hot_y=hot[1],
+                pixels=bgra.tobytes(),
+            )
         return self.cursors[key]
 
     def path(self, value: Any, where: str) -> Path:
@@ -492,8 +516,11 @@ class Compiler:
             except ValueError:
                 raise self.error(where, f"bad colour {value!r}: {_COLOUR_HELP}") from None
             return rgb & 0xFF, (rgb >> 8) & 0xFF, rgb >> 16
-        if (isinstance(value, list) and len(value) == 3
-                and all(_is_int(c) and 0 <= c <= 255 for c in value)):
+        if (
+            isinstance(value, list)
+            and len(value) == 3
+            and all(_is_int(c) and 0 <= c <= 255 for c in value)
+        ):
             return value[2], value[1], value[0]
         raise self.error(where, f"bad colour {value!r}: {_COLOUR_HELP}")
 
@@ -504,15 +531,24 @@ class Compiler:
         return value[0], value[1]
 
     def check_area(self, width: int, height: int, where: str, what: str) -> None:
-        if not (0 < width <= MAX_SURFACE_SIDE and 0 < height <= MAX_SURFACE_SIDE
-                and width * height <= MAX_SURFACE_PIXELS):
-            raise self.error(where, f"{what} is {width}x{height}; a surface is "
-                             f"1..{MAX_SURFACE_SIDE} pixels a side and at most "
-                             f"{MAX_SURFACE_PIXELS} pixels")
+        if not (
+            0 < width <= MAX_SURFACE_SIDE
+            and 0 < height <= MAX_SURFACE_SIDE
+            and width * height <= MAX_SURFACE_PIXELS
+        ):
+            raise self.error(
+                where,
+                f"{what} is {width}x{height}; a surface is "
+                f"1..{MAX_SURFACE_SIDE} pixels a side and at most "
+                f"{MAX_SURFACE_PIXELS} pixels",
+            )
 
     def point(self, value: Any, where: str, what: str) -> tuple[int, int]:
-        if not (isinstance(value, list) and len(value) == 2
-                and all(_is_int(v) and v >= 0 for v in value)):
+        if not (
+            isinstance(value, list)
+            and len(value) == 2
+            and all(_is_int(v) and v >= 0 for v in value)
+        ):
             raise self.error(where, f"{what} is [x, y] with x, y >= 0, got {value!r}")
         return value[0], value[1]
 
@@ -522,17 +558,19 @@ class Compiler:
         return int(value)
 
     def number(self, value: Any, where: str, what: str, low: float, high: float) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not (
-            low <= value <= high
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not (low <= value <= high)
         ):
-            raise self.error(where, f"{what} must be a number in {low:g}..{high:g}, "
-                             f"got {value!r}")
+            raise self.error(where, f"{what} must be a number in {low:g}..{high:g}, got {value!r}")
         return float(value)
 
     def choice(self, value: Any, where: str, choices: tuple[str, ...]) -> str:
         if value not in choices:
-            raise self.error(where, f"expected one of {', '.join(map(repr, choices))}, "
-                             f"got {value!r}")
+            raise self.error(
+                where, f"expected one of {', '.join(map(repr, choices))}, got {value!r}"
+            )
         return str(value)
 
     # ------------------------------------------------------------------ sizes
@@ -547,17 +585,24 @@ class Compiler:
                 if step.at is None:
                     size = (image_w, image_h)
                 elif step.at[0] + image_w > width or step.at[1] + image_h > height:
-                    raise self.error(step.where, f"the {image_w}x{image_h} image at "
-                                     f"{list(step.at)} does not fit the {width}x{height} surface")
+                    raise self.error(
+                        step.where,
+                        f"the {image_w}x{image_h} image at "
+                        f"{list(step.at)} does not fit the {width}x{height} surface",
+                    )
             elif isinstance(step, Fill) and step.rect is not None:
                 if step.rect.right > width or step.rect.bottom > height:
                     r = step.rect
-                    raise self.error(step.where, f"rect {[r.x, r.y, r.width, r.height]} does "
-                                     f"not fit the {width}x{height} surface")
+                    raise self.error(
+                        step.where,
+                        f"rect {[r.x, r.y, r.width, r.height]} does "
+                        f"not fit the {width}x{height} surface",
+                    )
             elif isinstance(step, Move):
                 if step.x >= width or step.y >= height:
-                    raise self.error(step.where, f"({step.x}, {step.y}) is outside the "
-                                     f"{width}x{height} surface")
+                    raise self.error(
+                        step.where, f"({step.x}, {step.y}) is outside the {width}x{height} surface"
+                    )
             elif isinstance(step, Resize):
                 size = (step.width, step.height)
             elif isinstance(step, Pattern):
@@ -565,8 +610,10 @@ class Compiler:
                     try:
                         self.patterns[size] = PatternSource(width, height, fps=0)
                     except ValueError as exc:
-                        raise self.error(step.where, f"{exc}; the surface is {width}x{height} "
-                                         "here (add a resize before it)") from None
+                        raise self.error(
+                            step.where,
+                            f"{exc}; the surface is {width}x{height} here (add a resize before it)",
+                        ) from None
             elif isinstance(step, Repeat):
                 # The body's sizes depend on its entry size only until it sets one, so a second
                 # pass (entering with the size the first pass left) covers every later pass.
@@ -612,8 +659,13 @@ def _is_int(value: Any) -> bool:
 
 
 def _kind(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
-            type(None): "null"}.get(type(value), "a number")
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        type(None): "null",
+    }.get(type(value), "a number")
 
 
 def compile_script(spec: Any, base_dir: Path, name: str) -> Script:

@@ -166,8 +166,14 @@ class DesktopSource(FramebufferSource):
         self.fallbacks: list[str] = []
         #: Counters for benchmarks: grabs made, pixels grabbed, pixels reported changed,
         #: scrolls found and the pixels they moved.
-        self.stats = {"grabs": 0, "grabbed_pixels": 0, "changed_pixels": 0, "updates": 0,
-                      "scrolls": 0, "scrolled_pixels": 0}
+        self.stats = {
+            "grabs": 0,
+            "grabbed_pixels": 0,
+            "changed_pixels": 0,
+            "updates": 0,
+            "scrolls": 0,
+            "scrolled_pixels": 0,
+        }
         self._thread: threading.Thread | None = None
         self._wake_r = self._wake_w = -1
         self._stopping = False
@@ -523,7 +529,11 @@ class _Capture:
             self.source._publish(scrolls, writes, changed)
 
     def _scrolled(
-        self, held: np.ndarray, pixels: np.ndarray, rects: list[Rect], box: Rect,
+        self,
+        held: np.ndarray,
+        pixels: np.ndarray,
+        rects: list[Rect],
+        box: Rect,
         scrolls: list[Scroll],
     ) -> list[Rect]:
         """``rects`` (the changes, in box coordinates), or, if their pixels scrolled, what

@@ -113,7 +113,9 @@ class ScenarioSource(FramebufferSource):
     kind = "scenario"
 
     def __init__(
-        self, scenario: dict[str, Any] | list[Any] | str | Path, *,
+        self,
+        scenario: dict[str, Any] | list[Any] | str | Path,
+        *,
         base_dir: str | Path | None = None,
     ) -> None:
         if isinstance(scenario, str | Path):
@@ -278,8 +280,9 @@ class ScenarioSource(FramebufferSource):
         elif isinstance(op, Disconnect):
             self.disconnects += 1
             if not self.request_disconnect():
-                logger.warning("%s: %s: disconnect, but no server is listening",
-                               self._script.name, op.where)
+                logger.warning(
+                    "%s: %s: disconnect, but no server is listening", self._script.name, op.where
+                )
         elif not isinstance(op, At):
             frame, rects = _paint(op, self.frame, self._script.patterns)
             if frame is not self.frame:
@@ -344,8 +347,11 @@ class _Simulation:
     def __init__(self, script: Script) -> None:
         self.script = script
         width, height = script.size
-        self.frame, _ = _paint(Resize("start", width, height, script.background),
-                               np.zeros((1, 1, 4), np.uint8), script.patterns)
+        self.frame, _ = _paint(
+            Resize("start", width, height, script.background),
+            np.zeros((1, 1, 4), np.uint8),
+            script.patterns,
+        )
         self.cursor: CursorShape | None = default_cursor()
         self.position: tuple[int, int] | None = None
         self.disconnects = 0
@@ -361,5 +367,4 @@ class _Simulation:
             self.frame, _ = _paint(op, self.frame, self.script.patterns)
 
     def snapshot(self, time: float) -> ScenarioState:
-        return ScenarioState(time, self.frame.copy(), self.cursor, self.position,
-                             self.disconnects)
+        return ScenarioState(time, self.frame.copy(), self.cursor, self.position, self.disconnects)

@@ -69,7 +69,8 @@ async def stall(server: ServerProcess, password: str, seconds: float) -> dict[st
         "server_rss_mib_during": [round(r, 1) for r in rss],
         "bytes_in_5s_after_resume": received,
         "draws_in_5s_after_resume": draws,
-        "s_to_first_new_update_after_backlog": None if first_fresh is None
+        "s_to_first_new_update_after_backlog": None
+        if first_fresh is None
         else round(first_fresh, 3),
     }
 

@@ -35,12 +35,19 @@ from tests.interop.serverthread import ServerThread
 PASSWORD = "bench"
 
 
-def measure(size: tuple[int, int], seconds: float, compression: str,
-            capture_dir: str | None) -> dict[str, Any]:
+def measure(
+    size: tuple[int, int], seconds: float, compression: str, capture_dir: str | None
+) -> dict[str, Any]:
     source = PatternSource(*size, fps=30)
-    with ServerThread(source, password=PASSWORD, capture_dir=capture_dir,
-                      image_compression=COMPRESSION_NAMES[compression]) as st, \
-            GtkClient(st.uri, PASSWORD) as client:
+    with (
+        ServerThread(
+            source,
+            password=PASSWORD,
+            capture_dir=capture_dir,
+            image_compression=COMPRESSION_NAMES[compression],
+        ) as st,
+        GtkClient(st.uri, PASSWORD) as client,
+    ):
         client.wait_for("mark", timeout=60)  # the first full frame arrived
         server = st.server
         assert server is not None
@@ -77,15 +84,19 @@ def hook_check_ns() -> float:
 
     connection = Connection()
     number = 2_000_000
-    seconds = min(timeit.repeat("if c.capture is not None: pass", globals={"c": connection},
-                                number=number, repeat=5))
+    seconds = min(
+        timeit.repeat(
+            "if c.capture is not None: pass", globals={"c": connection}, number=number, repeat=5
+        )
+    )
     empty = min(timeit.repeat("pass", number=number, repeat=5))
     return float(round(1e9 * (seconds - empty) / number, 2))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--size", default="1024x768")
     parser.add_argument("--rounds", type=int, default=2)
@@ -103,25 +114,37 @@ def main() -> None:
         return round(float(statistics.median(run[key] for run in runs[mode])), 3)
 
     summary = {
-        mode: {key: median(mode, key) for key in
-               ("fps", "loop_cpu_ms_per_frame", "process_cpu_ms_per_frame")}
+        mode: {
+            key: median(mode, key)
+            for key in ("fps", "loop_cpu_ms_per_frame", "process_cpu_ms_per_frame")
+        }
         for mode in runs
     }
-    print(json.dumps({
-        "size": args.size,
-        "compression": args.compression,
-        "seconds_per_run": args.seconds,
-        "rounds": args.rounds,
-        "median": summary,
-        "capture_overhead_ms_per_frame": {
-            "loop": round(summary["on"]["loop_cpu_ms_per_frame"]
-                          - summary["off"]["loop_cpu_ms_per_frame"], 3),
-            "process": round(summary["on"]["process_cpu_ms_per_frame"]
-                             - summary["off"]["process_cpu_ms_per_frame"], 3),
-        },
-        "hook_check_ns": hook_check_ns(),
-        "runs": runs,
-    }))
+    print(
+        json.dumps(
+            {
+                "size": args.size,
+                "compression": args.compression,
+                "seconds_per_run": args.seconds,
+                "rounds": args.rounds,
+                "median": summary,
+                "capture_overhead_ms_per_frame": {
+                    "loop": round(
+                        summary["on"]["loop_cpu_ms_per_frame"]
+                        - summary["off"]["loop_cpu_ms_per_frame"],
+                        3,
+                    ),
+                    "process": round(
+                        summary["on"]["process_cpu_ms_per_frame"]
+                        - summary["off"]["process_cpu_ms_per_frame"],
+                        3,
+                    ),
+                },
+                "hook_check_ns": hook_check_ns(),
+                "runs": runs,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

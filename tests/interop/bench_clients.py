@@ -215,8 +215,9 @@ class BenchClient:
         session_id = await asyncio.wait_for(self.main.session_id, 30)
         self.main.send(MAIN_ATTACH_CHANNELS)
         self.display = await open_channel(port, ChannelType.DISPLAY, session_id)
-        self.display.send(DISPLAY_INIT, struct.pack("<BqBi", 1, PIXMAP_CACHE_PIXELS, 1,
-                                                    GLZ_WINDOW_PIXELS))
+        self.display.send(
+            DISPLAY_INIT, struct.pack("<BqBi", 1, PIXMAP_CACHE_PIXELS, 1, GLZ_WINDOW_PIXELS)
+        )
 
     def close(self) -> None:
         self.display.close()
@@ -246,8 +247,11 @@ async def ramp(server: ServerProcess, args: argparse.Namespace) -> list[dict[str
             await asyncio.sleep(args.warmup)
             frames = [c.display.frames for c in clients]
             received = sum(c.display.bytes_received for c in clients)
-            server_cpu, own_cpu, started = (process_cpu_seconds(server.proc.pid),
-                                            own_cpu_seconds(), time.monotonic())
+            server_cpu, own_cpu, started = (
+                process_cpu_seconds(server.proc.pid),
+                own_cpu_seconds(),
+                time.monotonic(),
+            )
             await asyncio.sleep(args.seconds)
             elapsed = time.monotonic() - started
             fps = [(c.display.frames - n) / elapsed for c, n in zip(clients, frames, strict=True)]
@@ -256,12 +260,13 @@ async def ramp(server: ServerProcess, args: argparse.Namespace) -> list[dict[str
                 "fps_min": round(min(fps), 1),
                 "fps_median": round(statistics.median(fps), 1),
                 "server_cpu_pct": round(
-                    100 * (process_cpu_seconds(server.proc.pid) - server_cpu) / elapsed),
+                    100 * (process_cpu_seconds(server.proc.pid) - server_cpu) / elapsed
+                ),
                 "client_cpu_pct": round(100 * (own_cpu_seconds() - own_cpu) / elapsed),
                 "server_rss_mib": round(server.rss_mib()),
                 "received_mib_s": round(
-                    (sum(c.display.bytes_received for c in clients) - received) / elapsed / 2**20,
-                    1),
+                    (sum(c.display.bytes_received for c in clients) - received) / elapsed / 2**20, 1
+                ),
             }
             print(json.dumps(step), flush=True)
             results.append(step)
@@ -275,24 +280,44 @@ async def ramp(server: ServerProcess, args: argparse.Namespace) -> list[dict[str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--image-compression", default="auto-glz",
-                        choices=sorted(COMPRESSION_NAMES))
-    parser.add_argument("--steps", default="1,5,10,20,30,40",
-                        type=lambda s: sorted({int(v) for v in s.split(",")}))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--image-compression", default="auto-glz", choices=sorted(COMPRESSION_NAMES)
+    )
+    parser.add_argument(
+        "--steps", default="1,5,10,20,30,40", type=lambda s: sorted({int(v) for v in s.split(",")})
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="measured, per step")
     parser.add_argument("--warmup", type=float, default=4.0, help="before each step")
     parser.add_argument("--size", default="1024x768")
     parser.add_argument("--target", type=float, default=29.0, help="fps every client must hold")
-    parser.add_argument("--encode-cache-mib", type=float, default=None,
-                        help="the server's --encode-cache-mib (0: no sharing)")
-    parser.add_argument("--stop-below", type=float, default=10.0,
-                        help="stop the ramp once the median client fps drops below this")
+    parser.add_argument(
+        "--encode-cache-mib",
+        type=float,
+        default=None,
+        help="the server's --encode-cache-mib (0: no sharing)",
+    )
+    parser.add_argument(
+        "--stop-below",
+        type=float,
+        default=10.0,
+        help="stop the ramp once the median client fps drops below this",
+    )
     args = parser.parse_args()
-    server_args = ["--source", f"pattern:{args.size}", "--max-fps", "30",
-                   "--image-compression", args.image_compression,
-                   "--max-clients", str(max(args.steps)), "--log-level", "warning"]
+    server_args = [
+        "--source",
+        f"pattern:{args.size}",
+        "--max-fps",
+        "30",
+        "--image-compression",
+        args.image_compression,
+        "--max-clients",
+        str(max(args.steps)),
+        "--log-level",
+        "warning",
+    ]
     if args.encode_cache_mib is not None:
         server_args += ["--encode-cache-mib", str(args.encode_cache_mib)]
     try:
@@ -309,14 +334,19 @@ def main() -> None:
         if step["fps_min"] < args.target:  # type: ignore[operator]
             break
         held = step["clients"]  # type: ignore[assignment]
-    print(json.dumps({
-        "image_compression": args.image_compression,
-        "size": args.size,
-        "encode_cache_mib": args.encode_cache_mib,
-        "cores": os.cpu_count(),
-        "server_survived": alive,
-        f"max_clients_at_{args.target:g}fps": held,
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "image_compression": args.image_compression,
+                "size": args.size,
+                "encode_cache_mib": args.encode_cache_mib,
+                "cores": os.cpu_count(),
+                "server_survived": alive,
+                f"max_clients_at_{args.target:g}fps": held,
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

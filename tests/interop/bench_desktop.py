@@ -350,8 +350,7 @@ def run_scrolling(display: str, xterm: str, client: GtkClient) -> list[float]:
             conn.sync()  # the X server has the key: from here on, the application and us
             t0 = time.monotonic()
             with contextlib.suppress(TimeoutError):
-                event = client.wait_for("invalidate", covers, timeout=5, since=since,
-                                        consume=False)
+                event = client.wait_for("invalidate", covers, timeout=5, since=since, consume=False)
                 latencies.append(max(0.0, event["t"] - t0))
             time.sleep(0.15)
     finally:

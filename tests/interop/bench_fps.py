@@ -40,9 +40,12 @@ def main() -> None:
     source = PatternSource(width, height, fps=30)
     counter = (16, 16)  # top-left of the frame counter's rectangle
     password = "bench"
-    with ServerThread(source, password=password,
-                      image_compression=COMPRESSION_NAMES[args.compression]) as st, \
-            GtkClient(st.uri, password) as client:
+    with (
+        ServerThread(
+            source, password=password, image_compression=COMPRESSION_NAMES[args.compression]
+        ) as st,
+        GtkClient(st.uri, password) as client,
+    ):
         client.wait_for("mark", timeout=60)
         warm = time.monotonic() + 2.0
         while time.monotonic() < warm:
@@ -58,7 +61,8 @@ def main() -> None:
         elapsed = time.monotonic() - started
         events = client.events[start_index:]
         frames = sum(
-            1 for e in events
+            1
+            for e in events
             if e.get("event") == "invalidate" and (e.get("x"), e.get("y")) == counter
         )
         invalidates = sum(1 for e in events if e.get("event") == "invalidate")
@@ -66,18 +70,22 @@ def main() -> None:
         assert server is not None
         sessions = list(server.sessions())
         summary = sessions[0].metrics.summary() if sessions else ""
-    print(json.dumps({
-        "size": args.size,
-        "compression": args.compression,
-        "seconds": round(elapsed, 1),
-        "client_fps": round(frames / elapsed, 2),
-        "client_invalidates": invalidates,
-        "rss_mib_start": round(rss_start, 1),
-        "rss_mib_end": round(samples[-1][1], 1) if samples else None,
-        "rss_mib_samples": [round(r, 1) for _, r in samples],
-        "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "server_session": summary,
-    }))
+    print(
+        json.dumps(
+            {
+                "size": args.size,
+                "compression": args.compression,
+                "seconds": round(elapsed, 1),
+                "client_fps": round(frames / elapsed, 2),
+                "client_invalidates": invalidates,
+                "rss_mib_start": round(rss_start, 1),
+                "rss_mib_end": round(samples[-1][1], 1) if samples else None,
+                "rss_mib_samples": [round(r, 1) for _, r in samples],
+                "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "server_session": summary,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,11 @@ from tests.conftest import CORPUS
 from tests.interop.clients import GtkClient
 from tests.interop.serverthread import ServerThread
 
-DEFAULT_IMAGES = ["terminal_manpage_1920x1080.png", "web_pydoc_tutorial_1920x1080.png",
-                  "photo_dune_1920x1080.png"]
+DEFAULT_IMAGES = [
+    "terminal_manpage_1920x1080.png",
+    "web_pydoc_tutorial_1920x1080.png",
+    "photo_dune_1920x1080.png",
+]
 
 
 def main() -> None:
@@ -41,8 +44,9 @@ def main() -> None:
     height, width = frames[0].shape[:2]
     source = NumpySource(frame=np.zeros_like(frames[0]))
     started = time.perf_counter()
-    with ServerThread(source, password="bench",
-                      image_compression=COMPRESSION_NAMES[args.compression]) as st:
+    with ServerThread(
+        source, password="bench", image_compression=COMPRESSION_NAMES[args.compression]
+    ) as st:
         startup = time.perf_counter() - started
         with GtkClient(st.uri, "bench") as client:
             client.wait_for_frame(source.frame, timeout=60)
@@ -63,21 +67,26 @@ def main() -> None:
             server = st.server
             assert server is not None
             summary = [s.metrics.summary() for s in server.sessions()]
-    ordered = sorted(latencies[len(frames):])
-    print(json.dumps({
-        "size": f"{width}x{height}",
-        "compression": args.compression,
-        "rounds": len(ordered),
-        "latency_ms_p50": round(1000 * statistics.median(ordered), 1),
-        "latency_ms_p95": round(1000 * ordered[int(0.95 * (len(ordered) - 1))], 1),
-        "latency_ms_max": round(1000 * ordered[-1], 1),
-        "latency_ms_p50_per_image": {
-            name: round(1000 * statistics.median(values), 1)
-            for name, values in per_image.items() if values
-        },
-        "server_start_s": round(startup, 2),
-        "server_session": summary,
-    }))
+    ordered = sorted(latencies[len(frames) :])
+    print(
+        json.dumps(
+            {
+                "size": f"{width}x{height}",
+                "compression": args.compression,
+                "rounds": len(ordered),
+                "latency_ms_p50": round(1000 * statistics.median(ordered), 1),
+                "latency_ms_p95": round(1000 * ordered[int(0.95 * (len(ordered) - 1))], 1),
+                "latency_ms_max": round(1000 * ordered[-1], 1),
+                "latency_ms_p50_per_image": {
+                    name: round(1000 * statistics.median(values), 1)
+                    for name, values in per_image.items()
+                    if values
+                },
+                "server_start_s": round(startup, 2),
+                "server_session": summary,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -593,8 +593,17 @@ class Xvfb:
         return res.returncode == 0
 
     def command(self, displayfd: int) -> list[str]:
-        return ["Xvfb", "-displayfd", str(displayfd), "-screen", "0",
-                f"{self.width}x{self.height}x{self.depth}", "-nolisten", "tcp", "-noreset"]
+        return [
+            "Xvfb",
+            "-displayfd",
+            str(displayfd),
+            "-screen",
+            "0",
+            f"{self.width}x{self.height}x{self.depth}",
+            "-nolisten",
+            "tcp",
+            "-noreset",
+        ]
 
     def start(self) -> str:
         rfd, wfd = os.pipe()
@@ -684,9 +693,14 @@ EndSection
 def have_xorg_dummy() -> bool:
     """A real Xorg server with the dummy video driver (Debian: xserver-xorg-video-dummy), run
     as root: the desktop tests then also run against the X server of real sessions."""
-    return (os.geteuid() == 0 and shutil.which("Xorg") is not None
-            and any(Path(d).glob("dummy_drv.so") for d in
-                    ("/usr/lib/xorg/modules/drivers", "/usr/lib64/xorg/modules/drivers")))
+    return (
+        os.geteuid() == 0
+        and shutil.which("Xorg") is not None
+        and any(
+            Path(d).glob("dummy_drv.so")
+            for d in ("/usr/lib/xorg/modules/drivers", "/usr/lib64/xorg/modules/drivers")
+        )
+    )
 
 
 class XorgDummy(Xvfb):
@@ -696,12 +710,34 @@ class XorgDummy(Xvfb):
         self._dir = tempfile.TemporaryDirectory(prefix="xorg-dummy-")
         w, h = self.width, self.height
         conf = Path(self._dir.name) / "xorg.conf"
-        conf.write_text(_XORG_DUMMY_CONF.format(  # a 60 Hz CVT-like mode for the size
-            w=w, h=h, depth=self.depth, clock=(w + 304) * (h + 30) * 60 / 1e6,
-            w_a=w + 48, w_b=w + 152, w_c=w + 304, h_a=h + 3, h_b=h + 7, h_c=h + 30))
-        return ["Xorg", "-displayfd", str(displayfd), "-config", str(conf), "-noreset",
-                "-nolisten", "tcp", "-logfile", str(Path(self._dir.name) / "Xorg.log"),
-                "-novtswitch", "-sharevts"]
+        conf.write_text(
+            _XORG_DUMMY_CONF.format(  # a 60 Hz CVT-like mode for the size
+                w=w,
+                h=h,
+                depth=self.depth,
+                clock=(w + 304) * (h + 30) * 60 / 1e6,
+                w_a=w + 48,
+                w_b=w + 152,
+                w_c=w + 304,
+                h_a=h + 3,
+                h_b=h + 7,
+                h_c=h + 30,
+            )
+        )
+        return [
+            "Xorg",
+            "-displayfd",
+            str(displayfd),
+            "-config",
+            str(conf),
+            "-noreset",
+            "-nolisten",
+            "tcp",
+            "-logfile",
+            str(Path(self._dir.name) / "Xorg.log"),
+            "-novtswitch",
+            "-sharevts",
+        ]
 
     def stop(self) -> None:
         super().stop()
@@ -1012,8 +1048,18 @@ class TsharkCapture:
             bpf = f"tcp port {self.port} or (udp and dst port {probe_port})"
             self.proc = subprocess.Popen(
                 # A large kernel buffer: loopback bursts of megabytes otherwise drop packets.
-                ["dumpcap", "-i", self.interface, "-B", "256", "-f", bpf, "-w", str(self.path),
-                 "-q"],
+                [
+                    "dumpcap",
+                    "-i",
+                    self.interface,
+                    "-B",
+                    "256",
+                    "-f",
+                    bpf,
+                    "-w",
+                    str(self.path),
+                    "-q",
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,

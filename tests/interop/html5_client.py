@@ -376,8 +376,9 @@ class Html5Client:
         """Launch Chromium (first time) and load ``url``; returns the ``opened`` reply."""
         return self.send("open", {"url": url, "timeout": timeout, **self._launch}, timeout + 35)
 
-    def wait_canvas(self, timeout: float = 10.0, *, inputs: bool = False,
-                    surface: int = 0) -> Event:
+    def wait_canvas(
+        self, timeout: float = 10.0, *, inputs: bool = False, surface: int = 0
+    ) -> Event:
         """Wait until ``spice_surface_N`` exists with a nonzero size (and, with ``inputs``,
         spice-html5's inputs channel is ready); returns {width, height, inputs_ready,
         mouse_mode}."""
@@ -430,9 +431,7 @@ class Html5Client:
                     if last is not None
                     else problem
                 )
-                raise TimeoutError(
-                    f"canvas mismatch after {timeout}s: {summary}" + self._context()
-                )
+                raise TimeoutError(f"canvas mismatch after {timeout}s: {summary}" + self._context())
             time.sleep(0.1)  # no event says "spice-html5 has drawn"
 
     def state(self) -> Event:
@@ -465,8 +464,13 @@ class Html5Client:
 
     def type(self, text: str, *, delay_ms: float = 0, shift: bool = True) -> None:
         """Type ``text`` on the canvas (US layout; Shift held for shifted characters)."""
-        self.command("type", timeout=20 + len(text) * (0.1 + delay_ms / 1000), text=text,
-                     delay=delay_ms, shift=shift)
+        self.command(
+            "type",
+            timeout=20 + len(text) * (0.1 + delay_ms / 1000),
+            text=text,
+            delay=delay_ms,
+            shift=shift,
+        )
 
     def key(self, name: str) -> None:
         """Press and release a puppeteer key name: "Enter", "Escape", "ArrowUp", "KeyA"..."""

@@ -36,9 +36,21 @@ class ServerProcess:
             out.write(self.password + "\n")
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "spiceserver", "serve", "--listen", "127.0.0.1:0",
-             "--password-file", str(secret), *self.args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+            [
+                sys.executable,
+                "-m",
+                "spiceserver",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--password-file",
+                str(secret),
+                *self.args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
             start_new_session=True,
         )
         assert self.proc.stdout is not None
@@ -49,8 +61,7 @@ class ServerProcess:
                 self.port = int(match.group(1))
                 break
         # Keep draining the output: a full pipe would block the server's logging.
-        self._reader = threading.Thread(target=self._drain, args=(self.proc.stdout,),
-                                        daemon=True)
+        self._reader = threading.Thread(target=self._drain, args=(self.proc.stdout,), daemon=True)
         self._reader.start()
         if not self.port:
             self.__exit__(None, None, None)
@@ -81,8 +92,12 @@ class ServerProcess:
         """Everything the server printed (read after it stopped)."""
         return "".join(self.log)
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if self.proc is not None:
             if self.proc.poll() is None:
                 self.proc.send_signal(signal.SIGINT)

@@ -77,10 +77,23 @@ def capture() -> Iterator[Capture]:
 def dissect(pcap: Path) -> tuple[str, int]:
     """Verbose tshark text with port 5900 as SPICE and IPv4/TCP checksum validation on."""
     res = subprocess.run(
-        ["tshark", "-r", str(pcap), "-d", "tcp.port==5900,spice", "-V",
-         "-o", "tcp.desegment_tcp_streams:TRUE", "-o", "tcp.check_checksum:TRUE",
-         "-o", "ip.check_checksum:TRUE"],
-        capture_output=True, timeout=120, check=False,
+        [
+            "tshark",
+            "-r",
+            str(pcap),
+            "-d",
+            "tcp.port==5900,spice",
+            "-V",
+            "-o",
+            "tcp.desegment_tcp_streams:TRUE",
+            "-o",
+            "tcp.check_checksum:TRUE",
+            "-o",
+            "ip.check_checksum:TRUE",
+        ],
+        capture_output=True,
+        timeout=120,
+        check=False,
     )
     text = res.stdout.decode("utf-8", "replace")
     assert res.returncode == 0, res.stderr.decode("utf-8", "replace")
@@ -89,10 +102,22 @@ def dissect(pcap: Path) -> tuple[str, int]:
 
 def ffprobe(path: Path) -> dict[str, Any]:
     res = subprocess.run(
-        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
-         "-show_entries", "stream=codec_name,width,height,pix_fmt,nb_read_frames",
-         "-of", "json", str(path)],
-        capture_output=True, timeout=120, check=True,
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=codec_name,width,height,pix_fmt,nb_read_frames",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
     )
     (stream,) = json.loads(res.stdout)["streams"]
     return dict(stream)
@@ -103,10 +128,18 @@ def test_tshark_decodes_every_channel_pcap(capture: Capture) -> None:
     pcaps = sorted(p.name for p in capture.directory.glob("*.pcap"))
     assert pcaps == ["cursor.pcap", "display.pcap", "inputs.pcap", "main.pcap"]
     expected = {
-        "main.pcap": ["Server INIT (103)", "Client ATTACH_CHANNELS (104)",
-                      "Server CHANNELS_LIST (104)", "Client PONG (3)"],
-        "display.pcap": ["Server SURFACE_CREATE (314)", "Server DRAW_COPY (304)",
-                         "Server MARK (102)", "Client INIT (101)"],
+        "main.pcap": [
+            "Server INIT (103)",
+            "Client ATTACH_CHANNELS (104)",
+            "Server CHANNELS_LIST (104)",
+            "Client PONG (3)",
+        ],
+        "display.pcap": [
+            "Server SURFACE_CREATE (314)",
+            "Server DRAW_COPY (304)",
+            "Server MARK (102)",
+            "Client INIT (101)",
+        ],
         "inputs.pcap": ["Server INIT (101)", "Client MOUSE_POSITION (112)"],
         "cursor.pcap": ["Server INIT (101)"],
     }

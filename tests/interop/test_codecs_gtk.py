@@ -39,8 +39,10 @@ def noise(width: int, height: int, seed: int) -> np.ndarray:
 @pytest.mark.parametrize("mode", MODES)
 def test_codec_round_trips_through_spice_gtk(mode: str, corpus: Path) -> None:
     source = NumpySource(frame=noise(97, 61, 1))
-    with ServerThread(source, password=PASSWORD, image_compression=NAMES[mode]) as st, \
-            GtkClient(st.uri, PASSWORD) as client:
+    with (
+        ServerThread(source, password=PASSWORD, image_compression=NAMES[mode]) as st,
+        GtkClient(st.uri, PASSWORD) as client,
+    ):
         client.wait_for_frame(source.frame, timeout=30)
         for name in CORPUS_FRAMES:
             frame = load_image(corpus / name)
@@ -60,9 +62,7 @@ def test_codec_round_trips_through_spice_gtk(mode: str, corpus: Path) -> None:
         server = st.server
         assert server is not None
         codecs = {
-            codec
-            for session in server.sessions()
-            for codec in session.metrics.bytes_by_codec
+            codec for session in server.sessions() for codec in session.metrics.bytes_by_codec
         }
         # QUIC needs 3x3 pixels: the 1-row update goes out as LZ.
         expected = {"off": {"raw"}, "lz": {"lz", "raw"}, "glz": {"glz", "raw"},

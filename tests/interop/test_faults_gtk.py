@@ -50,20 +50,24 @@ def make_frame(seed: int) -> np.ndarray:
     return frame
 
 
-
-
 def server(source: NumpySource, *faults: str, **options: Any) -> ServerThread:
     return ServerThread(source, password=PASSWORD, faults=list(faults), **options)
 
 
 def logs(client: GtkClient, level: str | None = None) -> list[str]:
-    return [e["message"] for e in client.events
-            if e["event"] == "log" and (level is None or e["level"] == level)]
+    return [
+        e["message"]
+        for e in client.events
+        if e["event"] == "log" and (level is None or e["level"] == level)
+    ]
 
 
 def channel_events(client: GtkClient, channel: str) -> list[str]:
-    return [e["channel_event"] for e in client.events
-            if e["event"] == "channel-event" and e["channel"] == channel]
+    return [
+        e["channel_event"]
+        for e in client.events
+        if e["event"] == "channel-event" and e["channel"] == channel
+    ]
 
 
 def wait_key(received: queue.Queue[InputEvent], timeout: float = 20.0) -> KeyEvent:
@@ -109,9 +113,11 @@ def test_display_closed_after_n_messages_leaves_the_session_alive() -> None:
             client.wait_for_frame(source.frame, timeout=30)
             update = make_frame(4)
             st.call(lambda: source.update(update))
-            client.wait_for("channel-event",
-                            lambda e: e["channel"] == "display" and e["channel_event"] != "opened",
-                            timeout=20)
+            client.wait_for(
+                "channel-event",
+                lambda e: e["channel"] == "display" and e["channel_event"] != "opened",
+                timeout=20,
+            )
             assert channel_events(client, "display") == ["opened", "closed"]  # no error event
             client.wait_for_frame(update, timeout=10)  # the 6th message was drawn; surface kept
             assert channel_events(client, "main") == ["opened"]
@@ -144,9 +150,11 @@ def test_unknown_message_is_logged_and_skipped() -> None:
     with server(source, "unknown-message:*:2:0.2", on_input=received.put) as st:
         with GtkClient(st.uri, PASSWORD) as client:
             client.wait_for_frame(source.frame, timeout=30)
-            expected = sorted(f"failed to parse message: {name}-{kind}:0 type 65535"
-                              for name, kind in (("main", 1), ("display", 2), ("inputs", 3),
-                                                 ("cursor", 4)) for _ in range(2))
+            expected = sorted(
+                f"failed to parse message: {name}-{kind}:0 type 65535"
+                for name, kind in (("main", 1), ("display", 2), ("inputs", 3), ("cursor", 4))
+                for _ in range(2)
+            )
             deadline = time.monotonic() + 20
             while len(logs(client, "critical")) < len(expected) and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -157,8 +165,12 @@ def test_unknown_message_is_logged_and_skipped() -> None:
             client.key_press(0x1E)
             assert wait_key(received) == KeyEvent(0x1E, True)
             assert client.returncode is None
-            assert all(e == ["opened"] for e in (channel_events(client, c) for c in
-                                                 ("main", "display", "inputs", "cursor")))
+            assert all(
+                e == ["opened"]
+                for e in (
+                    channel_events(client, c) for c in ("main", "display", "inputs", "cursor")
+                )
+            )
         serves_a_fresh_client(st, source)
 
 
@@ -169,9 +181,11 @@ def corrupted_bitmap(frame: np.ndarray) -> np.ndarray:
     return damaged
 
 
-@pytest.mark.parametrize("mode", [ImageCompression.OFF, ImageCompression.QUIC,
-                                  ImageCompression.LZ, ImageCompression.GLZ],
-                         ids=lambda m: m.name.lower())
+@pytest.mark.parametrize(
+    "mode",
+    [ImageCompression.OFF, ImageCompression.QUIC, ImageCompression.LZ, ImageCompression.GLZ],
+    ids=lambda m: m.name.lower(),
+)
 def test_corrupt_image(mode: ImageCompression) -> None:
     """The first image is clean (EVERY_N = 2), the next update's image is corrupt."""
     received: queue.Queue[InputEvent] = queue.Queue()

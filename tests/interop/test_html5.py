@@ -44,14 +44,16 @@ def sample_frame(seed: int, width: int = 320, height: int = 200) -> np.ndarray:
     return frame
 
 
-
-
 @pytest.mark.parametrize("mode", ["auto-glz", "auto-lz", "quic"])
 def test_spice_html5_shows_the_frame_exactly_and_sends_input(mode: str) -> None:
     corpus = load_image(data_file(CORPUS / "testpattern_bars_1024x768.png"))
     source = NumpySource(frame=corpus)
-    with RunningServer(source, password=PASSWORD, image_compression=mode,
-                       web_root=str(DEBIAN_SPICE_HTML5)) as st, Html5Client() as browser:
+    with (
+        RunningServer(
+            source, password=PASSWORD, image_compression=mode, web_root=str(DEBIAN_SPICE_HTML5)
+        ) as st,
+        Html5Client() as browser,
+    ):
         base = f"http://127.0.0.1:{st.port}/"
         browser.open(html5_url(base, "127.0.0.1", st.port, PASSWORD))
         browser.wait_for_canvas(corpus, timeout=30)
@@ -78,8 +80,10 @@ def test_spice_html5_shows_the_frame_exactly_and_sends_input(mode: str) -> None:
 
 
 def test_pattern_animates_in_the_browser_and_spice_gtk_shares_the_port() -> None:
-    with RunningServer("pattern:320x240", password=PASSWORD,
-                       web_root=str(DEBIAN_SPICE_HTML5)) as st, Html5Client() as browser:
+    with (
+        RunningServer("pattern:320x240", password=PASSWORD, web_root=str(DEBIAN_SPICE_HTML5)) as st,
+        Html5Client() as browser,
+    ):
         browser.open(html5_url(f"http://127.0.0.1:{st.port}/", "127.0.0.1", st.port, PASSWORD))
         browser.wait_canvas(timeout=30)
         first = browser.canvas()
@@ -98,17 +102,30 @@ def test_wss_on_the_tls_port(tmp_path: Path) -> None:
     tls = make_tls_files(tmp_path)
     frame = sample_frame(3)
     source = NumpySource(frame=frame)
-    with RunningServer(source, password=PASSWORD, tls_port=0, tls_cert=str(tls.cert),
-                       tls_key=str(tls.key), web_root=str(DEBIAN_SPICE_HTML5)) as st, \
-            Html5Client(chromium_args=["--ignore-certificate-errors"]) as browser:
+    with (
+        RunningServer(
+            source,
+            password=PASSWORD,
+            tls_port=0,
+            tls_cert=str(tls.cert),
+            tls_key=str(tls.key),
+            web_root=str(DEBIAN_SPICE_HTML5),
+        ) as st,
+        Html5Client(chromium_args=["--ignore-certificate-errors"]) as browser,
+    ):
         assert st.server is not None
         port = st.server.tls_port
         assert port is not None
         # Loaded over https, spice-html5 opens wss:// to the same port.
         browser.open(html5_url(f"https://127.0.0.1:{port}/", "127.0.0.1", port, PASSWORD))
         browser.wait_for_canvas(frame, timeout=30)
-        secure = st.call(lambda: [c.secure for c in st.server.context.connections  # type: ignore[union-attr]
-                                  if c.channel is not None])
+        secure = st.call(
+            lambda: [
+                c.secure
+                for c in st.server.context.connections  # type: ignore[union-attr]
+                if c.channel is not None
+            ]
+        )
         assert secure and all(secure)
 
 

@@ -24,8 +24,10 @@ CLIENTS = 3
 @pytest.mark.parametrize("mode", [ImageCompression.AUTO_LZ, ImageCompression.AUTO_GLZ])
 def test_three_clients_see_pixel_exact_frames(mode: ImageCompression) -> None:
     source = PatternSource(1024, 768)
-    with ServerThread(source, password=PASSWORD, image_compression=mode) as st, \
-            contextlib.ExitStack() as stack:
+    with (
+        ServerThread(source, password=PASSWORD, image_compression=mode) as st,
+        contextlib.ExitStack() as stack,
+    ):
         clients = [stack.enter_context(GtkClient(st.uri, PASSWORD)) for _ in range(CLIENTS)]
         for client in clients:
             client.wait_for("mark", timeout=30)

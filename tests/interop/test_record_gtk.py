@@ -15,12 +15,19 @@ pytestmark = pytest.mark.interop
 
 def test_spice_gtk_input_appears_in_the_record(tmp_path: Path) -> None:
     path = tmp_path / "session.jsonl"
-    with RunningServer("pattern:640x480", record_path=str(path)) as spice, \
-            GtkClient(spice.uri, spice.password) as client:
+    with (
+        RunningServer("pattern:640x480", record_path=str(path)) as spice,
+        GtkClient(spice.uri, spice.password) as client,
+    ):
         client.wait_channel_open("inputs")
         spice.wait_client_frame()
-        keys = [(0x2A, "ShiftLeft", 0x2A), (0x10, "Q", 0x10), (0x148, "ArrowUp", 0xE048),
-                (0x11D, "ControlRight", 0xE01D), (0x135, "KeypadDivide", 0xE035)]
+        keys = [
+            (0x2A, "ShiftLeft", 0x2A),
+            (0x10, "Q", 0x10),
+            (0x148, "ArrowUp", 0xE048),
+            (0x11D, "ControlRight", 0xE01D),
+            (0x135, "KeypadDivide", 0xE035),
+        ]
         for gtk_code, _, _ in keys:
             client.key_press_and_release(gtk_code)
         client.position(321, 123)

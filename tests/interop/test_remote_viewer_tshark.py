@@ -36,8 +36,10 @@ def find_frame(screen_rgb: np.ndarray, frame_bgrx: np.ndarray) -> tuple[int, int
     return None
 
 
-@pytest.mark.skipif(not have_tools("Xvfb", "remote-viewer", "xdotool", "import"),
-                    reason="xvfb, virt-viewer, xdotool or imagemagick missing")
+@pytest.mark.skipif(
+    not have_tools("Xvfb", "remote-viewer", "xdotool", "import"),
+    reason="xvfb, virt-viewer, xdotool or imagemagick missing",
+)
 def test_remote_viewer_shows_the_pattern() -> None:
     source = PatternSource(800, 600)
     source.pause()
@@ -45,8 +47,7 @@ def test_remote_viewer_shows_the_pattern() -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with ServerThread(source, password=PASSWORD) as st, Xvfb(width=1280, height=1024) as display:
         with RemoteViewer(display, "127.0.0.1", st.port, PASSWORD) as viewer:
-            viewer.wait_for_screen(lambda shot: find_frame(shot, expected) is not None,
-                                   timeout=60)
+            viewer.wait_for_screen(lambda shot: find_frame(shot, expected) is not None, timeout=60)
             viewer.screenshot(ARTIFACTS / "remote-viewer-pattern.png")
 
 
@@ -65,8 +66,14 @@ def test_wireshark_parses_every_message_of_a_session() -> None:
                 client.ping()
         text, problems = capture.dissect()
     assert problems == 0, text[-5000:]
-    for name in ("Server INIT (103)", "Server SURFACE_CREATE (314)",
-                 "Server DRAW_COPY (304)", "Server MARK (102)",
-                 "Server INIT (101)", "Client MOUSE_POSITION (112)", "Client PONG (3)"):
+    for name in (
+        "Server INIT (103)",
+        "Server SURFACE_CREATE (314)",
+        "Server DRAW_COPY (304)",
+        "Server MARK (102)",
+        "Server INIT (101)",
+        "Client MOUSE_POSITION (112)",
+        "Client PONG (3)",
+    ):
         assert name in text, name
     assert "Previous segment not captured" not in text  # the capture itself was complete

@@ -92,8 +92,9 @@ def test_xterm_scrolling_is_pixel_exact_and_sent_as_copy_bits(
 ) -> None:
     page = tmp_path / "page.txt"
     words = "lorem ipsum dolor sit amet "
-    page.write_text("".join(f"{i:5d}  {words * (1 + i % 3)}{i * 7919 % 10007}\n"
-                            for i in range(3000)))
+    page.write_text(
+        "".join(f"{i:5d}  {words * (1 + i % 3)}{i * 7919 % 10007}\n" for i in range(3000))
+    )
     x(display, "xsetroot", "-solid", "#304050")
     apps("xterm", "-geometry", "80x30+30+20", "-title", "scroll-less", "-e", "less", str(page))
     log = tmp_path / "log.txt"

@@ -70,9 +70,11 @@ def test_numpy_updates_resizes_and_corpus_frames(corpus: object) -> None:
 def test_wrong_ticket_is_refused() -> None:
     with ServerThread(NumpySource(64, 64), password=PASSWORD) as st:
         with GtkClient(st.uri, "wrong", ready_timeout=0) as client:
-            event = client.wait_for("channel-event",
-                                    lambda e: str(e.get("channel_event")).startswith("error"),
-                                    timeout=20)
+            event = client.wait_for(
+                "channel-event",
+                lambda e: str(e.get("channel_event")).startswith("error"),
+                timeout=20,
+            )
             assert event["channel_event"] == "error-auth"
             assert client.wait_exit(timeout=20) == 2
 
@@ -80,8 +82,10 @@ def test_wrong_ticket_is_refused() -> None:
 def test_input_from_spice_gtk_reaches_the_callback() -> None:
     received: queue.Queue[InputEvent] = queue.Queue()
     source = NumpySource(frame=random_frame(320, 240, 4))
-    with ServerThread(source, password=PASSWORD, on_input=received.put) as st, \
-            GtkClient(st.uri, PASSWORD) as client:
+    with (
+        ServerThread(source, password=PASSWORD, on_input=received.put) as st,
+        GtkClient(st.uri, PASSWORD) as client,
+    ):
         client.wait_channel_open("inputs")
         client.wait_for_frame(source.frame, timeout=20)
         client.key_press(0x1E)  # A
@@ -112,8 +116,10 @@ def test_cursor_shape_reaches_spice_gtk() -> None:
     arrow = default_cursor()
     bgra = np.frombuffer(arrow.pixels, np.uint8).reshape(-1, 4)
     rgba = bgra[:, [2, 1, 0, 3]].tobytes()
-    with ServerThread(NumpySource(64, 64), password=PASSWORD) as st, \
-            GtkClient(st.uri, PASSWORD) as client:
+    with (
+        ServerThread(NumpySource(64, 64), password=PASSWORD) as st,
+        GtkClient(st.uri, PASSWORD) as client,
+    ):
         event = client.wait_for("cursor-set", timeout=20)
         assert (event["width"], event["height"]) == (arrow.width, arrow.height)
         assert (event["hot_x"], event["hot_y"]) == (arrow.hot_x, arrow.hot_y)
@@ -152,8 +158,12 @@ def test_repeated_cursor_shapes_come_from_the_client_cache() -> None:
             st.call(lambda shape=shape: source.set_cursor(shape))
             event = client.wait_for("cursor-set", timeout=20)
             assert (event["sha256"], event["hot_x"]) == (digest(shape), shape.hot_x)
-        handler = next(c.handler for c in st.server.context.connections  # type: ignore[union-attr]
-                       if c.request is not None and c.request.channel_name == "cursor")
+        handler = next(
+            c.handler
+            for c in st.server.context.connections  # type: ignore[union-attr]
+            if c.request is not None and c.request.channel_name == "cursor"
+        )
         assert handler.channel.stats.messages_sent >= 6
-        assert not [e for e in client.events if e["event"] == "log"
-                    and "cache" in e.get("message", "")]
+        assert not [
+            e for e in client.events if e["event"] == "log" and "cache" in e.get("message", "")
+        ]

@@ -39,8 +39,12 @@ def test_password_file_and_listen(tmp_path: Path) -> None:
     config, generated = config_from_args(
         parse("--password-file", str(secret), "--listen", "[::1]:6000")
     )
-    assert (config.password, generated, config.host, config.port) == ("from-file", False,
-                                                                       "::1", 6000)
+    assert (config.password, generated, config.host, config.port) == (
+        "from-file",
+        False,
+        "::1",
+        6000,
+    )
 
 
 def test_no_ticket_on_a_public_address_is_refused() -> None:
@@ -58,9 +62,20 @@ def test_password_over_60_bytes_is_refused() -> None:
 def test_serve_prints_a_working_remote_viewer_line() -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "spiceserver", "serve", "--listen", "127.0.0.1:0",
-         "--source", "pattern:320x240"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "spiceserver",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--source",
+            "pattern:320x240",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         assert proc.stdout is not None

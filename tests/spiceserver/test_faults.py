@@ -84,9 +84,11 @@ def test_bad_specs_are_refused(spec: str, message: str) -> None:
 
 def test_one_fault_of_a_kind_per_channel() -> None:
     assert len(parse_faults(["delay:main:1", "delay:display:2", "close-after:main:3"])) == 3
-    for specs in (["delay:*:1", "delay:main:2"], ["unknown-message:inputs",
-                                                  "unknown-message:inputs:2"],
-                  ["corrupt-image", "corrupt-image:2"]):
+    for specs in (
+        ["delay:*:1", "delay:main:2"],
+        ["unknown-message:inputs", "unknown-message:inputs:2"],
+        ["corrupt-image", "corrupt-image:2"],
+    ):
         with pytest.raises(ConfigError, match="both apply to the same channel"):
             parse_faults(specs)
     with pytest.raises(ConfigError, match="only applies to the display channel"):
@@ -103,8 +105,10 @@ def test_server_config_and_command_line_take_faults() -> None:
         ["serve", "--fault", "close-after:main:20", "--fault", "corrupt-image:3"]
     )
     config, _ = config_from_args(args)
-    assert config.faults == (Fault("close-after", "main", messages=20),
-                             Fault("corrupt-image", every=3))
+    assert config.faults == (
+        Fault("close-after", "main", messages=20),
+        Fault("corrupt-image", every=3),
+    )
 
 
 def test_bad_fault_on_the_command_line_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -117,9 +121,9 @@ def test_bad_fault_on_the_command_line_is_a_usage_error(capsys: pytest.CaptureFi
 # ---------------------------------------------------------------------------- pure helpers
 
 
-def queued(mini_header: bool, bodies: list[tuple[bytes | memoryview, ...]]) -> tuple[
-    InputsChannel, list[bytes]
-]:
+def queued(
+    mini_header: bool, bodies: list[tuple[bytes | memoryview, ...]]
+) -> tuple[InputsChannel, list[bytes]]:
     """Messages queued on a real channel protocol, and each message's bytes."""
     channel = InputsChannel(mini_header=mini_header)
     reference = InputsChannel(mini_header=mini_header)
@@ -158,8 +162,12 @@ def encoded_images() -> list[EncodedImage]:
 
         encoder = ImageEncoder(mode, glz=GlzDictionary(1 << 20))
         images.append(encoder.encode(pixels)[0])
-    assert [i.type for i in images] == [ImageType.BITMAP, ImageType.QUIC, ImageType.LZ_RGB,
-                                        ImageType.GLZ_RGB]
+    assert [i.type for i in images] == [
+        ImageType.BITMAP,
+        ImageType.QUIC,
+        ImageType.LZ_RGB,
+        ImageType.GLZ_RGB,
+    ]
     return images
 
 
@@ -176,8 +184,7 @@ def test_corrupt_image_keeps_lengths_and_headers(image: EncodedImage) -> None:
     changed = [i for i in range(len(data)) if data[i] != original[i]]
     assert changed == list(range(keep, len(data), CORRUPT_STRIDE))
     assert b"".join(bytes(c) for c in image.body) == original  # never in place
-    assert (damaged.type, damaged.width, damaged.height) == (image.type, image.width,
-                                                             image.height)
+    assert (damaged.type, damaged.width, damaged.height) == (image.type, image.width, image.height)
 
 
 def test_corrupt_image_leaves_unknown_types_alone() -> None:
@@ -264,13 +271,17 @@ def test_delay_pauses_production_above_the_write_buffer_mark() -> None:
 
     async def scenario() -> None:
         source = NumpySource(frame=random_frame(256, 256, 3))
-        async with fault_server(source, "delay:display:0.5", write_buffer_high=64 * 1024,
-                                max_fps=1000) as server:
+        async with fault_server(
+            source, "delay:display:0.5", write_buffer_high=64 * 1024, max_fps=1000
+        ) as server:
             main, session_id = await open_session(server.port)
             display = await open_display(server.port, session_id)
             await asyncio.sleep(0.1)
-            (connection,) = [c for c in server.context.connections
-                             if c.request and c.request.channel_name == "display"]
+            (connection,) = [
+                c
+                for c in server.context.connections
+                if c.request and c.request.channel_name == "display"
+            ]
             assert connection.faults is not None
             assert connection.faults.held_bytes > 64 * 1024  # one full frame, 256 KiB
             assert connection.writing_paused and not connection.writable
@@ -330,8 +341,9 @@ def test_close_after_cuts_a_display_update_between_messages() -> None:
 def test_close_after_with_delay_closes_once_the_last_message_is_written() -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
-        async with fault_server(NumpySource(64, 48), "close-after:main:3",
-                                "delay:main:0.2") as server:
+        async with fault_server(
+            NumpySource(64, 48), "close-after:main:3", "delay:main:0.2"
+        ) as server:
             main = await LoopbackClient.open(server.port)
             assert await main.link(ChannelType.MAIN, PASSWORD) == LinkError.OK
             linked = loop.time()
@@ -345,8 +357,11 @@ def test_close_after_with_delay_closes_once_the_last_message_is_written() -> Non
 def test_unknown_message_arrives_framed(caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> None:
         received = asyncio.Event()
-        async with fault_server(NumpySource(64, 48), "unknown-message:inputs:3:0.05",
-                                on_input=lambda event: received.set()) as server:
+        async with fault_server(
+            NumpySource(64, 48),
+            "unknown-message:inputs:3:0.05",
+            on_input=lambda event: received.set(),
+        ) as server:
             main, session_id = await open_session(server.port)
             inputs = await LoopbackClient.open(server.port)
             assert await inputs.link(ChannelType.INPUTS, PASSWORD, connection_id=session_id) == 0
@@ -385,7 +400,9 @@ def test_unknown_message_with_full_headers_has_the_next_serial() -> None:
                         data = data[18 + size :]
             # INIT, MULTI_MEDIA_TIME, PING, then the unknown message.
             assert [h[:4] for h in headers] == [
-                (1, 103, headers[0][2], 0), (2, 106, 4, 0), (3, 4, headers[2][2], 0),
+                (1, 103, headers[0][2], 0),
+                (2, 106, 4, 0),
+                (3, 4, headers[2][2], 0),
                 (4, UNKNOWN_MESSAGE_TYPE, len(UNKNOWN_MESSAGE_BODY), 0),
             ]
             assert headers[3][4] == UNKNOWN_MESSAGE_BODY
@@ -394,8 +411,7 @@ def test_unknown_message_with_full_headers_has_the_next_serial() -> None:
     run(scenario())
 
 
-@pytest.mark.parametrize("mode", [ImageCompression.QUIC, ImageCompression.LZ,
-                                  ImageCompression.GLZ])
+@pytest.mark.parametrize("mode", [ImageCompression.QUIC, ImageCompression.LZ, ImageCompression.GLZ])
 def test_corrupt_image_on_the_wire(mode: ImageCompression) -> None:
     """Valid framing and lengths, intact codec header, a payload unlike the clean encoding."""
     frame = random_frame(64, 48, 5)

@@ -23,7 +23,14 @@ def matcher(**fields: Any) -> Any:
 
 def test_key_names_cover_plain_e0_and_pause() -> None:
     assert [key_name(c) for c in (0x1E, 0x2A, 0xE048, 0xE01D, 0xE11D, 0x59, 0xE0FF)] == [
-        "A", "ShiftLeft", "ArrowUp", "ControlRight", "Pause", "0x59", "E0-0xff"]
+        "A",
+        "ShiftLeft",
+        "ArrowUp",
+        "ControlRight",
+        "Pause",
+        "0x59",
+        "E0-0xff",
+    ]
     assert caps_names((0b1011,), None) == ["cap-0", "cap-1", "cap-3"]
 
 
@@ -32,21 +39,28 @@ def test_enum_names_of_flags_and_unknown_values() -> None:
     assert [enum_name(MouseMode, v) for v in (2, 3, 0, 4)] == ["client", "server|client", "0", "4"]
     assert enum_name(LinkError, 99) == "99"
     assert event_record(MouseModeRequested(mode=0, granted=False)) == {
-        "event": "mouse_mode_request", "mode": "0", "granted": False}
+        "event": "mouse_mode_request",
+        "mode": "0",
+        "granted": False,
+    }
     locks = KeyModifiers.CAPS_LOCK | KeyModifiers.NUM_LOCK
-    assert event_record(LockState(locks)) == {"event": "lock_state",
-                                              "locks": ["num_lock", "caps_lock"]}
+    assert event_record(LockState(locks)) == {
+        "event": "lock_state",
+        "locks": ["num_lock", "caps_lock"],
+    }
 
 
-def test_links_inputs_agent_unknown_messages_and_disconnects(event_loop_name: str,
-                                                             tmp_path: Path) -> None:
+def test_links_inputs_agent_unknown_messages_and_disconnects(
+    event_loop_name: str, tmp_path: Path
+) -> None:
     path = tmp_path / "session.jsonl"
 
     async def scenario() -> list[dict[str, Any]]:
         memory = MemoryRecorder()
         source = NumpySource(64, 48)
-        async with SpiceServer(source, password=PASSWORD, port=0, recorders=[memory],
-                               record_path=str(path)) as server:
+        async with SpiceServer(
+            source, password=PASSWORD, port=0, recorders=[memory], record_path=str(path)
+        ) as server:
             main, session_id = await open_session(server.port)
             sid = f"{session_id:#010x}"
             await memory.wait_for(matcher(event="link", channel="main", result="ok"))
@@ -91,23 +105,40 @@ def test_links_inputs_agent_unknown_messages_and_disconnects(event_loop_name: st
     rest = [e for e in got[1:] if e["event"] not in ("link", "display_init")]
     assert rest == [
         {"event": "mouse_mode_request", "channel": "main", "mode": "server", "granted": True},
-        {"event": "agent_message", "channel": "main", "message": "agent_data", "type": 107,
-         "size": 20},
+        {
+            "event": "agent_message",
+            "channel": "main",
+            "message": "agent_data",
+            "type": 107,
+            "size": 20,
+        },
         {"event": "key", "channel": "inputs", "scancode": 0x1E, "key": "A", "pressed": True},
-        {"event": "key", "channel": "inputs", "scancode": 0xE048, "key": "ArrowUp",
-         "pressed": True},
+        {
+            "event": "key",
+            "channel": "inputs",
+            "scancode": 0xE048,
+            "key": "ArrowUp",
+            "pressed": True,
+        },
         {"event": "key", "channel": "inputs", "scancode": 0x1E, "key": "A", "pressed": False},
-        {"event": "pointer_position", "channel": "inputs", "x": 10, "y": 20, "buttons": 0,
-         "display": 0},
+        {
+            "event": "pointer_position",
+            "channel": "inputs",
+            "x": 10,
+            "y": 20,
+            "buttons": 0,
+            "display": 0,
+        },
         {"event": "pointer_motion", "channel": "inputs", "dx": -3, "dy": 4, "buttons": 0},
-        {"event": "button", "channel": "inputs", "button": "left", "pressed": True,
-         "buttons": 1},
-        {"event": "button", "channel": "inputs", "button": "left", "pressed": False,
-         "buttons": 0},
+        {"event": "button", "channel": "inputs", "button": "left", "pressed": True, "buttons": 1},
+        {"event": "button", "channel": "inputs", "button": "left", "pressed": False, "buttons": 0},
         {"event": "wheel", "channel": "inputs", "dy": 1},
         {"event": "unknown_message", "channel": "inputs", "type": 199, "size": 3},
-        {"event": "disconnect", "channel": "inputs",
-         "reason": "protocol error: unknown message type 199 on the INPUTS channel"},
+        {
+            "event": "disconnect",
+            "channel": "inputs",
+            "reason": "protocol error: unknown message type 199 on the INPUTS channel",
+        },
         {"event": "disconnect", "channel": "main", "reason": "client closed the connection"},
     ]
     refused = [e for e in got if e.get("result") == "permission_denied"]

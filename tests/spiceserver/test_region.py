@@ -25,6 +25,9 @@ def test_too_many_rects_collapse_to_their_bounding_box() -> None:
 
 
 def test_split_rows() -> None:
-    assert split_rows(Rect(1, 2, 10, 5), 20) == [Rect(1, 2, 10, 2), Rect(1, 4, 10, 2),
-                                                 Rect(1, 6, 10, 1)]
+    assert split_rows(Rect(1, 2, 10, 5), 20) == [
+        Rect(1, 2, 10, 2),
+        Rect(1, 4, 10, 2),
+        Rect(1, 6, 10, 1),
+    ]
     assert split_rows(Rect(0, 0, 100, 3), 10) == [Rect(0, y, 100, 1) for y in range(3)]

@@ -115,8 +115,9 @@ def test_detects_moves_both_ways(dy: int) -> None:
     assert scroll.rect == Rect(0, 0, 700, 640)  # the whole window moved
     moved = old.copy()
     apply_scroll(moved, scroll)
-    assert np.array_equal(moved[scroll.dest.y : scroll.dest.bottom],
-                          new[scroll.dest.y : scroll.dest.bottom])
+    assert np.array_equal(
+        moved[scroll.dest.y : scroll.dest.bottom], new[scroll.dest.y : scroll.dest.bottom]
+    )
 
 
 def test_band_inside_a_larger_rect() -> None:
@@ -160,8 +161,9 @@ def test_hash_collisions_never_make_a_wrong_move() -> None:
     assert not (scroll.dest.y <= 105 < scroll.dest.bottom)  # the changed rows are not in it
     moved = old.copy()
     apply_scroll(moved, scroll)
-    assert np.array_equal(moved[scroll.dest.y : scroll.dest.bottom],
-                          new[scroll.dest.y : scroll.dest.bottom])
+    assert np.array_equal(
+        moved[scroll.dest.y : scroll.dest.bottom], new[scroll.dest.y : scroll.dest.bottom]
+    )
 
 
 def test_padding_differences_only_cost_the_move() -> None:
@@ -203,8 +205,9 @@ def test_detected_moves_are_always_exact(
     assert np.array_equal(moved[d.y : d.bottom], new[d.y : d.bottom])
     assert d.height >= max(MIN_ROWS, MIN_FRACTION * height)
     for rect in changed_rects(moved, new):
-        moved[rect.y : rect.bottom, rect.x : rect.right] = new[rect.y : rect.bottom,
-                                                                rect.x : rect.right]
+        moved[rect.y : rect.bottom, rect.x : rect.right] = new[
+            rect.y : rect.bottom, rect.x : rect.right
+        ]
     assert np.array_equal(moved[..., :3], new[..., :3])
 
 

@@ -21,8 +21,7 @@ async def open_display(spice: RunningServer) -> tuple[LoopbackClient, LoopbackCl
     assert await main.link(ChannelType.MAIN, spice.password) == 0
     session_id = struct.unpack_from("<I", await main.receive(103))[0]
     display = await LoopbackClient.open(spice.port)
-    assert await display.link(ChannelType.DISPLAY, spice.password,
-                              connection_id=session_id) == 0
+    assert await display.link(ChannelType.DISPLAY, spice.password, connection_id=session_id) == 0
     generation, _ = struct.unpack("<II", await display.receive(3))
     display.send(1, struct.pack("<I", generation))  # ACK_SYNC
     display.send(101, struct.pack("<BqBi", 1, 1 << 20, 1, 1 << 20))  # DISPLAY_INIT

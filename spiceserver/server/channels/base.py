@@ -30,8 +30,14 @@ class ChannelHandler(Generic[P]):
     #: The ChannelProtocol subclass this handler drives (the registry builds it).
     protocol: ClassVar[type[ChannelProtocol]]
 
-    def __init__(self, context: ServerContext, connection: ChannelOutlet, session: Session,
-                 channel: P, channel_id: int = 0) -> None:
+    def __init__(
+        self,
+        context: ServerContext,
+        connection: ChannelOutlet,
+        session: Session,
+        channel: P,
+        channel_id: int = 0,
+    ) -> None:
         self.context = context
         self.connection = connection
         self.session = session
@@ -55,8 +61,9 @@ class ChannelHandler(Generic[P]):
                     self.record(record)
         for event in events:
             if isinstance(event, ClientDisconnecting):
-                logger.info("%s: client is disconnecting (reason %d)", self.connection.name,
-                            event.reason)
+                logger.info(
+                    "%s: client is disconnecting (reason %d)", self.connection.name, event.reason
+                )
             elif isinstance(event, PongReceived):
                 future = self._pongs.pop(event.id, None)
                 if future is not None and not future.done():

@@ -25,8 +25,11 @@ class MainHandler(ChannelHandler[MainChannel]):
         super().on_events(events, now)
         for event in events:
             if isinstance(event, MouseModeChanged):
-                logger.info("%s: mouse mode %s", self.connection.name,
-                            "client" if event.mode == MouseMode.CLIENT else "server")
+                logger.info(
+                    "%s: mouse mode %s",
+                    self.connection.name,
+                    "client" if event.mode == MouseMode.CLIENT else "server",
+                )
 
     def closed(self) -> None:
         self.context.end_session(self.session)

@@ -78,8 +78,9 @@ class StreamOutlet:
 class StreamProtocol(asyncio.Protocol):
     """One accepted socket: sniff, then feed the SPICE connection directly or via WebSocket."""
 
-    def __init__(self, context: ServerContext, *, secure: bool = False,
-                 web: WebRoot | None = None) -> None:
+    def __init__(
+        self, context: ServerContext, *, secure: bool = False, web: WebRoot | None = None
+    ) -> None:
         self.context = context
         self.secure = secure
         self.web = web

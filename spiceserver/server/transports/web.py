@@ -88,9 +88,16 @@ class WebRoot:
                 self._cache[path] = cached
                 self._cached_bytes += len(body)
         body, content_type = cached
-        return 200, "OK", body, {"Content-Type": content_type,
-                                 "X-Content-Type-Options": "nosniff",
-                                 "Cache-Control": "no-cache"}
+        return (
+            200,
+            "OK",
+            body,
+            {
+                "Content-Type": content_type,
+                "X-Content-Type-Options": "nosniff",
+                "Cache-Control": "no-cache",
+            },
+        )
 
     def _resolve(self, target: str) -> Path | None:
         """The file a target names inside the root, or None (outside it, hidden, missing)."""

@@ -57,8 +57,9 @@ class WebSocketLayer:
     it, the layer becomes the connection's :class:`Outlet`.
     """
 
-    def __init__(self, connection: SpiceConnection, web: WebRoot | None, *,
-                 method_not_allowed: bool = False) -> None:
+    def __init__(
+        self, connection: SpiceConnection, web: WebRoot | None, *, method_not_allowed: bool = False
+    ) -> None:
         self.connection = connection
         self.web = web
         self.stream: Outlet = connection.outlet
@@ -67,8 +68,10 @@ class WebSocketLayer:
         if config.websocket_origins is not None:
             origins = [Origin(origin) for origin in config.websocket_origins]
         self.protocol = ServerProtocol(
-            origins=origins, select_subprotocol=_select_subprotocol,
-            max_size=config.websocket_max_message, logger=logger,
+            origins=origins,
+            select_subprotocol=_select_subprotocol,
+            max_size=config.websocket_max_message,
+            logger=logger,
         )
         self._request_bytes = 0
         self._upgraded = False
@@ -76,8 +79,9 @@ class WebSocketLayer:
         self._window_start = 0.0
         self._control_frames = 0
         if method_not_allowed:
-            self._reply_and_close(405, "Method Not Allowed", b"only GET is served here\n",
-                                  "a request that is not GET")
+            self._reply_and_close(
+                405, "Method Not Allowed", b"only GET is served here\n", "a request that is not GET"
+            )
 
     # ------------------------------------------------------------------ Outlet (after upgrade)
 
@@ -132,8 +136,12 @@ class WebSocketLayer:
         if not self._upgraded:
             self._request_bytes += len(data)
             if self._request_bytes > MAX_REQUEST_BYTES:
-                self._reply_and_close(431, "Request Header Fields Too Large", b"",
-                                      f"an HTTP request over {MAX_REQUEST_BYTES} bytes")
+                self._reply_and_close(
+                    431,
+                    "Request Header Fields Too Large",
+                    b"",
+                    f"an HTTP request over {MAX_REQUEST_BYTES} bytes",
+                )
                 return
         for start in range(0, len(data), _SLICE):
             self.protocol.receive_data(data[start : start + _SLICE])
@@ -152,13 +160,18 @@ class WebSocketLayer:
         """The client broke the protocol: one log line, the close frame, closed."""
         protocol = self.protocol
         if not self._upgraded and protocol.handshake_exc is not None:
-            self._reply_and_close(400, "Bad Request", b"bad HTTP request\n",
-                                  f"bad HTTP request ({protocol.handshake_exc})")
+            self._reply_and_close(
+                400,
+                "Bad Request",
+                b"bad HTTP request\n",
+                f"bad HTTP request ({protocol.handshake_exc})",
+            )
             return True
         if self._upgraded and protocol.parser_exc is not None:
             self._finished = True
-            logger.warning("%s: WebSocket protocol error, closing: %s", self.peer,
-                           protocol.parser_exc)
+            logger.warning(
+                "%s: WebSocket protocol error, closing: %s", self.peer, protocol.parser_exc
+            )
             self.connection.close_reason = f"WebSocket protocol error: {protocol.parser_exc}"
             self._send_pending()
             self.stream.close()
@@ -171,13 +184,17 @@ class WebSocketLayer:
             return
         response = self.protocol.accept(request)
         if response.status_code != 101:
-            reason = response.body.decode(errors="replace").splitlines()[0] if response.body \
+            reason = (
+                response.body.decode(errors="replace").splitlines()[0]
+                if response.body
                 else response.reason_phrase
+            )
             if isinstance(self.protocol.handshake_exc, InvalidOrigin):
                 reason = f"origin {request.headers.get('Origin')!r} is not allowed"
             self._finished = True
-            logger.warning("%s: WebSocket upgrade refused (%d): %s", self.peer,
-                           response.status_code, reason)
+            logger.warning(
+                "%s: WebSocket upgrade refused (%d): %s", self.peer, response.status_code, reason
+            )
             self.connection.close_reason = f"WebSocket upgrade refused: {reason}"
             self.protocol.send_response(response)
             self._send_pending()
@@ -187,8 +204,9 @@ class WebSocketLayer:
         self._send_pending()
         self._upgraded = True
         self.connection.outlet = self
-        logger.debug("%s: WebSocket %s (subprotocol %s)", self.peer, request.path,
-                     self.protocol.subprotocol)
+        logger.debug(
+            "%s: WebSocket %s (subprotocol %s)", self.peer, request.path, self.protocol.subprotocol
+        )
 
     def _on_frame(self, frame: Frame) -> None:
         if frame.opcode in (Opcode.BINARY, Opcode.TEXT, Opcode.CONT):
@@ -202,8 +220,11 @@ class WebSocketLayer:
         self._control_frames += 1
         if self._control_frames > MAX_CONTROL_FRAMES_PER_SECOND:
             self._finished = True
-            logger.warning("%s: closing: more than %d WebSocket control frames per second",
-                           self.peer, MAX_CONTROL_FRAMES_PER_SECOND)
+            logger.warning(
+                "%s: closing: more than %d WebSocket control frames per second",
+                self.peer,
+                MAX_CONTROL_FRAMES_PER_SECOND,
+            )
             self.connection.abort("WebSocket control frame flood")
         elif frame.opcode is Opcode.CLOSE:
             self._finished = True
@@ -218,8 +239,9 @@ class WebSocketLayer:
                 self.stream.write((data,))
         unsent = self.stream.buffered()
         if unsent > self.connection.context.config.max_write_buffer:
-            logger.warning("%s: closing: client stopped reading (%d bytes unsent)", self.peer,
-                           unsent)
+            logger.warning(
+                "%s: closing: client stopped reading (%d bytes unsent)", self.peer, unsent
+            )
             self._finished = True
             self.connection.abort("client stopped reading (max_write_buffer)")
 
@@ -243,14 +265,17 @@ class WebSocketLayer:
         self._finished = True
         logger.warning("%s: refused: %s (HTTP %d)", self.peer, why, status)
         self.connection.close_reason = f"HTTP {status}: {why}"
-        head = f"HTTP/1.1 {status} {reason}\r\nContent-Length: {len(body)}\r\n" \
-               "Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\nContent-Length: {len(body)}\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
+        )
         self.stream.write((head.encode(), body))
         self.stream.close()
 
 
-def _select_subprotocol(protocol: ServerProtocol,
-                        offered: Sequence[Subprotocol]) -> Subprotocol | None:
+def _select_subprotocol(
+    protocol: ServerProtocol, offered: Sequence[Subprotocol]
+) -> Subprotocol | None:
     """``binary`` when offered, none when none is (libspice-server accepts both), else refuse."""
     if not offered:
         return None

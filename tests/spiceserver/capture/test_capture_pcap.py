@@ -94,12 +94,24 @@ def read_pcap(data: bytes) -> list[Packet]:
         data_offset = (tcp[12] >> 4) * 4
         pseudo = ip[12:20] + struct.pack("!BBH", 0, 6, len(tcp))
         sport, dport, seq, ack, _off, flags, window = struct.unpack_from("!HHIIBBH", tcp)
-        packets.append(Packet(
-            ts=sec + usec / 1e6, src=ip[12:16], dst=ip[16:20], sport=sport, dport=dport,
-            seq=seq, ack=ack, flags=flags, window=window, options=tcp[20:data_offset],
-            payload=tcp[data_offset:], ip_checksum_ok=rfc1071(ip[:20]) == 0,
-            tcp_checksum_ok=rfc1071(pseudo + tcp) == 0, ip_total_length=total,
-        ))
+        packets.append(
+            Packet(
+                ts=sec + usec / 1e6,
+                src=ip[12:16],
+                dst=ip[16:20],
+                sport=sport,
+                dport=dport,
+                seq=seq,
+                ack=ack,
+                flags=flags,
+                window=window,
+                options=tcp[20:data_offset],
+                payload=tcp[data_offset:],
+                ip_checksum_ok=rfc1071(ip[:20]) == 0,
+                tcp_checksum_ok=rfc1071(pseudo + tcp) == 0,
+                ip_total_length=total,
+            )
+        )
     return packets
 
 
@@ -169,8 +181,11 @@ def test_flow_handshake_data_and_close_read_back() -> None:
     for p in packets:
         client_side = p.dport == SERVER_PORT
         assert (p.sport, p.dport) == ((40001, 5900) if client_side else (5900, 40001))
-        assert (p.src, p.dst) == ((b"\n\x01\x02\x03", b"\n\x01\x02\x04") if client_side
-                                  else (b"\n\x01\x02\x04", b"\n\x01\x02\x03"))
+        assert (p.src, p.dst) == (
+            (b"\n\x01\x02\x03", b"\n\x01\x02\x04")
+            if client_side
+            else (b"\n\x01\x02\x04", b"\n\x01\x02\x03")
+        )
 
     to_server, to_client = streams(packets)  # also checks seq/ack arithmetic, across 2**32
     assert to_server == b"REDQ-hello"
@@ -239,8 +254,11 @@ def test_link_stage_cut_at_message_boundaries() -> None:
     cuts = link_boundaries(stream)
     assert cuts == [len(link), len(link) + 4, len(link) + 4 + 128]
     # One read holding the auth selection, the ticket and more: three pieces.
-    assert _cut(stream[len(link):], len(link), cuts) == [
-        stream[len(link) : len(link) + 4], bytes(128), b"channel data"]
+    assert _cut(stream[len(link) :], len(link), cuts) == [
+        stream[len(link) : len(link) + 4],
+        bytes(128),
+        b"channel data",
+    ]
     no_selection = link_message(ChannelType.DISPLAY, common_caps=[3])
     stream = no_selection + bytes(128)
     assert link_boundaries(stream) == [len(no_selection), len(no_selection) + 128]
@@ -286,8 +304,9 @@ def test_session_capture_on_loopback(tmp_path: Path, event_loop_name: str) -> No
 
     async def scenario() -> tuple[SpiceServer, int, int]:
         source = NumpySource(frame=random_frame(96, 64, 1))
-        async with SpiceServer(source, password=PASSWORD, port=0, capture_dir=str(tmp_path),
-                               warmup_encoders=False) as server:
+        async with SpiceServer(
+            source, password=PASSWORD, port=0, capture_dir=str(tmp_path), warmup_encoders=False
+        ) as server:
             main, display, session_id = await open_session(server.port)
             await display.receive(314)  # SURFACE_CREATE
             await display.receive(102)  # MARK after the first full frame
@@ -342,8 +361,7 @@ def test_session_capture_on_loopback(tmp_path: Path, event_loop_name: str) -> No
 def test_capture_off_costs_one_attribute(tmp_path: Path) -> None:
     async def scenario() -> None:
         source = NumpySource(frame=random_frame(32, 32, 2))
-        async with SpiceServer(source, password=PASSWORD, port=0,
-                               warmup_encoders=False) as server:
+        async with SpiceServer(source, password=PASSWORD, port=0, warmup_encoders=False) as server:
             assert server.context.captures is None
             main, display, _ = await open_session(server.port)
             await display.receive(102)
@@ -385,8 +403,9 @@ def test_capture_failure_disables_capture_not_the_session(
 
     async def scenario() -> None:
         source = NumpySource(frame=random_frame(64, 48, 3))
-        async with SpiceServer(source, password=PASSWORD, port=0, capture_dir=str(tmp_path),
-                               warmup_encoders=False) as server:
+        async with SpiceServer(
+            source, password=PASSWORD, port=0, capture_dir=str(tmp_path), warmup_encoders=False
+        ) as server:
             main, display, _ = await open_session(server.port)
             await display.receive(102)
             for i in range(3):
@@ -410,8 +429,9 @@ def test_capture_failure_disables_capture_not_the_session(
 def test_refused_link_writes_nothing(tmp_path: Path) -> None:
     async def scenario() -> None:
         source = NumpySource(frame=random_frame(32, 32, 4))
-        async with SpiceServer(source, password=PASSWORD, port=0, capture_dir=str(tmp_path),
-                               warmup_encoders=False) as server:
+        async with SpiceServer(
+            source, password=PASSWORD, port=0, capture_dir=str(tmp_path), warmup_encoders=False
+        ) as server:
             client = await LoopbackClient.open(server.port)
             assert await client.link(ChannelType.MAIN, "wrong") == LinkError.PERMISSION_DENIED
             await client.close()
@@ -508,8 +528,9 @@ def test_video_writer_queues_then_merges_when_the_encoder_is_behind(
 def test_reconnected_channel_gets_its_own_pcap(tmp_path: Path) -> None:
     async def scenario() -> int:
         source = NumpySource(frame=random_frame(32, 32, 5))
-        async with SpiceServer(source, password=PASSWORD, port=0, capture_dir=str(tmp_path),
-                               warmup_encoders=False) as server:
+        async with SpiceServer(
+            source, password=PASSWORD, port=0, capture_dir=str(tmp_path), warmup_encoders=False
+        ) as server:
             main, display, session_id = await open_session(server.port)
             await display.receive(102)
             again = await LoopbackClient.open(server.port)  # replaces the first display
@@ -555,9 +576,16 @@ def test_tls_links_are_captured_decrypted(tmp_path: Path) -> None:
 
     async def scenario() -> int:
         source = NumpySource(frame=random_frame(32, 32, 6))
-        async with SpiceServer(source, password=PASSWORD, port=0, tls_port=0,
-                               tls_cert=str(files.cert), tls_key=str(files.key),
-                               capture_dir=str(captures), warmup_encoders=False) as server:
+        async with SpiceServer(
+            source,
+            password=PASSWORD,
+            port=0,
+            tls_port=0,
+            tls_cert=str(files.cert),
+            tls_key=str(files.key),
+            capture_dir=str(captures),
+            warmup_encoders=False,
+        ) as server:
             assert server.tls_port is not None
             main = await LoopbackClient.open(server.tls_port, ssl=context)
             assert await main.link(ChannelType.MAIN, PASSWORD) == LinkError.OK

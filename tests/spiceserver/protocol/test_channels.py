@@ -34,8 +34,12 @@ def drain(channel: object) -> list[tuple[int, bytes]]:
 
 
 def test_main_sends_init_then_channels_list_only_after_attach() -> None:
-    main = MainChannel(session_id=0xABC, channels=offered_channels(), mini_header=True,
-                       channel_caps=tuple(caps_to_words([MainCap.NAME_AND_UUID])))
+    main = MainChannel(
+        session_id=0xABC,
+        channels=offered_channels(),
+        mini_header=True,
+        channel_caps=tuple(caps_to_words([MainCap.NAME_AND_UUID])),
+    )
     main.start(now=12.5)
     sent = drain(main)
     assert [t for t, _ in sent][:3] == [103, 113, 114]  # INIT, NAME, UUID
@@ -49,8 +53,10 @@ def test_main_sends_init_then_channels_list_only_after_attach() -> None:
 def test_mouse_mode_request_is_answered() -> None:
     main = MainChannel(session_id=1, channels=(), mini_header=True)
     main.receive_data(frame(105, struct.pack("<H", 1)), now=0.0)
-    assert main.events_received() == [MouseModeRequested(mode=1, granted=True),
-                                      MouseModeChanged(mode=1)]
+    assert main.events_received() == [
+        MouseModeRequested(mode=1, granted=True),
+        MouseModeChanged(mode=1),
+    ]
     assert drain(main) == [(105, struct.pack("<HH", 3, 1))]
     main.receive_data(frame(105, struct.pack("<H", 4)), now=0.0)  # no such mode: refused
     assert main.events_received() == [MouseModeRequested(mode=4, granted=False)]
@@ -60,8 +66,10 @@ def test_mouse_mode_request_is_answered() -> None:
 def test_agent_messages_are_noted_and_unknown_types_carry_type_and_size() -> None:
     main = MainChannel(session_id=1, channels=(), mini_header=True)
     main.receive_data(frame(107, b"x" * 30) + frame(106, struct.pack("<I", 10)), now=0.0)
-    assert main.events_received() == [AgentMessage("agent_data", 107, 30),
-                                      AgentMessage("agent_start", 106, 4)]
+    assert main.events_received() == [
+        AgentMessage("agent_data", 107, 30),
+        AgentMessage("agent_start", 106, 4),
+    ]
     with pytest.raises(UnexpectedMessage) as raised:
         main.receive_data(frame(199, b"abc"), now=0.0)
     assert (raised.value.message_type, raised.value.size) == (199, 3)
@@ -92,8 +100,9 @@ def test_ack_for_an_old_generation_is_ignored() -> None:
 
 
 def test_display_init_and_drawing_layout() -> None:
-    display = DisplayChannel(mini_header=True,
-                             channel_caps=tuple(caps_to_words([DisplayCap.MONITORS_CONFIG])))
+    display = DisplayChannel(
+        mini_header=True, channel_caps=tuple(caps_to_words([DisplayCap.MONITORS_CONFIG]))
+    )
     display.start(now=0.0)
     drain(display)
     display.receive_data(frame(101, struct.pack("<BqBi", 1, 1000, 1, 5000)), now=0.0)
@@ -101,7 +110,7 @@ def test_display_init_and_drawing_layout() -> None:
         DisplayReady(pixmap_cache_size=1000, glz_window_size=5000, glz_dictionary_id=1)
     ]
     display.create_primary(640, 480)
-    display.draw_copy(10, 20, EncodedImage(ImageType.BITMAP, 3, 2, (b"\xAA" * 5,), id=77))
+    display.draw_copy(10, 20, EncodedImage(ImageType.BITMAP, 3, 2, (b"\xaa" * 5,), id=77))
     display.end_update()
     display.end_update()  # MARK once per new surface
     msgs = drain(display)
@@ -110,7 +119,7 @@ def test_display_init_and_drawing_layout() -> None:
     assert struct.unpack_from("<I4i", body) == (0, 20, 10, 22, 13)  # top, left, bottom, right
     assert struct.unpack_from("<BI4iHB", body, 20) == (0, 57, 0, 0, 2, 3, 8, 0)
     assert struct.unpack_from("<QBBII", body, 57) == (77, 0, 0, 3, 2)
-    assert body[75:] == b"\xAA" * 5
+    assert body[75:] == b"\xaa" * 5
 
 
 def test_display_without_monitors_config_cap_gets_none() -> None:
@@ -140,18 +149,25 @@ def test_inputs_keys_e0_and_release_on_disconnect() -> None:
     inputs.receive_data(frame(102, struct.pack("<I", 0xAA)), now=0.0)  # left Shift up
     inputs.receive_data(frame(113, struct.pack("<BH", 1, 1)), now=0.0)  # left button
     assert inputs.events_received() == [
-        KeyEvent(0xE01D, True), KeyEvent(0x2A, True), KeyEvent(0x2A, False),
+        KeyEvent(0xE01D, True),
+        KeyEvent(0x2A, True),
+        KeyEvent(0x2A, False),
         ButtonEvent(MouseButton.LEFT, True, 1),
     ]
     assert inputs.release_all() == [
-        KeyEvent(0xE01D, False), ButtonEvent(MouseButton.LEFT, False, 0),
+        KeyEvent(0xE01D, False),
+        ButtonEvent(MouseButton.LEFT, False, 0),
     ]
 
 
 def test_wheel_and_motion_ack_every_four() -> None:
     inputs = InputsChannel(mini_header=True)
-    inputs.receive_data(frame(113, struct.pack("<BH", 4, 8)) + frame(114, struct.pack("<BH", 4, 0))
-                        + frame(113, struct.pack("<BH", 5, 16)), now=0.0)
+    inputs.receive_data(
+        frame(113, struct.pack("<BH", 4, 8))
+        + frame(114, struct.pack("<BH", 4, 0))
+        + frame(113, struct.pack("<BH", 5, 16)),
+        now=0.0,
+    )
     assert inputs.events_received() == [WheelEvent(-1), WheelEvent(1)]
     for i in range(8):
         inputs.receive_data(frame(112, struct.pack("<IIHB", i, 2 * i, 0, 0)), now=0.0)
@@ -195,8 +211,14 @@ def test_cursor_shapes_are_cached_on_the_client_and_evicted_with_inval_one() -> 
     from spiceserver.protocol.messages import CursorShape
 
     def shape(unique: int) -> CursorShape:
-        return CursorShape(unique=unique, width=1, height=1, hot_x=0, hot_y=0,
-                           pixels=bytes([unique & 0xFF, 0, 0, 255]))
+        return CursorShape(
+            unique=unique,
+            width=1,
+            height=1,
+            hot_x=0,
+            hot_y=0,
+            pixels=bytes([unique & 0xFF, 0, 0, 255]),
+        )
 
     cursor = CursorChannel(mini_header=True)
     cursor.start(now=0.0, shape=None)
@@ -213,8 +235,14 @@ def test_cursor_shapes_are_cached_on_the_client_and_evicted_with_inval_one() -> 
     assert sent[-2] == (107, struct.pack("<Q", 5))  # INVAL_ONE: the oldest shape goes first
     cursor.set_shape(shape(0))  # unique 0: never cached
     assert struct.unpack_from("<H", drain(cursor)[0][1], 5)[0] == 0
-    other = CursorShape(unique=100 + CLIENT_CURSOR_CACHE_SIZE - 1, width=1, height=1, hot_x=0,
-                        hot_y=0, pixels=b"\x01\x02\x03\xff")
+    other = CursorShape(
+        unique=100 + CLIENT_CURSOR_CACHE_SIZE - 1,
+        width=1,
+        height=1,
+        hot_x=0,
+        hot_y=0,
+        pixels=b"\x01\x02\x03\xff",
+    )
     cursor.set_shape(other)  # another image under a cached unique: dropped, then sent whole
     (t1, inval), (t2, again) = drain(cursor)
     assert (t1, inval) == (107, struct.pack("<Q", other.unique))

@@ -28,12 +28,15 @@ from spiceserver.protocol.messages import REGISTRY
 from tests.fakeclient import link_message
 
 EXAMPLES = int(os.environ.get("SPICESERVER_FUZZ_EXAMPLES", "300"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=1024)
 CHANNELS = {
-    1: lambda: MainChannel(session_id=1, channels=((2, 0),), mini_header=True,
-                           limits=ChannelLimits(max_message_size=4096)),
+    1: lambda: MainChannel(
+        session_id=1,
+        channels=((2, 0),),
+        mini_header=True,
+        limits=ChannelLimits(max_message_size=4096),
+    ),
     2: lambda: DisplayChannel(mini_header=True, limits=ChannelLimits(max_message_size=4096)),
     3: lambda: InputsChannel(mini_header=True, limits=ChannelLimits(max_message_size=4096)),
     4: lambda: CursorChannel(mini_header=True, limits=ChannelLimits(max_message_size=4096)),
@@ -63,10 +66,16 @@ def test_link_stage_random_bytes(data: bytes, chunk: int) -> None:
 
 
 @FUZZ
-@given(st.binary(max_size=200), st.integers(0, 40), st.integers(0, 0xFFFFFFFF),
-       st.integers(0, 255), st.integers(1, 64))
-def test_link_stage_mutated_valid_messages(tail: bytes, cut: int, connection_id: int,
-                                           channel_type: int, chunk: int) -> None:
+@given(
+    st.binary(max_size=200),
+    st.integers(0, 40),
+    st.integers(0, 0xFFFFFFFF),
+    st.integers(0, 255),
+    st.integers(1, 64),
+)
+def test_link_stage_mutated_valid_messages(
+    tail: bytes, cut: int, connection_id: int, channel_type: int, chunk: int
+) -> None:
     valid = link_message(channel_type, connection_id=connection_id)
     data = bytearray(valid[: len(valid) - cut % len(valid)] if cut else valid)
     feed_link(bytes(data) + tail, chunk)
@@ -79,10 +88,15 @@ message_strategy = st.tuples(
 
 
 @FUZZ
-@given(st.sampled_from(sorted(CHANNELS)), st.lists(message_strategy, max_size=12),
-       st.binary(max_size=16), st.integers(1, 97))
-def test_channel_parsers_random_messages(channel_type: int, messages: list[tuple[int, bytes]],
-                                         junk: bytes, chunk: int) -> None:
+@given(
+    st.sampled_from(sorted(CHANNELS)),
+    st.lists(message_strategy, max_size=12),
+    st.binary(max_size=16),
+    st.integers(1, 97),
+)
+def test_channel_parsers_random_messages(
+    channel_type: int, messages: list[tuple[int, bytes]], junk: bytes, chunk: int
+) -> None:
     channel = CHANNELS[channel_type]()
     data = b"".join(struct.pack("<HI", t, len(body)) + body for t, body in messages) + junk
     try:

@@ -89,11 +89,15 @@ def test_password_of_60_bytes(key: rsa.RSAPrivateKey) -> None:
         (struct.pack("<4sIII", b"REDQ", 2, 2, 10), LinkError.INVALID_DATA),
         (struct.pack("<4sIII", b"REDQ", 2, 2, 5000), LinkError.INVALID_DATA),
         # caps_offset pointing past the message
-        (struct.pack("<4sIII", b"REDQ", 2, 2, 18) + struct.pack("<IBBIII", 0, 1, 0, 1, 0, 18),
-         LinkError.INVALID_DATA),
+        (
+            struct.pack("<4sIII", b"REDQ", 2, 2, 18) + struct.pack("<IBBIII", 0, 1, 0, 1, 0, 18),
+            LinkError.INVALID_DATA,
+        ),
         # caps count above spice-server's bound
-        (struct.pack("<4sIII", b"REDQ", 2, 2, 18) + struct.pack("<IBBIII", 0, 1, 0, 2000, 0, 18),
-         LinkError.INVALID_DATA),
+        (
+            struct.pack("<4sIII", b"REDQ", 2, 2, 18) + struct.pack("<IBBIII", 0, 1, 0, 2000, 0, 18),
+            LinkError.INVALID_DATA,
+        ),
     ],
 )
 def test_bad_link_messages_are_refused_with_a_reply(data: bytes, code: LinkError) -> None:

@@ -82,9 +82,16 @@ def test_unknown_type_is_unexpected() -> None:
 
 
 def test_server_layouts() -> None:
-    init = m.MainInit(session_id=5, display_channels_hint=1, supported_mouse_modes=3,
-                      current_mouse_mode=2, agent_connected=0, agent_tokens=0,
-                      multi_media_time=9, ram_hint=10)
+    init = m.MainInit(
+        session_id=5,
+        display_channels_hint=1,
+        supported_mouse_modes=3,
+        current_mouse_mode=2,
+        agent_connected=0,
+        agent_tokens=0,
+        multi_media_time=9,
+        ram_hint=10,
+    )
     assert init.pack() == struct.pack("<8I", 5, 1, 3, 2, 0, 0, 9, 10)
     assert m.MouseModeMsg(supported_modes=3, current_mode=2).pack() == b"\3\0\2\0"
     assert m.ChannelsList(channels=((2, 0), (3, 0))).pack() == b"\2\0\0\0\2\0\3\0"

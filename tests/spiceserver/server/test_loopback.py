@@ -158,8 +158,7 @@ def test_malformed_message_closes_only_that_connection(
 
 def test_idle_half_open_connections_are_closed() -> None:
     async def scenario() -> None:
-        async with raw_server(NumpySource(64, 64),
-                               handshake_timeout=0.2) as server:
+        async with raw_server(NumpySource(64, 64), handshake_timeout=0.2) as server:
             idle = await LoopbackClient.open(server.port)
             idle.writer.write(b"REDQ")  # a header that never completes
             assert await idle.closed_by_server(timeout=5)
@@ -173,8 +172,7 @@ def test_slow_client_gets_latest_frame_not_a_queue() -> None:
     async def scenario() -> None:
         source = NumpySource(frame=random_frame(64, 64, 5))
         limits = ChannelLimits(ack_window=2)
-        async with raw_server(source, channel_limits=limits,
-                               max_fps=1000) as server:
+        async with raw_server(source, channel_limits=limits, max_fps=1000) as server:
             main, session_id = await open_session(server.port)
             display = await open_display(server.port, session_id)
             canvas = Canvas(64, 64)

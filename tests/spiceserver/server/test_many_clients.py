@@ -111,8 +111,9 @@ def test_max_clients_refuses_further_main_links(caplog: pytest.LogCaptureFixture
 def test_clients_at_the_same_version_share_lz_encodings() -> None:
     async def scenario() -> None:
         source = NumpySource(frame=random_frame(96, 64, 30))
-        async with SpiceServer(source, password=PASSWORD, port=0,
-                               image_compression=ImageCompression.LZ) as server:
+        async with SpiceServer(
+            source, password=PASSWORD, port=0, image_compression=ImageCompression.LZ
+        ) as server:
             clients = []
             for _ in range(2):  # the source is still: both full frames are at one version
                 main, session_id = await open_session(server.port)

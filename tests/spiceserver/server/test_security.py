@@ -54,8 +54,12 @@ def test_tls_key_readable_by_others_is_refused(tls: TlsFiles, tmp_path: Path) ->
 
 def test_plain_links_are_sent_to_tls_and_tls_links_work(tls: TlsFiles) -> None:
     async def scenario() -> None:
-        async with server(tls_port=0, tls_cert=str(tls.cert), tls_key=str(tls.key),
-                          plaintext_channels=frozenset({"inputs"})) as srv:
+        async with server(
+            tls_port=0,
+            tls_cert=str(tls.cert),
+            tls_key=str(tls.key),
+            plaintext_channels=frozenset({"inputs"}),
+        ) as srv:
             assert srv.tls_port and srv.uri.endswith(f"?tls-port={srv.tls_port}")
             plain = await LoopbackClient.open(srv.port)
             assert await plain.link(ChannelType.MAIN, PASSWORD) == LinkError.NEED_SECURED
@@ -175,8 +179,11 @@ def test_client_that_stops_reading_gets_the_latest_frame_when_it_resumes() -> No
             for seed in range(100, 400):  # 300 full frames, 77 MB of raw pixels
                 source.update(random_frame(256, 256, seed))
                 await asyncio.sleep(0.001)
-            connection = next(c for c in srv.context.connections
-                              if c.request and c.request.channel_type == ChannelType.DISPLAY)
+            connection = next(
+                c
+                for c in srv.context.connections
+                if c.request and c.request.channel_type == ChannelType.DISPLAY
+            )
             buffered = connection.outlet.buffered()
             assert buffered < 8 * 1024 * 1024  # bounded: updates stopped at the high-water mark
             display.writer.transport.resume_reading()

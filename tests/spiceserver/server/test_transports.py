@@ -29,8 +29,7 @@ PASSWORD = "memory-pw"
 
 def make_server(**options: object) -> SpiceServer:
     source = NumpySource(64, 48)
-    return SpiceServer(source, password=PASSWORD, warmup_encoders=False, port=0,
-                       **options)  # type: ignore[arg-type]
+    return SpiceServer(source, password=PASSWORD, warmup_encoders=False, port=0, **options)  # type: ignore[arg-type]
 
 
 async def started(server: SpiceServer) -> SpiceServer:
@@ -43,13 +42,17 @@ async def started(server: SpiceServer) -> SpiceServer:
 class Browser:
     """websockets' sans-I/O client over an in-memory connection to the server."""
 
-    def __init__(self, server: SpiceServer, path: str = "/websockify",
-                 origin: str | None = None,
-                 subprotocols: list[str] | None = ["binary"]) -> None:  # noqa: B006
+    def __init__(
+        self,
+        server: SpiceServer,
+        path: str = "/websockify",
+        origin: str | None = None,
+        subprotocols: tuple[str, ...] | None = ("binary",),
+    ) -> None:
         self.transport, self.protocol = connect(server)
         self.client = ClientProtocol(
             parse_uri(f"ws://127.0.0.1:5900{path}"),
-            subprotocols=subprotocols,  # type: ignore[arg-type]
+            subprotocols=None if subprotocols is None else list(subprotocols),  # type: ignore[arg-type]
             origin=origin,  # type: ignore[arg-type]
         )
         request = self.client.connect()
@@ -72,8 +75,11 @@ class Browser:
 
     def received(self) -> bytes:
         """SPICE bytes the server sent since the last call (payloads of its frames)."""
-        return b"".join(e.data for e in self._events() if isinstance(e, Frame)
-                        and e.opcode in (Opcode.BINARY, Opcode.CONT))
+        return b"".join(
+            e.data
+            for e in self._events()
+            if isinstance(e, Frame) and e.opcode in (Opcode.BINARY, Opcode.CONT)
+        )
 
 
 # ---------------------------------------------------------------------- SPICE in memory
@@ -145,11 +151,12 @@ def test_websocket_without_subprotocol_and_on_any_path_is_accepted() -> None:
 
 
 def test_websocket_with_another_subprotocol_or_origin_is_refused(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async def scenario() -> None:
         server = await started(make_server(websocket_origins=("https://good.example",)))
         with caplog.at_level(logging.WARNING, "spiceserver"):
-            chat = Browser(server, subprotocols=["chat"], origin="https://good.example")
+            chat = Browser(server, subprotocols=("chat",), origin="https://good.example")
             evil = Browser(server, origin="https://evil.example")
             good = Browser(server, origin="https://good.example")
         assert isinstance(chat.response, Response) and chat.response.status_code == 400
@@ -174,7 +181,8 @@ def test_websocket_with_another_subprotocol_or_origin_is_refused(
     ],
 )
 def test_bad_http_gets_an_error_a_log_line_and_a_closed_connection(
-        request_bytes: bytes, status: int, caplog: pytest.LogCaptureFixture) -> None:
+    request_bytes: bytes, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
     async def scenario() -> None:
         server = await started(make_server())
         transport, protocol = connect(server)
@@ -295,9 +303,9 @@ def http_get(server: SpiceServer, target: str) -> tuple[int, dict[str, str], byt
         ("/missing.js", 404, None, None),
     ],
 )
-def test_web_root_serves_files_inside_it_only(web_root: Path, target: str, status: int,
-                                               body: bytes | None,
-                                               content_type: str | None) -> None:
+def test_web_root_serves_files_inside_it_only(
+    web_root: Path, target: str, status: int, body: bytes | None, content_type: str | None
+) -> None:
     async def scenario() -> None:
         server = await started(make_server(web_root=str(web_root)))
         got_status, headers, got_body, closed = http_get(server, target)
@@ -341,8 +349,11 @@ def test_websocket_can_be_turned_off() -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [{"faults": ["delay:playback:1"]}, {"plaintext_channels": frozenset({"bogus"})},
-     {"max_message_sizes": {"record": 10}}],
+    [
+        {"faults": ["delay:playback:1"]},
+        {"plaintext_channels": frozenset({"bogus"})},
+        {"max_message_sizes": {"record": 10}},
+    ],
 )
 def test_options_naming_channels_we_do_not_serve_are_refused(options: dict[str, object]) -> None:
     with pytest.raises(ConfigError, match="unknown channels"):

@@ -80,8 +80,7 @@ class Recorder:
 
 def test_the_readme_example_from_a_file(images: Path) -> None:
     path = images / "scenario.json"
-    path.write_text(json.dumps({"steps": [{"show": "a.png"}, {"wait": 0.5},
-                                          {"show": "b.png"}]}))
+    path.write_text(json.dumps({"steps": [{"show": "a.png"}, {"wait": 0.5}, {"show": "b.png"}]}))
     source = source_from_spec(f"scenario:{path}")
     assert isinstance(source, ScenarioSource)
     assert source.size == (80, 60)  # the steps before the first wait are on screen at once
@@ -93,8 +92,9 @@ def test_the_readme_example_from_a_file(images: Path) -> None:
     assert np.array_equal(source.final_frame(), states[1].frame)
 
 
-def test_paths_are_relative_to_the_file_or_base_dir(images: Path, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_paths_are_relative_to_the_file_or_base_dir(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sub = images / "sub"
     sub.mkdir()
     (sub / "s.json").write_text('[{"show": "../b.png"}]')  # a bare list of steps is fine
@@ -110,7 +110,11 @@ def test_examples_compile() -> None:
     tour = ScenarioSource.from_file(EXAMPLES / "tour.json")
     end = tour.final_state()
     assert (tour.start_rule, end.size, end.cursor, end.cursor_position) == (
-        "immediately", (200, 150), None, (160, 120))
+        "immediately",
+        (200, 150),
+        None,
+        (160, 120),
+    )
     assert tour.duration == pytest.approx(1 + 1 + 2 + 3 * 0.9 + 1)
 
 
@@ -120,15 +124,19 @@ def test_exported() -> None:
 
 
 def test_every_step_kind(images: Path) -> None:
-    source = ScenarioSource({
-        "size": [200, 100], "background": "#010203",
-        "steps": [
-            {"fill": [9, 8, 7], "rect": [10, 10, 20, 5], "comment": "a small patch"},
-            {"show": "noise.png", "at": [150, 70]},
-            {"cursor": "cur.png", "hot": [7, 5]},
-            {"move": [199, 99]},
-        ],
-    }, base_dir=images)
+    source = ScenarioSource(
+        {
+            "size": [200, 100],
+            "background": "#010203",
+            "steps": [
+                {"fill": [9, 8, 7], "rect": [10, 10, 20, 5], "comment": "a small patch"},
+                {"show": "noise.png", "at": [150, 70]},
+                {"cursor": "cur.png", "hot": [7, 5]},
+                {"move": [199, 99]},
+            ],
+        },
+        base_dir=images,
+    )
     expected = bgrx((1, 2, 3), 200, 100)
     expected[10:15, 10:30, :3] = (7, 8, 9)
     noise = np.asarray(Image.open(images / "noise.png").convert("RGB"))
@@ -145,14 +153,22 @@ def test_every_step_kind(images: Path) -> None:
 
 
 def test_resize_hide_and_default_cursor(images: Path) -> None:
-    source = ScenarioSource([
-        {"cursor": "hide"}, {"wait": 0.1},
-        {"resize": [64, 32], "fill": "#ff8000"}, {"cursor": "default"}, {"wait": 0.1},
-        {"resize": [16, 8]},
-    ], base_dir=images)
+    source = ScenarioSource(
+        [
+            {"cursor": "hide"},
+            {"wait": 0.1},
+            {"resize": [64, 32], "fill": "#ff8000"},
+            {"cursor": "default"},
+            {"wait": 0.1},
+            {"resize": [16, 8]},
+        ],
+        base_dir=images,
+    )
     states = list(source.render_steps())
-    assert [(s.size, s.cursor) for s in states[:2]] == [((1024, 768), None),
-                                                       ((64, 32), default_cursor())]
+    assert [(s.size, s.cursor) for s in states[:2]] == [
+        ((1024, 768), None),
+        ((64, 32), default_cursor()),
+    ]
     assert np.array_equal(states[1].frame, bgrx((255, 128, 0), 64, 32))
     assert np.array_equal(states[2].frame, np.zeros((8, 16, 4), np.uint8))
 
@@ -167,15 +183,23 @@ BAD: list[tuple[Any, str]] = [
     ([{"fill": "red"}], r"steps\[0\] \(fill\): bad colour 'red'"),
     ([{"fill": [256, 0, 0]}], r"bad colour"),
     ([{"fill": "#000000", "rect": [0, 0, 0, 5]}], r"positive size"),
-    ([{"wait": 1}, {"repeat": 2, "steps": [{"wait": 1}, {"fill": "#00ff00",
-                                                          "rect": [0, 0, 5000, 10]}]}],
-     r"steps\[1\]\.steps\[1\] \(fill\): rect \[0, 0, 5000, 10\] does not fit the 1024x768"),
-    ([{"resize": [100, 100]}, {"pattern": 0}],
-     r"steps\[1\] \(pattern\): the pattern needs at least 200x200 pixels; the surface is "
-     r"100x100 here"),
+    (
+        [
+            {"wait": 1},
+            {"repeat": 2, "steps": [{"wait": 1}, {"fill": "#00ff00", "rect": [0, 0, 5000, 10]}]},
+        ],
+        r"steps\[1\]\.steps\[1\] \(fill\): rect \[0, 0, 5000, 10\] does not fit the 1024x768",
+    ),
+    (
+        [{"resize": [100, 100]}, {"pattern": 0}],
+        r"steps\[1\] \(pattern\): the pattern needs at least 200x200 pixels; the surface is "
+        r"100x100 here",
+    ),
     # The second pass of a repeat meets the size its first pass left.
-    ([{"repeat": 2, "steps": [{"pattern": 1}, {"resize": [100, 100]}]}],
-     r"steps\[0\]\.steps\[0\] \(pattern\).*100x100"),
+    (
+        [{"repeat": 2, "steps": [{"pattern": 1}, {"resize": [100, 100]}]}],
+        r"steps\[0\]\.steps\[0\] \(pattern\).*100x100",
+    ),
     ([{"wait": 1, "show": "a.png"}], r"exactly one of .*found 'wait', 'show'"),
     ([{"bogus": 1}], r"got only 'bogus'"),
     ([{"show": "a.png", "att": [1, 2]}], r"steps\[0\] \(show\): unknown key 'att'"),
@@ -190,11 +214,15 @@ BAD: list[tuple[Any, str]] = [
     ([{"repeat": 0, "steps": [{"wait": 1}]}], r"repeat \(a count\) must be an integer in 1"),
     ([{"repeat": 2, "steps": []}], r"nothing to repeat"),
     ([{"repeat": 2}], r"repeat needs \"steps\""),
-    ([{"repeat": 1000, "steps": [{"repeat": 1000, "steps": [{"wait": 1}, {"wait": 1}]}]}],
-     r"2000000 steps would run"),
+    (
+        [{"repeat": 1000, "steps": [{"repeat": 1000, "steps": [{"wait": 1}, {"wait": 1}]}]}],
+        r"2000000 steps would run",
+    ),
     ({"steps": [{"wait": 1}], "start": "later"}, r"start: expected one of 'client'"),
-    ({"steps": [{"wait": 0.01}], "start": "immediately", "after": "restart"},
-     r"must last at least 0.1s"),
+    (
+        {"steps": [{"wait": 0.01}], "start": "immediately", "after": "restart"},
+        r"must last at least 0.1s",
+    ),
     ([{"end": 1}], r"write \{\"end\": true\}"),
     ([{"disconnect": "yes"}], r"write \{\"disconnect\": true\}"),
     ([7], r"steps\[0\]: a step is an object"),
@@ -202,8 +230,9 @@ BAD: list[tuple[Any, str]] = [
 
 
 @pytest.mark.parametrize(("spec", "message"), BAD)
-def test_bad_scenarios_name_the_step(images: Path, spec: Any, message: str,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_scenarios_name_the_step(
+    images: Path, spec: Any, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(images)
     with pytest.raises(ConfigError, match=message):
         ScenarioSource(spec, base_dir=images)
@@ -221,8 +250,7 @@ def test_bad_files(images: Path) -> None:
         source_from_spec("scenario:")
 
 
-def test_too_many_image_pixels_are_refused(tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_too_many_image_pixels_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_scenario_script, "MAX_PRELOAD_PIXELS", 4 * 100 * 100)  # not 256 MiB
     for i in range(5):
         np.save(tmp_path / f"{i}.npy", np.zeros((100, 100, 4), np.uint8))
@@ -235,8 +263,15 @@ def test_too_many_image_pixels_are_refused(tmp_path: Path,
 
 
 def test_pattern_steps_match_pattern_source() -> None:
-    source = ScenarioSource([{"resize": [320, 240]}, {"pattern": 7}, {"wait": 0.25},
-                             {"pattern": 3, "frames": 4, "fps": 10}, {"wait": 1}])
+    source = ScenarioSource(
+        [
+            {"resize": [320, 240]},
+            {"pattern": 7},
+            {"wait": 0.25},
+            {"pattern": 3, "frames": 4, "fps": 10},
+            {"wait": 1},
+        ]
+    )
     reference = PatternSource(320, 240, fps=0)
     states = list(source.render_steps())
     # Frame k of the animation shows at 0.25 + k/10; the last is held 1/10 s, then the wait.
@@ -247,21 +282,34 @@ def test_pattern_steps_match_pattern_source() -> None:
 
 
 def test_repeat_and_end(images: Path) -> None:
-    source = ScenarioSource([
-        {"repeat": 3, "steps": [{"fill": "#ff0000"}, {"wait": 0.5},
-                                {"repeat": 2, "steps": [{"fill": "#00ff00"}, {"wait": 0.25}]}]},
-        {"fill": "#0000ff"}, {"wait": 1},
-        {"repeat": 5, "steps": [{"fill": "#ffffff"}, {"wait": 1}, {"end": True},
-                                {"fill": "#000000"}]},
-        {"fill": "#123456"},
-    ], base_dir=images)
+    source = ScenarioSource(
+        [
+            {
+                "repeat": 3,
+                "steps": [
+                    {"fill": "#ff0000"},
+                    {"wait": 0.5},
+                    {"repeat": 2, "steps": [{"fill": "#00ff00"}, {"wait": 0.25}]},
+                ],
+            },
+            {"fill": "#0000ff"},
+            {"wait": 1},
+            {
+                "repeat": 5,
+                "steps": [{"fill": "#ffffff"}, {"wait": 1}, {"end": True}, {"fill": "#000000"}],
+            },
+            {"fill": "#123456"},
+        ],
+        base_dir=images,
+    )
     states = list(source.render_steps())
     colours = [tuple(int(v) for v in s.frame[0, 0, 2::-1]) for s in states]
     red, green = (255, 0, 0), (0, 255, 0)
     # A state per instant something is drawn (the second green too); the last one is the end.
     assert colours == [red, green, green] * 3 + [(0, 0, 255), (255, 255, 255), (255, 255, 255)]
-    assert [s.time for s in states] == pytest.approx([0, .5, .75, 1, 1.5, 1.75, 2, 2.5, 2.75,
-                                                      3, 4, 5])
+    assert [s.time for s in states] == pytest.approx(
+        [0, 0.5, 0.75, 1, 1.5, 1.75, 2, 2.5, 2.75, 3, 4, 5]
+    )
     assert source.duration == pytest.approx(5)
 
 
@@ -272,8 +320,12 @@ def test_offline_rendering_is_deterministic() -> None:
     first, second = render(), render()
     assert len(first) == len(second) > 10
     for a, b in zip(first, second, strict=True):
-        assert (a.time, a.size, a.cursor, a.cursor_position) == (b.time, b.size, b.cursor,
-                                                                 b.cursor_position)
+        assert (a.time, a.size, a.cursor, a.cursor_position) == (
+            b.time,
+            b.size,
+            b.cursor,
+            b.cursor_position,
+        )
         assert np.array_equal(a.frame, b.frame)
 
 
@@ -281,13 +333,20 @@ def test_offline_rendering_is_deterministic() -> None:
 
 
 def test_live_run_follows_the_clock_and_ends_on_the_offline_frame(images: Path) -> None:
-    source = ScenarioSource([
-        {"show": "a.png"}, {"wait": 0.15},
-        {"show": "b.png"}, {"cursor": "cur.png"}, {"move": [3, 4]}, {"wait": 0.15},
-        {"resize": [300, 200], "fill": [1, 2, 3]},
-        {"pattern": 0, "frames": 3, "fps": 50},
-        {"show": "noise.png", "at": [5, 5]},
-    ], base_dir=images)
+    source = ScenarioSource(
+        [
+            {"show": "a.png"},
+            {"wait": 0.15},
+            {"show": "b.png"},
+            {"cursor": "cur.png"},
+            {"move": [3, 4]},
+            {"wait": 0.15},
+            {"resize": [300, 200], "fill": [1, 2, 3]},
+            {"pattern": 0, "frames": 3, "fps": 50},
+            {"show": "noise.png", "at": [5, 5]},
+        ],
+        base_dir=images,
+    )
     recorder = Recorder(source)
 
     async def scenario() -> None:
@@ -298,8 +357,7 @@ def test_live_run_follows_the_clock_and_ends_on_the_offline_frame(images: Path) 
         started = loop.time()
         source.begin()
         await asyncio.wait_for(source.finished.wait(), 5)
-        resizes = [(t - started, f.shape[:2]) for t, kind, f in recorder.events
-                   if kind == "resize"]
+        resizes = [(t - started, f.shape[:2]) for t, kind, f in recorder.events if kind == "resize"]
         assert [shape for _, shape in resizes] == [(50, 30), (200, 300)]
         assert 0.15 - 0.01 <= resizes[0][0] < 2
         assert 0.30 - 0.01 <= resizes[1][0] < 3
@@ -314,9 +372,18 @@ def test_live_run_follows_the_clock_and_ends_on_the_offline_frame(images: Path) 
 
 
 def test_client_start_rule_and_restart(images: Path) -> None:
-    source = ScenarioSource({"after": "restart", "steps": [
-        {"show": "a.png"}, {"wait": 0.05}, {"show": "b.png"}, {"move": [1, 2]},
-    ]}, base_dir=images)
+    source = ScenarioSource(
+        {
+            "after": "restart",
+            "steps": [
+                {"show": "a.png"},
+                {"wait": 0.05},
+                {"show": "b.png"},
+                {"move": [1, 2]},
+            ],
+        },
+        base_dir=images,
+    )
 
     async def scenario() -> None:
         await source.start()
@@ -339,8 +406,13 @@ def test_client_start_rule_and_restart(images: Path) -> None:
 
 
 def test_immediately_and_looping() -> None:
-    source = ScenarioSource({"start": "immediately", "after": "restart",
-                             "steps": [{"fill": "#ff0000"}, {"wait": 0.1}, {"fill": "#00ff00"}]})
+    source = ScenarioSource(
+        {
+            "start": "immediately",
+            "after": "restart",
+            "steps": [{"fill": "#ff0000"}, {"wait": 0.1}, {"fill": "#00ff00"}],
+        }
+    )
 
     async def scenario() -> None:
         await source.start()
@@ -379,19 +451,27 @@ def test_disconnect_without_a_server_is_logged(caplog: pytest.LogCaptureFixture)
 
 def test_disconnect_step_ends_the_sessions_over_loopback(event_loop_name: str) -> None:
     """Starts when the display channel links (not the main channel), then drops the client."""
-    source = ScenarioSource([{"fill": "#336699"}, {"wait": 0.1}, {"disconnect": True},
-                             {"fill": "#996633"}])
+    source = ScenarioSource(
+        [{"fill": "#336699"}, {"wait": 0.1}, {"disconnect": True}, {"fill": "#996633"}]
+    )
 
     async def scenario() -> None:
-        async with SpiceServer(source, password=PASSWORD, port=0, warmup_encoders=False,
-                               image_compression=ImageCompression.OFF) as server:
+        async with SpiceServer(
+            source,
+            password=PASSWORD,
+            port=0,
+            warmup_encoders=False,
+            image_compression=ImageCompression.OFF,
+        ) as server:
             main = await LoopbackClient.open(server.port)
             assert await main.link(ChannelType.MAIN, PASSWORD) == LinkError.OK
             session_id = struct.unpack_from("<I", await main.receive(103))[0]  # MAIN INIT
             assert source.state == "waiting"
             display = await LoopbackClient.open(server.port)
-            assert await display.link(ChannelType.DISPLAY, PASSWORD,
-                                      connection_id=session_id) == LinkError.OK
+            assert (
+                await display.link(ChannelType.DISPLAY, PASSWORD, connection_id=session_id)
+                == LinkError.OK
+            )
             await display.receive(3)  # SET_ACK: the display handler has started
             assert source.state == "running"
             await asyncio.wait_for(source.finished.wait(), 5)

@@ -67,8 +67,10 @@ async def encode_bands(
             results[i] = (band, image, codec)
 
     # Shielded: this session leaving must not cancel an encode other sessions await.
-    await asyncio.gather(*(loop.run_in_executor(executor, encode, g) for g in groups),
-                         *(asyncio.shield(future) for future in shared.values()))
+    await asyncio.gather(
+        *(loop.run_in_executor(executor, encode, g) for g in groups),
+        *(asyncio.shield(future) for future in shared.values()),
+    )
     for i, future in shared.items():
         results[i] = (snapshots[i][0], future.result(), codecs[i])
     return [result for result in results if result is not None]

@@ -82,8 +82,12 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
                 self._task = asyncio.create_task(self._run(), name=name)
             elif isinstance(event, CompressionPreferred):
                 accepted = self.encoder.prefer(event.compression)
-                logger.info("%s: client prefers image compression %d%s", self.connection.name,
-                            event.compression, "" if accepted else " (not supported, ignored)")
+                logger.info(
+                    "%s: client prefers image compression %d%s",
+                    self.connection.name,
+                    event.compression,
+                    "" if accepted else " (not supported, ignored)",
+                )
         self._wake.set()  # an ACK may have reopened the window
 
     def _attach_glz(self, ready: DisplayReady) -> None:
@@ -237,8 +241,13 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         self.session.metrics.copy_bits += len(moves)
         return moves
 
-    def _update_sent(self, version: int, size: tuple[int, int],
-                     snapshots: list[tuple[Rect, np.ndarray]], moves: list[Scroll]) -> None:
+    def _update_sent(
+        self,
+        version: int,
+        size: tuple[int, int],
+        snapshots: list[tuple[Rect, np.ndarray]],
+        moves: list[Scroll],
+    ) -> None:
         """An update is queued: write it, note the version the client now holds (waking
         ``wait_sent``), and hand it to capture mode as a video frame."""
         self.connection.flush()
