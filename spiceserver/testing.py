@@ -83,6 +83,7 @@ class RunningServer:
         async def start() -> SpiceServer:
             server = SpiceServer(self.source, recorders=[self.recorder], **self._options)
             await server.start()
+            await server.encoders_ready()  # tests see the configured codec from the first frame
             return server
 
         try:

@@ -8,10 +8,11 @@ cd "$(dirname "$0")/.."
 # Xvfb with xdotool and ImageMagick's import for screenshots, tshark/dumpcap for captures,
 # ffmpeg's ffprobe to read capture mode's display.mp4, a real Xorg (dummy video driver)
 # for the desktop tests besides Xvfb, and spice-html5 in headless Chromium (driven from
-# node by puppeteer-core, installed below from npm).
+# node by puppeteer-core, installed below from npm), and spicy-screenshot (spice-client-gtk).
 DEBIAN_PACKAGES=(python3 python3-gi gir1.2-spiceclientglib-2.0 virt-viewer xvfb x11-utils
                  xdotool imagemagick tshark xterm x11-apps x11-xserver-utils ffmpeg
-                 xserver-xorg-core xserver-xorg-video-dummy chromium spice-html5 nodejs)
+                 xserver-xorg-core xserver-xorg-video-dummy chromium spice-html5 nodejs
+                 spice-client-gtk)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" \

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -124,6 +124,8 @@ class Codec:
     min_side: int = 1
     #: Pixels → image, for codecs without per-session state (None: see ImageEncoder).
     encode: Callable[[np.ndarray], EncodedImage] | None = None
+    #: The ``encoders`` module whose numba kernels must be compiled first (None: none).
+    kernels: str | None = None
 
 
 #: Every codec, by the name used in metrics and the encode cache.
@@ -141,9 +143,18 @@ CODECS: dict[str, Codec] = {
             4 + 20,
             min_side=3,
             encode=_encode_quic,
+            kernels="encoders.quic",
         ),
-        Codec("lz", ImageType.LZ_RGB, ("lz", "rgb32"), False, 4 + 28, encode=_encode_lz),
-        Codec("glz", ImageType.GLZ_RGB, None, False, 4 + 33),
+        Codec(
+            "lz",
+            ImageType.LZ_RGB,
+            ("lz", "rgb32"),
+            False,
+            4 + 28,
+            encode=_encode_lz,
+            kernels="encoders.lz",
+        ),
+        Codec("glz", ImageType.GLZ_RGB, None, False, 4 + 33, kernels="encoders.glz"),
     )
 }
 _BY_IMAGE_TYPE = {codec.image_type: codec for codec in CODECS.values()}
@@ -220,9 +231,13 @@ class ImageEncoder:
         self,
         compression: ImageCompression = ImageCompression.OFF,
         glz: GlzDictionary | None = None,
+        ready: Container[str] | None = None,
     ) -> None:
         self.compression = compression
         self.glz = glz
+        #: Codecs whose kernels are compiled (None: all; see ``SpiceServer.encoders_ready``):
+        #: while one compiles, its images go out as the next candidate, raw at worst.
+        self.ready = ready
 
     def prefer(self, compression: int) -> bool:
         """Apply a client's PREFERRED_COMPRESSION; False if we cannot serve that mode."""
@@ -237,6 +252,8 @@ class ImageEncoder:
 
     def _fits(self, codec: str, width: int, height: int) -> bool:
         if min(width, height) < CODECS[codec].min_side:
+            return False
+        if self.ready is not None and codec not in self.ready:
             return False
         if codec == "glz":  # the client's window must hold the image (DISPLAY_INIT)
             return self.glz is not None and self.glz.fits(width, height)

@@ -67,6 +67,8 @@ class ServerContext:
     encode_cache: EncodeCache
     on_input: Callable[[InputEvent], None]
     tls_enabled: bool = False
+    #: Codecs whose kernels are compiled; None: all, compiled on first use (see warmup.py).
+    codecs_ready: set[str] | None = None
     #: Seconds, monotonic: what the protocol objects are told ``now`` is (tests inject theirs).
     clock: Callable[[], float] = time.monotonic
     #: Session record: every client event, as dicts, to each of these (empty: off).

@@ -8,7 +8,6 @@ import dataclasses
 import logging
 import os
 import stat
-import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from spiceserver.server.registry import CHANNELS, offered_channels
 from spiceserver.server.security import FailureTracker, Ticket, tls_context
 from spiceserver.server.transports.stream import StreamProtocol
 from spiceserver.server.transports.web import WebRoot
+from spiceserver.server.warmup import EncoderWarmup
 from spiceserver.session import SessionMetrics, SessionRegistry
 from spiceserver.sources.base import FramebufferSource
 
@@ -62,12 +62,6 @@ def _raise_open_files_limit(connections: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
         if new < want:
             logger.warning("only %d open files allowed: max_connections is effectively lower", new)
-
-
-def _warmup_encoders() -> None:
-    import encoders
-
-    encoders.warmup()
 
 
 def _check_config(config: ServerConfig) -> None:
@@ -157,6 +151,11 @@ class SpiceServer:
         self._server: asyncio.Server | None = None
         self._tls_server: asyncio.Server | None = None
         self._closed = asyncio.Event()
+        self._warmup: EncoderWarmup | None = None
+        if config.warmup_encoders:
+            context = self.context
+            context.codecs_ready = {"raw"}
+            self._warmup = EncoderWarmup(context.codecs_ready)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -172,12 +171,6 @@ class SpiceServer:
         loop = asyncio.get_running_loop()
         context = self.context
         context.keys.fill()
-        if self.config.warmup_encoders:
-            # Compile (or load from numba's cache) every codec kernel before the first client,
-            # in a worker thread, so no frame ever waits on the JIT.
-            started = time.perf_counter()
-            await loop.run_in_executor(context.executor, _warmup_encoders)
-            logger.info("image encoders ready in %.2fs", time.perf_counter() - started)
         _raise_open_files_limit(self.config.max_connections)
         self.source.on_disconnect_request = self.disconnect_clients
         await self.source.start()
@@ -212,6 +205,9 @@ class SpiceServer:
             *self.source.size,
             self._web_note(),
         )
+        if self._warmup is not None:
+            # Listening already: clients are served while the kernels compile (warmup.py).
+            self._warmup.start()
         if context.faults is not None:
             context.faults.log_active()
         if context.captures is not None:
@@ -260,6 +256,12 @@ class SpiceServer:
         context.executor.shutdown(wait=False, cancel_futures=True)
         context.encode_cache.clear()
         self._closed.set()
+
+    async def encoders_ready(self) -> None:
+        """Until every codec's kernels are compiled (at once without ``warmup_encoders``:
+        they then compile on first use, in the encode workers)."""
+        if self._warmup is not None:
+            await self._warmup.wait()
 
     async def serve(self) -> None:
         """Start (unless started), serve until cancelled or closed, then close."""

@@ -19,7 +19,12 @@ from tests.conftest import ROOT
 class ServerProcess:
     """``with ServerProcess(["--source", "image:x.png"], password="pw") as srv: srv.port``."""
 
-    def __init__(self, args: list[str], password: str, *, timeout: float = 60.0) -> None:
+    def __init__(
+        self, args: list[str], password: str, *, timeout: float = 60.0, wait_ready: bool = True
+    ) -> None:
+        #: Return from ``with`` once the codecs are compiled, not as soon as the port is open
+        #: (the server listens first and compiles meanwhile; RSS and timings settle after).
+        self.wait_ready = wait_ready
         self.args = args
         self.password = password
         self.timeout = timeout
@@ -59,7 +64,8 @@ class ServerProcess:
             match = re.search(r"spice://127\.0\.0\.1:(\d+)", line)
             if "remote-viewer" in line and match:
                 self.port = int(match.group(1))
-                break
+            if self.port and (not self.wait_ready or "image encoders ready" in line):
+                break  # listening (and, unless told otherwise, every codec compiled)
         # Keep draining the output: a full pipe would block the server's logging.
         self._reader = threading.Thread(target=self._drain, args=(self.proc.stdout,), daemon=True)
         self._reader.start()

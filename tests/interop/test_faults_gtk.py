@@ -106,9 +106,9 @@ def test_delayed_frames_stay_exact() -> None:
 def test_display_closed_after_n_messages_leaves_the_session_alive() -> None:
     received: queue.Queue[InputEvent] = queue.Queue()
     source = NumpySource(frame=make_frame(3))
-    # spice-gtk advertises MONITORS_CONFIG: SET_ACK, SURFACE_CREATE, MONITORS_CONFIG,
-    # DRAW_COPY, MARK, then the next update's DRAW_COPY is the 6th and last message.
-    with server(source, "close-after:display:6", on_input=received.put) as st:
+    # spice-gtk advertises MONITORS_CONFIG: SET_ACK, the start-up PING, SURFACE_CREATE,
+    # MONITORS_CONFIG, DRAW_COPY, MARK, then the next update's DRAW_COPY is the 7th and last.
+    with server(source, "close-after:display:7", on_input=received.put) as st:
         with GtkClient(st.uri, PASSWORD) as client:
             client.wait_for_frame(source.frame, timeout=30)
             update = make_frame(4)

@@ -276,14 +276,18 @@ def test_delay_pauses_production_above_the_write_buffer_mark() -> None:
         ) as server:
             main, session_id = await open_session(server.port)
             display = await open_display(server.port, session_id)
-            await asyncio.sleep(0.1)
             (connection,) = [
                 c
                 for c in server.context.connections
                 if c.request and c.request.channel_name == "display"
             ]
             assert connection.faults is not None
-            assert connection.faults.held_bytes > 64 * 1024  # one full frame, 256 KiB
+            for _ in range(500):  # the first frame (256 KiB) enters the delay line (<= 5 s)
+                if connection.faults.held_bytes > 64 * 1024:
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                pytest.fail("the first frame never reached the delay line")
             assert connection.writing_paused and not connection.writable
             for seed in range(10, 30):  # 20 updates while paused: they merge
                 source.update(random_frame(256, 256, seed))
@@ -315,21 +319,28 @@ def test_close_after_n_messages(caplog: pytest.LogCaptureFixture, event_loop_nam
 
 
 def test_close_after_cuts_a_display_update_between_messages() -> None:
-    """Three 1 MiB DRAW_COPYs in one flush: the connection ends right after the 5th message."""
+    """Three 1 MiB DRAW_COPYs in one flush: the connection ends right after the 7th message."""
 
     async def scenario() -> None:
-        source = NumpySource(frame=random_frame(640, 1024, 4))  # 3 bands (MAX_BAND_PIXELS)
-        async with fault_server(source, "close-after:display:5") as server:
+        first = random_frame(640, 1024, 4)
+        source = NumpySource(frame=first.copy())
+        async with fault_server(source, "close-after:display:7") as server:
             main, session_id = await open_session(server.port)
             display = await open_display(server.port, session_id)
-            messages = await read_to_eof(display)
-            # SET_ACK (taken by open_display), SURFACE_CREATE, then 3 whole DRAW_COPYs; the
-            # MARK would have been the 6th.
-            assert [t for t, _ in messages] == [314, 304, 304, 304]
+            # SET_ACK and PING (taken by open_display), SURFACE_CREATE, the first frame as one
+            # DRAW_COPY, MARK: 5 messages.  Then an update in 3 bands (MAX_BAND_PIXELS) in one
+            # flush: the 6th and 7th go out, the 3rd band would have been the 8th.
             canvas = Canvas(640, 1024)
+            canvas.apply(await display.receive(304))
+            await display.receive(102)
+            source.update(random_frame(640, 1024, 5))
+            messages = await read_to_eof(display)
+            assert [t for t, _ in messages] == [314, 304, 304]
             for _, body in messages[1:]:
                 canvas.apply(body)
-            assert np.array_equal(canvas.pixels[..., :3], source.frame[..., :3])
+            cut = struct.unpack_from("<4i", messages[-1][1], 4)[2]  # the 2nd band's bottom
+            assert np.array_equal(canvas.pixels[:cut, :, :3], source.frame[:cut, :, :3])
+            assert np.array_equal(canvas.pixels[cut:, :, :3], first[cut:, :, :3])
             # Only that channel went: the main channel still answers.
             main.send(105, struct.pack("<H", 1))  # MOUSE_MODE_REQUEST server
             assert struct.unpack("<HH", await main.receive(105)) == (3, 1)
@@ -442,7 +453,8 @@ def test_corrupt_image_on_the_wire(mode: ImageCompression) -> None:
 
 
 def test_corrupt_every_second_image() -> None:
-    """Raw bitmaps: the 2nd of 3 bands arrives with damaged pixels, the others exact."""
+    """Raw bitmaps: the first frame (image 1) exact, then of 3 bands (images 2-4) the 1st and
+    the 3rd damaged, the 2nd exact."""
 
     async def scenario() -> None:
         source = NumpySource(frame=random_frame(640, 1024, 6))
@@ -450,6 +462,9 @@ def test_corrupt_every_second_image() -> None:
             main, session_id = await open_session(server.port)
             display = await open_display(server.port, session_id)
             canvas = Canvas(640, 1024)
+            canvas.apply(await display.receive(304))
+            assert np.array_equal(canvas.pixels[..., :3], source.frame[..., :3])
+            source.update(random_frame(640, 1024, 7))
             bands = []
             for _ in range(3):
                 body = await display.receive(304)
@@ -457,7 +472,7 @@ def test_corrupt_every_second_image() -> None:
                 bands.append(struct.unpack_from("<4i", body, 4))
             for n, (top, _left, bottom, _right) in enumerate(bands, 1):
                 same = np.array_equal(canvas.pixels[top:bottom], source.frame[top:bottom])
-                assert same == (n != 2)
+                assert same == (n == 2)
             await display.close()
             await main.close()
 

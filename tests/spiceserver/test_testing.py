@@ -29,15 +29,19 @@ async def open_display(spice: RunningServer) -> tuple[LoopbackClient, LoopbackCl
 
 
 async def draw_until_ping(display: LoopbackClient, canvas: Canvas) -> None:
-    """Apply DRAW_COPYs until a PING arrives, then answer it: what a real client does."""
+    """Apply DRAW_COPYs and answer PINGs, in order, as a client does; return after answering
+    the first PING that followed a drawing (the display's start-up PING comes before any)."""
+    drawn = False
     while True:
         while display.pending:  # in order, as a client handles them
             type_, body = display.pending.pop(0)
             if type_ == 304:  # DRAW_COPY
                 canvas.apply(body)
+                drawn = True
             elif type_ == 4:  # PING
                 display.send(3, body[:12])  # PONG: id and timestamp echoed
-                return
+                if drawn:
+                    return
         data = await display.reader.read(65536)
         if not data:
             raise ConnectionError("closed")

@@ -46,9 +46,13 @@ async def open_display(port: int, session_id: int) -> LoopbackClient:
     display = await LoopbackClient.open(port)
     assert await display.link(ChannelType.DISPLAY, PASSWORD, connection_id=session_id) == 0
     set_ack = await display.receive(3)
+    ping = await display.receive(
+        4
+    )  # the start-up PING, answered after the set-up as spice-gtk does
     generation, _window = struct.unpack("<II", set_ack)
-    display.send(1, struct.pack("<I", generation))  # ACK_SYNC
     display.send(101, struct.pack("<BqBi", 1, 1 << 20, 1, 1 << 20))  # DISPLAY_INIT
+    display.send(1, struct.pack("<I", generation))  # ACK_SYNC
+    display.send(3, ping[:12])  # PONG
     return display
 
 

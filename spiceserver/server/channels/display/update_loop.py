@@ -10,6 +10,7 @@ Updates are paced to ``max_fps`` on a schedule; a new surface is drawn whole, th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -38,6 +39,9 @@ MAX_BAND_PIXELS = 256 * 1024
 #: than ``max_fps`` updates from a faster source, and never loses frames of a source ticking
 #: at ``max_fps`` to timer jitter.
 PACING_HEADROOM = 0.95
+#: Longest wait for the start-up PING's answer before the first frame (a client that never
+#: answers still gets its frame; spice-gtk answers within a round trip).
+SETTLE_TIMEOUT = 0.5
 
 
 class DisplayHandler(ChannelHandler[DisplayChannel]):
@@ -49,11 +53,15 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         super().__init__(*args, **kwargs)
         self.dirty = DirtyRegion()
         self.need_surface = True
-        self.encoder = ImageEncoder(self.context.config.image_compression)
+        self.encoder = ImageEncoder(
+            self.context.config.image_compression, ready=self.context.codecs_ready
+        )
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._counted = False
+        self._whole_surface_next = False
+        self._settled: asyncio.Future[None] | None = None
         #: The source version (FramebufferSource.version) whose pixels the client was last
         #: sent: every damage reported up to it has gone out.
         self.sent_version = -1
@@ -69,6 +77,12 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
 
     def start(self, now: float) -> None:
         self.channel.start(now)
+        # A PING right away: its PONG comes after whatever the client sends as it sets the
+        # channel up, PREFERRED_COMPRESSION included (spice-gtk:src/channel-display.c
+        # spice_display_channel_up sends DISPLAY_INIT, then the preference, before it reads
+        # anything), so waiting for it lets the first frame use the client's codec.
+        self._settled = asyncio.ensure_future(self.round_trip())
+        self._settled.add_done_callback(_consume)
         self.context.source.add_listener(self)
         self.context.displays += 1
         self._counted = True
@@ -161,6 +175,10 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         # before the ticks its jitter merges frames (one client in ten sat at 20 fps for
         # seconds in bench_clients).  The headroom pulls the slots ahead of the ticks.
         min_interval = PACING_HEADROOM / self.context.config.max_fps
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            async with asyncio.timeout(SETTLE_TIMEOUT):
+                if self._settled is not None:
+                    await asyncio.shield(self._settled)
         next_slot = loop.time()
         while not self._closed:
             await self._wake.wait()
@@ -183,6 +201,7 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         width, height = self.context.source.size
         self.channel.create_primary(width, height)
         self.need_surface = False
+        self._whole_surface_next = True
         self.moves.reset()
         self.dirty.clear()
         self.dirty.add([Rect(0, 0, width, height)])
@@ -199,12 +218,19 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
                 self._update_sent(self.moves.version, source.size, [], moves)
             return
         size = source.size
-        bands = [
-            band
-            for rect in rects
-            if (clipped := rect.clip(*size)) is not None
-            for band in split_rows(clipped, MAX_BAND_PIXELS)
-        ]
+        if self._whole_surface_next:
+            # A new surface is sent as one image, as libspice-server does
+            # (spice:server/dcc.cpp dcc_push_surface_image): tools that save the first
+            # invalidated frame, spicy-screenshot among them, then hold all of it.
+            self._whole_surface_next = False
+            bands = [Rect(0, 0, *size)]
+        else:
+            bands = [
+                band
+                for rect in rects
+                if (clipped := rect.clip(*size)) is not None
+                for band in split_rows(clipped, MAX_BAND_PIXELS)
+            ]
         version = source.version  # these pixels hold every change up to here
         # Sessions at the same version share one read of each band (see encode_cache);
         # a lone display has nobody to share with, and skips the cache's copies.
@@ -258,3 +284,9 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         if capture is not None:
             copies = [(move.dest, move.source.x, move.source.y) for move in moves]
             capture.display_update(size, snapshots, copies)
+
+
+def _consume(future: asyncio.Future[None]) -> None:
+    """A round trip nobody awaits any more (the channel closed first) is not an error."""
+    if not future.cancelled():
+        future.exception()

@@ -1,0 +1,115 @@
+"""Compiling the codecs' numba kernels while the server already serves.
+
+On a cold numba cache QUIC takes ~15 s to compile, GLZ ~6 s and LZ ~4 s (once per machine;
+afterwards loading them takes well under a second).  The server listens first; the kernels
+compile on a thread of their own (never the encode workers, never the event loop), fastest
+first, and each codec joins ``ServerContext.codecs_ready`` when its kernels are in.  Until then
+:class:`~spiceserver.server.codecs.ImageEncoder` sends that codec's images as the next
+candidate of the client's mode, raw bitmaps at worst, so a client sees the screen at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from spiceserver.server.codecs import CODECS
+
+__all__ = ["EncoderWarmup"]
+
+T = TypeVar("T")
+
+logger = logging.getLogger("spiceserver")
+
+#: Compile order: the fastest first, so a client gets a compressed codec soonest.
+ORDER = ("lz", "glz", "quic")
+#: A codec that loads faster than this came from numba's cache: not worth a log line of its own.
+_CACHED_SECONDS = 1.0
+#: Cold compile times measured on this project's 2-core machines (README "Image codecs").
+_COLD_SECONDS = {"lz": 4, "glz": 6, "quic": 15}
+
+
+def _call(loop: asyncio.AbstractEventLoop, function: Callable[[T], object], argument: T) -> bool:
+    try:
+        loop.call_soon_threadsafe(function, argument)
+    except RuntimeError:  # the loop was closed
+        return False
+    return True
+
+
+def _cached(module: str | None) -> bool:
+    """Whether numba's cache holds kernels of ``module`` (its index files ``*.nbi``), without
+    importing it (which would import numba)."""
+    if module is None:
+        return True
+    package, *rest = module.split(".")
+    spec = importlib.util.find_spec(package)  # the top package only: its codecs load lazily
+    if spec is None or spec.origin is None:
+        return False
+    origin = Path(spec.origin).parent.joinpath(*rest, "_kernels.py")
+    cache_root = os.environ.get("NUMBA_CACHE_DIR")
+    if cache_root:
+        return any(Path(cache_root).rglob(f"{origin.stem}.*.nbi"))
+    return any((origin.parent / "__pycache__").glob(f"{origin.stem}.*.nbi"))
+
+
+class EncoderWarmup:
+    """Adds each codec to ``ready`` (on the loop thread) once its kernels are compiled."""
+
+    def __init__(self, ready: set[str]) -> None:
+        self.ready = ready
+        self._done = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started = 0.0
+
+    def start(self) -> None:
+        """Start compiling (call on the event loop, once the server listens)."""
+        self._loop = asyncio.get_running_loop()
+        self._started = time.perf_counter()
+        cold = [name for name in ORDER if not _cached(CODECS[name].kernels)]
+        if cold:
+            logger.info(
+                "compiling image encoders %s: once per machine, ~%d s; clients are "
+                "served meanwhile, with LZ or raw images until each is ready",
+                ", ".join(cold),
+                sum(_COLD_SECONDS[name] for name in cold),
+            )
+        thread = threading.Thread(target=self._run, name="spice-warmup", daemon=True)
+        thread.start()
+
+    async def wait(self) -> None:
+        """Until every codec is ready (or failed to compile, which is logged)."""
+        await self._done.wait()
+
+    def _run(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        for name in ORDER:
+            module = CODECS[name].kernels
+            started = time.perf_counter()
+            try:
+                if module is not None:
+                    importlib.import_module(module).warmup()
+            except Exception:
+                logger.exception(
+                    "image encoder %s failed to compile; its images are sent with another codec",
+                    name,
+                )
+                continue
+            seconds = time.perf_counter() - started
+            if seconds > _CACHED_SECONDS:
+                logger.info("image encoder %s compiled in %.1fs", name, seconds)
+            if not _call(loop, self.ready.add, name):
+                return  # the server (its loop) is gone
+        _call(loop, self._finish, time.perf_counter() - self._started)
+
+    def _finish(self, elapsed: float) -> None:
+        logger.info("image encoders ready in %.2fs", elapsed)
+        self._done.set()
