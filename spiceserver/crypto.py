@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 __all__ = ["KeyPool", "check_ticket", "public_key_der"]
 
+#: Leading zero bytes spice-html5 may lose (k of them: one ticket in 256**k); more are not tried.
+_MAX_LOST_ZEROS = 4
 _OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
 
 
@@ -38,13 +40,35 @@ def check_ticket(key: rsa.RSAPrivateKey, ciphertext: bytes, password: bytes | No
     like spice-server we take it up to the first NUL.  With ticketing disabled (``password``
     None) the ticket must still decrypt, as spice-server requires.
     """
-    try:
-        plaintext = key.decrypt(ciphertext, _OAEP)
-    except ValueError:
+    plaintext = _decrypt(key, ciphertext)
+    if plaintext is None:
         return False
     if password is None:
         return True
     return hmac.compare_digest(plaintext.split(b"\0", 1)[0], password)
+
+
+def _decrypt(key: rsa.RSAPrivateKey, ciphertext: bytes) -> bytes | None:
+    """OAEP-decrypt; else undo spice-html5's short-ciphertext bug and try again.
+
+    spice-html5 (``spice-html5:src/ticket.js`` ``rsa_encrypt``) turns the ciphertext integer
+    into bytes through ``toString(16)``, which drops leading zero bytes, and its link message
+    then pads the short result with zeros at the end (``spicemsg.js``
+    ``SpiceLinkAuthTicket.to_buffer``): about one ticket in 256 arrives as ``c[k:] + k * 00``.
+    Moving the trailing zeros back to the front gives the real ciphertext; nothing else is
+    accepted (each candidate must still decrypt and hold the password).
+    """
+    try:
+        return key.decrypt(ciphertext, _OAEP)
+    except ValueError:
+        pass
+    zeros = len(ciphertext) - len(ciphertext.rstrip(b"\0"))
+    for k in range(1, min(zeros, _MAX_LOST_ZEROS) + 1):
+        try:
+            return key.decrypt(bytes(k) + ciphertext[:-k], _OAEP)
+        except ValueError:
+            continue
+    return None
 
 
 class KeyPool:
