@@ -11,7 +11,7 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote
 
 from spiceserver.config import (
@@ -20,6 +20,12 @@ from spiceserver.config import (
     DEFAULT_MAX_CLIENTS,
     ServerConfig,
     is_loopback,
+)
+from spiceserver.connect_info import (
+    ConnectionFile,
+    certificate_subject,
+    reachable_hosts,
+    spice_uri,
 )
 from spiceserver.desktop_input import X11Input, ignore_input
 from spiceserver.errors import ConfigError
@@ -68,8 +74,8 @@ def parse_listen(value: str) -> Listen:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spiceserver", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="spiceserver", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     serve = commands.add_parser("serve", help="serve a screen over SPICE")
     serve.add_argument(
         "--listen",
@@ -139,7 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="image codec for screen updates: auto-glz (default: GLZ, QUIC for "
         "photographic regions), auto-lz, glz, lz, quic, or off (raw)",
     )
-    serve.add_argument("--max-fps", type=float, default=30.0, help="updates per second per client")
+    serve.add_argument(
+        "--max-fps",
+        type=float,
+        default=30.0,
+        help="most updates per second per client (default 30)",
+    )
+    serve.add_argument(
+        "--vv-file",
+        type=Path,
+        metavar="PATH",
+        help="write a virt-viewer connection file (mode 0600, password and TLS fields "
+        "included) for 'remote-viewer PATH', instead of printing a password",
+    )
     tls = serve.add_argument_group("TLS and tickets")
     tls.add_argument(
         "--tls-listen",
@@ -316,15 +334,7 @@ async def _serve(
                 loop.call_soon_threadsafe(server.set_key_modifiers, mods)
 
             desktop_input.on_locks = send_locks
-        uri = server.uri
-        if generated:
-            assert config.password is not None
-            uri += ("&" if "?" in uri else "?") + f"password={quote(config.password, safe='')}"
-            print("one-time password generated; connect with:", flush=True)
-        print(f"remote-viewer '{uri}'", flush=True)
-        if config.web_root is not None and config.unix_path is None:
-            url = web_client_url(server, config.password if generated else None)
-            print(f"or open in a browser: {url}", flush=True)
+        print_connect_lines(server, config, generated, args.vv_file)
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
@@ -333,15 +343,74 @@ async def _serve(
         logger.info("shutting down")
 
 
-def web_client_url(server: SpiceServer, password: str | None) -> str:
+def web_client_url(host: str, port: int, password: str | None) -> str:
     """spice-html5's page on our own port, told to connect back to it."""
-    host = server.config.host
-    if ":" in host:
-        host = f"[{host}]"
-    query = f"host={quote(server.config.host)}&port={server.port}"
+    netloc = f"[{host}]" if ":" in host else host
+    query = f"host={quote(host)}&port={port}"
     if password is not None:
         query += f"&password={quote(password, safe='')}"
-    return f"http://{host}:{server.port}/spice_auto.html?{query}"
+    return f"http://{netloc}:{port}/spice_auto.html?{query}"
+
+
+def print_connect_lines(
+    server: SpiceServer, config: ServerConfig, generated: bool, vv_file: Path | None
+) -> None:
+    """What to run to connect: remote-viewer lines for addresses a client can use (the host's
+    name and addresses when listening on a wildcard), or the .vv file written instead."""
+    if config.unix_path is not None:
+        password = config.password if generated else None
+        uri = server.uri + (f"?password={quote(password, safe='')}" if password else "")
+        print(f"remote-viewer '{uri}'", flush=True)
+        return
+    hosts = reachable_hosts(config.host)
+    if vv_file is not None:
+        connection_file(server, config, hosts[0]).write(vv_file)
+        print(f"connection file written (mode 0600): remote-viewer {vv_file}", flush=True)
+        return
+    password = config.password if generated else None
+    if generated:
+        print("one-time password generated; connect with:", flush=True)
+    for host in hosts:
+        uri = spice_uri(host, server.port, server.tls_port, password)
+        print(f"remote-viewer '{uri}'", flush=True)
+    if config.web_root is not None:
+        print(
+            f"or open in a browser: {web_client_url(hosts[0], server.port, password)}", flush=True
+        )
+
+
+def connection_file(server: SpiceServer, config: ServerConfig, host: str) -> ConnectionFile:
+    ca_pem = subject = None
+    if config.tls_cert is not None:
+        pem = Path(config.tls_cert).read_bytes()
+        ca_pem, subject = pem.decode(), certificate_subject(pem)
+    return ConnectionFile(
+        host=host,
+        port=server.port,
+        password=config.password,
+        title=f"spiceserver {server.source.kind}",
+        tls_port=server.tls_port,
+        ca_pem=ca_pem,
+        host_subject=subject,
+    )
+
+
+#: Options people try first, and what they are called here.
+_HINTS = {
+    "--port": "--listen [HOST:]PORT",
+    "--host": "--listen HOST:PORT",
+    "--addr": "--listen HOST:PORT",
+    "--ticket": "--password-file PATH",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        for option, instead in _HINTS.items():
+            if f"unrecognized arguments: {option}" in message or f" {option}" in message:
+                message += f" (use {instead})"
+                break
+        super().error(message)
 
 
 def main(argv: list[str] | None = None) -> int:

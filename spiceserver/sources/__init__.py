@@ -37,7 +37,12 @@ def source_from_spec(spec: str, *, max_fps: float = 30.0) -> FramebufferSource:
         )
     if kind == "pattern":
         if arg:
-            width, _, height = arg.partition("x")
+            width, sep, height = arg.partition("x")
+            if not (sep and width.isdigit() and height.isdigit()):
+                raise ValueError(
+                    f"bad size in source {spec!r}: expected pattern:WIDTHxHEIGHT, "
+                    "e.g. pattern:1280x800"
+                )
             return PatternSource(int(width), int(height))
         return PatternSource()
     if kind == "image" and arg:
