@@ -793,7 +793,10 @@ class RemoteViewer:
         title: str = "spiceserver-interop",
         extra_args: Sequence[str] = (),
         timeout: float = 30.0,
+        vv_file: Path | None = None,
     ) -> None:
+        #: A connection file to open instead of the one written from host/port/password.
+        self.vv_file = vv_file
         self.display, self.host, self.port = display, host, port
         self.password, self.title = password, title
         self.extra_args = list(extra_args)
@@ -824,7 +827,7 @@ class RemoteViewer:
 
     def start(self) -> Self:
         try:
-            vv = self._write_vv()
+            vv = self.vv_file or self._write_vv()
             self.proc = subprocess.Popen(
                 ["remote-viewer", f"--display={self.display}", *self.extra_args, str(vv)],
                 stdin=subprocess.DEVNULL,

@@ -98,3 +98,93 @@ def test_serve_prints_a_working_remote_viewer_line() -> None:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=10)
     assert proc.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("5901", ("127.0.0.1", 5901, None)),
+        (":5902", ("127.0.0.1", 5902, None)),
+        ("0.0.0.0:5903", ("0.0.0.0", 5903, None)),
+        ("[::1]:5904", ("::1", 5904, None)),
+        ("unix:/run/spice.sock", ("127.0.0.1", 0, "/run/spice.sock")),
+    ],
+)
+def test_listen_forms(value: str, expected: tuple[str, int, str | None]) -> None:
+    args = build_parser().parse_args(["serve", "--listen", value])
+    assert args.listen == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["serve", "--port", "5900"], "use --listen [HOST:]PORT"),
+        (["serve", "--listen", "host:http"], "expected HOST:PORT, PORT or unix:PATH"),
+        (["serve", "--listen", "unix:"], "expected unix:PATH"),
+        (["serve", "--listen", "70000"], "port 70000 out of range"),
+    ],
+)
+def test_common_slips_get_a_hint(
+    argv: list[str], hint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(argv)
+    assert hint in capsys.readouterr().err
+
+
+def test_max_fps_help_shows_its_default(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    assert "(default 30)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_bad_pattern_size_says_what_a_size_looks_like() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "spiceserver", "serve", "--source", "pattern:100x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    assert result.returncode == 2
+    assert "expected pattern:WIDTHxHEIGHT, e.g. pattern:1280x800" in result.stderr
+    assert "invalid literal" not in result.stderr
+
+
+def test_connection_file_text_and_mode(tmp_path: Path) -> None:
+    from spiceserver.connect_info import ConnectionFile
+
+    path = tmp_path / "x.vv"
+    path.write_text("old")
+    path.chmod(0o644)
+    ConnectionFile(
+        "example.org",
+        5900,
+        "pw",
+        title="t",
+        tls_port=5901,
+        ca_pem="-----A-----\nB\n",
+        host_subject="CN=example.org",
+    ).write(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.read_text().splitlines() == [
+        "[virt-viewer]",
+        "type=spice",
+        "host=example.org",
+        "port=5900",
+        "title=t",
+        "delete-this-file=0",
+        "password=pw",
+        "tls-port=5901",
+        "ca=-----A-----\\nB",
+        "host-subject=CN=example.org",
+    ]
+
+
+def test_a_wildcard_listen_is_announced_with_reachable_addresses() -> None:
+    from spiceserver.connect_info import reachable_hosts
+
+    hosts = reachable_hosts("0.0.0.0")
+    assert hosts and "0.0.0.0" not in hosts
+    assert reachable_hosts("192.0.2.7") == ["192.0.2.7"]
+    assert reachable_hosts("spice.example") == ["spice.example"]
