@@ -26,14 +26,15 @@ async def main(port: int, password: str) -> None:
     ramp = np.linspace(0, 255, width, dtype=np.uint8)
     source.frame[..., 0] = ramp  # blue rises from left to right
     source.frame[..., 1] = ramp[::-1]
+    band = Rect(0, 200, width, 40)
+    background = source.frame[band.y : band.bottom].copy()  # the gradient under the square
     async with SpiceServer(source, password=password, port=port, on_input=on_input) as server:
         print(f"serving on {server.uri}")
         step = 0
         while True:
             x = (step * 4) % (width - 40)
-            band = Rect(0, 200, width, 40)
-            source.frame[band.y : band.bottom, :, 2] = 0
-            source.frame[band.y : band.bottom, x : x + 40, 2] = 255
+            source.frame[band.y : band.bottom] = background
+            source.frame[band.y : band.bottom, x : x + 40, :3] = (0, 0, 255)  # B, G, R: red
             source.damage([band])
             step += 1
             await asyncio.sleep(1 / 30)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the suite needs (Debian packages for the real clients, the
-# project with its test extra), then runs ruff and pytest.  Extra arguments go to pytest.
+# project with its test extra in .venv, the browser driver's npm package), then runs ruff,
+# mypy and pytest.  Extra arguments go to pytest; PYTHON=... uses that interpreter instead
+# of .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,7 +14,7 @@ cd "$(dirname "$0")/.."
 DEBIAN_PACKAGES=(python3 python3-gi gir1.2-spiceclientglib-2.0 virt-viewer xvfb x11-utils
                  xdotool imagemagick tshark xterm x11-apps x11-xserver-utils ffmpeg
                  xserver-xorg-core xserver-xorg-video-dummy chromium spice-html5 nodejs
-                 spice-client-gtk)
+                 spice-client-gtk python3-venv)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" \
@@ -29,7 +31,8 @@ if ((${#missing[@]})); then
         "${missing[@]}" >/dev/null
 fi
 
-PYTHON=${PYTHON:-python3}
+source tests/venv.sh
+PYTHON=${PYTHON:-$(project_python)}
 "$PYTHON" -m pip install -q -e '.[test,capture]'
 # The browser driver's one npm dependency, exactly as locked (no browser download).
 npm ci --prefix tests/interop/html5 --no-audit --no-fund --loglevel=error >/dev/null

@@ -4,7 +4,7 @@ Enabled by ``ServerConfig.capture_dir`` (``spiceserver serve --capture DIR``).  
 
     DIR/session-<id as 8 hex digits>/
         main.pcap  display.pcap  inputs.pcap  cursor.pcap   # display-1.pcap for channel id 1
-        display.mp4                                         # needs spiceserver[capture] (PyAV)
+        display.mp4                                         # needs PyAV (the capture extra)
 
 The pcaps hold the SPICE bytes exactly as sent and received, wrapped in fake Ethernet/IPv4/TCP
 headers whose server port is always 5900: open them with ``tshark -d tcp.port==5900,spice`` or

@@ -65,7 +65,7 @@ def video_unavailable_reason() -> str | None:
     try:
         import av
     except ImportError:
-        return "PyAV is not installed (pip install 'spiceserver[capture]')"
+        return "PyAV is not installed (pip install av; in a clone: pip install -e '.[capture]')"
     try:
         av.codec.Codec(CODEC, "w")
     except Exception as exc:  # PyAV raises its own UnknownCodecError / ValueError
