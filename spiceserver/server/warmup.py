@@ -1,7 +1,8 @@
 """Compiling the codecs' numba kernels while the server already serves.
 
-On a cold numba cache QUIC takes ~15 s to compile, GLZ ~6 s and LZ ~4 s (once per machine;
-afterwards loading them takes well under a second).  The server listens first; the kernels
+On a cold numba cache QUIC takes ~5 s to compile, GLZ and LZ ~2 s each (measured on this
+project's 2-core machines; once per machine, afterwards loading them takes well under a
+second).  The server listens first; the kernels
 compile on a thread of their own (never the encode workers, never the event loop), fastest
 first, and each codec joins ``ServerContext.codecs_ready`` when its kernels are in.  Until then
 :class:`~spiceserver.server.codecs.ImageEncoder` sends that codec's images as the next
@@ -33,7 +34,7 @@ ORDER = ("lz", "glz", "quic")
 #: A codec that loads faster than this came from numba's cache: not worth a log line of its own.
 _CACHED_SECONDS = 1.0
 #: Cold compile times measured on this project's 2-core machines (README "Image codecs").
-_COLD_SECONDS = {"lz": 4, "glz": 6, "quic": 15}
+_COLD_SECONDS = {"lz": 2, "glz": 2, "quic": 5}
 
 
 def _call(loop: asyncio.AbstractEventLoop, function: Callable[[T], object], argument: T) -> bool:

@@ -25,9 +25,21 @@ def test_remote_viewer_opens_the_connection_file(tmp_path: Path) -> None:
     Image.fromarray(rgb).save(tmp_path / "screen.png")
     vv = tmp_path / "spice.vv"
     server = subprocess.Popen(
-        [sys.executable, "-m", "spiceserver", "serve", "--listen", "127.0.0.1:0",
-         "--source", f"image:{tmp_path / 'screen.png'}", "--vv-file", str(vv)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "spiceserver",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--source",
+            f"image:{tmp_path / 'screen.png'}",
+            "--vv-file",
+            str(vv),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )
     try:
@@ -41,10 +53,11 @@ def test_remote_viewer_opens_the_connection_file(tmp_path: Path) -> None:
         assert "spice://" not in line and "password" not in line  # not on a command line
         expected = np.dstack([rgb[..., ::-1], np.zeros((300, 400), np.uint8)])  # as BGRX
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        with Xvfb(width=1024, height=768) as display, \
-                RemoteViewer(display, "", 0, vv_file=vv) as viewer:
-            viewer.wait_for_screen(lambda shot: find_frame(shot, expected) is not None,
-                                   timeout=60)
+        with (
+            Xvfb(width=1024, height=768) as display,
+            RemoteViewer(display, "", 0, vv_file=vv) as viewer,
+        ):
+            viewer.wait_for_screen(lambda shot: find_frame(shot, expected) is not None, timeout=60)
             viewer.screenshot(ARTIFACTS / "remote-viewer-vv-file.png")
     finally:
         server.terminate()
