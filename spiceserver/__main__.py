@@ -11,7 +11,7 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
 
 from spiceserver.config import (
@@ -27,17 +27,18 @@ from spiceserver.connect_info import (
     reachable_hosts,
     spice_uri,
 )
-from spiceserver.desktop_input import X11Input, ignore_input
 from spiceserver.errors import ConfigError
 from spiceserver.faults import Fault
-from spiceserver.input import InputHandler
+from spiceserver.input import InputHandler, ignore_input
 from spiceserver.protocol.enums import MAX_PASSWORD_LENGTH, KeyModifiers
 from spiceserver.server import SpiceServer
 from spiceserver.server.transports.web import default_web_root
 from spiceserver.sources import FramebufferSource, source_from_spec
-from spiceserver.sources.desktop import DesktopSource
 
 logger = logging.getLogger("spiceserver")
+
+if TYPE_CHECKING:
+    from spiceserver.desktop_input import X11Input
 
 
 def parse_fault(value: str) -> Fault:
@@ -305,8 +306,12 @@ async def serve(args: argparse.Namespace) -> int:
     config, generated = config_from_args(args)
     source = source_from_spec(args.source, max_fps=args.max_fps)
     desktop_input = None
-    on_input = ignore_input if args.view_only else None
-    if isinstance(source, DesktopSource):
+    on_input: InputHandler | None = ignore_input if args.view_only else None
+    if source.kind == "desktop":  # python-xlib and mss are imported only for the desktop
+        from spiceserver.desktop_input import X11Input
+        from spiceserver.sources.desktop import DesktopSource
+
+        assert isinstance(source, DesktopSource)
         source.scroll_detect = not args.no_scroll_detect
         desktop_input = X11Input(source.display_name, view_only=args.view_only).start()
         on_input = desktop_input

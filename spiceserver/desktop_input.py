@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from spiceserver.errors import ConfigError
+from spiceserver.input import ignore_input
 from spiceserver.keymap import scancode_to_x_keycode
 from spiceserver.protocol.enums import KeyModifiers, MouseButton
 from spiceserver.protocol.events import (
@@ -76,10 +77,6 @@ _LOCKS = (
 )
 
 _STOP = object()
-
-
-def ignore_input(event: InputEvent) -> None:
-    """An input handler for ``--view-only``: drop everything, log nothing (keys are private)."""
 
 
 class X11Input:

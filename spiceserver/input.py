@@ -15,12 +15,16 @@ from spiceserver.protocol.events import (
     WheelEvent,
 )
 
-__all__ = ["InputHandler", "log_input"]
+__all__ = ["InputHandler", "ignore_input", "log_input"]
 
 logger = logging.getLogger("spiceserver.input")
 
 #: Called on the event loop thread with every input event of every client.
 InputHandler = Callable[[InputEvent], None]
+
+
+def ignore_input(event: InputEvent) -> None:
+    """An input handler for ``--view-only``: drop everything, log nothing (keys are private)."""
 
 
 def log_input(event: InputEvent) -> None:
