@@ -40,6 +40,12 @@ class ServerProcess:
         with os.fdopen(fd, "w") as out:
             out.write(self.password + "\n")
         env = dict(os.environ, PYTHONPATH=str(ROOT))
+        args = list(self.args)
+        if self.wait_ready and "--log-level" in args:
+            # "image encoders ready" is an INFO line: a quieter level would hide it.
+            level = args.index("--log-level") + 1
+            if args[level] in ("warning", "error"):
+                args[level] = "info"
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -50,7 +56,7 @@ class ServerProcess:
                 "127.0.0.1:0",
                 "--password-file",
                 str(secret),
-                *self.args,
+                *args,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
