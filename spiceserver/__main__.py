@@ -418,8 +418,30 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
+#: glibc mallopt parameter: allocations from this size up get their own mmap.
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD = 256 * 1024
+
+
+def _return_big_buffers_to_the_os() -> None:
+    """Frame-sized buffers (bands, snapshots, encoder output) go straight back to the OS when
+    freed.  glibc otherwise raises its mmap threshold after the first such free and serves
+    later ones from the heap, which keeps their high-water mark: one client of a 1920x1080
+    desktop measured 264 -> 243 MiB RSS with this, for 1-3 % more CPU at 10 clients (README
+    "Memory").  The CLI only: an embedding program owns its process's allocator settings."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None or sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(name).mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _return_big_buffers_to_the_os()
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from spiceserver.server.encode_cache import EncodeCache
     from spiceserver.server.fault_injection import FaultInjector
     from spiceserver.server.security import FailureTracker, Ticket
+    from spiceserver.server.warmup import EncoderWarmup
     from spiceserver.session import Session, SessionRegistry
     from spiceserver.sources.base import FramebufferSource
 
@@ -69,6 +70,8 @@ class ServerContext:
     tls_enabled: bool = False
     #: Codecs whose kernels are compiled; None: all, compiled on first use (see warmup.py).
     codecs_ready: set[str] | None = None
+    #: The kernels' compilation, while the server already serves (None: not warming up).
+    warmup: EncoderWarmup | None = None
     #: Seconds, monotonic: what the protocol objects are told ``now`` is (tests inject theirs).
     clock: Callable[[], float] = time.monotonic
     #: Session record: every client event, as dicts, to each of these (empty: off).

@@ -155,7 +155,7 @@ class SpiceServer:
         if config.warmup_encoders:
             context = self.context
             context.codecs_ready = {"raw"}
-            self._warmup = EncoderWarmup(context.codecs_ready)
+            self._warmup = context.warmup = EncoderWarmup(context.codecs_ready)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -69,12 +69,16 @@ class EncoderWarmup:
         self._done = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = 0.0
+        #: Every kernel is in numba's cache: all are ready within a second or so, and a
+        #: first frame may as well wait for them (see DisplayHandler).
+        self.quick = False
 
     def start(self) -> None:
         """Start compiling (call on the event loop, once the server listens)."""
         self._loop = asyncio.get_running_loop()
         self._started = time.perf_counter()
         cold = [name for name in ORDER if not _cached(CODECS[name].kernels)]
+        self.quick = not cold
         if cold:
             logger.info(
                 "compiling image encoders %s: once per machine, ~%d s; clients are "
@@ -84,6 +88,10 @@ class EncoderWarmup:
             )
         thread = threading.Thread(target=self._run, name="spice-warmup", daemon=True)
         thread.start()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
 
     async def wait(self) -> None:
         """Until every codec is ready (or failed to compile, which is logged)."""

@@ -5,7 +5,8 @@
 Starts the CLI in a fresh process (the 1024x768 pattern), polls its port every 2 ms, then links
 main and display as spice-gtk does and waits for the first DRAW_COPY.  ``--cold`` gives every
 round an empty numba cache (NUMBA_CACHE_DIR), as on a machine's first start: the port must open
-as fast, and the first frame comes (raw or LZ) while the kernels compile.  Prints one JSON line.
+as fast, and the first frame comes (raw or LZ) while the kernels compile; warm, a first frame
+waits up to 2 s for the kernels to load from the cache.  Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ async def first_frame(port: int) -> tuple[str, float]:
     draw = await display.receive(304, timeout=60)
     at = time.perf_counter()
     image_type = draw[57 + 8]  # SpiceImageDescriptor.type after the 57-byte DRAW_COPY head
-    names = {0: "raw", 1: "quic", 2: "lz", 3: "glz"}  # BITMAP, QUIC, LZ_RGB (2), GLZ_RGB (3)
+    names = {0: "raw", 1: "quic", 101: "lz", 102: "glz"}  # SpiceImageType
     await display.close()
     await main.close()
     return names.get(image_type, str(image_type)), at

@@ -42,6 +42,8 @@ PACING_HEADROOM = 0.95
 #: Longest wait for the start-up PING's answer before the first frame (a client that never
 #: answers still gets its frame; spice-gtk answers within a round trip).
 SETTLE_TIMEOUT = 0.5
+#: Longest wait for kernels loading from numba's cache before a first frame (seconds).
+CACHED_WARMUP_WAIT = 2.0
 
 
 class DisplayHandler(ChannelHandler[DisplayChannel]):
@@ -179,6 +181,13 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
             async with asyncio.timeout(SETTLE_TIMEOUT):
                 if self._settled is not None:
                     await asyncio.shield(self._settled)
+        warmup = self.context.warmup
+        if warmup is not None and warmup.quick and not warmup.done:
+            # The kernels load from numba's cache in about a second: a first frame in the
+            # client's codec is worth that wait (a cold cache takes ~10 s: no waiting then).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CACHED_WARMUP_WAIT):
+                    await warmup.wait()
         next_slot = loop.time()
         while not self._closed:
             await self._wake.wait()
