@@ -9,6 +9,9 @@ compilation is excluded.  Machines differ and are noisy, hence the ``zlib1`` lin
 ``zlib.compress(frame, 1)`` on the same bytes, in the same run): compare codecs against it rather
 than against absolute numbers.  A codec whose module cannot be imported (or that fails) gets a line
 with an ``"error"`` key instead of stopping the run.
+
+Against the reference C encoders (interleaved, both C builds, whole frame and the server's bands):
+``python3 -m encoders.bench_c`` (needs ``../shared/refcodec/build.sh --native``).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from encoders._lzbase import MASK24, flush_literals, hash3
 __all__ = [
     "MAX_IMAGE_DIST",
     "MAX_PIXEL_LONG_DISTANCE",
+    "glz_prime",
     "glz_rgb32_compress",
     "hash_long",
     "match_cost",
@@ -171,8 +172,28 @@ def _find_image(img_virt: np.ndarray, oldest_id: int, cur_id: int, g: int) -> in
 
 
 @kernel
+def glz_prime(cur: np.ndarray, start: int, stop: int, cur_virt: int, htab: np.ndarray) -> None:
+    """Enter the three-pixel hashes of ``cur[start:stop]`` into ``htab`` (virtual positions).
+
+    A second lane (:mod:`encoders._lanes`) has its own table, which holds nothing of the first
+    lane of this image; priming it with the pixels just before its start keeps the in-image
+    matches a one-lane search would find there.
+    """
+    nbits = 0
+    while (1 << nbits) < htab.shape[0]:
+        nbits += 1
+    shift = 32 - nbits
+    end = min(stop, cur.shape[0] - 2)
+    for q in range(max(start, 0), end):
+        h = hash3(int(cur[q]) & MASK24, int(cur[q + 1]) & MASK24, int(cur[q + 2]) & MASK24, shift)
+        htab[h] = cur_virt + q
+
+
+@kernel
 def glz_rgb32_compress(
     cur: np.ndarray,
+    start: int,
+    stop: int,
     cur_virt: int,
     cur_id: int,
     arena: np.ndarray,
@@ -185,10 +206,13 @@ def glz_rgb32_compress(
     out: np.ndarray,
     pos: int,
 ) -> int:
-    """Encode ``cur`` (uint32 pixels, stream order) as GLZ RGB32 tokens from ``out[pos]``.
+    """Encode ``cur[start:stop]`` (uint32 pixels, stream order) as GLZ RGB32 tokens from
+    ``out[pos]``.
 
     Args:
         cur: the image being encoded; its virtual start is ``cur_virt``, its GLZ id ``cur_id``.
+        start, stop: the lane to encode (:mod:`encoders._lanes`; the whole image is ``0,
+            len(cur)``).  Matches copy from any earlier pixel but end at ``stop``.
         arena: pixels of the kept images; image ``k`` (``oldest_id <= k < cur_id``) sits at
             ``arena[img_aoff[k & m] : img_aoff[k & m] + img_size[k & m]]`` with virtual start
             ``img_virt[k & m]`` (``m`` = ring size - 1).  No kept image when
@@ -201,10 +225,16 @@ def glz_rgb32_compress(
             this one keeps long strings (a scrolled or repeated region of an older image)
             findable.  Our addition: the reference encoder has no such second probe.
 
+    Before either table, the *repeat* candidate is tried: the pixel after the source of the
+    last match, as far on as the encoder has come since (our addition too).  A frame that
+    repeats an older one except for a small changed area picks the copy up again right after
+    the change without a table hit; when it gives ``LONG_ENOUGH`` pixels no hash is computed.
+
     Returns:
         The end position of the stream in ``out``.
     """
-    n = cur.shape[0]
+    n = stop
+    total = cur.shape[0]
     nbits = 0
     while (1 << nbits) < htab.shape[0]:
         nbits += 1
@@ -217,8 +247,10 @@ def glz_rgb32_compress(
     win_lo = cur_virt
     if oldest_id < cur_id:
         win_lo = int(img_virt[oldest_id & ring])
-    lit = 0
-    i = 0
+    rep_virt = -1  # virtual position the last match's source reached ...
+    rep_at = 0  # ... when the encoder was at this pixel
+    lit = start
+    i = start
     while i + 2 < n:
         p0 = int(cur[i]) & MASK24
         p1 = int(cur[i + 1]) & MASK24
@@ -232,23 +264,30 @@ def glz_rgb32_compress(
                 j += 1
             length = j - i
         else:
-            h = hash3(p0, p1, p2, shift)
-            g = int(htab[h])
-            htab[h] = cur_virt + i
-            lh = -1
-            if i + LONG_PROBE_2 < n:
-                lh = hash_long(
-                    p0,
-                    p1,
-                    p2,
-                    int(cur[i + LONG_PROBE_1]) & MASK24,
-                    int(cur[i + LONG_PROBE_2]) & MASK24,
-                    lshift,
-                )
-            for probe in range(2):
-                if probe == 1:
-                    if length >= LONG_ENOUGH or lh < 0:
+            h = 0
+            for probe in range(3):
+                # probe 0: the repeat candidate; 1: the 3-pixel table; 2: the long table
+                if probe == 0:
+                    if rep_virt < 0:
+                        continue
+                    g = rep_virt + (i - rep_at)
+                elif probe == 1:
+                    if length >= LONG_ENOUGH:
                         break
+                    h = hash3(p0, p1, p2, shift)
+                    g = int(htab[h])
+                    htab[h] = cur_virt + i
+                else:
+                    if length >= LONG_ENOUGH or i + LONG_PROBE_2 >= total:
+                        break
+                    lh = hash_long(
+                        p0,
+                        p1,
+                        p2,
+                        int(cur[i + LONG_PROBE_1]) & MASK24,
+                        int(cur[i + LONG_PROBE_2]) & MASK24,
+                        lshift,
+                    )
                     g = int(ltab[lh])
                     if (i & (LONG_STEP - 1)) == 0:
                         ltab[lh] = cur_virt + i
@@ -267,12 +306,12 @@ def glz_rgb32_compress(
                     off = g - int(img_virt[slot])
                     size = int(img_size[slot])
                     if off < size:
-                        stop = n
+                        stop_at = n
                         if size - off < n - i:
-                            stop = i + size - off
+                            stop_at = i + size - off
                         j = i
                         r = int(img_aoff[slot]) + off
-                        while j < stop and ((int(cur[j]) ^ int(arena[r])) & MASK24) == 0:
+                        while j < stop_at and ((int(cur[j]) ^ int(arena[r])) & MASK24) == 0:
                             j += 1
                             r += 1
                         cand_len = j - i
@@ -285,6 +324,14 @@ def glz_rgb32_compress(
                     length = cand_len
                     offset = cand_off
                     idist = cand_dist
+            if length > 0:
+                # where this match's source is: in-image offsets count back from i - 1
+                if idist == 0:
+                    rep_virt = cur_virt + i - offset - 1 + length
+                else:
+                    slot = (cur_id - idist) & ring
+                    rep_virt = int(img_virt[slot]) + offset + length
+                rep_at = i + length
         if length == 0:
             i += 1
             continue
@@ -293,14 +340,14 @@ def glz_rgb32_compress(
         pos = put_glz_match(out, pos, length, offset, idist)
         end = i + length
         q = end - 2
-        if q > i and q + 2 < n:
+        if q > i and q + 2 < total:
             htab[
                 hash3(
                     int(cur[q]) & MASK24, int(cur[q + 1]) & MASK24, int(cur[q + 2]) & MASK24, shift
                 )
             ] = cur_virt + q
         q = end - 1
-        if q > i and q + 2 < n:
+        if q > i and q + 2 < total:
             htab[
                 hash3(
                     int(cur[q]) & MASK24, int(cur[q + 1]) & MASK24, int(cur[q + 2]) & MASK24, shift

@@ -5,9 +5,10 @@ session: id 0, ``win_head_dist`` 0, matches only inside the image.  The benchmar
 figure and callers that want GLZ's longer in-image offsets without a session use it.
 
 To stay cheap it does not build a :class:`~encoders.glz.dictionary.GlzDictionary` (whose arena
-copy and 8 MiB table would dominate small images): each thread keeps one hash table and a
-virtual position counter that advances by the image size per call, so entries left by earlier
-calls are below the new image's start and ignored (output never depends on earlier calls).
+copy would dominate small images): each thread keeps one set of lane tables and a virtual
+position counter that advances by the image size per call, so entries left by earlier calls are
+below the new image's start and ignored (output never depends on earlier calls).  The stream is
+the one a reset dictionary gives for the same image (same lanes, same table sizes).
 """
 
 from __future__ import annotations
@@ -16,18 +17,14 @@ import threading
 
 import numpy as np
 
-from encoders._lzbase import as_pixel_rows, literal_bound
+from encoders._lzbase import as_pixel_rows
 from encoders.errors import EncoderError
-from encoders.glz._kernels import MAX_PIXEL_LONG_DISTANCE, glz_rgb32_compress
+from encoders.glz._kernels import MAX_PIXEL_LONG_DISTANCE, glz_prime
 from encoders.glz.dictionary import (
-    _HEADER,
     DEFAULT_HASH_BITS,
-    GLZ_HEADER_SIZE,
-    LONG_TABLE_SHRINK,
-    LZ_IMAGE_TYPE_RGB32,
-    LZ_MAGIC,
-    LZ_VERSION,
     GlzDictionary,
+    LaneTables,
+    encode_lanes,
 )
 
 __all__ = ["glz_encode", "warmup"]
@@ -37,11 +34,10 @@ _EMPTY_RING = np.zeros(1, dtype=np.int64)
 
 
 class _Scratch(threading.local):
-    """Per-thread hash tables and virtual counter of :func:`glz_encode`."""
+    """Per-thread lane tables and virtual counter of :func:`glz_encode`."""
 
     def __init__(self) -> None:
-        self.htab = np.full(1 << DEFAULT_HASH_BITS, -1, dtype=np.int64)
-        self.ltab = np.full(1 << (DEFAULT_HASH_BITS - LONG_TABLE_SHRINK), -1, dtype=np.int64)
+        self.tables = LaneTables(DEFAULT_HASH_BITS)
         self.next_virt = 0
 
 
@@ -60,40 +56,21 @@ def glz_encode(pixels: np.ndarray, /) -> bytes:
     if npixels >= MAX_PIXEL_LONG_DISTANCE:
         raise EncoderError(f"glz: image too large ({width}x{height}); offsets need < 2**25")
     src = rows.reshape(-1) if rows.flags.c_contiguous else np.ascontiguousarray(rows).reshape(-1)
-    out = np.empty(GLZ_HEADER_SIZE + literal_bound(npixels) + 16, dtype=np.uint8)
-    _HEADER.pack_into(
-        out.data,
-        0,
-        LZ_MAGIC,
-        LZ_VERSION,
-        LZ_IMAGE_TYPE_RGB32 | (1 << 4),
-        width,
-        height,
-        4 * width,
-        0,
-        0,
-    )
     scratch = _scratch
     virt = scratch.next_virt
     scratch.next_virt = virt + npixels
-    try:
-        end = glz_rgb32_compress(
-            src,
-            virt,
-            0,
-            _EMPTY_U32,
-            scratch.htab,
-            scratch.ltab,
-            _EMPTY_RING,
-            _EMPTY_RING,
-            _EMPTY_RING,
-            0,
-            out,
-            GLZ_HEADER_SIZE,
-        )
-    except ValueError as exc:  # a kernel bounds check: a bug, never expected
-        raise EncoderError(f"glz: {exc}") from exc
-    return out[:end].tobytes()
+    return encode_lanes(
+        src,
+        virt,
+        0,
+        _EMPTY_U32,
+        scratch.tables,
+        _EMPTY_RING,
+        _EMPTY_RING,
+        _EMPTY_RING,
+        0,
+        (width, height, 0, 0),
+    )
 
 
 def warmup() -> None:
@@ -107,3 +84,7 @@ def warmup() -> None:
     dictionary = GlzDictionary(1000, max_pixels=64, hash_bits=10)
     dictionary.encode(frame)
     dictionary.encode(frame[1:3, 1:5])
+    # the second lane's priming kernel (used only when LANE_MIN_PIXELS lets images split)
+    table = np.full(1 << 10, -1, dtype=np.int64)
+    glz_prime(frame.view(np.uint32).reshape(-1), 0, 8, 0, table)
+    glz_prime(np.zeros(8, dtype=np.uint32), 0, 8, 0, table)

@@ -17,19 +17,27 @@ a reference to an image it does not hold makes the display channel wait forever
   decoder checks only ``offset <= pixels``).
 
 Keeping *fewer* images than the client allows is always safe, and that is how memory is bounded:
-kept pixels live in one ``uint32`` arena of ``min(window_pixels, max_pixels)`` words (allocated
-with ``np.empty``, so pages are only committed as images arrive).  Each image is copied
-contiguously into the arena; one that would straddle the arena's end starts again at 0, and
-older images are dropped from *our* window until the new one no longer overlaps any kept one.
-Positions are recorded on a *virtual* number line (arena laps times arena size plus offset) that
-never goes back, so the hash table (``2**hash_bits`` int64 slots: virtual position of the last
-three-pixel string with that hash) never needs clearing: anything below the oldest kept image's
-virtual start is stale by construction, and everything else is re-verified pixel by pixel.
+kept pixels live in one ``uint32`` arena.  Each image is copied contiguously into the arena; one
+that would straddle the arena's end starts again at 0, and older images are dropped from *our*
+window until the new one no longer overlaps any kept one.  Positions are recorded on a *virtual*
+number line (arena laps times arena size plus offset) that never goes back, so the hash tables
+(int64 slots: virtual position of the last three-pixel string with that hash) never need
+clearing: anything below the oldest kept image's virtual start is stale by construction, and
+everything else is re-verified pixel by pixel.
 
-Memory per dictionary: ``4 * min(window_pixels, max_pixels)`` bytes of arena (32 MiB at the
-default cap of 8 Mi pixels, one 4K frame) + ``10 << hash_bits`` bytes of hash tables (1.25 MiB
-at the default 17 bits: 3-pixel table and a quarter-size long-string table) + 96 KiB of image
-records (4096 x 3 int64).
+Memory, by choice less than the client's window: the arena holds ``ARENA_IMAGES`` (4) times
+the largest of the last ``RECENT_IMAGES`` images, at least ``MIN_ARENA_PIXELS`` and at most
+``capacity = min(window_pixels, max_pixels)``; it is allocated at the first image and reallocated
+(dropping the kept images, which is always safe) when that target grows past it or falls to half
+of it.  A few images' worth is what gets referenced: each image can reach the ones just before
+it, so a repeated, scrolled or slightly changed frame costs a few bytes, while most of a
+spice-gtk window (3,145,728 pixels, 12 MiB) would hold images nobody refers back to.  A session
+whose first full frame is followed by small updates keeps 2 MiB of arena instead of the window's
+12-64 MiB (libspice instead keeps its drawables alive for the window;
+spice:server/glz-encoder-dict.c).  Hash tables: two lanes
+(:mod:`encoders._lanes`) of ``2 ** hash_bits`` + ``2 ** (hash_bits - 2)`` int64 slots, 1.25 MiB
+each at the default 17 bits; the second lane's tables are allocated only when an image is split
+(see ``LANE_MIN_PIXELS``).  Image records: 4096 x 3 int64 (96 KiB).
 
 Every successful :meth:`GlzDictionary.encode` must reach the client, in id order; a stream that
 is encoded and then not sent leaves a hole the client waits on.
@@ -42,27 +50,48 @@ import threading
 
 import numpy as np
 
+from encoders import _lanes
 from encoders._lzbase import as_pixel_rows, literal_bound
+from encoders._scratch import buffer
 from encoders.errors import EncoderError
-from encoders.glz._kernels import MAX_PIXEL_LONG_DISTANCE, glz_rgb32_compress
+from encoders.glz._kernels import MAX_PIXEL_LONG_DISTANCE, glz_prime, glz_rgb32_compress
 
 __all__ = [
     "DEFAULT_HASH_BITS",
     "DEFAULT_MAX_PIXELS",
     "GLZ_HEADER_SIZE",
+    "LANE_MIN_PIXELS",
     "LONG_TABLE_SHRINK",
+    "MIN_ARENA_PIXELS",
     "GlzDictionary",
+    "LaneTables",
+    "encode_lanes",
 ]
 
-#: Default cap of the pixels kept per dictionary (arena of 32 MiB; a 3840x2160 frame fits).
+#: Default cap of the pixels kept per dictionary (a 3840x2160 frame fits).
 DEFAULT_MAX_PIXELS = 8 << 20
-#: log2 of the hash-table slots.  glz-encoder-priv.h uses 20, but 2**20 int64 slots (8 MiB)
-#: miss the cache on every probe: 17 (1 MiB) is 4-5x faster on photos for +0.1% bytes.
+#: log2 of the hash-table slots of each lane.  glz-encoder-priv.h uses 20, but 2**20 int64
+#: slots (8 MiB) miss the cache on every probe: 17 (1 MiB) is 4-5x faster on photos for +0.1%
+#: bytes.
 DEFAULT_HASH_BITS = 17
 #: The long-string table has ``2 ** (hash_bits - LONG_TABLE_SHRINK)`` slots.
 LONG_TABLE_SHRINK = 2
 #: Kept images at most (ring of image records); bounds image distances and the lookup.
 MAX_IMAGES = 4096
+#: Images of at least this many pixels would be searched in two lanes (:mod:`encoders._lanes`).
+#: Off (no image is that big): each lane's table sees only its own half of every image, so a
+#: region sent again at another place or width finds its old pixels only by chance (measured:
+#: web_pydoc +8.5% bytes with 32 Ki pixels of priming, the C size exceeded; a re-sent
+#: 1200x300 region of the terminal frame +10%), and priming the second lane's table with all
+#: of the first lane's pixels costs most of what the second thread saves.
+LANE_MIN_PIXELS = MAX_PIXEL_LONG_DISTANCE
+#: The second lane's table is primed with the pixels of the first lane (up to this many).
+PRIME_PIXELS = 1 << 24
+#: The arena holds at least this many pixels (2 MiB) when the window allows.
+MIN_ARENA_PIXELS = 1 << 19
+#: The arena is sized for ``ARENA_IMAGES`` times the largest of this many latest images.
+RECENT_IMAGES = 64
+ARENA_IMAGES = 4
 
 LZ_MAGIC = 0x20205A4C
 LZ_VERSION = 0x00010001
@@ -72,10 +101,92 @@ _HEADER = struct.Struct(">IIBIIIQI")
 GLZ_HEADER_SIZE = _HEADER.size
 
 
+class LaneTables:
+    """The hash tables of the two lanes; the second lane's are made when first needed."""
+
+    def __init__(self, hash_bits: int) -> None:
+        self.hash_bits = hash_bits
+        self.tables = [self._make()]
+
+    def _make(self) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            np.full(1 << self.hash_bits, -1, dtype=np.int64),
+            np.full(1 << (self.hash_bits - LONG_TABLE_SHRINK), -1, dtype=np.int64),
+        )
+
+    def lane(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        while len(self.tables) <= k:
+            self.tables.append(self._make())
+        return self.tables[k]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(h.nbytes + t.nbytes for h, t in self.tables)
+
+
+def encode_lanes(
+    cur: np.ndarray,
+    cur_virt: int,
+    cur_id: int,
+    arena: np.ndarray,
+    tables: LaneTables,
+    img_virt: np.ndarray,
+    img_aoff: np.ndarray,
+    img_size: np.ndarray,
+    oldest_id: int,
+    header: tuple[int, int, int, int],
+) -> bytes:
+    """The GLZ stream of ``cur``: header (width, height, id, win_head_dist), then the tokens
+    of one lane, or of two lanes searched side by side for images of ``LANE_MIN_PIXELS``."""
+    npixels = cur.shape[0]
+    split = npixels // 2 if npixels >= LANE_MIN_PIXELS else npixels
+    out = buffer("glz", GLZ_HEADER_SIZE + literal_bound(split) + 16)
+    width, height, image_id, win_head_dist = header
+    _HEADER.pack_into(
+        out.data,
+        0,
+        LZ_MAGIC,
+        LZ_VERSION,
+        LZ_IMAGE_TYPE_RGB32 | (1 << 4),
+        width,
+        height,
+        4 * width,
+        image_id,
+        win_head_dist,
+    )
+    htab, ltab = tables.lane(0)
+    ends = [0, 0]
+
+    def lane_a() -> None:
+        ends[0] = glz_rgb32_compress(
+            cur, 0, split, cur_virt, cur_id, arena, htab, ltab,
+            img_virt, img_aoff, img_size, oldest_id, out, GLZ_HEADER_SIZE,
+        )  # fmt: skip
+
+    try:
+        if split == npixels:
+            lane_a()
+            return out[: ends[0]].tobytes()
+        out_b = buffer("glz_b", literal_bound(npixels - split) + 16)
+        htab_b, ltab_b = tables.lane(1)
+
+        def lane_b() -> None:
+            glz_prime(cur, split - PRIME_PIXELS, split, cur_virt, htab_b)
+            ends[1] = glz_rgb32_compress(
+                cur, split, npixels, cur_virt, cur_id, arena, htab_b, ltab_b,
+                img_virt, img_aoff, img_size, oldest_id, out_b, 0,
+            )  # fmt: skip
+
+        _lanes.run_pair(lane_a, lane_b)
+    except ValueError as exc:  # a kernel bounds check: a bug, never expected
+        raise EncoderError(f"glz: {exc}") from exc
+    return b"".join((out[: ends[0]].data, out_b[: ends[1]].data))
+
+
 class GlzDictionary:
     """The GLZ window of one client session: encodes images that may reference earlier ones.
 
-    Thread-safe: every method takes the dictionary's lock, and the kernel runs without the GIL,
+    Thread-safe: every method takes the dictionary's lock, and the kernels run without the GIL,
     so other dictionaries encode in parallel.
 
     Attributes:
@@ -92,13 +203,13 @@ class GlzDictionary:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         hash_bits: int = DEFAULT_HASH_BITS,
     ) -> None:
-        """Create an empty window.
+        """Create an empty window (no memory for pixels until the first image).
 
         Args:
             window_pixels: the client's GLZ window in pixels; 0 means "no GLZ" (spice-html5).
             max_pixels: cap on the pixels kept here (memory bound); at most 2**25, the
                 longest offset a token can carry.
-            hash_bits: log2 of the hash-table size, 10..26.
+            hash_bits: log2 of each lane's hash-table size, 10..26.
 
         Raises:
             EncoderError: negative window, or parameters out of range.
@@ -114,12 +225,12 @@ class GlzDictionary:
         self.images_encoded = 0
         self.bytes_out = 0
         self._lock = threading.Lock()
-        self._arena = np.empty(max(self.capacity, 1), dtype=np.uint32)
-        self._htab = np.full(1 << hash_bits, -1, dtype=np.int64)
-        self._ltab = np.full(1 << (hash_bits - LONG_TABLE_SHRINK), -1, dtype=np.int64)
+        self._arena = np.empty(0, dtype=np.uint32)
+        self._tables = LaneTables(hash_bits)
         self._img_virt = np.zeros(MAX_IMAGES, dtype=np.int64)
         self._img_aoff = np.zeros(MAX_IMAGES, dtype=np.int64)
         self._img_size = np.zeros(MAX_IMAGES, dtype=np.int64)
+        self._recent = [0] * RECENT_IMAGES
         self._next_virt = 0
         self._start_session()
 
@@ -139,6 +250,17 @@ class GlzDictionary:
     def kept_pixels(self) -> int:
         """Pixels of the images currently kept for reference."""
         return self._kept_pixels
+
+    @property
+    def arena_pixels(self) -> int:
+        """Pixels the arena has room for now (see the module docstring)."""
+        return int(self._arena.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of numpy memory this dictionary holds (arena, hash tables, image records)."""
+        records = self._img_virt.nbytes + self._img_aoff.nbytes + self._img_size.nbytes
+        return int(self._arena.nbytes) + self._tables.nbytes + records
 
     def fits(self, width: int, height: int) -> bool:
         """Whether a ``width`` x ``height`` image can be sent as GLZ to this client.
@@ -170,7 +292,11 @@ class GlzDictionary:
             return self._encode_locked(rows)
 
     def reset(self) -> None:
-        """Start a new client session: ids restart at 0 and nothing is referencable."""
+        """Start a new client session: ids restart at 0 and nothing is referencable.
+
+        The arena and tables stay allocated (their pages committed): a reconnecting client
+        does not pay for them again.
+        """
         with self._lock:
             self._start_session()
 
@@ -180,21 +306,34 @@ class GlzDictionary:
         self._next_id = 0
         self._oldest_id = 0
         self._kept_pixels = 0
+        self._recent = [0] * RECENT_IMAGES
 
     def _drop_oldest(self) -> None:
         slot = self._oldest_id % MAX_IMAGES
         self._kept_pixels -= int(self._img_size[slot])
         self._oldest_id += 1
 
+    def _size_arena(self, npixels: int) -> None:
+        """Reallocate the arena when the recent largest image calls for another size."""
+        self._recent[self._next_id % RECENT_IMAGES] = npixels
+        target = min(self.capacity, max(MIN_ARENA_PIXELS, ARENA_IMAGES * max(self._recent)))
+        size = self._arena.shape[0]
+        if size < target or 2 * target <= size:
+            # dropping every kept image is always safe (win_head_dist 0 says so)
+            self._oldest_id = self._next_id
+            self._kept_pixels = 0
+            self._arena = np.empty(target, dtype=np.uint32)
+
     def _encode_locked(self, rows: np.ndarray) -> bytes:
         height, width = rows.shape
         npixels = height * width
         image_id = self._next_id
+        self._size_arena(npixels)
         # the client's rule first (glz_dictionary_window_get_new_head()) ...
         while self._oldest_id < image_id and self._kept_pixels + npixels > self.window_pixels:
             self._drop_oldest()
         # ... then our own: a contiguous arena slot that overlaps no kept image, ring room
-        cap = self.capacity
+        cap = self._arena.shape[0]
         virt = self._next_virt
         aoff = virt % cap
         if aoff + npixels > cap:
@@ -209,36 +348,18 @@ class GlzDictionary:
 
         cur = self._arena[aoff : aoff + npixels]
         cur.reshape(height, width)[...] = rows
-        out = np.empty(GLZ_HEADER_SIZE + literal_bound(npixels) + 16, dtype=np.uint8)
-        _HEADER.pack_into(
-            out.data,
-            0,
-            LZ_MAGIC,
-            LZ_VERSION,
-            LZ_IMAGE_TYPE_RGB32 | (1 << 4),
-            width,
-            height,
-            4 * width,
+        data = encode_lanes(
+            cur,
+            virt,
             image_id,
-            win_head_dist,
+            self._arena,
+            self._tables,
+            self._img_virt,
+            self._img_aoff,
+            self._img_size,
+            self._oldest_id,
+            (width, height, image_id, win_head_dist),
         )
-        try:
-            end = glz_rgb32_compress(
-                cur,
-                virt,
-                image_id,
-                self._arena,
-                self._htab,
-                self._ltab,
-                self._img_virt,
-                self._img_aoff,
-                self._img_size,
-                self._oldest_id,
-                out,
-                GLZ_HEADER_SIZE,
-            )
-        except ValueError as exc:  # a kernel bounds check: a bug, never expected
-            raise EncoderError(f"glz: {exc}") from exc
         slot = image_id % MAX_IMAGES
         self._img_virt[slot] = virt
         self._img_aoff[slot] = aoff
@@ -247,5 +368,5 @@ class GlzDictionary:
         self._next_id = image_id + 1
         self._kept_pixels += npixels
         self.images_encoded += 1
-        self.bytes_out += end
-        return out[:end].tobytes()
+        self.bytes_out += len(data)
+        return data

@@ -15,7 +15,14 @@ import numpy as np
 from encoders._jit import kernel
 from encoders._lzbase import MASK24, flush_literals, hash3
 
-__all__ = ["HASH_BITS", "MAX_FAR_DISTANCE", "MAX_NEAR_DISTANCE", "lz_rgb32_compress", "put_match"]
+__all__ = [
+    "HASH_BITS",
+    "MAX_FAR_DISTANCE",
+    "MAX_NEAR_DISTANCE",
+    "lz_prime",
+    "lz_rgb32_compress",
+    "put_match",
+]
 
 #: log2 of the hash-table size.  ``lz.c`` uses 13; 16 finds more of the 73,727-pixel window.
 HASH_BITS = 16
@@ -68,19 +75,26 @@ def put_match(out: np.ndarray, pos: int, length: int, distance: int) -> int:
 
 
 @kernel
-def lz_rgb32_compress(src: np.ndarray, htab: np.ndarray, out: np.ndarray, pos: int) -> int:
-    """Encode all of ``src`` (uint32 pixels in stream order) as LZ RGB32 tokens from ``pos``.
+def lz_rgb32_compress(
+    src: np.ndarray, start: int, stop: int, htab: np.ndarray, out: np.ndarray, pos: int
+) -> int:
+    """Encode ``src[start:stop]`` (uint32 pixels in stream order) as LZ RGB32 tokens from ``pos``.
 
     ``htab`` is a zeroed int32 table of a power-of-two size: slot -> last stream position whose
     three pixels hashed there (a hint, always re-verified).  Returns the end position in ``out``.
+
+    ``[start, stop)`` is one lane of the image (see :mod:`encoders._lanes`): matches may copy
+    from any earlier pixel of ``src`` (the decoder holds them) but end at ``stop``; hashes may
+    read pixels past it.  The whole image is ``start = 0, stop = len(src)``.
     """
-    n = src.shape[0]
+    total = src.shape[0]
+    n = stop
     nbits = 0
     while (1 << nbits) < htab.shape[0]:
         nbits += 1
     shift = 32 - nbits
-    lit = 0  # first pixel not yet written
-    i = 0
+    lit = start  # first pixel not yet written
+    i = start
     while i + 2 < n:
         p0 = int(src[i]) & MASK24
         p1 = int(src[i + 1]) & MASK24
@@ -118,14 +132,14 @@ def lz_rgb32_compress(src: np.ndarray, htab: np.ndarray, out: np.ndarray, pos: i
         end = i + length
         # remember the last two positions of the match (compress_seg() "match boundary")
         q = end - 2
-        if q > i and q + 2 < n:
+        if q > i and q + 2 < total:
             htab[
                 hash3(
                     int(src[q]) & MASK24, int(src[q + 1]) & MASK24, int(src[q + 2]) & MASK24, shift
                 )
             ] = q
         q = end - 1
-        if q > i and q + 2 < n:
+        if q > i and q + 2 < total:
             htab[
                 hash3(
                     int(src[q]) & MASK24, int(src[q + 1]) & MASK24, int(src[q + 2]) & MASK24, shift
@@ -136,3 +150,20 @@ def lz_rgb32_compress(src: np.ndarray, htab: np.ndarray, out: np.ndarray, pos: i
     if lit < n:
         pos = flush_literals(src, lit, n, out, pos)
     return pos
+
+
+@kernel
+def lz_prime(src: np.ndarray, start: int, stop: int, htab: np.ndarray) -> None:
+    """Enter the three-pixel hashes of positions ``[start, stop)`` into ``htab``, in order.
+
+    A second lane (:mod:`encoders._lanes`) starts with an empty table; priming it with the
+    pixels just before its start gives it what the one-lane search would have had in reach.
+    """
+    nbits = 0
+    while (1 << nbits) < htab.shape[0]:
+        nbits += 1
+    shift = 32 - nbits
+    end = min(stop, src.shape[0] - 2)
+    for q in range(max(start, 0), end):
+        h = hash3(int(src[q]) & MASK24, int(src[q + 1]) & MASK24, int(src[q + 2]) & MASK24, shift)
+        htab[h] = q

@@ -13,9 +13,11 @@ import struct
 
 import numpy as np
 
+from encoders import _lanes
 from encoders._lzbase import as_pixel_rows, literal_bound
+from encoders._scratch import buffer
 from encoders.errors import EncoderError
-from encoders.lz._kernels import HASH_BITS, lz_rgb32_compress
+from encoders.lz._kernels import HASH_BITS, MAX_FAR_DISTANCE, lz_prime, lz_rgb32_compress
 
 __all__ = ["LZ_IMAGE_TYPE_RGB32", "LZ_MAGIC", "LZ_VERSION", "lz_encode", "warmup"]
 
@@ -26,6 +28,10 @@ LZ_IMAGE_TYPE_RGB32 = 8  # lz_common.h LzImageType
 MAX_IMAGE_BYTES = 1024 * 1024 * 1024 - 1
 
 _HEADER = struct.Struct(">7I")
+#: Images of at least this many pixels are searched in two lanes on two threads
+#: (:mod:`encoders._lanes`): a whole 1080p frame, but not the server's bands of 262,144 pixels,
+#: which its two workers already encode side by side.
+LANE_MIN_PIXELS = 1 << 19
 
 
 def lz_encode(pixels: np.ndarray, /) -> bytes:
@@ -44,16 +50,36 @@ def lz_encode(pixels: np.ndarray, /) -> bytes:
         raise EncoderError(f"lz: image too large ({width}x{height}), lz_set_sizes() limit 1 GiB")
     src = rows.reshape(-1) if rows.flags.c_contiguous else np.ascontiguousarray(rows).reshape(-1)
     npixels = src.shape[0]
-    out = np.empty(_HEADER.size + literal_bound(npixels) + 16, dtype=np.uint8)
+    # the split depends on the size only, so the bytes are the same on every machine
+    lanes = 2 if npixels >= LANE_MIN_PIXELS else 1
+    split = npixels // lanes
+    out = buffer("lz", _HEADER.size + literal_bound(split) + 16)
     _HEADER.pack_into(
         out.data, 0, LZ_MAGIC, LZ_VERSION, LZ_IMAGE_TYPE_RGB32, width, height, 4 * width, 1
     )
-    htab = np.zeros(1 << HASH_BITS, dtype=np.int32)
+    htab = buffer("lz_htab", 1 << HASH_BITS, np.int32)[: 1 << HASH_BITS]
+    htab.fill(0)
     try:
-        end = lz_rgb32_compress(src, htab, out, _HEADER.size)
+        if lanes == 1:
+            end = lz_rgb32_compress(src, 0, npixels, htab, out, _HEADER.size)
+            return out[:end].tobytes()
+        out_b = buffer("lz_b", literal_bound(npixels - split) + 16)
+        htab_b = buffer("lz_htab_b", 1 << HASH_BITS, np.int32)[: 1 << HASH_BITS]
+        htab_b.fill(0)
+        ends = [0, 0]
+
+        def lane_a() -> None:
+            ends[0] = lz_rgb32_compress(src, 0, split, htab, out, _HEADER.size)
+
+        def lane_b() -> None:
+            # every pixel of lane A that lane B may copy from is findable, as in one lane
+            lz_prime(src, split - MAX_FAR_DISTANCE, split, htab_b)
+            ends[1] = lz_rgb32_compress(src, split, npixels, htab_b, out_b, 0)
+
+        _lanes.run_pair(lane_a, lane_b)
     except ValueError as exc:  # a kernel bounds check: a bug, never expected
         raise EncoderError(f"lz: {exc}") from exc
-    return out[:end].tobytes()
+    return b"".join((out[: ends[0]].data, out_b[: ends[1]].data))
 
 
 def warmup() -> None:
@@ -64,3 +90,7 @@ def warmup() -> None:
     lz_encode(frame[1:3, 1:5])
     frame.flags.writeable = False  # read-only input (np.frombuffer, mmap): its own signature
     lz_encode(frame)
+    big = np.zeros((LANE_MIN_PIXELS // 1024, 1024, 4), dtype=np.uint8)  # two lanes, priming
+    lz_encode(big)
+    big.flags.writeable = False
+    lz_encode(big)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from encoders._scratch import buffer
 from encoders.errors import EncoderError
 from encoders.quic import _kernels
 
@@ -65,7 +66,9 @@ def _encode(pixels: np.ndarray, alpha: bool, encode_image: Callable[..., int]) -
     px, off, rstride, height, width = _word_view(pixels)
     bits_per_pixel = _WORST_BITS_RGB + (_WORST_BITS_ALPHA if alpha else 0)
     words = 5 + 2 + (height * width * bits_per_pixel + 31) // 32
-    out = np.empty(words, dtype=np.uint32)
+    # this thread's reused buffer (encoders._scratch: no page faults per call); the kernel is
+    # told its worst-case length, so a larger buffer changes nothing
+    out = buffer("quic", words, np.uint32)[:words]
     image_type = QUIC_IMAGE_TYPE_RGBA if alpha else QUIC_IMAGE_TYPE_RGB32
     out[:5] = (QUIC_MAGIC, QUIC_VERSION, image_type, width, height)
     n = encode_image(px, off, rstride, width, height, int(bool(alpha)), out)

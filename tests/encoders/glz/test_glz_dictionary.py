@@ -229,3 +229,27 @@ def test_warmup_covers_production_signatures() -> None:
         glz_encode(img)
         d.encode(img)
     assert len(glz_rgb32_compress.signatures) == before
+
+
+def test_memory_follows_the_images_not_the_window() -> None:
+    """A spice-gtk window (3,145,728 pixels): no pixel memory before the first image, then
+    ARENA_IMAGES times the largest recent image, shrinking once big images stop coming, and
+    never more than the window; every stream still decodes through the client's window."""
+    from encoders.glz.dictionary import ARENA_IMAGES, MIN_ARENA_PIXELS, RECENT_IMAGES
+
+    window = 3 * 1024 * 1024
+    d = GlzDictionary(window, hash_bits=10)
+    assert d.arena_pixels == 0
+    w = GlzWindow()
+    big = text_like(400, 700, seed=8)  # 280,000 pixels: a whole small surface
+    first, _ = _send(d, w, big)
+    assert d.arena_pixels == min(window, max(MIN_ARENA_PIXELS, ARENA_IMAGES * 280_000))
+    data, decoded = _send(d, w, big)  # the previous image is still there
+    assert decoded.cross_refs > 0 and len(data) < len(first) // 4
+    for k in range(RECENT_IMAGES + 2):
+        _send(d, w, big[k : k + 30, 100:300])
+    assert d.arena_pixels == MIN_ARENA_PIXELS <= window
+    assert d.nbytes <= 4 * MIN_ARENA_PIXELS + 200_000
+    small = GlzDictionary(5000, hash_bits=10)
+    _send(small, GlzWindow(), text_like(20, 30, seed=9))
+    assert small.arena_pixels == 5000  # capped by the window

@@ -6,7 +6,13 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 
 from encoders._jit import py_func
-from encoders.glz._kernels import glz_rgb32_compress, hash_long, match_cost, put_glz_match
+from encoders.glz._kernels import (
+    glz_prime,
+    glz_rgb32_compress,
+    hash_long,
+    match_cost,
+    put_glz_match,
+)
 from tests.encoders.lz.lz_helpers import images
 from tests.reference.glz_decode import GlzWindow
 
@@ -14,19 +20,45 @@ _E64 = np.zeros(1, dtype=np.int64)
 _E32 = np.zeros(1, dtype=np.uint32)
 
 
-def _run(kernel: object, img: np.ndarray) -> bytes:
+def _run(kernel: object, prime: object, img: np.ndarray, split: int | None = None) -> bytes:
+    """The whole image in one lane, or (``split``) two lanes, the second one primed."""
     src = np.ascontiguousarray(img).view(np.uint32).reshape(-1)
-    out = np.zeros(4 * src.shape[0] + 64, dtype=np.uint8)
+    n = src.shape[0]
+    out = np.zeros(4 * n + 64, dtype=np.uint8)
     htab = np.full(1 << 10, -1, dtype=np.int64)
     ltab = np.full(1 << 8, -1, dtype=np.int64)
-    end = kernel(src, 5, 0, _E32, htab, ltab, _E64, _E64, _E64, 0, out, 0)  # type: ignore[operator]
+    stop = n if split is None else split
+    end = kernel(src, 0, stop, 5, 0, _E32, htab, ltab, _E64, _E64, _E64, 0, out, 0)  # type: ignore[operator]
+    if split is not None:
+        htab = np.full(1 << 10, -1, dtype=np.int64)
+        ltab = np.full(1 << 8, -1, dtype=np.int64)
+        prime(src, 0, split, 5, htab)  # type: ignore[operator]
+        end = kernel(src, split, n, 5, 0, _E32, htab, ltab, _E64, _E64, _E64, 0, out, end)  # type: ignore[operator]
     return out[:end].tobytes()
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(img=images(max_width=32, max_height=12))
 def test_compress_jit_equals_python(img: np.ndarray) -> None:
-    assert _run(glz_rgb32_compress, img) == _run(py_func(glz_rgb32_compress), img)
+    py = (py_func(glz_rgb32_compress), py_func(glz_prime))
+    assert _run(glz_rgb32_compress, glz_prime, img) == _run(*py, img)
+    split = img.shape[0] * img.shape[1] // 2
+    two = _run(glz_rgb32_compress, glz_prime, img, split)
+    assert two == _run(*py, img, split)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(img=images(max_width=32, max_height=12))
+def test_two_lanes_decode(img: np.ndarray) -> None:
+    """Two lanes' tokens, concatenated, decode to the image (the split is any pixel)."""
+    import struct
+
+    h, w = img.shape[:2]
+    for split in {0, (h * w) // 3, (h * w) // 2, h * w - 1}:
+        body = _run(glz_rgb32_compress, glz_prime, img, split)
+        head = struct.pack(">IIBIIIQI", 0x20205A4C, 0x00010001, 24, w, h, 4 * w, 0, 0)
+        got = GlzWindow().decode(head + body).pixels
+        assert np.array_equal(got[..., :3], img[..., :3])
 
 
 def test_token_writer_all_forms() -> None:

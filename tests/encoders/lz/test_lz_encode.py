@@ -164,3 +164,19 @@ def test_oracle_rejects_bad_streams() -> None:
     with pytest.raises(LzDecodeError):
         lz_decode(one + bytes([2, 1, 2, 3, 4, 5, 6, 7, 8, 9]))  # 3 literals for 2 pixels
     lz_decode(one + bytes([0, 1, 2, 3]) + bytes([0x20, 0]))  # run of 1: fine
+
+
+def test_two_lanes_are_one_stream_on_any_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image big enough for two lanes: the reference decoder reads it, and the bytes are the
+    same whether the helper thread or the caller runs the second lane (no timing in them)."""
+    from encoders import _lanes
+    from encoders.lz import api
+
+    monkeypatch.setattr(api, "LANE_MIN_PIXELS", 64)
+    img = text_like(24, 40, seed=7)
+    data = _roundtrip(img)
+    monkeypatch.setattr(_lanes, "PARALLEL", False)
+    assert lz_encode(img) == data
+    monkeypatch.setattr(api, "LANE_MIN_PIXELS", 1 << 40)
+    one = _roundtrip(img)
+    assert abs(len(one) - len(data)) < len(one) // 10

@@ -7,22 +7,31 @@ from hypothesis import HealthCheck, given, settings
 
 from encoders._jit import py_func
 from encoders._lzbase import flush_literals, hash3
-from encoders.lz._kernels import HASH_BITS, lz_rgb32_compress, put_match
+from encoders.lz._kernels import HASH_BITS, lz_prime, lz_rgb32_compress, put_match
 from tests.encoders.lz.lz_helpers import images
 
 
-def _run(kernel: object, img: np.ndarray) -> bytes:
+def _run(kernel: object, prime: object, img: np.ndarray, split: int | None = None) -> bytes:
+    """The whole image in one lane, or (``split``) two lanes, the second one primed."""
     src = np.ascontiguousarray(img).view(np.uint32).reshape(-1)
-    out = np.zeros(4 * src.shape[0] + 64, dtype=np.uint8)
+    n = src.shape[0]
+    out = np.zeros(4 * n + 64, dtype=np.uint8)
     htab = np.zeros(1 << HASH_BITS, dtype=np.int32)
-    end = kernel(src, htab, out, 0)  # type: ignore[operator]
+    end = kernel(src, 0, n if split is None else split, htab, out, 0)  # type: ignore[operator]
+    if split is not None:
+        htab = np.zeros(1 << HASH_BITS, dtype=np.int32)
+        prime(src, split - 100, split, htab)  # type: ignore[operator]
+        end = kernel(src, split, n, htab, out, end)  # type: ignore[operator]
     return out[:end].tobytes()
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(img=images(max_width=32, max_height=12))
 def test_compress_jit_equals_python(img: np.ndarray) -> None:
-    assert _run(lz_rgb32_compress, img) == _run(py_func(lz_rgb32_compress), img)
+    py = (py_func(lz_rgb32_compress), py_func(lz_prime))
+    assert _run(lz_rgb32_compress, lz_prime, img) == _run(*py, img)
+    split = img.shape[0] * img.shape[1] // 2
+    assert _run(lz_rgb32_compress, lz_prime, img, split) == _run(*py, img, split)
 
 
 def test_helpers_jit_equal_python() -> None:
@@ -46,7 +55,7 @@ def test_output_overflow_raises() -> None:
     htab = np.zeros(1 << HASH_BITS, dtype=np.int32)
     for kernel in (lz_rgb32_compress, py_func(lz_rgb32_compress)):
         try:
-            kernel(src, htab, out, 0)
+            kernel(src, 0, 100, htab, out, 0)
         except ValueError as exc:
             assert "overflow" in str(exc)
         else:
