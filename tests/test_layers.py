@@ -19,6 +19,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +102,61 @@ def test_whole_protocol_package_loads_no_io() -> None:
 def test_encoders_do_not_import_spiceserver(modules: list[str]) -> None:
     result = probe(modules)
     assert [name for name in result["own"] if name.startswith("spiceserver")] == []
+
+
+def _module_imports(root: Path, package: str) -> dict[str, set[str]]:
+    """Each module of ``package`` → the package's modules it imports when it is imported
+    (module-level imports; not those under ``if TYPE_CHECKING:`` or inside functions)."""
+    import ast
+
+    modules: dict[str, Path] = {}
+    for path in (root / package).rglob("*.py"):
+        parts = path.relative_to(root).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        targets: set[str] = set()
+        for node in tree.body:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            imports = [node] if isinstance(node, ast.Import | ast.ImportFrom) else []
+            for imp in imports:
+                if isinstance(imp, ast.ImportFrom) and imp.module:
+                    base = imp.module
+                    for alias in imp.names:
+                        sub = f"{base}.{alias.name}"
+                        targets.add(sub if sub in modules else base)
+                elif isinstance(imp, ast.Import):
+                    targets.update(alias.name for alias in imp.names)
+        own_package = name if path.name == "__init__.py" else None
+        graph[name] = {
+            t
+            for t in targets
+            if t in modules
+            and t != name
+            # A package re-exporting its own submodules is not a circle of the design.
+            and not (own_package and t.startswith(own_package + "."))
+        }
+    return graph
+
+
+def test_no_module_imports_one_that_imports_it_back() -> None:
+    graph = _module_imports(ROOT, "spiceserver")
+    seen: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles: list[list[str]] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        seen[node] = 1
+        for target in sorted(graph[node]):
+            if seen.get(target) == 1:
+                cycles.append([*path[path.index(target) :], target])
+            elif target not in seen:
+                visit(target, [*path, target])
+        seen[node] = 2
+
+    for module in sorted(graph):
+        if module not in seen:
+            visit(module, [module])
+    assert not cycles, "import circles: " + "; ".join(" -> ".join(c) for c in cycles)

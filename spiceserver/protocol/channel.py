@@ -96,7 +96,6 @@ class ChannelProtocol:
         self._starts: list[int] = []
         self._events: list[Any] = []
         self._serial = 0
-        self.closed = False
         # ACK window state.
         self._ack_generation = 0
         self._ack_window = 0
@@ -116,8 +115,6 @@ class ChannelProtocol:
         complete input is waiting: the owner then stops reading and calls again with ``b""``
         on a later loop iteration, so one flooding client cannot starve the others.
         """
-        if self.closed:
-            return False
         self._in += data
         if len(self._in) > self.limits.max_receive_buffer:
             raise MessageTooLarge(f"{len(self._in)} bytes of client data are waiting unparsed")

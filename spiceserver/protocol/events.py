@@ -36,11 +36,6 @@ class KeyEvent:
     scancode: int
     pressed: bool
 
-    @property
-    def extended(self) -> bool:
-        """Sent with the E0 (or E1) prefix."""
-        return self.scancode > 0xFF
-
 
 @dataclass(frozen=True, slots=True)
 class LockState:

@@ -151,32 +151,6 @@ class Ping(Message):
     padding: bytes = b""
 
 
-@message(None, BaseServerMsg.DISCONNECTING, "QI")
-class Disconnecting(Message):
-    """DISCONNECTING (server): the reason is a SpiceLinkErr."""
-
-    time_stamp: int
-    reason: int
-
-
-@message(None, BaseServerMsg.NOTIFY)
-class Notify(Message):
-    """NOTIFY: a message the client logs."""
-
-    time_stamp: int
-    severity: int
-    visibility: int
-    what: int
-    text: bytes
-
-    def _pack(self) -> bytes:
-        # spice-server appends a NUL after message_len bytes; spice-gtk reads message_len bytes.
-        head = struct.pack(
-            "<QIIII", self.time_stamp, self.severity, self.visibility, self.what, len(self.text)
-        )
-        return head + self.text + b"\0"
-
-
 @message(None, BaseClientMsg.ACK_SYNC, "I")
 class AckSync(Message):
     """ACK_SYNC: echo of SET_ACK's generation."""
@@ -360,16 +334,6 @@ class QualityIndicator(Message):
 @message(ChannelType.DISPLAY, DisplayServerMsg.MARK)
 class Mark(Message):
     """MARK: the client may show the primary surface (pitfall 15)."""
-
-
-@message(ChannelType.DISPLAY, DisplayServerMsg.RESET)
-class Reset(Message):
-    """RESET: the client clears its primary canvas and palette cache."""
-
-
-@message(ChannelType.DISPLAY, DisplayServerMsg.INVAL_ALL_PALETTES)
-class InvalAllPalettes(Message):
-    """INVAL_ALL_PALETTES."""
 
 
 @message(ChannelType.DISPLAY, DisplayServerMsg.SURFACE_CREATE, "IIIII")
@@ -621,11 +585,6 @@ class CursorMove(Message):
 @message(ChannelType.CURSOR, CursorServerMsg.HIDE)
 class CursorHide(Message):
     """CURSOR HIDE."""
-
-
-@message(ChannelType.CURSOR, CursorServerMsg.RESET)
-class CursorReset(Message):
-    """CURSOR RESET: a new INIT must follow."""
 
 
 @message(ChannelType.CURSOR, CursorServerMsg.INVAL_ONE, "Q")
