@@ -13,6 +13,7 @@ from spiceserver.protocol.enums import MAX_PASSWORD_LENGTH, ImageCompression
 from spiceserver.protocol.link import DEFAULT_MAX_LINK_SIZE
 
 __all__ = [
+    "AUDIO_MODES",
     "COMPRESSION_NAMES",
     "DEFAULT_ENCODE_CACHE_BYTES",
     "DEFAULT_MAX_CLIENTS",
@@ -30,6 +31,9 @@ COMPRESSION_NAMES = {
     "lz": ImageCompression.LZ,
 }
 
+
+#: ``ServerConfig.audio`` values.
+AUDIO_MODES = ("auto", "desktop", "tone", "off")
 
 #: ``ServerConfig.max_clients`` and ``encode_cache_bytes`` defaults (the CLI shows them).
 DEFAULT_MAX_CLIENTS = 32
@@ -128,6 +132,20 @@ class ServerConfig:
     #: or :class:`~spiceserver.faults.Fault` objects, stored as a tuple of Faults.  Empty: off,
     #: at no cost.  See :mod:`spiceserver.faults` and README "Fault injection".
     faults: Sequence[Fault | str] = ()
+    #: Sound to the clients' playback channel (README "Sound"): ``"desktop"`` records the
+    #: sound server's ``audio_source`` (default: the default sink's monitor) with ``parec``;
+    #: ``"tone"`` a 440 Hz sine; ``"auto"`` desktop when a sound server answers, else off;
+    #: ``"off"``: no playback channel is offered.  ``SpiceServer(sound=...)`` takes any
+    #: :class:`~spiceserver.sources.audio.AudioSource` instead (a NumpyAudioSource, say).
+    audio: str = "off"
+    #: PulseAudio source name for ``audio="desktop"`` (None: ``@DEFAULT_MONITOR@``).
+    audio_source: str | None = None
+    #: Opus to clients that take it (else raw PCM to everyone).
+    audio_opus: bool = True
+    #: Per client: audio packets waiting for the connection are bounded by these bytes and
+    #: this age in seconds; beyond either the oldest are dropped (latest-wins).
+    audio_queue_bytes: int = 64 * 1024
+    audio_max_delay: float = 0.2
 
     def __post_init__(self) -> None:
         # Frozen: normalise through object.__setattr__ (dataclasses' documented escape hatch).
@@ -164,5 +182,9 @@ class ServerConfig:
             raise ConfigError("websocket_max_message must be at least 1024 bytes")
         if self.websocket_origins is not None and isinstance(self.websocket_origins, str):
             raise ConfigError("websocket_origins must be a list of origins")
+        if self.audio not in AUDIO_MODES:
+            raise ConfigError(f"unknown audio {self.audio!r} ({', '.join(AUDIO_MODES)})")
+        if self.audio_queue_bytes < 4096 or self.audio_max_delay <= 0:
+            raise ConfigError("audio_queue_bytes must be >= 4096, audio_max_delay positive")
         if self.ticket_lifetime is not None and self.ticket_lifetime <= 0:
             raise ConfigError("ticket_lifetime must be positive")

@@ -210,6 +210,58 @@ class CursorServerMsg(IntEnum):
     INVAL_ALL = 108
 
 
+# Audio channels (``spice-protocol:spice/enums.h``, ``spice-common:spice.proto``).
+
+
+class PlaybackServerMsg(IntEnum):
+    DATA = 101
+    MODE = 102
+    START = 103
+    STOP = 104
+    VOLUME = 105
+    MUTE = 106
+    LATENCY = 107
+
+
+class PlaybackCap(IntEnum):
+    CELT_0_5_1 = 0  # gone from every client
+    VOLUME = 1
+    LATENCY = 2
+    OPUS = 3
+
+
+class RecordServerMsg(IntEnum):
+    START = 101
+    STOP = 102
+    VOLUME = 103
+    MUTE = 104
+
+
+class RecordClientMsg(IntEnum):
+    DATA = 101
+    MODE = 102
+    START_MARK = 103
+
+
+class RecordCap(IntEnum):
+    CELT_0_5_1 = 0
+    VOLUME = 1
+    OPUS = 2
+
+
+class AudioDataMode(IntEnum):
+    """SPICE_AUDIO_DATA_MODE_*: what DATA carries."""
+
+    INVALID = 0
+    RAW = 1
+    CELT_0_5_1 = 2
+    OPUS = 3
+
+
+class AudioFormat(IntEnum):
+    S16 = 1
+
+
 # --- values carried inside messages ---------------------------------------------------------
 
 

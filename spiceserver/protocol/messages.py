@@ -32,6 +32,9 @@ from spiceserver.protocol.enums import (
     InputsServerMsg,
     MainClientMsg,
     MainServerMsg,
+    PlaybackServerMsg,
+    RecordClientMsg,
+    RecordServerMsg,
 )
 
 __all__ = ["CLIENT", "REGISTRY", "SERVER", "Message", "decode_client_message", "message"]
@@ -592,6 +595,95 @@ class CursorInvalOne(Message):
     """CURSOR INVAL_ONE: the client drops one cached shape."""
 
     unique: int
+
+
+# ============================================================= playback and record channels
+# Layouts: spice-common:spice.proto ``channel PlaybackChannel`` / ``channel RecordChannel``.
+
+
+@message(ChannelType.PLAYBACK, PlaybackServerMsg.DATA, "I", tail=True)
+class PlaybackData(Message):
+    """PLAYBACK DATA: u32 mm-time at capture, then one packet (10 ms: Opus or 1920 B raw)."""
+
+    time: int
+    data: bytes
+
+
+@message(ChannelType.PLAYBACK, PlaybackServerMsg.MODE, "IH", tail=True)
+class PlaybackMode(Message):
+    """PLAYBACK MODE: what DATA carries from now on; sent before START (spice-gtk builds its
+    decoder at START for the current mode: spice-gtk:src/channel-playback.c)."""
+
+    time: int
+    mode: int
+    data: bytes = b""
+
+
+@message(ChannelType.PLAYBACK, PlaybackServerMsg.START, "IHII")
+class PlaybackStart(Message):
+    """PLAYBACK START: u32 channels, u16 format (1 = S16), u32 frequency, u32 mm-time."""
+
+    channels: int
+    format: int
+    frequency: int
+    time: int
+
+
+@message(ChannelType.PLAYBACK, PlaybackServerMsg.STOP)
+class PlaybackStop(Message):
+    """PLAYBACK STOP: no DATA until the next START."""
+
+
+@message(ChannelType.PLAYBACK, PlaybackServerMsg.VOLUME)
+class PlaybackVolume(Message):
+    """PLAYBACK VOLUME: u8 channel count, u16 volume per channel."""
+
+    volume: tuple[int, ...]
+
+    def _pack(self) -> bytes:
+        return struct.pack(f"<B{len(self.volume)}H", len(self.volume), *self.volume)
+
+
+@message(ChannelType.PLAYBACK, PlaybackServerMsg.MUTE, "B")
+class PlaybackMute(Message):
+    mute: int
+
+
+@message(ChannelType.PLAYBACK, PlaybackServerMsg.LATENCY, "I")
+class PlaybackLatency(Message):
+    """PLAYBACK LATENCY: the client's playback delay in ms (needs client cap LATENCY)."""
+
+    latency_ms: int
+
+
+@message(ChannelType.RECORD, RecordServerMsg.START, "IHI")
+class RecordStart(Message):
+    channels: int
+    format: int
+    frequency: int
+
+
+@message(ChannelType.RECORD, RecordServerMsg.STOP)
+class RecordStop(Message):
+    pass
+
+
+@message(ChannelType.RECORD, RecordClientMsg.DATA, "I", tail=True)
+class RecordData(Message):
+    time: int
+    data: bytes
+
+
+@message(ChannelType.RECORD, RecordClientMsg.MODE, "IH", tail=True)
+class RecordMode(Message):
+    time: int
+    mode: int
+    data: bytes = b""
+
+
+@message(ChannelType.RECORD, RecordClientMsg.START_MARK, "I")
+class RecordStartMark(Message):
+    time: int
 
 
 def all_client_messages() -> list[type[Message]]:

@@ -25,7 +25,7 @@ from spiceserver.protocol.main import MainChannel
 from spiceserver.record import enum_name, link_record
 from spiceserver.server.channels.base import ChannelHandler
 from spiceserver.server.context import ServerContext
-from spiceserver.server.registry import CHANNELS, offered_channels
+from spiceserver.server.registry import CHANNELS
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -354,7 +354,7 @@ class SpiceConnection:
             session = context.sessions.create(self)
             channel: ChannelProtocol = MainChannel(
                 session_id=session.id,
-                channels=offered_channels(),
+                channels=context.sessions.offered,
                 name=context.config.name,
                 **options,
             )

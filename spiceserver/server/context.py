@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from spiceserver.config import ServerConfig
     from spiceserver.crypto import KeyPool
     from spiceserver.protocol.events import InputEvent
+    from spiceserver.server.audio import AudioHub
     from spiceserver.server.encode_cache import EncodeCache
     from spiceserver.server.fault_injection import FaultInjector
     from spiceserver.server.security import FailureTracker, Ticket
@@ -80,6 +81,8 @@ class ServerContext:
     captures: CaptureManager | None = None
     #: Fault injection (``faults``): deliberate misbehaviour for client tests; None when off.
     faults: FaultInjector | None = None
+    #: Sound for the playback channels; None: audio off (no playback channel offered).
+    audio: AudioHub | None = None
     #: Every open connection (linked or not).
     connections: set[Any] = field(default_factory=set)
     #: Display channels linked now: with fewer than two, nothing is shared through

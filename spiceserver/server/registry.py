@@ -18,6 +18,7 @@ from spiceserver.server.channels.cursor import CursorHandler
 from spiceserver.server.channels.display import DisplayHandler
 from spiceserver.server.channels.inputs import InputsHandler
 from spiceserver.server.channels.main import MainHandler
+from spiceserver.server.channels.playback import PlaybackHandler
 
 __all__ = ["CHANNELS", "ChannelSpec", "offered_channels"]
 
@@ -30,6 +31,8 @@ class ChannelSpec:
     max_message_size: int
     #: Listed in the main channel's CHANNELS_LIST (never MAIN itself: pitfall 7).
     offered: bool = True
+    #: Offered only when the server has audio (``offered_channels(audio=True)``).
+    needs_audio: bool = False
 
     @property
     def name(self) -> str:
@@ -54,10 +57,17 @@ CHANNELS: dict[int, ChannelSpec] = {
         ChannelSpec(ChannelType.DISPLAY, DisplayHandler, 4096),
         ChannelSpec(ChannelType.INPUTS, InputsHandler, 4096),
         ChannelSpec(ChannelType.CURSOR, CursorHandler, 4096),
+        # The client sends only ACKs and PONGs here.
+        ChannelSpec(ChannelType.PLAYBACK, PlaybackHandler, 4096, needs_audio=True),
     )
 }
 
 
-def offered_channels() -> tuple[tuple[int, int], ...]:
-    """CHANNELS_LIST: (type, id) of every offered channel (one of each, id 0)."""
-    return tuple((spec.channel_type, 0) for spec in CHANNELS.values() if spec.offered)
+def offered_channels(*, audio: bool = False) -> tuple[tuple[int, int], ...]:
+    """CHANNELS_LIST: (type, id) of every offered channel (one of each, id 0); the audio
+    channels only when the server has audio."""
+    return tuple(
+        (spec.channel_type, 0)
+        for spec in CHANNELS.values()
+        if spec.offered and (audio or not spec.needs_audio)
+    )

@@ -21,6 +21,7 @@ from spiceserver.faults import ALL_CHANNELS, Fault
 from spiceserver.input import InputHandler, log_input
 from spiceserver.protocol.enums import MAX_PASSWORD_LENGTH, KeyModifiers
 from spiceserver.record import JsonlRecorder, Recorder
+from spiceserver.server.audio import AudioHub
 from spiceserver.server.channels.inputs import InputsHandler
 from spiceserver.server.context import ServerContext
 from spiceserver.server.encode_cache import EncodeCache
@@ -31,6 +32,12 @@ from spiceserver.server.transports.stream import StreamProtocol
 from spiceserver.server.transports.web import WebRoot
 from spiceserver.server.warmup import EncoderWarmup
 from spiceserver.session import SessionMetrics, SessionRegistry
+from spiceserver.sources.audio import (
+    AudioSource,
+    PulseAudioSource,
+    ToneSource,
+    sound_server_reachable,
+)
 from spiceserver.sources.base import FramebufferSource
 
 __all__ = ["SessionInfo", "SpiceServer"]
@@ -79,6 +86,24 @@ def _check_config(config: ServerConfig) -> None:
         )
 
 
+def audio_from_config(config: ServerConfig) -> AudioSource | None:
+    """``config.audio`` as a source: None for off (and for auto without a sound server)."""
+    if config.audio == "tone":
+        return ToneSource()
+    if config.audio == "auto":
+        if not sound_server_reachable():
+            logger.info("audio: no sound server answers (pactl info): audio off")
+            return None
+    elif config.audio != "desktop":
+        return None
+    elif not sound_server_reachable():
+        raise ConfigError(
+            "audio desktop: no PulseAudio/PipeWire server answers `pactl info` "
+            "(pulseaudio-utils installed? XDG_RUNTIME_DIR or PULSE_SERVER set?)"
+        )
+    return PulseAudioSource(config.audio_source)
+
+
 class SpiceServer:
     """Serves one framebuffer source to any number of SPICE clients.
 
@@ -96,6 +121,8 @@ class SpiceServer:
 
     One port serves SPICE, WebSocket (spice-html5) and, with ``web_root``, the web client's
     files; ``unix_path`` listens on a Unix socket instead of TCP; ``tls_port`` adds TLS.
+    ``sound`` is what the playback channel plays (default: per ``config.audio``; README
+    "Sound").
     """
 
     def __init__(
@@ -105,6 +132,7 @@ class SpiceServer:
         *,
         on_input: InputHandler | None = None,
         recorders: Iterable[Recorder] = (),
+        sound: AudioSource | None = None,
         **options: Any,
     ) -> None:
         if config is None:
@@ -126,6 +154,12 @@ class SpiceServer:
                 recorder_list.append(JsonlRecorder(config.record_path))
             except OSError as exc:
                 raise ConfigError(f"cannot write the session record: {exc}") from exc
+        audio_source = sound if sound is not None else audio_from_config(config)
+        self._audio = (
+            None
+            if audio_source is None
+            else AudioHub(audio_source, lambda: self.context.clock(), opus=config.audio_opus)
+        )
         executor = ThreadPoolExecutor(
             max_workers=config.encoder_threads, thread_name_prefix="spice-encode"
         )
@@ -133,7 +167,9 @@ class SpiceServer:
         self.context = ServerContext(
             config=config,
             source=source,
-            sessions=SessionRegistry(offered_channels(), max_sessions=config.max_clients),
+            sessions=SessionRegistry(
+                offered_channels(audio=self._audio is not None), max_sessions=config.max_clients
+            ),
             keys=KeyPool(executor, config.rsa_key_pool),
             failures=FailureTracker(),
             ticket=self._make_ticket(
@@ -146,6 +182,7 @@ class SpiceServer:
             recorders=recorder_list,
             captures=None if config.capture_dir is None else CaptureManager(config.capture_dir),
             faults=FaultInjector(config.faults) if config.faults else None,
+            audio=self._audio,
         )
         self._listeners: list[asyncio.Server] = []
         self._server: asyncio.Server | None = None
@@ -174,6 +211,13 @@ class SpiceServer:
         _raise_open_files_limit(self.config.max_connections)
         self.source.on_disconnect_request = self.disconnect_clients
         await self.source.start()
+        if self._audio is not None:
+            self._audio.start()
+            logger.info(
+                "audio: %s source, %s",
+                self._audio.source.name,
+                "Opus or raw" if self._audio.opus_available else "raw PCM only",
+            )
         config = self.config
         if config.unix_path is not None:
             self._server = await loop.create_unix_server(self._protocol_factory(), config.unix_path)
@@ -250,6 +294,8 @@ class SpiceServer:
             for recorder in context.recorders:
                 recorder.close()
         await self.source.stop()
+        if self._audio is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._audio.close)
         if context.captures is not None:
             await context.captures.aclose()
         context.cancel_tasks()

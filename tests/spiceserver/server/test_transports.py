@@ -350,7 +350,7 @@ def test_websocket_can_be_turned_off() -> None:
 @pytest.mark.parametrize(
     "options",
     [
-        {"faults": ["delay:playback:1"]},
+        {"faults": ["delay:smartcard:1"]},
         {"plaintext_channels": frozenset({"bogus"})},
         {"max_message_sizes": {"record": 10}},
     ],
