@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
 
 from spiceserver.config import (
+    AUDIO_MODES,
     COMPRESSION_NAMES,
     DEFAULT_ENCODE_CACHE_BYTES,
     DEFAULT_MAX_CLIENTS,
@@ -236,6 +237,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="write one pcap per channel and display.mp4 per session into DIR",
     )
+    sound = serve.add_argument_group('sound (README "Sound")')
+    sound.add_argument(
+        "--audio",
+        choices=AUDIO_MODES,
+        default="auto",
+        help="what the playback channel plays: desktop = the sound server's default sink "
+        "monitor (parec), tone = a 440 Hz sine, off = no playback channel; auto (default): "
+        "desktop when a PulseAudio/PipeWire server answers, else off",
+    )
+    sound.add_argument(
+        "--audio-source",
+        metavar="NAME",
+        default=None,
+        help="PulseAudio source to capture for --audio desktop (default @DEFAULT_MONITOR@)",
+    )
+    sound.add_argument(
+        "--no-opus", action="store_true", help="raw PCM to every client (no Opus encoding)"
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -298,6 +317,9 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
         capture_dir=args.capture,
         faults=args.fault,
         record_path=args.record,
+        audio=args.audio,
+        audio_source=args.audio_source,
+        audio_opus=not args.no_opus,
     )
     return config, generated
 

@@ -27,6 +27,9 @@ stdout: one JSON object per line, always flushed.  Every object has an
 * ``mouse-mode``       {mode (1 = server, 2 = client), name}
 * ``inputs-modifiers`` {modifiers}
 * ``agent-update``     {connected}
+* ``playback-start``   {format, channels, rate}; ``playback-stop``
+* ``playback-data``    {size, total (PCM bytes so far)}: with ``--playback-pcm PATH`` the
+  decoded PCM is appended to PATH (and flushed) before the event
 * ``log``              {domain, level, message} for GLib warnings/criticals
 * ``disconnected``     the session is gone; the harness then exits
 * ``error``            {message, traceback?}; also the reply to a failed command
@@ -153,6 +156,8 @@ class Harness:
         self.inputs: SpiceClientGLib.InputsChannel | None = None
         self.main: SpiceClientGLib.MainChannel | None = None
         self.quitting = False
+        self.pcm = None if args.playback_pcm is None else open(args.playback_pcm, "wb")  # noqa: SIM115
+        self.pcm_total = 0
 
     # -- setup -------------------------------------------------------------
 
@@ -303,6 +308,10 @@ class Harness:
             )
             gsignal(channel, "cursor-hide", lambda ch: emit("cursor-hide"))
             gsignal(channel, "cursor-reset", lambda ch: emit("cursor-reset"))
+        elif isinstance(channel, SpiceClientGLib.PlaybackChannel):
+            gsignal(channel, "playback-start", self.on_playback_start)
+            gsignal(channel, "playback-data", self.on_playback_data)
+            gsignal(channel, "playback-stop", lambda ch: emit("playback-stop"))
         elif isinstance(channel, SpiceClientGLib.InputsChannel):
             self.inputs = channel
             gsignal(
@@ -455,6 +464,21 @@ class Harness:
 
     # -- stdin commands ------------------------------------------------------
 
+    def on_playback_start(
+        self, _channel: SpiceClientGLib.PlaybackChannel, fmt: int, channels: int, rate: int
+    ) -> None:
+        emit("playback-start", format=int(fmt), channels=int(channels), rate=int(rate))
+
+    def on_playback_data(
+        self, _channel: SpiceClientGLib.PlaybackChannel, data: int, size: int
+    ) -> None:
+        # The gpointer arrives as an int: copy the PCM out before returning.
+        if self.pcm is not None:
+            self.pcm.write(ctypes.string_at(data, size))
+            self.pcm.flush()
+        self.pcm_total += int(size)
+        emit("playback-data", size=int(size), total=self.pcm_total)
+
     def on_signal(self, signum: int) -> bool:
         emit("signal", signum=int(signum))
         self.finish(EXIT_OK)
@@ -605,6 +629,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=[],
         metavar="NAME=VALUE",
         help="set any SpiceSession property (repeatable)",
+    )
+    p.add_argument(
+        "--playback-pcm", default=None, help="append the playback channel's PCM to this file"
     )
     p.add_argument("--debug", action="store_true", help="spice-gtk debug output on stderr")
     return p.parse_args(argv)
