@@ -188,3 +188,12 @@ def test_a_wildcard_listen_is_announced_with_reachable_addresses() -> None:
     assert hosts and "0.0.0.0" not in hosts
     assert reachable_hosts("192.0.2.7") == ["192.0.2.7"]
     assert reachable_hosts("spice.example") == ["spice.example"]
+
+
+def test_audio_options() -> None:
+    config, _ = config_from_args(parse())
+    assert config.audio == "auto"
+    config, _ = config_from_args(parse("--audio", "desktop", "--audio-source", "x.monitor"))
+    assert (config.audio, config.audio_source, config.audio_opus) == ("desktop", "x.monitor", True)
+    config, _ = config_from_args(parse("--audio", "tone", "--no-opus"))
+    assert (config.audio, config.audio_opus) == ("tone", False)

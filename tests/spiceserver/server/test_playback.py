@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import struct
+import time
 
 import numpy as np
 import pytest
@@ -25,7 +26,8 @@ from spiceserver.protocol.enums import (
     PlaybackServerMsg,
 )
 from spiceserver.protocol.playback import PlaybackChannel
-from spiceserver.server.audio import AudioPacket
+from spiceserver.record import MemoryRecorder
+from spiceserver.server.audio import MAX_PENDING_BLOCKS, AudioHub, AudioPacket
 from spiceserver.server.channels.playback import PlaybackHandler
 from spiceserver.sources.audio import BLOCK_FRAMES, NumpyAudioSource, ToneSource
 from tests.conftest import run
@@ -272,3 +274,42 @@ def test_playback_is_offered_only_with_audio() -> None:
         assert (ChannelType.PLAYBACK, 0) in tone.context.sessions.offered
 
     run(scenario())
+
+
+def test_digital_silence_stops_the_stream_and_sound_restarts_it() -> None:
+    async def scenario() -> None:
+        sound = NumpyAudioSource()
+        recorder = MemoryRecorder()
+        server = await audio_server(sound, channel_limits=ChannelLimits(ack_window=200))
+        server.context.recorders.append(recorder)
+        assert server._audio is not None
+        _, playback = link_playback(server, [])
+        counter = Counter()
+        server._audio.add_listener(counter)
+        # 0.7 s of zeros between tone, continuous (0.9 s in all: under the hub's 1 s bound).
+        silence = np.zeros((33600, 2), np.int16)
+        sound.push(tone_frames(10))
+        sound.push(silence)
+        sound.push(tone_frames(10, start=10))
+        # 10 tone packets, 49 of zeros (the 50th makes 0.5 s: STOP), 10 of tone, the gap: STOP.
+        await counter.wait(packets=69, stops=2)
+        types = [type_ for type_, _ in playback.messages()]
+        starts = [i for i, t in enumerate(types) if t == PlaybackServerMsg.START]
+        stops = [i for i, t in enumerate(types) if t == PlaybackServerMsg.STOP]
+        assert len(starts) == len(stops) == 2
+        assert starts[0] < stops[0] < starts[1] < stops[1]
+        assert types.count(PlaybackServerMsg.DATA) == 69
+        audio = [e for e in recorder.events if e["event"].startswith("audio_")]
+        assert [e["event"] for e in audio] == ["audio_start", "audio_stop"] * 2
+        assert audio[0]["mode"] == "raw" and audio[0]["channel"] == "playback"
+        await server.close()
+
+    run(scenario())
+
+
+def test_the_hub_keeps_at_most_a_second_of_pcm_for_a_stalled_thread() -> None:
+    hub = AudioHub(NumpyAudioSource(), time.monotonic, opus=False)  # its thread not started
+    for index in range(300):  # 3 s in 10 ms pushes
+        hub.push(ToneSource().block(index))
+    assert hub._pending_bytes <= MAX_PENDING_BLOCKS * BLOCK_FRAMES * 4
+    assert hub.dropped_blocks == 200
