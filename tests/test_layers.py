@@ -36,6 +36,8 @@ PROTOCOL_MODULES = [
     "spiceserver.protocol.display",
     "spiceserver.protocol.inputs",
     "spiceserver.protocol.cursor",
+    "spiceserver.protocol.playback",
+    "spiceserver.protocol.record",
 ]
 #: What the sans-I/O core must not load (``select``/``selectors``/``ssl`` come with asyncio).
 FORBIDDEN = ["asyncio", "socket", "selectors", "ssl", "threading", "time", "numpy"]
