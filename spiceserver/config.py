@@ -146,6 +146,13 @@ class ServerConfig:
     #: this age in seconds; beyond either the oldest are dropped (latest-wins).
     audio_queue_bytes: int = 64 * 1024
     audio_max_delay: float = 0.2
+    #: The client's microphone (record channel, README "Sound"): offered when there is a sink
+    #: for it: with ``audio`` desktop (or auto finding a sound server) the null sink
+    #: ``record_sink`` (its monitor is the microphone); ``SpiceServer(microphone=...)`` takes
+    #: any :class:`~spiceserver.sinks.audio.RecordSink`.  False: never offered.  Opus from
+    #: clients iff ``audio_opus`` and PyAV has libopus.
+    record: bool = True
+    record_sink: str = "spice_mic"
 
     def __post_init__(self) -> None:
         # Frozen: normalise through object.__setattr__ (dataclasses' documented escape hatch).

@@ -306,7 +306,11 @@ class SpiceConnection:
         assert self.request is not None
         self._key = key
         spec = CHANNELS[self.request.channel_type]
-        self.link.accept(public_key_der(key), channel_caps=spec.caps, ticket_size=key.key_size // 8)
+        self.link.accept(
+            public_key_der(key),
+            channel_caps=spec.handler.link_caps(self.context),
+            ticket_size=key.key_size // 8,
+        )
         self._flush_link()
         return self.link.receive_data(b"")
 
@@ -364,7 +368,7 @@ class SpiceConnection:
             if replaced is not None:
                 logger.info("%s: replaces an older %s connection", self.name, request.channel_name)
                 replaced.abort(f"replaced by a newer {request.channel_name} connection")
-            channel = spec.protocol(**options)
+            channel = spec.protocol(**options, **spec.handler.protocol_options(context))
         self.session = session
         self.channel = channel
         self.handler = spec.handler(context, self, session, channel, request.channel_id)

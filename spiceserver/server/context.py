@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from spiceserver.server.audio import AudioHub
     from spiceserver.server.encode_cache import EncodeCache
     from spiceserver.server.fault_injection import FaultInjector
+    from spiceserver.server.microphone import MicrophoneHub
     from spiceserver.server.security import FailureTracker, Ticket
     from spiceserver.server.warmup import EncoderWarmup
     from spiceserver.session import Session, SessionRegistry
@@ -83,6 +84,8 @@ class ServerContext:
     faults: FaultInjector | None = None
     #: Sound for the playback channels; None: audio off (no playback channel offered).
     audio: AudioHub | None = None
+    #: The client's microphone for the record channels; None: no record channel offered.
+    microphone: MicrophoneHub | None = None
     #: Every open connection (linked or not).
     connections: set[Any] = field(default_factory=set)
     #: Display channels linked now: with fewer than two, nothing is shared through

@@ -19,6 +19,7 @@ from spiceserver.server.channels.display import DisplayHandler
 from spiceserver.server.channels.inputs import InputsHandler
 from spiceserver.server.channels.main import MainHandler
 from spiceserver.server.channels.playback import PlaybackHandler
+from spiceserver.server.channels.record import RecordHandler
 
 __all__ = ["CHANNELS", "ChannelSpec", "offered_channels"]
 
@@ -33,6 +34,8 @@ class ChannelSpec:
     offered: bool = True
     #: Offered only when the server has audio (``offered_channels(audio=True)``).
     needs_audio: bool = False
+    #: Offered only when the server has somewhere to put the microphone (a record sink).
+    needs_microphone: bool = False
 
     @property
     def name(self) -> str:
@@ -59,15 +62,21 @@ CHANNELS: dict[int, ChannelSpec] = {
         ChannelSpec(ChannelType.CURSOR, CursorHandler, 4096),
         # The client sends only ACKs and PONGs here.
         ChannelSpec(ChannelType.PLAYBACK, PlaybackHandler, 4096, needs_audio=True),
+        # DATA is one 10 ms packet: 1920 bytes raw, <= 1275 Opus (protocol/record.py).
+        ChannelSpec(ChannelType.RECORD, RecordHandler, 4096, needs_microphone=True),
     )
 }
 
 
-def offered_channels(*, audio: bool = False) -> tuple[tuple[int, int], ...]:
-    """CHANNELS_LIST: (type, id) of every offered channel (one of each, id 0); the audio
-    channels only when the server has audio."""
+def offered_channels(
+    *, audio: bool = False, microphone: bool = False
+) -> tuple[tuple[int, int], ...]:
+    """CHANNELS_LIST: (type, id) of every offered channel (one of each, id 0); playback only
+    when the server has audio, record only when it has a record sink."""
     return tuple(
         (spec.channel_type, 0)
         for spec in CHANNELS.values()
-        if spec.offered and (audio or not spec.needs_audio)
+        if spec.offered
+        and (audio or not spec.needs_audio)
+        and (microphone or not spec.needs_microphone)
     )

@@ -26,12 +26,14 @@ from spiceserver.server.channels.inputs import InputsHandler
 from spiceserver.server.context import ServerContext
 from spiceserver.server.encode_cache import EncodeCache
 from spiceserver.server.fault_injection import FaultInjector
+from spiceserver.server.microphone import MicrophoneHub
 from spiceserver.server.registry import CHANNELS, offered_channels
 from spiceserver.server.security import FailureTracker, Ticket, tls_context
 from spiceserver.server.transports.stream import StreamProtocol
 from spiceserver.server.transports.web import WebRoot
 from spiceserver.server.warmup import EncoderWarmup
 from spiceserver.session import SessionMetrics, SessionRegistry
+from spiceserver.sinks.audio import PulseAudioRecordSink, RecordSink
 from spiceserver.sources.audio import (
     AudioSource,
     PulseAudioSource,
@@ -104,6 +106,13 @@ def audio_from_config(config: ServerConfig) -> AudioSource | None:
     return PulseAudioSource(config.audio_source)
 
 
+def microphone_from_config(config: ServerConfig, audio: AudioSource | None) -> RecordSink | None:
+    """The desktop's record sink when the desktop plays (``audio`` desktop/auto), else None."""
+    if config.record and isinstance(audio, PulseAudioSource):
+        return PulseAudioRecordSink(config.record_sink)
+    return None
+
+
 class SpiceServer:
     """Serves one framebuffer source to any number of SPICE clients.
 
@@ -122,7 +131,8 @@ class SpiceServer:
     One port serves SPICE, WebSocket (spice-html5) and, with ``web_root``, the web client's
     files; ``unix_path`` listens on a Unix socket instead of TCP; ``tls_port`` adds TLS.
     ``sound`` is what the playback channel plays (default: per ``config.audio``; README
-    "Sound").
+    "Sound"); ``microphone`` is where the record channel's audio goes (default: the desktop's
+    sound server with ``audio`` desktop; ignored with ``record=False``).
     """
 
     def __init__(
@@ -133,6 +143,7 @@ class SpiceServer:
         on_input: InputHandler | None = None,
         recorders: Iterable[Recorder] = (),
         sound: AudioSource | None = None,
+        microphone: RecordSink | None = None,
         **options: Any,
     ) -> None:
         if config is None:
@@ -160,6 +171,13 @@ class SpiceServer:
             if audio_source is None
             else AudioHub(audio_source, lambda: self.context.clock(), opus=config.audio_opus)
         )
+        if not config.record:
+            microphone = None
+        elif microphone is None:
+            microphone = microphone_from_config(config, audio_source)
+        self._microphone = (
+            None if microphone is None else MicrophoneHub(microphone, opus=config.audio_opus)
+        )
         executor = ThreadPoolExecutor(
             max_workers=config.encoder_threads, thread_name_prefix="spice-encode"
         )
@@ -168,7 +186,10 @@ class SpiceServer:
             config=config,
             source=source,
             sessions=SessionRegistry(
-                offered_channels(audio=self._audio is not None), max_sessions=config.max_clients
+                offered_channels(
+                    audio=self._audio is not None, microphone=self._microphone is not None
+                ),
+                max_sessions=config.max_clients,
             ),
             keys=KeyPool(executor, config.rsa_key_pool),
             failures=FailureTracker(),
@@ -183,6 +204,7 @@ class SpiceServer:
             captures=None if config.capture_dir is None else CaptureManager(config.capture_dir),
             faults=FaultInjector(config.faults) if config.faults else None,
             audio=self._audio,
+            microphone=self._microphone,
         )
         self._listeners: list[asyncio.Server] = []
         self._server: asyncio.Server | None = None
@@ -217,6 +239,13 @@ class SpiceServer:
                 "audio: %s source, %s",
                 self._audio.source.name,
                 "Opus or raw" if self._audio.opus_available else "raw PCM only",
+            )
+        if self._microphone is not None:
+            self._microphone.start()
+            logger.info(
+                "record: microphone to the %s sink, %s",
+                self._microphone.sink.name,
+                "Opus or raw" if self._microphone.opus_available else "raw PCM only",
             )
         config = self.config
         if config.unix_path is not None:
@@ -296,6 +325,8 @@ class SpiceServer:
         await self.source.stop()
         if self._audio is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._audio.close)
+        if self._microphone is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._microphone.close)
         if context.captures is not None:
             await context.captures.aclose()
         context.cancel_tasks()

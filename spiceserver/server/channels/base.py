@@ -45,6 +45,16 @@ class ChannelHandler(Generic[P]):
         self.channel_id = channel_id
         self._pongs: dict[int, asyncio.Future[None]] = {}
 
+    @classmethod
+    def link_caps(cls, context: ServerContext) -> tuple[int, ...]:
+        """Channel caps for the link reply (default: what the protocol class declares)."""
+        return cls.protocol.SERVER_CAPS
+
+    @classmethod
+    def protocol_options(cls, context: ServerContext) -> dict[str, Any]:
+        """Extra keyword arguments for the protocol object, per server."""
+        return {}
+
     @property
     def channel_name(self) -> str:
         return self.channel.channel_type.name.lower()

@@ -352,7 +352,7 @@ def test_websocket_can_be_turned_off() -> None:
     [
         {"faults": ["delay:smartcard:1"]},
         {"plaintext_channels": frozenset({"bogus"})},
-        {"max_message_sizes": {"record": 10}},
+        {"max_message_sizes": {"usbredir": 10}},
     ],
 )
 def test_options_naming_channels_we_do_not_serve_are_refused(options: dict[str, object]) -> None:
