@@ -253,7 +253,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="PulseAudio source to capture for --audio desktop (default @DEFAULT_MONITOR@)",
     )
     sound.add_argument(
-        "--no-opus", action="store_true", help="raw PCM to every client (no Opus encoding)"
+        "--no-opus",
+        action="store_true",
+        help="raw PCM both ways: no Opus to play, and record CAP_OPUS not advertised",
+    )
+    sound.add_argument(
+        "--no-record",
+        action="store_true",
+        help="offer no record channel (the client's microphone); with --audio desktop it "
+        "goes to a null sink whose monitor programs record from",
+    )
+    sound.add_argument(
+        "--record-sink",
+        metavar="NAME",
+        default="spice_mic",
+        help="the null sink the microphone plays into (created if missing; default spice_mic: "
+        "record from spice_mic.monitor)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
@@ -320,6 +335,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
         audio=args.audio,
         audio_source=args.audio_source,
         audio_opus=not args.no_opus,
+        record=not args.no_record,
+        record_sink=args.record_sink,
     )
     return config, generated
 

@@ -193,5 +193,7 @@ class ServerConfig:
             raise ConfigError(f"unknown audio {self.audio!r} ({', '.join(AUDIO_MODES)})")
         if self.audio_queue_bytes < 4096 or self.audio_max_delay <= 0:
             raise ConfigError("audio_queue_bytes must be >= 4096, audio_max_delay positive")
+        if not self.record_sink.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(f"record_sink {self.record_sink!r}: letters, digits, - and _ only")
         if self.ticket_lifetime is not None and self.ticket_lifetime <= 0:
             raise ConfigError("ticket_lifetime must be positive")

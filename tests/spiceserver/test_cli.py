@@ -197,3 +197,6 @@ def test_audio_options() -> None:
     assert (config.audio, config.audio_source, config.audio_opus) == ("desktop", "x.monitor", True)
     config, _ = config_from_args(parse("--audio", "tone", "--no-opus"))
     assert (config.audio, config.audio_opus) == ("tone", False)
+    assert (config.record, config.record_sink) == (True, "spice_mic")
+    config, _ = config_from_args(parse("--no-record", "--record-sink", "mic2"))
+    assert (config.record, config.record_sink) == (False, "mic2")
