@@ -30,6 +30,9 @@ stdout: one JSON object per line, always flushed.  Every object has an
 * ``playback-start``   {format, channels, rate}; ``playback-stop``
 * ``playback-data``    {size, total (PCM bytes so far)}: with ``--playback-pcm PATH`` the
   decoded PCM is appended to PATH (and flushed) before the event
+* ``record-start``     {format, channels, rate}; ``record-stop``
+* ``record-sent``      {total (PCM bytes handed to RecordChannel.send_data so far)}, every
+  ~100 ms while ``--record-tone HZ`` plays that sine as the client's microphone
 * ``log``              {domain, level, message} for GLib warnings/criticals
 * ``disconnected``     the session is gone; the harness then exits
 * ``error``            {message, traceback?}; also the reply to a failed command
@@ -61,6 +64,7 @@ import argparse
 import ctypes
 import hashlib
 import json
+import math
 import os
 import signal
 import sys
@@ -158,6 +162,11 @@ class Harness:
         self.quitting = False
         self.pcm = None if args.playback_pcm is None else open(args.playback_pcm, "wb")  # noqa: SIM115
         self.pcm_total = 0
+        # --record-tone: the client's microphone is a sine fed through send_data.
+        self.record: SpiceClientGLib.RecordChannel | None = None
+        self.record_timer = 0
+        self.record_started = 0.0
+        self.record_frames = 0
 
     # -- setup -------------------------------------------------------------
 
@@ -312,6 +321,9 @@ class Harness:
             gsignal(channel, "playback-start", self.on_playback_start)
             gsignal(channel, "playback-data", self.on_playback_data)
             gsignal(channel, "playback-stop", lambda ch: emit("playback-stop"))
+        elif isinstance(channel, SpiceClientGLib.RecordChannel):
+            gsignal(channel, "record-start", self.on_record_start)
+            gsignal(channel, "record-stop", self.on_record_stop)
         elif isinstance(channel, SpiceClientGLib.InputsChannel):
             self.inputs = channel
             gsignal(
@@ -479,6 +491,47 @@ class Harness:
         self.pcm_total += int(size)
         emit("playback-data", size=int(size), total=self.pcm_total)
 
+    def on_record_start(
+        self, channel: SpiceClientGLib.RecordChannel, fmt: int, channels: int, rate: int
+    ) -> None:
+        emit("record-start", format=int(fmt), channels=int(channels), rate=int(rate))
+        if self.args.record_tone is None or self.record_timer:
+            return
+        self.record = channel
+        self.record_started = time.monotonic()
+        self.record_frames = 0
+        self.record_timer = GLib.timeout_add(10, guarded(self.send_record_tone))
+
+    def on_record_stop(self, _channel: SpiceClientGLib.RecordChannel) -> None:
+        emit("record-stop")
+        if self.record_timer:
+            GLib.source_remove(self.record_timer)
+            self.record_timer = 0
+
+    def send_record_tone(self) -> bool:
+        """Hand spice-gtk the sine's frames due by now (paced on the clock, not the timer:
+        spice-gtk cuts them into 480-frame packets itself, spice-gtk:src/channel-record.c)."""
+        channel = self.record
+        assert channel is not None
+        due = int((time.monotonic() - self.record_started) * 48000)
+        count = due - self.record_frames
+        if count <= 0:
+            return True
+        omega = 2 * math.pi * float(self.args.record_tone) / 48000
+        start = self.record_frames
+        pcm = bytearray()
+        for i in range(start, start + count):
+            value = int(0.3 * 32767 * math.sin(omega * i))
+            pcm += value.to_bytes(2, "little", signed=True) * 2  # left, right
+        buffer = ctypes.create_string_buffer(bytes(pcm), len(pcm))
+        mm_time = int(time.monotonic() * 1000) & 0xFFFFFFFF
+        channel.send_data(ctypes.addressof(buffer), len(pcm), mm_time)
+        before = self.record_frames * 4 // 19200
+        self.record_frames = start + count
+        if self.record_frames * 4 // 19200 != before:  # every 100 ms
+            emit("record-sent", total=self.record_frames * 4)
+        return True
+
     def on_signal(self, signum: int) -> bool:
         emit("signal", signum=int(signum))
         self.finish(EXIT_OK)
@@ -632,6 +685,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument(
         "--playback-pcm", default=None, help="append the playback channel's PCM to this file"
+    )
+    p.add_argument(
+        "--record-tone",
+        type=float,
+        default=None,
+        metavar="HZ",
+        help="once the record channel starts, feed a sine of HZ as the microphone (send_data)",
     )
     p.add_argument("--debug", action="store_true", help="spice-gtk debug output on stderr")
     return p.parse_args(argv)
