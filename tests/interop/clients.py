@@ -794,9 +794,12 @@ class RemoteViewer:
         extra_args: Sequence[str] = (),
         timeout: float = 30.0,
         vv_file: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         #: A connection file to open instead of the one written from host/port/password.
         self.vv_file = vv_file
+        #: Added to remote-viewer's environment (PULSE_SINK=..., say).
+        self.env = dict(env or {})
         self.display, self.host, self.port = display, host, port
         self.password, self.title = password, title
         self.extra_args = list(extra_args)
@@ -833,7 +836,7 @@ class RemoteViewer:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                env=x_env(self.display),
+                env=x_env(self.display) | self.env,
                 start_new_session=True,
             )
             assert self.proc.stdout is not None and self.proc.stderr is not None
