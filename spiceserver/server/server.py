@@ -130,7 +130,8 @@ class SpiceServer:
 
     One port serves SPICE, WebSocket (spice-html5) and, with ``web_root``, the web client's
     files; ``unix_path`` listens on a Unix socket instead of TCP; ``tls_port`` adds TLS.
-    ``sound`` is what the playback channel plays (default: per ``config.audio``; README
+    ``sound`` is what the playback channel plays (default: the source's own,
+    ``source.audio_source()``, like a scenario's tone steps, else per ``config.audio``; README
     "Sound"); ``microphone`` is where the record channel's audio goes (default: the desktop's
     sound server with ``audio`` desktop; ignored with ``record=False``).
     """
@@ -165,6 +166,13 @@ class SpiceServer:
                 recorder_list.append(JsonlRecorder(config.record_path))
             except OSError as exc:
                 raise ConfigError(f"cannot write the session record: {exc}") from exc
+        if sound is None and (sound := source.audio_source()) is not None:
+            if config.audio in ("tone", "desktop"):
+                raise ConfigError(
+                    f"the {source.kind} source plays its own sound (tone steps): "
+                    f"drop audio={config.audio!r}"
+                )
+            logger.info("audio: the %s source's own sound", source.kind)
         audio_source = sound if sound is not None else audio_from_config(config)
         self._audio = (
             None

@@ -42,7 +42,9 @@ __all__ = [
     "Resize",
     "Script",
     "Show",
+    "Tone",
     "compile_script",
+    "has_tone",
     "read_json",
     "script_duration",
     "timeline",
@@ -62,6 +64,8 @@ _MAX_DEPTH = 16
 _MAX_WAIT = 86_400.0
 _MAX_FPS = 240.0
 _MAX_PATTERN_FRAME = 10**9
+#: Tone frequencies: audible, and below the Nyquist frequency of 48 kHz audio.
+_TONE_HZ = (20.0, 20000.0)
 _DEFAULT_SIZE = (1024, 768)
 #: High bits of the ``unique`` of a scenario cursor, so it never equals the default cursor's 1.
 _CURSOR_UNIQUE_BASE = 0x5CE7_0000_0000
@@ -156,7 +160,19 @@ class Disconnect:
     where: str
 
 
-Step = Show | Fill | Pattern | CursorStep | Move | Resize | Wait | Repeat | End | Disconnect
+@dataclass(frozen=True, slots=True)
+class Tone:
+    """``{"tone": HZ}`` / ``{"tone": HZ, "seconds": S}`` / ``{"tone": "off"}``: the sound.
+
+    Takes no scenario time: the tone plays on (for ``seconds``, or until the next tone step)
+    while the following steps run."""
+
+    where: str
+    frequency: float | None  # None: off
+    seconds: float | None  # None: until the next tone step
+
+
+Step = Show | Fill | Pattern | CursorStep | Move | Resize | Wait | Repeat | End | Disconnect | Tone
 
 
 # Timeline operations besides the steps that are applied as they are.
@@ -175,7 +191,7 @@ class PatternFrame:
     advance: bool
 
 
-Op = Show | Fill | Resize | CursorStep | Move | Disconnect | PatternFrame | At
+Op = Show | Fill | Resize | CursorStep | Move | Disconnect | Tone | PatternFrame | At
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -293,6 +309,7 @@ class Compiler:
         "repeat": ("_repeat", frozenset({"steps"})),
         "end": ("_end", frozenset()),
         "disconnect": ("_disconnect", frozenset()),
+        "tone": ("_tone", frozenset({"seconds"})),
     }
     TOP_KEYS = frozenset({"steps", "size", "background", "start", "after", "comment"})
 
@@ -450,6 +467,23 @@ class Compiler:
         if step["disconnect"] is not True:
             raise self.error(where, 'write {"disconnect": true}')
         return Disconnect(where)
+
+    def _tone(self, step: dict[str, Any], where: str, depth: int) -> Step:
+        value = step["tone"]
+        if value == "off":
+            if "seconds" in step:
+                raise self.error(where, 'seconds only goes with a frequency, not "off"')
+            return Tone(where, None, None)
+        if isinstance(value, str):
+            raise self.error(where, f'tone is a frequency in Hz or "off", got {value!r}')
+        low, high = _TONE_HZ
+        frequency = self.number(value, where, "tone (Hz)", low, high)
+        seconds = None
+        if "seconds" in step:
+            seconds = self.number(step["seconds"], where, "seconds", 0.0, _MAX_WAIT)
+            if seconds < 0.01:
+                raise self.error(where, "seconds must be at least 0.01 (one 10 ms packet)")
+        return Tone(where, frequency, seconds)
 
     # ------------------------------------------------------------------ values
 
@@ -622,6 +656,14 @@ class Compiler:
             elif isinstance(step, End):
                 break
         return size
+
+
+def has_tone(steps: tuple[Step, ...]) -> bool:
+    """Whether any step (in repeats too) plays a tone: the scenario then has sound."""
+    return any(
+        isinstance(step, Tone) or (isinstance(step, Repeat) and has_tone(step.body))
+        for step in steps
+    )
 
 
 def _count_operations(steps: tuple[Step, ...]) -> int:

@@ -9,6 +9,8 @@ silence) is how a source says it is quiet: the hub sends STOP, and START when so
 
 - :class:`ToneSource`: a sine of known frequency, 10 ms blocks paced on the monotonic clock
   (tests, demos);
+- :class:`ToneSwitch`: a tone switched on, retuned and off while it plays (a scenario's
+  ``tone`` steps);
 - :class:`NumpyAudioSource`: the embedder pushes ``int16`` frames;
 - :class:`PulseAudioSource`: the desktop's sound server, the default sink's monitor through a
   ``parec`` subprocess (pulseaudio-utils; PipeWire's pipewire-pulse serves it too).
@@ -36,6 +38,7 @@ __all__ = [
     "NumpyAudioSource",
     "PulseAudioSource",
     "ToneSource",
+    "ToneSwitch",
     "sound_server_reachable",
 ]
 
@@ -115,6 +118,59 @@ class ToneSource(AudioSource):
 
     def close(self) -> None:
         self._stop.set()
+
+
+class ToneSwitch(AudioSource):
+    """A tone that :meth:`set` switches on (a frequency, for ``seconds`` or for ever), retunes
+    or switches off (None), from any thread.  Each tone is a :class:`ToneSource` of its own
+    (paced from the moment it is set); PCM of a tone that was replaced is dropped, so two never
+    overlap.  While off it produces nothing: the hub's STOP."""
+
+    name = "tone-switch"
+
+    def __init__(self, amplitude: float = 0.3) -> None:
+        self.amplitude = amplitude
+        self._lock = threading.Lock()
+        self._sink: AudioSink | None = None
+        self._tone: ToneSource | None = None
+        #: The last :meth:`set` before :meth:`start` (played when the sink arrives).
+        self._wanted: tuple[float | None, float | None] = (None, None)
+
+    @property
+    def frequency(self) -> float | None:
+        """The tone playing or due (None: off)."""
+        with self._lock:
+            tone = self._tone
+            return self._wanted[0] if tone is None else tone.frequency
+
+    def start(self, sink: AudioSink) -> None:
+        with self._lock:
+            self._sink = sink
+        self.set(*self._wanted)
+
+    def set(self, frequency: float | None, seconds: float | None = None) -> None:
+        """Play ``frequency`` Hz (for ``seconds``; None: until the next set), or stop (None)."""
+        with self._lock:
+            old, self._tone = self._tone, None
+            self._wanted = (frequency, seconds)
+            sink = self._sink
+            if frequency is not None and sink is not None:
+                tone = ToneSource(frequency, self.amplitude, seconds)
+                self._tone = tone
+                tone.start(lambda pcm: self._forward(tone, sink, pcm))
+        if old is not None:
+            old.close()
+
+    def _forward(self, tone: ToneSource, sink: AudioSink, pcm: bytes) -> None:
+        with self._lock:  # the sink never blocks (AudioSink): fine under the lock
+            if self._tone is tone:
+                sink(pcm)
+
+    def close(self) -> None:
+        with self._lock:
+            old, self._tone, self._sink = self._tone, None, None
+        if old is not None:
+            old.close()
 
 
 class NumpyAudioSource(AudioSource):

@@ -13,11 +13,14 @@ import asyncio
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import numpy as np
 
 from spiceserver.protocol.messages import CursorShape
+
+if TYPE_CHECKING:
+    from spiceserver.sources.audio import AudioSource
 
 __all__ = ["FramebufferSource", "Rect", "SourceListener", "default_cursor"]
 
@@ -104,6 +107,11 @@ class FramebufferSource:
     def size(self) -> tuple[int, int]:
         """(width, height)."""
         return self.frame.shape[1], self.frame.shape[0]
+
+    def audio_source(self) -> AudioSource | None:
+        """Sound that goes with these frames (a scenario's tone steps); None: none.  The
+        server plays it unless it is given another (``SpiceServer(sound=...)``)."""
+        return None
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -22,6 +22,11 @@ test that connects sees the whole scenario); ``"start": "immediately"`` starts i
 server.  The scenario plays once per server; later clients see what it shows when they join,
 or its last frame once it has ended.  ``"after": "restart"`` rewinds it at the end and replays
 it for the next client (at once with ``"start": "immediately"``: a loop).
+
+Sound: a scenario with ``tone`` steps has a :class:`~spiceserver.sources.audio.ToneSwitch`
+(:meth:`ScenarioSource.audio_source`), which the server plays on its playback channel; a tone
+step switches it at its instant on the timeline, like a drawing step.  Tones before the first
+wait start with the clock (not at construction: nobody listens yet).
 """
 
 from __future__ import annotations
@@ -54,10 +59,13 @@ from spiceserver.sources._scenario_script import (
     Resize,
     Script,
     Show,
+    Tone,
     compile_script,
+    has_tone,
     read_json,
     timeline,
 )
+from spiceserver.sources.audio import AudioSource, ToneSwitch
 from spiceserver.sources.base import FramebufferSource, Rect, SourceListener, default_cursor
 from spiceserver.sources.pattern import PatternSource
 
@@ -139,6 +147,10 @@ class ScenarioSource(FramebufferSource):
         self._task: asyncio.Task[None] | None = None
         self._ops: Iterator[Op] = iter(())
         self._held: Op | None = None
+        #: The sound of the tone steps; None: the scenario has none.
+        self._sound = ToneSwitch() if has_tone(self._script.steps) else None
+        #: The last tone step before the first wait: played when the clock starts.
+        self._first_tone: Tone | None = None
         self._rewind()
 
     @classmethod
@@ -174,7 +186,7 @@ class ScenarioSource(FramebufferSource):
                     now, changed = op.time, False
             else:
                 sim.apply(op)
-                changed = True
+                changed = changed or not isinstance(op, Tone)
         yield sim.snapshot(now)
 
     def final_state(self) -> ScenarioState:
@@ -199,7 +211,13 @@ class ScenarioSource(FramebufferSource):
         if self._script.start == "immediately":
             self.begin()
 
+    def audio_source(self) -> AudioSource | None:
+        """The tone steps' sound (None without tone steps): the server plays it."""
+        return self._sound
+
     async def stop(self) -> None:
+        if self._sound is not None:
+            self._sound.set(None)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -234,6 +252,9 @@ class ScenarioSource(FramebufferSource):
         while True:
             started = loop.time()
             held, self._held = self._held, None
+            if self._first_tone is not None:
+                self._apply(self._first_tone)
+                self._first_tone = None
             pending = self._ops if held is None else _prepend(held, self._ops)
             for op in pending:
                 if isinstance(op, At):
@@ -263,8 +284,13 @@ class ScenarioSource(FramebufferSource):
             self.set_cursor(default_cursor())
             self.cursor_position = None
         self._ops = timeline(self._script)
-        self._held = None
+        self._held = self._first_tone = None
+        if self._sound is not None:
+            self._sound.set(None)
         for op in self._ops:
+            if isinstance(op, Tone):
+                self._first_tone = op
+                continue
             # A disconnect needs the server, and an At the clock: both wait for begin().
             if isinstance(op, At | Disconnect):
                 self._held = op
@@ -272,7 +298,10 @@ class ScenarioSource(FramebufferSource):
             self._apply(op)
 
     def _apply(self, op: Op) -> None:
-        if isinstance(op, CursorStep):
+        if isinstance(op, Tone):
+            assert self._sound is not None  # made whenever a tone step exists
+            self._sound.set(op.frequency, op.seconds)
+        elif isinstance(op, CursorStep):
             self.set_cursor(op.shape)
         elif isinstance(op, Move):
             self.cursor_position = (op.x, op.y)
@@ -363,7 +392,7 @@ class _Simulation:
             self.position = (op.x, op.y)
         elif isinstance(op, Disconnect):
             self.disconnects += 1
-        else:
+        elif not isinstance(op, Tone):  # sound is not part of the offline state
             self.frame, _ = _paint(op, self.frame, self.script.patterns)
 
     def snapshot(self, time: float) -> ScenarioState:
