@@ -34,7 +34,8 @@ from spiceserver.input import InputHandler, ignore_input
 from spiceserver.protocol.enums import MAX_PASSWORD_LENGTH, KeyModifiers
 from spiceserver.server import SpiceServer
 from spiceserver.server.transports.web import default_web_root
-from spiceserver.sources import FramebufferSource, source_from_spec
+from spiceserver.sources import FramebufferSource, PatternSource, source_from_spec
+from spiceserver.sources.pattern import PatternClickSource
 
 logger = logging.getLogger("spiceserver")
 
@@ -240,10 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     sound = serve.add_argument_group('sound (README "Sound")')
     sound.add_argument(
         "--audio",
-        choices=AUDIO_MODES,
+        choices=(*AUDIO_MODES, "clicks"),
         default="auto",
         help="what the playback channel plays: desktop = the sound server's default sink "
-        "monitor (parec), tone = a 440 Hz sine, off = no playback channel; auto (default): "
+        "monitor (parec), tone = a 440 Hz sine, clicks = a click on every 15th frame of "
+        "--source pattern (A/V sync), off = no playback channel; auto (default): "
         "desktop when a PulseAudio/PipeWire server answers, else off",
     )
     sound.add_argument(
@@ -332,7 +334,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
         capture_dir=args.capture,
         faults=args.fault,
         record_path=args.record,
-        audio=args.audio,
+        audio="off" if args.audio == "clicks" else args.audio,  # the source's own sound
         audio_source=args.audio_source,
         audio_opus=not args.no_opus,
         record=not args.no_record,
@@ -344,6 +346,10 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
 async def serve(args: argparse.Namespace) -> int:
     config, generated = config_from_args(args)
     source = source_from_spec(args.source, max_fps=args.max_fps)
+    if args.audio == "clicks":
+        if not isinstance(source, PatternSource):
+            raise ConfigError("--audio clicks goes with --source pattern (the frames it clicks)")
+        source = PatternClickSource(*source.size, fps=source.fps)
     desktop_input = None
     on_input: InputHandler | None = ignore_input if args.view_only else None
     if source.kind == "desktop":  # python-xlib and mss are imported only for the desktop

@@ -11,6 +11,8 @@ silence) is how a source says it is quiet: the hub sends STOP, and START when so
   (tests, demos);
 - :class:`ToneSwitch`: a tone switched on, retuned and off while it plays (a scenario's
   ``tone`` steps);
+- :class:`ClickTrack`: near-silence with a short burst wherever :meth:`ClickTrack.click` is
+  called (A/V sync: :class:`~spiceserver.sources.pattern.PatternClickSource`);
 - :class:`NumpyAudioSource`: the embedder pushes ``int16`` frames;
 - :class:`PulseAudioSource`: the desktop's sound server, the default sink's monitor through a
   ``parec`` subprocess (pulseaudio-utils; PipeWire's pipewire-pulse serves it too).
@@ -25,6 +27,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -35,6 +38,7 @@ __all__ = [
     "FRAME_BYTES",
     "AudioSink",
     "AudioSource",
+    "ClickTrack",
     "NumpyAudioSource",
     "PulseAudioSource",
     "ToneSource",
@@ -171,6 +175,76 @@ class ToneSwitch(AudioSource):
             old, self._tone, self._sink = self._tone, None, None
         if old is not None:
             old.close()
+
+
+class ClickTrack(AudioSource):
+    """Continuous 10 ms blocks, paced on ``clock`` like :class:`ToneSource`, that are silent
+    but for one LSB per block (digital silence would make the hub STOP between clicks, and
+    clients restart their stream), with a click — ``click_seconds`` of a ``frequency`` Hz
+    sine burst — starting where :meth:`click` put it.
+
+    A block is pushed at its due time *d* and holds the audio of [*d* − 10 ms, *d*): a click
+    at clock time *t* lands in the first block due after *t*, at *t*'s offset in it (so it is
+    on the wire at most 10 ms after *t*, and its sample position says *t*)."""
+
+    name = "clicks"
+
+    def __init__(
+        self,
+        frequency: float = 2000.0,
+        click_seconds: float = 0.005,
+        amplitude: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.clock = clock
+        t = np.arange(round(click_seconds * RATE)) / RATE
+        self._burst = (np.sin(2 * math.pi * frequency * t) * (amplitude * 32767)).astype(np.int16)
+        self._lock = threading.Lock()
+        self._clicks: deque[float] = deque(maxlen=100)
+        self._stop = threading.Event()
+        #: (label, clock time) of the last clicks, newest last (for benchmarks).
+        self.log: deque[tuple[int, float]] = deque(maxlen=10_000)
+
+    def click(self, label: int = 0, at: float | None = None) -> None:
+        """A click at clock time ``at`` (default now); any thread.  ``label`` (a frame
+        number, say) goes into :attr:`log` with the time."""
+        when = self.clock() if at is None else at
+        with self._lock:
+            self._clicks.append(when)
+            self.log.append((label, when))
+
+    def start(self, sink: AudioSink) -> None:
+        threading.Thread(
+            target=self._run, args=(sink,), name="spice-audio-clicks", daemon=True
+        ).start()
+
+    def _run(self, sink: AudioSink) -> None:
+        start = self.clock() + 0.01
+        index = 0
+        carry = np.zeros(0, np.int16)  # the part of a burst that spills into the next block
+        while not self._stop.is_set():
+            due = start + index * 0.01
+            wait = due - self.clock()
+            if wait > 0 and self._stop.wait(wait):
+                break
+            if wait < -0.2:  # stalled: restart the pacing, no burst of blocks
+                start, index, due = self.clock(), 0, self.clock()
+            mono = np.zeros(BLOCK_FRAMES + len(self._burst), np.int16)
+            mono[: len(carry)] = carry
+            with self._lock:
+                while self._clicks and self._clicks[0] < due:
+                    at = self._clicks.popleft()
+                    offset = min(max(0, round((at - (due - 0.01)) * RATE)), BLOCK_FRAMES - 1)
+                    mono[offset : offset + len(self._burst)] = self._burst
+            carry = mono[BLOCK_FRAMES:].copy()
+            block = mono[:BLOCK_FRAMES]
+            if not block.any():
+                block[0] = 1  # not digital silence: the stream goes on between clicks
+            sink(np.repeat(block, CHANNELS).tobytes())
+            index += 1
+
+    def close(self) -> None:
+        self._stop.set()
 
 
 class NumpyAudioSource(AudioSource):

@@ -4,18 +4,23 @@ Frame ``n`` is a pure function of ``n`` (:meth:`PatternSource.render`): static c
 grey ramp and a checkerboard, plus three animated parts — a colour gradient band that scrolls
 sideways, a box that bounces around the lower half, and a seven-segment frame counter.  The
 animation advances ``fps`` times a second and reports only the rectangles that changed.
+
+:class:`PatternClickSource` adds sound for A/V sync: a click at the instant every ``every``-th
+frame (by its visible counter) is painted, both on the monotonic clock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import numpy as np
 
+from spiceserver.sources.audio import AudioSource, ClickTrack
 from spiceserver.sources.base import FramebufferSource, Rect
 
-__all__ = ["PatternSource"]
+__all__ = ["PatternClickSource", "PatternSource"]
 
 # 75% SMPTE-style bars as (B, G, R): white, yellow, cyan, green, magenta, red, blue, black.
 _BARS = [
@@ -168,6 +173,36 @@ class PatternSource(FramebufferSource):
             if not self._running.is_set():
                 continue
             self.damage(self.advance())
+
+
+class PatternClickSource(PatternSource):
+    """The pattern, and a click (``ClickTrack``: 5 ms of 2 kHz) when each frame whose counter
+    is a multiple of ``every`` is painted: the server's sound (:meth:`audio_source`).
+
+    The click is stamped with the ``time.monotonic()`` of the frame's damage (the clock the
+    ClickTrack paces on and the audio hub stamps with), and logged as (frame, time) in
+    ``clicks.log``: a client's A/V offset is when it shows that frame against when it gets
+    that click (``python -m tests.interop.bench_av_sync``)."""
+
+    kind = "pattern-clicks"
+
+    def __init__(
+        self, width: int = 1024, height: int = 768, fps: float = 30.0, every: int = 15
+    ) -> None:
+        if every < 1:
+            raise ValueError("every must be at least 1")
+        super().__init__(width, height, fps)
+        self.every = every
+        self.clicks = ClickTrack()
+
+    def audio_source(self) -> AudioSource | None:
+        return self.clicks
+
+    def advance(self) -> list[Rect]:
+        rects = super().advance()
+        if self.frame_index % self.every == 0:
+            self.clicks.click(self.frame_index, time.monotonic())
+        return rects
 
 
 def _triangle(t: int, span: int) -> int:

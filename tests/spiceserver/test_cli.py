@@ -200,3 +200,8 @@ def test_audio_options() -> None:
     assert (config.record, config.record_sink) == (True, "spice_mic")
     config, _ = config_from_args(parse("--no-record", "--record-sink", "mic2"))
     assert (config.record, config.record_sink) == (False, "mic2")
+
+
+def test_audio_clicks_is_the_pattern_clicking() -> None:
+    config, _ = config_from_args(parse("--audio", "clicks"))
+    assert config.audio == "off"  # the PatternClickSource brings its own sound
