@@ -3,7 +3,8 @@
 The harness writes every PCM chunk spice-gtk decoded to a file (``--playback-pcm``) before it
 emits ``playback-data``; the test waits for enough bytes, then takes the spectrum.  Opus and
 raw (the server's ``audio_opus=False``); the tone source; and the desktop path: ``paplay`` of a
-440 Hz WAV into a private PulseAudio's null sink, captured by the server with ``parec``.
+440 Hz WAV into a private PulseAudio's null sink, captured by the server with ``parec``; and a
+scenario's tone steps (440 Hz, STOP, 1000 Hz).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spiceserver import NumpySource
+from spiceserver import NumpySource, ScenarioSource
 from spiceserver.protocol.enums import ChannelType
 from tests.interop.clients import GtkClient
 from tests.interop.pulse import SINK, pulse_server, write_tone_wav
@@ -87,3 +88,33 @@ def test_desktop_sound_reaches_spice_gtk(pulse_server: dict[str, str], tmp_path:
             player.wait()
         # Skip the onset (silence → tone); a second of the tone must peak at 440 Hz.
         assert abs(peak_hz(pcm[SECOND // 4 : SECOND // 4 + SECOND]) - 440) <= 2
+
+
+def test_scenario_tone_steps_reach_spice_gtk(tmp_path: Path) -> None:
+    # Tone steps play through the scenario's ToneSwitch: 440 Hz, a pause (STOP), 1000 Hz.
+    scenario = ScenarioSource(
+        {
+            "size": [64, 48],
+            "steps": [
+                {"fill": "#203040"},
+                {"wait": 0.5},
+                {"tone": 440, "seconds": 1.0},
+                {"wait": 1.5},
+                {"tone": 1000, "seconds": 1.0},
+                {"wait": 1.5},
+            ],
+        }
+    )
+    pcm_file = tmp_path / "playback.pcm"
+    with (
+        ServerThread(scenario, password=PASSWORD) as st,
+        GtkClient(st.uri, PASSWORD, extra_args=harness_args(pcm_file)) as client,
+    ):
+        client.wait_channel_open("playback")
+        first = client.wait_for("playback-start", timeout=20)
+        client.wait_for("playback-stop", lambda e: e["t"] > first["t"], timeout=20)
+        client.wait_for("playback-start", lambda e: e["t"] > first["t"], timeout=20)
+        client.wait_for("playback-data", lambda e: e["total"] >= 1.95 * SECOND, timeout=20)
+        pcm = pcm_file.read_bytes()
+    assert abs(peak_hz(pcm[SECOND // 10 : SECOND * 9 // 10]) - 440) <= 2
+    assert abs(peak_hz(pcm[SECOND * 11 // 10 : SECOND * 19 // 10]) - 1000) <= 2
