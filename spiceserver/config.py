@@ -124,6 +124,11 @@ class ServerConfig:
     #: Session record: one JSON line per client event appended to this file (``None``: off).
     #: See :mod:`spiceserver.record`; embedding programs can also pass ``recorders``.
     record_path: str | None = None
+    #: Log lines per second per message template once ``log_burst`` lines came at once
+    #: (:mod:`spiceserver.logs`; dropped lines are counted in the next one): a client cannot
+    #: make the log grow faster.  0 turns the limit off.
+    log_rate: float = 5.0
+    log_burst: int = 20
     #: Fault injection for client robustness tests: ``--fault`` specs (``"delay:display:0.5"``)
     #: or :class:`~spiceserver.faults.Fault` objects, stored as a tuple of Faults.  Empty: off,
     #: at no cost.  See :mod:`spiceserver.faults` and README "Fault injection".
@@ -156,6 +161,8 @@ class ServerConfig:
             raise ConfigError("max_fps must be positive")
         if self.max_clients < 1:
             raise ConfigError("max_clients must be at least 1")
+        if self.log_rate < 0 or self.log_burst < 1:
+            raise ConfigError("log_rate cannot be negative and log_burst must be at least 1")
         if self.encode_cache_bytes < 0:
             raise ConfigError("encode_cache_bytes cannot be negative")
         if self.tls_port is not None and not (self.tls_cert and self.tls_key):

@@ -20,6 +20,7 @@ from spiceserver.crypto import KeyPool
 from spiceserver.errors import ConfigError
 from spiceserver.faults import ALL_CHANNELS, Fault
 from spiceserver.input import InputHandler, log_input
+from spiceserver.logs import install_limiter
 from spiceserver.protocol.enums import MAX_PASSWORD_LENGTH, KeyModifiers
 from spiceserver.record import JsonlRecorder, Recorder
 from spiceserver.server.channels.inputs import InputsHandler
@@ -132,6 +133,7 @@ class SpiceServer:
                 recorder_list.append(JsonlRecorder(config.record_path))
             except OSError as exc:
                 raise ConfigError(f"cannot write the session record: {exc}") from exc
+        self._log_limiter = install_limiter(config.log_rate, config.log_burst)
         executor = ThreadPoolExecutor(
             max_workers=config.encoder_threads, thread_name_prefix="spice-encode"
         )
@@ -258,6 +260,7 @@ class SpiceServer:
             await context.captures.aclose()
         context.cancel_tasks()
         context.executor.shutdown(wait=False, cancel_futures=True)
+        self._log_limiter.flush()
         context.encode_cache.clear()
         self._closed.set()
 
