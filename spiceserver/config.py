@@ -87,9 +87,18 @@ class ServerConfig:
     max_message_sizes: Mapping[str, int] = field(default_factory=dict)
     #: Transport write buffer high-water mark: above it, no new screen updates are produced.
     write_buffer_high: int = 4 * 1024 * 1024
-    #: A connection with more unsent output than this is closed: its client stopped reading
-    #: (screen updates stop at ``write_buffer_high``, so only a stuck client gets here).
+    #: A display connection with more unsent output than this is closed: its client stopped
+    #: reading (screen updates stop at ``write_buffer_high``, so only a stuck client gets
+    #: here).  Every byte queued counts, whatever the channel (see ``max_write_buffers``).
     max_write_buffer: int = 64 * 1024 * 1024
+    #: Largest unsent output of one connection by channel name, overriding each channel's
+    #: default (main and inputs 1 MiB: they only answer requests; cursor 8 MiB; display
+    #: ``max_write_buffer``; ``spiceserver.server.registry``): a client that makes the server
+    #: talk and never reads is closed there.
+    max_write_buffers: Mapping[str, int] = field(default_factory=dict)
+    #: Largest unsent output of one session, all its connections together: the connection
+    #: whose write crosses it is closed.
+    max_session_write_buffer: int = 64 * 1024 * 1024
     #: Most simultaneous connections, linked or not; further ones are closed at once.
     max_connections: int = 4096
     #: Most simultaneous client sessions (main-channel links); further ones are refused at the
@@ -163,6 +172,9 @@ class ServerConfig:
             raise ConfigError("max_clients must be at least 1")
         if self.log_rate < 0 or self.log_burst < 1:
             raise ConfigError("log_rate cannot be negative and log_burst must be at least 1")
+        buffers = (self.max_write_buffer, self.max_session_write_buffer)
+        if min(*buffers, *self.max_write_buffers.values()) < 1:
+            raise ConfigError("write buffer limits must be at least 1 byte")
         if self.encode_cache_bytes < 0:
             raise ConfigError("encode_cache_bytes cannot be negative")
         if self.tls_port is not None and not (self.tls_cert and self.tls_key):

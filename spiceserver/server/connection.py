@@ -101,6 +101,8 @@ class SpiceConnection:
         self.writing_paused = False
         self.closed = False
         self._key: RSAPrivateKey | None = None
+        #: Largest unsent output of this connection (its channel's, once linked).
+        self.write_limit = context.config.max_write_buffer
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         #: Why the server closed this connection (the session record's disconnect reason).
@@ -339,11 +341,21 @@ class SpiceConnection:
     def _linked(self, request: LinkRequest) -> None:
         """The link succeeded: build the channel's protocol and handler, join the session."""
         context = self.context
+        config = context.config
         spec = CHANNELS[request.channel_type]
+        limits = config.channel_limits
+        read_size = limits.read_size
+        if config.websocket:  # one WebSocket message is handed over whole
+            read_size = max(read_size, config.websocket_max_message)
         limits = dataclasses.replace(
-            context.config.channel_limits,
-            max_message_size=context.config.max_message_sizes.get(spec.name, spec.max_message_size),
+            limits,
+            max_message_size=config.max_message_sizes.get(spec.name, spec.max_message_size),
+            read_size=read_size,
         )
+        default = config.max_write_buffer
+        if spec.max_write_buffer is not None:
+            default = min(default, spec.max_write_buffer)
+        self.write_limit = config.max_write_buffers.get(spec.name, default)
         options: dict[str, Any] = {
             "mini_header": self.link.mini_header,
             "common_caps": request.common_caps,
@@ -370,13 +382,12 @@ class SpiceConnection:
         self.handler = spec.handler(context, self, session, channel, request.channel_id)
         session.metrics.channel_stats.append(channel.stats)
         if context.faults is not None:
-            config = context.config
             self.faults = context.faults.connection(
                 self,
                 channel,
                 spec.name,
                 write_buffer_high=config.write_buffer_high,
-                max_write_buffer=config.max_write_buffer,
+                max_write_buffer=self.write_limit,
             )
         if context.captures is not None and self.capture is not None:
             context.captures.bind(
@@ -478,19 +489,34 @@ class SpiceConnection:
             self.write_chunks(chunks)
 
     def write_chunks(self, chunks: list[Chunk]) -> None:
-        """Put framed messages on the wire (capture records them here)."""
+        """Put framed messages on the wire (capture records them here).  Every byte queued
+        counts: a connection past its channel's limit, or whose session is past
+        ``max_session_write_buffer``, is closed (its client stopped reading)."""
         if self.outlet.is_closing():
             return
         self.outlet.write(chunks)
         unsent = self.outlet.buffered()
-        if unsent > self.context.config.max_write_buffer:
-            logger.warning(
-                "%s: closing: client stopped reading (%d bytes unsent)", self.name, unsent
-            )
-            self.abort("client stopped reading (max_write_buffer)")
+        if unsent > self.write_limit:
+            self._stopped_reading(unsent, "max_write_buffer")
             return
+        session = self.session
+        if unsent and session is not None:
+            total = unsent + sum(
+                other.buffered()
+                for other in (session.main, *session.channels.values())
+                if other is not self and other is not None
+            )
+            if total > self.context.config.max_session_write_buffer:
+                self._stopped_reading(total, "max_session_write_buffer")
+                return
         if self.capture is not None:
             self.capture.sent(chunks)
+
+    def _stopped_reading(self, unsent: int, limit: str) -> None:
+        logger.warning(
+            "%s: closing: client stopped reading (%d bytes unsent, %s)", self.name, unsent, limit
+        )
+        self.abort(f"client stopped reading ({limit})")
 
     def buffered(self) -> int:
         return self.outlet.buffered()

@@ -28,6 +28,9 @@ class ChannelSpec:
     handler: type[ChannelHandler[Any]]
     #: Largest client → server message body (``ServerConfig.max_message_sizes`` overrides).
     max_message_size: int
+    #: Largest unsent output of one connection (``ServerConfig.max_write_buffers``
+    #: overrides); None: ``ServerConfig.max_write_buffer``.
+    max_write_buffer: int | None = None
     #: Listed in the main channel's CHANNELS_LIST (never MAIN itself: pitfall 7).
     offered: bool = True
 
@@ -45,15 +48,19 @@ class ChannelSpec:
         return self.protocol.SERVER_CAPS
 
 
+_MIB = 1024 * 1024
+
 #: By channel type.  spice-gtk sends at most a few dozen bytes per message on display, inputs
-#: and cursor; main carries agent chunks.
+#: and cursor; main carries agent chunks.  Output: main and inputs only answer requests (a
+#: few dozen bytes each), the cursor sends shapes of up to 256 KiB latest-wins and stops at
+#: ``write_buffer_high``; the display's one update may be a whole raw frame.
 CHANNELS: dict[int, ChannelSpec] = {
     spec.channel_type: spec
     for spec in (
-        ChannelSpec(ChannelType.MAIN, MainHandler, 64 * 1024, offered=False),
+        ChannelSpec(ChannelType.MAIN, MainHandler, 64 * 1024, _MIB, offered=False),
         ChannelSpec(ChannelType.DISPLAY, DisplayHandler, 4096),
-        ChannelSpec(ChannelType.INPUTS, InputsHandler, 4096),
-        ChannelSpec(ChannelType.CURSOR, CursorHandler, 4096),
+        ChannelSpec(ChannelType.INPUTS, InputsHandler, 4096, _MIB),
+        ChannelSpec(ChannelType.CURSOR, CursorHandler, 4096, 8 * _MIB),
     )
 }
 
