@@ -133,6 +133,9 @@ class ServerConfig:
     #: Session record: one JSON line per client event appended to this file (``None``: off).
     #: See :mod:`spiceserver.record`; embedding programs can also pass ``recorders``.
     record_path: str | None = None
+    #: Size cap of the ``record_path`` file in bytes: once it is reached, one last line
+    #: (``{"event": "record_stopped", ...}``) says so and nothing more is written.
+    record_max_bytes: int = 64 * 1024 * 1024
     #: Log lines per second per message template once ``log_burst`` lines came at once
     #: (:mod:`spiceserver.logs`; dropped lines are counted in the next one): a client cannot
     #: make the log grow faster.  0 turns the limit off.
@@ -175,6 +178,8 @@ class ServerConfig:
         buffers = (self.max_write_buffer, self.max_session_write_buffer)
         if min(*buffers, *self.max_write_buffers.values()) < 1:
             raise ConfigError("write buffer limits must be at least 1 byte")
+        if self.record_max_bytes < 1:
+            raise ConfigError("record_max_bytes must be at least 1")
         if self.encode_cache_bytes < 0:
             raise ConfigError("encode_cache_bytes cannot be negative")
         if self.tls_port is not None and not (self.tls_cert and self.tls_key):

@@ -204,25 +204,70 @@ def enum_name(enum: type[IntEnum] | type[IntFlag], value: int) -> str:
 
 
 class JsonlRecorder:
-    """Appends one JSON line per event to a file, flushed per line (a crash loses nothing)."""
+    """Appends one JSON line per event to a file, flushed per line (a crash loses nothing).
 
-    def __init__(self, path: str | Path) -> None:
+    The file never grows past ``max_bytes`` (None: no cap): the line that would come too near
+    it is replaced by a last one, ``{"event": "record_stopped", "reason": ..., "bytes": ...}``,
+    a WARNING is logged, and nothing more is written.  A file already that full gets nothing.
+    """
+
+    def __init__(self, path: str | Path, max_bytes: int | None = None) -> None:
         self.path = Path(path)
+        self.max_bytes = max_bytes
         self._file: IO[str] | None = self.path.open("a", encoding="utf-8", buffering=1)
+        #: Bytes in the file (what was there, and what we appended).
+        self.size = self._file.tell()
+        #: Events not written because the cap was reached.
+        self.dropped = 0
+        if max_bytes is not None and self.size + _STOP_ROOM >= max_bytes:
+            logger.warning(
+                "%s already holds %d bytes (record_max_bytes %d): nothing will be recorded",
+                self.path,
+                self.size,
+                max_bytes,
+            )
+            self.close()
 
     def record(self, event: Event) -> None:
         if self._file is None:
+            self.dropped += 1
             return
+        line = json.dumps(event, separators=(",", ":")) + "\n"
         try:
-            self._file.write(json.dumps(event, separators=(",", ":")) + "\n")
+            if self.max_bytes is not None and self.size + len(line) + _STOP_ROOM > self.max_bytes:
+                self._stop(event)
+                return
+            self._file.write(line)
+            self.size += len(line)  # json.dumps writes ASCII: characters are bytes
         except OSError as exc:  # disk full: say it once, keep serving
             logger.error("recording to %s stopped: %s", self.path, exc)
             self.close()
+
+    def _stop(self, event: Event) -> None:
+        assert self._file is not None and self.max_bytes is not None
+        self.dropped += 1
+        stop = {
+            "t": event.get("t", round(time.time(), 6)),
+            "event": "record_stopped",
+            "reason": f"record_max_bytes ({self.max_bytes} bytes) reached",
+            "bytes": self.size,
+        }
+        self._file.write(json.dumps(stop, separators=(",", ":")) + "\n")
+        logger.warning(
+            "recording to %s stopped: the file reached record_max_bytes (%d bytes)",
+            self.path,
+            self.max_bytes,
+        )
+        self.close()
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+#: Room kept under the cap for the record_stopped line (about 120 bytes).
+_STOP_ROOM = 256
 
 
 class MemoryRecorder:

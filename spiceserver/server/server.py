@@ -130,7 +130,9 @@ class SpiceServer:
         recorder_list = list(recorders)
         if config.record_path is not None:
             try:
-                recorder_list.append(JsonlRecorder(config.record_path))
+                recorder_list.append(
+                    JsonlRecorder(config.record_path, max_bytes=config.record_max_bytes)
+                )
             except OSError as exc:
                 raise ConfigError(f"cannot write the session record: {exc}") from exc
         self._log_limiter = install_limiter(config.log_rate, config.log_burst)
