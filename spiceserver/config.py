@@ -107,6 +107,15 @@ class ServerConfig:
     #: of an animated 1024x768 source measured 30 fps on 2 cores at ~1.2 GiB RSS (README
     #: "Many clients"; auto-lz shares every encode and stays far lower).
     max_clients: int = DEFAULT_MAX_CLIENTS
+    #: GLZ dictionaries one session may hold.  spice-gtk keeps one GLZ window per session,
+    #: shared by its display channels (libspice-server shares one per client and id,
+    #: ``spice:server/image-encoders.cpp`` ``glz_shared_dictionary_new``); a display naming
+    #: another id replaces a dictionary no live display uses, or gets LZ.
+    glz_dictionaries_per_session: int = 1
+    #: Bytes of GLZ dictionaries across all sessions (each takes up to ~33.4 MiB: a 32 MiB
+    #: window arena and its hash tables).  A session that would cross it gets a smaller
+    #: dictionary, or LZ when less than 4 MiB is left; ending sessions give theirs back.
+    glz_memory_budget: int = 1024 * 1024 * 1024
     #: Encoded screen updates shared between sessions (raw, QUIC, LZ; never GLZ), in bytes of
     #: pixels and encodings kept for the newest few source versions; 0 turns sharing off.
     encode_cache_bytes: int = DEFAULT_ENCODE_CACHE_BYTES
@@ -180,6 +189,10 @@ class ServerConfig:
             raise ConfigError("write buffer limits must be at least 1 byte")
         if self.record_max_bytes < 1:
             raise ConfigError("record_max_bytes must be at least 1")
+        if self.glz_dictionaries_per_session < 0 or self.glz_memory_budget < 0:
+            raise ConfigError(
+                "glz_dictionaries_per_session and glz_memory_budget cannot be negative"
+            )
         if self.encode_cache_bytes < 0:
             raise ConfigError("encode_cache_bytes cannot be negative")
         if self.tls_port is not None and not (self.tls_cert and self.tls_key):

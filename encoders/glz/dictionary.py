@@ -136,6 +136,13 @@ class GlzDictionary:
         return self._oldest_id
 
     @property
+    def nbytes(self) -> int:
+        """Bytes of its arrays (the arena counted whole, though pages are committed only as
+        images arrive): what it may come to cost."""
+        arrays = (self._arena, self._htab, self._ltab, self._img_virt, self._img_aoff)
+        return sum(array.nbytes for array in arrays) + self._img_size.nbytes
+
+    @property
     def kept_pixels(self) -> int:
         """Pixels of the images currently kept for reference."""
         return self._kept_pixels

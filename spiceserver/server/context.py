@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from spiceserver.record import Recorder, stamp
+from spiceserver.server.glz import GlzDictionaries
 
 if TYPE_CHECKING:
     from spiceserver.capture import CaptureManager, ConnectionCapture
@@ -80,11 +81,15 @@ class ServerContext:
     #: Display channels linked now: with fewer than two, nothing is shared through
     #: ``encode_cache``.
     displays: int = 0
+    #: The sessions' GLZ dictionaries, within their count and memory budget.
+    glz: GlzDictionaries = field(init=False)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _no_connections: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self._no_connections.set()
+        config = self.config
+        self.glz = GlzDictionaries(config.glz_memory_budget, config.glz_dictionaries_per_session)
 
     # ------------------------------------------------------------------ connections
 
@@ -117,6 +122,7 @@ class ServerContext:
             return
         for connection in self.sessions.end(session):
             connection.close("session ended (its main channel closed)")
+        self.glz.release(session)  # freed now, not whenever the garbage collector runs
         logger.info("session %#010x ended: %s", session.id, session.metrics.summary())
         if self.captures is not None:
             self.captures.end_session(session.id)
