@@ -101,6 +101,22 @@ class ServerConfig:
     max_session_write_buffer: int = 64 * 1024 * 1024
     #: Most simultaneous connections, linked or not; further ones are closed at once.
     max_connections: int = 4096
+    #: Most simultaneous connections from one client address (IPv4/IPv6 address; a Unix
+    #: socket's clients count as one), so one peer cannot take every ``max_connections`` slot.
+    #: 256 lets one address hold every session of the default ``max_clients`` with all its
+    #: channels.
+    max_connections_per_address: int = 256
+    #: Most connections of one address still in the link stage (not yet authenticated:
+    #: waiting for a key, a ticket or its turn to be checked), so a guesser holds at most this
+    #: many file descriptors.  spice-gtk links at most four channels at once per session.
+    max_unauthenticated_per_address: int = 32
+    #: Ticket checks of an address that has failed are spaced this many seconds apart, right
+    #: ticket or wrong (a few per second at most), doubling with each further failure ...
+    ticket_check_spacing: float = 0.25
+    #: ... up to this many seconds.
+    ticket_check_max_spacing: float = 8.0
+    #: Failures older than this many seconds (counted from an address's latest) are forgotten.
+    ticket_failure_window: float = 60.0
     #: Most simultaneous client sessions (main-channel links); further ones are refused at the
     #: link stage with ERROR, established sessions untouched.  With the default auto-glz each
     #: session encodes its GLZ images itself and its dictionary grows to ~33 MiB: 32 clients
@@ -193,6 +209,11 @@ class ServerConfig:
             raise ConfigError(
                 "glz_dictionaries_per_session and glz_memory_budget cannot be negative"
             )
+        per_address = (self.max_connections_per_address, self.max_unauthenticated_per_address)
+        if min(self.max_connections, *per_address) < 1:
+            raise ConfigError("connection limits must be at least 1")
+        if not 0 <= self.ticket_check_spacing <= self.ticket_check_max_spacing:
+            raise ConfigError("ticket_check_spacing must be within 0..ticket_check_max_spacing")
         if self.encode_cache_bytes < 0:
             raise ConfigError("encode_cache_bytes cannot be negative")
         if self.tls_port is not None and not (self.tls_cert and self.tls_key):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from spiceserver.record import Recorder, stamp
 from spiceserver.server.glz import GlzDictionaries
+from spiceserver.server.security import AddressLimits, TicketGate
 
 if TYPE_CHECKING:
     from spiceserver.capture import CaptureManager, ConnectionCapture
@@ -62,7 +63,7 @@ class ServerContext:
     failures: FailureTracker
     #: Replaced as a whole by ``SpiceServer.set_ticket``.
     ticket: Ticket
-    #: Worker threads: RSA keys, image encodes.
+    #: Worker threads: image encodes (RSA keys have a thread of their own, in ``keys``).
     executor: Executor
     #: Encoded bands shared by sessions at the same source version (raw, QUIC, LZ).
     encode_cache: EncodeCache
@@ -81,6 +82,10 @@ class ServerContext:
     #: Display channels linked now: with fewer than two, nothing is shared through
     #: ``encode_cache``.
     displays: int = 0
+    #: When each address's ticket is checked (paced once it has failed: ``failures``).
+    gate: TicketGate = field(init=False)
+    #: Connections per client address, and those of each still in the link stage.
+    addresses: AddressLimits = field(init=False)
     #: The sessions' GLZ dictionaries, within their count and memory budget.
     glz: GlzDictionaries = field(init=False)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -89,6 +94,10 @@ class ServerContext:
     def __post_init__(self) -> None:
         self._no_connections.set()
         config = self.config
+        self.gate = TicketGate(self.failures, lambda: self.clock())
+        self.addresses = AddressLimits(
+            config.max_connections_per_address, config.max_unauthenticated_per_address
+        )
         self.glz = GlzDictionaries(config.glz_memory_budget, config.glz_dictionaries_per_session)
 
     # ------------------------------------------------------------------ connections

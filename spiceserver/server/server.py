@@ -139,13 +139,20 @@ class SpiceServer:
         executor = ThreadPoolExecutor(
             max_workers=config.encoder_threads, thread_name_prefix="spice-encode"
         )
+        # RSA keys on a thread of their own: links, however many, never queue image encodes
+        # behind key generation.
+        self._key_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spice-rsa")
         #: What connections and channels use of the server (internals: for tools and tests).
         self.context = ServerContext(
             config=config,
             source=source,
             sessions=SessionRegistry(offered_channels(), max_sessions=config.max_clients),
-            keys=KeyPool(executor, config.rsa_key_pool),
-            failures=FailureTracker(),
+            keys=KeyPool(self._key_executor, config.rsa_key_pool),
+            failures=FailureTracker(
+                base_delay=config.ticket_check_spacing,
+                max_delay=config.ticket_check_max_spacing,
+                window=config.ticket_failure_window,
+            ),
             ticket=self._make_ticket(
                 config.password, config.ticket_lifetime, config.one_shot_ticket
             ),
@@ -261,7 +268,9 @@ class SpiceServer:
         if context.captures is not None:
             await context.captures.aclose()
         context.cancel_tasks()
+        context.gate.close()
         context.executor.shutdown(wait=False, cancel_futures=True)
+        self._key_executor.shutdown(wait=False, cancel_futures=True)
         self._log_limiter.flush()
         context.encode_cache.clear()
         self._closed.set()
