@@ -136,9 +136,11 @@ class ChannelProtocol:
 
         Handles at most ``limits.max_messages_per_call`` messages, and none once
         ``limits.max_events_per_call`` events are waiting; returns True when more work is
-        waiting (whole messages unparsed, or events beyond what :meth:`events_received` hands
-        over next): the owner then stops reading and calls again with ``b""`` on a later loop
-        iteration, so one flooding client cannot starve the others.
+        waiting (whole messages unparsed, events of a message not made yet, or events beyond
+        what :meth:`events_received` hands over next): the owner then stops reading and calls
+        again with ``b""`` on a later loop iteration, so one flooding client cannot starve the
+        others.  A message worth many events (KEY_SCANCODE) makes them as they are handed
+        over (:meth:`_backlog`), so none lives long: the cycle collector never sees them.
         """
         if self.closed:
             return False
@@ -151,7 +153,11 @@ class ChannelProtocol:
         budget = self.limits.max_messages_per_call
         events = self.limits.max_events_per_call
         try:
-            while len(buffer) - offset >= header.size:
+            while True:
+                if self._backlog(events - len(self._events)):
+                    return True  # the rest of one message's events, on the next call
+                if len(buffer) - offset < header.size:
+                    break
                 if budget == 0 or len(self._events) >= events:
                     return True
                 budget -= 1
@@ -175,6 +181,11 @@ class ChannelProtocol:
         finally:
             del buffer[:offset]
         return len(self._events) > events
+
+    def _backlog(self, room: int) -> bool:
+        """Make up to ``room`` events owed by a message already parsed; True if some are
+        still owed.  (Subclasses whose messages carry many events: the inputs channel.)"""
+        return False
 
     def events_received(self) -> list[Any]:
         """Events produced since the last call, at most ``limits.max_events_per_call`` (the
