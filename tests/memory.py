@@ -198,14 +198,14 @@ async def key_ready(server: SpiceServer) -> None:
     raise AssertionError("no RSA key within 5 s")
 
 
-async def turns(done: Callable[[], bool], limit: int = 10_000) -> int:
-    """Let the event loop run until ``done()``, at most ``limit`` turns; how many it took.
-    (A flooding client's backlog is taken one budget per turn.)"""
-    for turn in range(limit):
-        if done():
-            return turn
+async def turns(done: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Let the event loop run until ``done()``, for at most ``timeout`` seconds.  (A flooding
+    client's backlog is taken one budget per step, the steps a millisecond or more apart.)"""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not done within {timeout}s")
         await asyncio.sleep(0)
-    raise AssertionError(f"not done after {limit} loop turns")
 
 
 async def linked(

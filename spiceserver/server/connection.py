@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -39,6 +40,10 @@ __all__ = ["Outlet", "SpiceConnection"]
 logger = logging.getLogger("spiceserver.connection")
 
 Chunk = bytes | memoryview
+
+#: Seconds at least between two steps of a client's backlog (a flood: a full event or message
+#: budget each time).  The loop, and the GIL the encoder threads need, stay mostly free.
+FLOOD_PAUSE = 0.001
 
 
 class Outlet(Protocol):
@@ -479,15 +484,18 @@ class SpiceConnection:
     def _channel_data(self, data: bytes) -> bool:
         """Feed the channel; True while a burst is being taken in steps (reading paused)."""
         assert self.channel is not None and self.handler is not None
+        started = time.perf_counter()
         now = self.context.clock()
         more = self.channel.receive_data(data, now)
         self.handler.on_events(self.channel.events_received(), now)
         self.flush()
         if more and not self.closed:
             # A burst of messages: take the rest on a later loop iteration, reading nothing
-            # more meanwhile, so every other connection gets its turn.
+            # more meanwhile, so every other connection gets its turn; and not before as long
+            # again as this step took, so a flooding client has at most half the loop.
             self.outlet.pause_reading()
-            self._loop.call_soon(self._continue_input)
+            pause = max(FLOOD_PAUSE, time.perf_counter() - started)
+            self._loop.call_later(pause, self._continue_input)
         return more
 
     def _continue_input(self) -> None:
