@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["LOGGERS", "LogLimiter", "install_limiter"]
+__all__ = ["LOGGERS", "LogLimiter", "install_limiter", "skip"]
 
 #: Every logger of the package whose lines a client can trigger.
 LOGGERS = (
@@ -64,17 +64,7 @@ class LogLimiter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if self.rate <= 0:
             return True
-        key = (record.name, str(record.msg))
-        now = self.clock()
-        bucket = self._buckets.pop(key, None)
-        if bucket is None:
-            bucket = _Bucket(tokens=float(self.burst), last=now)
-        else:
-            bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.last) * self.rate)
-            bucket.last = now
-        self._buckets[key] = bucket  # most recent last
-        while len(self._buckets) > MAX_TEMPLATES:
-            self._buckets.popitem(last=False)
+        bucket = self._bucket((record.name, str(record.msg)))
         if bucket.tokens < 1.0:
             bucket.dropped += 1
             return False
@@ -84,6 +74,31 @@ class LogLimiter(logging.Filter):
             record.args = ()
             bucket.dropped = 0
         return True
+
+    def skip(self, name: str, template: str) -> bool:
+        """Whether a line of ``template`` on logger ``name`` would be dropped now (counted as
+        dropped if so): lets a hot path skip building the record at all."""
+        if self.rate <= 0:
+            return False
+        bucket = self._bucket((name, template))
+        if bucket.tokens < 1.0:
+            bucket.dropped += 1
+            return True
+        return False
+
+    def _bucket(self, key: tuple[str, str]) -> _Bucket:
+        """The template's bucket, refilled to now and made the most recent."""
+        now = self.clock()
+        bucket = self._buckets.pop(key, None)
+        if bucket is None:
+            bucket = _Bucket(tokens=float(self.burst), last=now)
+        else:
+            bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.last) * self.rate)
+            bucket.last = now
+        self._buckets[key] = bucket
+        while len(self._buckets) > MAX_TEMPLATES:
+            self._buckets.popitem(last=False)
+        return bucket
 
     def reset(self) -> None:
         """Forget every template (full bursts again)."""
@@ -104,6 +119,15 @@ class LogLimiter(logging.Filter):
 
 
 _limiter: LogLimiter | None = None
+
+
+def skip(logger: logging.Logger, level: int, template: str) -> bool:
+    """For hot paths (one line per client event): True when ``logger`` would not log a
+    ``template`` line at ``level`` now, disabled or rate-limited, so the caller need not even
+    build it."""
+    if not logger.isEnabledFor(level):
+        return True
+    return _limiter is not None and _limiter.skip(logger.name, template)
 
 
 def install_limiter(rate: float, burst: int) -> LogLimiter:
