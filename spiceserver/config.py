@@ -161,6 +161,11 @@ class ServerConfig:
     #: Size cap of the ``record_path`` file in bytes: once it is reached, one last line
     #: (``{"event": "record_stopped", ...}``) says so and nothing more is written.
     record_max_bytes: int = 64 * 1024 * 1024
+    #: Events per second one session may add to the record once ``record_burst`` came at
+    #: once; the rest are counted in a ``record_dropped`` event (spice-gtk sends tens a
+    #: second; a KEY_SCANCODE flood thousands).
+    record_rate: float = 1000.0
+    record_burst: int = 10_000
     #: Log lines per second per message template once ``log_burst`` lines came at once
     #: (:mod:`spiceserver.logs`; dropped lines are counted in the next one): a client cannot
     #: make the log grow faster.  0 turns the limit off.
@@ -203,8 +208,8 @@ class ServerConfig:
         buffers = (self.max_write_buffer, self.max_session_write_buffer)
         if min(*buffers, *self.max_write_buffers.values()) < 1:
             raise ConfigError("write buffer limits must be at least 1 byte")
-        if self.record_max_bytes < 1:
-            raise ConfigError("record_max_bytes must be at least 1")
+        if self.record_max_bytes < 1 or self.record_rate <= 0 or self.record_burst < 1:
+            raise ConfigError("record_max_bytes, record_rate and record_burst must be positive")
         if self.glz_dictionaries_per_session < 0 or self.glz_memory_budget < 0:
             raise ConfigError(
                 "glz_dictionaries_per_session and glz_memory_budget cannot be negative"

@@ -12,6 +12,7 @@ them for tests and lets a coroutine wait for one.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import time
@@ -48,6 +49,7 @@ from spiceserver.protocol.events import (
 __all__ = [
     "JsonlRecorder",
     "MemoryRecorder",
+    "RecordBudget",
     "Recorder",
     "caps_names",
     "event_record",
@@ -268,6 +270,47 @@ class JsonlRecorder:
 
 #: Room kept under the cap for the record_stopped line (about 120 bytes).
 _STOP_ROOM = 256
+
+
+class RecordBudget:
+    """How many events each session may add to the record: a burst of ``burst``, then
+    ``rate`` per second (a client sending 4,000 keys in one message would otherwise write
+    4,000 lines).  What is not recorded is counted, and said in the record
+    (``record_dropped``) when the session may record again or ends.  ``key`` is a live
+    session's id, or None for everything else (refused links): at most ``max_keys`` are
+    remembered, least recently used forgotten first.
+    """
+
+    def __init__(self, rate: float, burst: int, max_keys: int = 4096) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        #: key -> [tokens, last time, events dropped since the last one recorded]
+        self._buckets: collections.OrderedDict[int | None, list[float]] = collections.OrderedDict()
+
+    def admit(self, key: int | None, now: float) -> tuple[bool, int]:
+        """Whether an event of ``key`` is recorded now, and how many were dropped before it
+        (to be said first)."""
+        bucket = self._buckets.pop(key, None)
+        if bucket is None:
+            bucket = [float(self.burst), now, 0]
+        else:
+            bucket[0] = min(float(self.burst), bucket[0] + (now - bucket[1]) * self.rate)
+            bucket[1] = now
+        self._buckets[key] = bucket
+        while len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        if bucket[0] < 1.0:
+            bucket[2] += 1
+            return False, 0
+        bucket[0] -= 1.0
+        dropped, bucket[2] = int(bucket[2]), 0
+        return True, dropped
+
+    def forget(self, key: int | None) -> int:
+        """The session ended: how many of its events were dropped and not said yet."""
+        bucket = self._buckets.pop(key, None)
+        return 0 if bucket is None else int(bucket[2])
 
 
 class MemoryRecorder:

@@ -18,9 +18,10 @@ from spiceserver import ImageCompression, NumpySource, SpiceServer
 from spiceserver.logs import LogLimiter
 from spiceserver.protocol.enums import ChannelType
 from spiceserver.protocol.events import InputEvent, KeyEvent
+from spiceserver.record import MemoryRecorder
 from tests.conftest import run
 from tests.fakeclient import frame
-from tests.memory import MemoryClient, init_session_id, key_ready, linked, turns
+from tests.memory import FakeClock, MemoryClient, init_session_id, key_ready, linked, turns
 
 PASSWORD = "hardening-pw"
 PEER2 = ("127.0.0.7", 40001)
@@ -111,3 +112,28 @@ def test_log_limiter_lets_bursts_through_then_a_rate_and_counts_the_rest() -> No
     assert limiter.filter(line)
     assert line.getMessage() == "peer: refused [7 similar lines not logged]"
     assert not limiter.filter(record())
+
+
+def test_a_session_records_at_its_rate_and_says_what_it_left_out() -> None:
+    async def scenario() -> None:
+        recorder = MemoryRecorder()
+        server = await ready(make_server(recorders=[recorder], record_rate=10, record_burst=100))
+        clock = FakeClock.install(server)  # frozen: no token comes back until it moves
+        main = await main_at(server)
+        sid = init_session_id(main)
+        inputs = await linked(server, ChannelType.INPUTS, PASSWORD, connection_id=sid, peer=PEER2)
+        inputs.send(frame(104, bytes([0x1E, 0x9E]) * 2048))  # 4,096 key events
+        await turns(lambda: inputs.transport.reading)
+        keys = [e for e in recorder.events if e["event"] == "key"]
+        assert len(keys) == 100  # the burst; successful links do not count
+        clock.advance(1.0)  # ten more may be recorded
+        inputs.send(frame(104, b"\x1e\x9e"))
+        dropped = [e for e in recorder.events if e["event"] == "record_dropped"]
+        assert dropped[0]["dropped"] == 4096 - len(keys) and dropped[0]["session"] == f"{sid:#010x}"
+        assert [e["event"] for e in recorder.events[-2:]] == ["key", "key"]
+        main.transport.close()  # the session ends: the links and disconnects are all there
+        events = [e["event"] for e in recorder.events]
+        assert events.count("link") == 2 and events.count("disconnect") == 2
+        await server.close()
+
+    run(scenario())
