@@ -42,7 +42,8 @@ logger = logging.getLogger("spiceserver.connection")
 Chunk = bytes | memoryview
 
 #: Seconds at least between two steps of a client's backlog (a flood: a full event or message
-#: budget each time).  The loop, and the GIL the encoder threads need, stay mostly free.
+#: budget each time).  Longer when several flood at once: together they get at most half of
+#: the loop, and the GIL the encoder threads need is free the other half.
 FLOOD_PAUSE = 0.001
 
 
@@ -116,6 +117,8 @@ class SpiceConnection:
         self._cancel_check: Callable[[], None] | None = None
         #: Largest unsent output of this connection (its channel's, once linked).
         self.write_limit = context.config.max_write_buffer
+        #: Taking a backlog step by step (counted in ``context.flooding``).
+        self._flooding = False
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         #: Why the server closed this connection (the session record's disconnect reason).
@@ -198,6 +201,8 @@ class SpiceConnection:
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
         self._forget_link()
+        if self._flooding:
+            self._end_flood()
         if self._counted:
             self._counted = False
             self.context.addresses.closed(self.outlet.address, self._authenticated)
@@ -491,12 +496,22 @@ class SpiceConnection:
         self.flush()
         if more and not self.closed:
             # A burst of messages: take the rest on a later loop iteration, reading nothing
-            # more meanwhile, so every other connection gets its turn; and not before as long
-            # again as this step took, so a flooding client has at most half the loop.
+            # more meanwhile, so every other connection gets its turn; and after a pause long
+            # enough that all flooding clients together have at most half the loop.
+            if not self._flooding:
+                self._flooding = True
+                self.context.flooding += 1
             self.outlet.pause_reading()
-            pause = max(FLOOD_PAUSE, time.perf_counter() - started)
+            took = time.perf_counter() - started
+            pause = max(FLOOD_PAUSE, (2 * self.context.flooding - 1) * took)
             self._loop.call_later(pause, self._continue_input)
+        elif self._flooding:
+            self._end_flood()
         return more
+
+    def _end_flood(self) -> None:
+        self._flooding = False
+        self.context.flooding -= 1
 
     def _continue_input(self) -> None:
         if self.closed:

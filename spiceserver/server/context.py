@@ -82,6 +82,9 @@ class ServerContext:
     #: Display channels linked now: with fewer than two, nothing is shared through
     #: ``encode_cache``.
     displays: int = 0
+    #: Connections taking a backlog of input step by step now (clients flooding): each
+    #: pauses long enough between steps that together they have at most half of the loop.
+    flooding: int = 0
     #: When each address's ticket is checked (paced once it has failed: ``failures``).
     gate: TicketGate = field(init=False)
     #: Connections per client address, and those of each still in the link stage.
