@@ -81,6 +81,11 @@ class ServerConfig:
     handshake_timeout: float = 10.0
     #: Client → server buffering and the ACK window of every channel.
     channel_limits: ChannelLimits = field(default_factory=ChannelLimits)
+    #: Seconds at least between two steps of a client's backlog (a flood: every step a full
+    #: ``channel_limits`` budget), and as long as the steps of all flooding clients take
+    #: together: they get at most half of the loop, and the GIL the encoders need is free
+    #: the other half.  A client that never fills a budget never waits.
+    flood_pause: float = 0.001
     #: Largest client → server message body, by channel name, overriding each channel's
     #: default (main 64 KiB for agent chunks, display/inputs/cursor 4 KiB: spice-gtk sends at
     #: most a few dozen bytes there; ``spiceserver.server.registry``).
@@ -203,6 +208,8 @@ class ServerConfig:
             raise ConfigError("max_fps must be positive")
         if self.max_clients < 1:
             raise ConfigError("max_clients must be at least 1")
+        if self.flood_pause < 0:
+            raise ConfigError("flood_pause cannot be negative")
         if self.log_rate < 0 or self.log_burst < 1:
             raise ConfigError("log_rate cannot be negative and log_burst must be at least 1")
         buffers = (self.max_write_buffer, self.max_session_write_buffer)

@@ -41,11 +41,6 @@ logger = logging.getLogger("spiceserver.connection")
 
 Chunk = bytes | memoryview
 
-#: Seconds at least between two steps of a client's backlog (a flood: a full event or message
-#: budget each time).  Longer when several flood at once: together they get at most half of
-#: the loop, and the GIL the encoder threads need is free the other half.
-FLOOD_PAUSE = 0.001
-
 
 class Outlet(Protocol):
     """Where a connection's bytes go: a transport adapter."""
@@ -503,7 +498,7 @@ class SpiceConnection:
                 self.context.flooding += 1
             self.outlet.pause_reading()
             took = time.perf_counter() - started
-            pause = max(FLOOD_PAUSE, (2 * self.context.flooding - 1) * took)
+            pause = max(self.context.config.flood_pause, (2 * self.context.flooding - 1) * took)
             self._loop.call_later(pause, self._continue_input)
         elif self._flooding:
             self._end_flood()

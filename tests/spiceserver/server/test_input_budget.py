@@ -68,7 +68,7 @@ def test_key_scancode_work_is_bounded_per_loop_turn() -> None:
         await turns(lambda: inputs.transport.reading)  # ... then reading resumes
         assert max(events for events, _ in steps) <= 256  # channel_limits.max_events_per_call
         assert len(steps) >= 4 * 4096 // 256
-        # A millisecond at least between two steps (connection.FLOOD_PAUSE): the loop breathes.
+        # A millisecond at least between two steps (ServerConfig.flood_pause): the loop breathes.
         assert all(b - a >= 0.0005 for (_, a), (_, b) in itertools.pairwise(steps))
         assert len(delivered) == 4 * 4096
         assert all(isinstance(e, KeyEvent) for e in delivered)
