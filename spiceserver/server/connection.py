@@ -110,8 +110,10 @@ class SpiceConnection:
         self._ticket_at = 0.0
         #: Cancels this link's ticket check while it waits for its turn (``context.gate``).
         self._cancel_check: Callable[[], None] | None = None
-        #: Largest unsent output of this connection (its channel's, once linked).
+        #: Largest unsent output of this connection (its channel's, once linked), and the
+        #: name of the limit that set it (for the log line when a client passes it).
         self.write_limit = context.config.max_write_buffer
+        self._write_limit_name = "max_write_buffer"
         #: Taking a backlog step by step (counted in ``context.flooding``).
         self._flooding = False
         self._handshake_timer: asyncio.TimerHandle | None = None
@@ -403,8 +405,11 @@ class SpiceConnection:
             read_size=read_size,
         )
         default = config.max_write_buffer
-        if spec.max_write_buffer is not None:
-            default = min(default, spec.max_write_buffer)
+        if spec.max_write_buffer is not None and spec.max_write_buffer < default:
+            default = spec.max_write_buffer
+            self._write_limit_name = f"max_write_buffers[{spec.name}]"
+        if spec.name in config.max_write_buffers:
+            self._write_limit_name = f"max_write_buffers[{spec.name}]"
         self.write_limit = config.max_write_buffers.get(spec.name, default)
         options: dict[str, Any] = {
             "mini_header": self.link.mini_header,
@@ -540,7 +545,7 @@ class SpiceConnection:
         self.outlet.write(chunks)
         unsent = self.outlet.buffered()
         if unsent > self.write_limit:
-            self._stopped_reading(unsent, "max_write_buffer")
+            self._stopped_reading(unsent, self._write_limit_name)
             return
         session = self.session
         if unsent and session is not None:
