@@ -63,7 +63,7 @@ class ServerContext:
     failures: FailureTracker
     #: Replaced as a whole by ``SpiceServer.set_ticket``.
     ticket: Ticket
-    #: Worker threads: image encodes (RSA keys have a thread of their own, in ``keys``).
+    #: Worker threads: image encodes (RSA keys have threads of their own, in ``keys``).
     executor: Executor
     #: Encoded bands shared by sessions at the same source version (raw, QUIC, LZ).
     encode_cache: EncodeCache

@@ -139,9 +139,10 @@ class SpiceServer:
         executor = ThreadPoolExecutor(
             max_workers=config.encoder_threads, thread_name_prefix="spice-encode"
         )
-        # RSA keys on a thread of their own: links, however many, never queue image encodes
-        # behind key generation.
-        self._key_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spice-rsa")
+        # RSA keys on threads of their own: links, however many, never queue image encodes
+        # behind key generation.  Two, as many as shared the encoders' pool before: a burst
+        # of links (five spice-gtk clients at once) gets its keys as fast as it did.
+        self._key_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="spice-rsa")
         #: What connections and channels use of the server (internals: for tools and tests).
         self.context = ServerContext(
             config=config,
