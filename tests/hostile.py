@@ -144,6 +144,11 @@ async def key_scancode(
         inputs.writer.write(message * 16)
         await inputs.writer.drain()
         sent += 16 * len(message)
+    # Four MOUSE_MOTIONs after the keys: the server ACKs them only once it has handled
+    # everything before them, so the attack ends when its work is done.
+    inputs.writer.write(frame(111, struct.pack("<iiH", 1, 1, 0)) * 4)
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        await inputs.receive(111, timeout=120)  # MOUSE_MOTION_ACK
     elapsed = time.monotonic() - started
     await close_all(inputs, main)
     messages = sent // len(message)

@@ -45,6 +45,7 @@ from spiceserver.server.glz import MIN_DICTIONARY_BYTES
 from spiceserver.sources.pattern import PatternSource, _draw_digit
 from tests import hostile
 from tests.conftest import ROOT
+from tests.interop.bench_clients import process_cpu_seconds
 from tests.interop.clients import GtkClient, HarnessError
 from tests.interop.gapwatch import PASSWORD_ENV
 from tests.interop.serverprocess import ServerProcess
@@ -169,6 +170,24 @@ class GapWatch:
         self.proc.wait(10)
 
 
+async def cpu_percent(server: ServerProcess, seconds: float) -> float:
+    """The server's CPU use over the next ``seconds`` (all threads, % of one core)."""
+    assert server.proc is not None
+    before = process_cpu_seconds(server.proc.pid)
+    await asyncio.sleep(seconds)
+    return 100 * (process_cpu_seconds(server.proc.pid) - before) / seconds
+
+
+async def settled(server: ServerProcess, idle: float, limit: float = 60.0) -> float:
+    """Until the server's CPU use is back near ``idle`` (what an attack left in its socket
+    buffers has been worked off); seconds it took, at most ``limit``."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        if await cpu_percent(server, 0.5) < idle * 1.5 + 5:
+            break
+    return round(time.monotonic() - started, 1)
+
+
 def record_stopped(path: Path) -> bool:
     return '"record_stopped"' in path.read_text()[-400:]
 
@@ -204,14 +223,14 @@ async def measure(
     name: str,
     attack: Callable[[], Awaitable[dict[str, Any]]],
     server: ServerProcess,
-    watchers: tuple[GapWatch, GtkClient, PatternSource, Path],
+    watchers: tuple[GapWatch, GtkClient, PatternSource, Path, float],
     *,
     during: bool = True,
     address: str | None = None,
 ) -> dict[str, Any]:
     """Run one attack with every measurement around it (``address``: the attacker's, whose
     sockets in the server are counted)."""
-    gaps, throughout, pattern, record = watchers
+    gaps, throughout, pattern, record, idle_cpu = watchers
     await asyncio.sleep(1.0)  # the previous case's aftermath settles
     rss_before, fds_before = server.rss_mib(), server.open_fds()
     lines_before, record_before = server.lines, file_size(record)
@@ -235,11 +254,11 @@ async def measure(
         fresh = await asyncio.to_thread(fresh_client, server.uri, pattern)
         fresh["at"] = round(time.monotonic() - started, 2)
     result = await task
+    aftermath = await settled(server, idle_cpu)  # work the attack left queued in the server
     ended = time.monotonic()
-    await asyncio.sleep(1.0)  # work the attack left queued in the server
     sampling = False
     await sampler
-    line: dict[str, Any] = {"case": name, **result}
+    line: dict[str, Any] = {"case": name, **result, "server_busy_after_s": aftermath}
     if address is not None:
         line["attacker_sockets_held_max"] = peak[2]
     line.update(
@@ -247,8 +266,8 @@ async def measure(
         rss_mib_peak=round(peak[0], 1),
         rss_growth_mib=round(peak[0] - rss_before, 1),
         fds_over_baseline=peak[1] - fds_before,
-        max_gap_ms=gaps.max_gap_ms(started, ended + 1.0),
-        late_frames=gaps.late(started, ended + 1.0),
+        max_gap_ms=gaps.max_gap_ms(started, ended),
+        late_frames=gaps.late(started, ended),
         log_lines=server.lines - lines_before,
         record_bytes=file_size(record) - record_before,
     )
@@ -328,8 +347,9 @@ async def bench(args: argparse.Namespace) -> None:
             # attacks'.
             await asyncio.sleep(args.warmup)
             idle_started = time.monotonic()
-            await asyncio.sleep(3)
+            idle_cpu = await cpu_percent(server, 3.0)
             summary: dict[str, Any] = {
+                "idle_server_cpu_pct": round(idle_cpu),
                 "password_off_cmdline": hidden,
                 "idle_max_gap_ms": gaps.max_gap_ms(idle_started, time.monotonic()),
                 "rss_mib_start": round(server.rss_mib(), 1),
@@ -341,7 +361,7 @@ async def bench(args: argparse.Namespace) -> None:
                     name,
                     attack,
                     server,
-                    (gaps, throughout, pattern, record),
+                    (gaps, throughout, pattern, record, idle_cpu),
                     during=during,
                     address=address,
                 )

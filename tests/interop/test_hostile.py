@@ -88,7 +88,7 @@ async def barrage(server: ServerProcess, record: Path) -> tuple[dict[str, Any], 
     outcomes: dict[str, Any] = {
         "attach_flood": await hostile.attach_flood(port, pw, 3.0),
         "mouse_mode_flood": await hostile.mouse_mode_flood(port, pw, 3.0, sessions=2),
-        "key_scancode": await hostile.key_scancode(port, pw, 1 << 20),
+        "key_scancode": await hostile.key_scancode(port, pw, 256 << 10),
         "glz_ids": await hostile.glz_ids(port, pw, 12),
         "agent_burst": await hostile.agent_burst(port, pw),
         "session_probes": await hostile.session_probes(port, pw, 100),
