@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -41,6 +42,9 @@ logger = logging.getLogger("spiceserver")
 
 if TYPE_CHECKING:
     from spiceserver.desktop_input import X11Input
+
+#: The environment variable a ticket may come from (``serve`` without a ticket option).
+PASSWORD_ENV = "SPICESERVER_PASSWORD"
 
 
 def parse_fault(value: str) -> Fault:
@@ -110,12 +114,20 @@ def build_parser() -> argparse.ArgumentParser:
         "https://host:8443 (repeatable; default: any, the ticket is the gate)",
     )
     ticket = serve.add_mutually_exclusive_group()
-    ticket.add_argument("--password", metavar="TEXT", help="the ticket clients must give")
+    ticket.add_argument(
+        "--password",
+        metavar="TEXT",
+        help="the ticket clients must give. Avoid it: every local user sees a command line "
+        f"(ps, /proc/PID/cmdline); use --password-file or ${PASSWORD_ENV} instead",
+    )
     ticket.add_argument(
         "--password-file",
         type=Path,
         metavar="PATH",
-        help="read the ticket from the first line of a file",
+        help="read the ticket from the first line of a file only you may read (mode 600). "
+        f"Without a ticket option the ticket comes from ${PASSWORD_ENV} if set (the "
+        "environment, unlike the command line, is private to your user), else a one-time "
+        "password is generated",
     )
     ticket.add_argument(
         "--disable-ticketing",
@@ -295,8 +307,19 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
     host, port, unix_path = args.listen
     generated = False
     password: str | None = args.password
+    if password is not None:
+        logger.warning(
+            "--password is visible to every local user (ps, /proc/PID/cmdline): "
+            "use --password-file or $%s instead",
+            PASSWORD_ENV,
+        )
     if args.password_file is not None:
         password = _read_secret_file(args.password_file)
+    elif password is None and not args.disable_ticketing and PASSWORD_ENV in os.environ:
+        # Taken out of the environment, so nothing the server starts inherits it.
+        password = os.environ.pop(PASSWORD_ENV)
+        if not password:
+            raise ConfigError(f"${PASSWORD_ENV} is set but empty")
     if args.disable_ticketing:
         if unix_path is None and not is_loopback(host):
             raise ConfigError(

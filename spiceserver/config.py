@@ -85,23 +85,62 @@ class ServerConfig:
     handshake_timeout: float = 10.0
     #: Client → server buffering and the ACK window of every channel.
     channel_limits: ChannelLimits = field(default_factory=ChannelLimits)
+    #: Seconds at least between two steps of a client's backlog (a flood: every step a full
+    #: ``channel_limits`` budget), and as long as the steps of all flooding clients take
+    #: together: they get at most half of the loop, and the GIL the encoders need is free
+    #: the other half.  A client that never fills a budget never waits.
+    flood_pause: float = 0.001
     #: Largest client → server message body, by channel name, overriding each channel's
     #: default (main 64 KiB for agent chunks, display/inputs/cursor 4 KiB: spice-gtk sends at
     #: most a few dozen bytes there; ``spiceserver.server.registry``).
     max_message_sizes: Mapping[str, int] = field(default_factory=dict)
     #: Transport write buffer high-water mark: above it, no new screen updates are produced.
     write_buffer_high: int = 4 * 1024 * 1024
-    #: A connection with more unsent output than this is closed: its client stopped reading
-    #: (screen updates stop at ``write_buffer_high``, so only a stuck client gets here).
+    #: A display connection with more unsent output than this is closed: its client stopped
+    #: reading (screen updates stop at ``write_buffer_high``, so only a stuck client gets
+    #: here).  Every byte queued counts, whatever the channel (see ``max_write_buffers``).
     max_write_buffer: int = 64 * 1024 * 1024
+    #: Largest unsent output of one connection by channel name, overriding each channel's
+    #: default (main and inputs 1 MiB: they only answer requests; cursor 8 MiB; display
+    #: ``max_write_buffer``; ``spiceserver.server.registry``): a client that makes the server
+    #: talk and never reads is closed there.
+    max_write_buffers: Mapping[str, int] = field(default_factory=dict)
+    #: Largest unsent output of one session, all its connections together: the connection
+    #: whose write crosses it is closed.
+    max_session_write_buffer: int = 64 * 1024 * 1024
     #: Most simultaneous connections, linked or not; further ones are closed at once.
     max_connections: int = 4096
+    #: Most simultaneous connections from one client address (IPv4/IPv6 address; a Unix
+    #: socket's clients count as one), so one peer cannot take every ``max_connections`` slot.
+    #: 256 lets one address hold every session of the default ``max_clients`` with all its
+    #: channels.
+    max_connections_per_address: int = 256
+    #: Most connections of one address still in the link stage (not yet authenticated:
+    #: waiting for a key, a ticket or its turn to be checked), so a guesser holds at most this
+    #: many file descriptors.  spice-gtk links at most four channels at once per session.
+    max_unauthenticated_per_address: int = 32
+    #: Ticket checks of an address that has failed are spaced this many seconds apart, right
+    #: ticket or wrong (a few per second at most), doubling with each further failure ...
+    ticket_check_spacing: float = 0.25
+    #: ... up to this many seconds.
+    ticket_check_max_spacing: float = 8.0
+    #: Failures older than this many seconds (counted from an address's latest) are forgotten.
+    ticket_failure_window: float = 60.0
     #: Most simultaneous client sessions (main-channel links); further ones are refused at the
     #: link stage with ERROR, established sessions untouched.  With the default auto-glz each
     #: session encodes its GLZ images itself and its dictionary grows to ~33 MiB: 32 clients
     #: of an animated 1024x768 source measured 30 fps on 2 cores at ~1.2 GiB RSS (README
     #: "Many clients"; auto-lz shares every encode and stays far lower).
     max_clients: int = DEFAULT_MAX_CLIENTS
+    #: GLZ dictionaries one session may hold.  spice-gtk keeps one GLZ window per session,
+    #: shared by its display channels (libspice-server shares one per client and id,
+    #: ``spice:server/image-encoders.cpp`` ``glz_shared_dictionary_new``); a display naming
+    #: another id replaces a dictionary no live display uses, or gets LZ.
+    glz_dictionaries_per_session: int = 1
+    #: Bytes of GLZ dictionaries across all sessions (each takes up to ~33.4 MiB: a 32 MiB
+    #: window arena and its hash tables).  A session that would cross it gets a smaller
+    #: dictionary, or LZ when less than 4 MiB is left; ending sessions give theirs back.
+    glz_memory_budget: int = 1024 * 1024 * 1024
     #: Encoded screen updates shared between sessions (raw, QUIC, LZ; never GLZ), in bytes of
     #: pixels and encodings kept for the newest few source versions; 0 turns sharing off.
     encode_cache_bytes: int = DEFAULT_ENCODE_CACHE_BYTES
@@ -128,6 +167,19 @@ class ServerConfig:
     #: Session record: one JSON line per client event appended to this file (``None``: off).
     #: See :mod:`spiceserver.record`; embedding programs can also pass ``recorders``.
     record_path: str | None = None
+    #: Size cap of the ``record_path`` file in bytes: once it is reached, one last line
+    #: (``{"event": "record_stopped", ...}``) says so and nothing more is written.
+    record_max_bytes: int = 64 * 1024 * 1024
+    #: Events per second one session may add to the record once ``record_burst`` came at
+    #: once; the rest are counted in a ``record_dropped`` event (spice-gtk sends tens a
+    #: second; a KEY_SCANCODE flood thousands).
+    record_rate: float = 1000.0
+    record_burst: int = 10_000
+    #: Log lines per second per message template once ``log_burst`` lines came at once
+    #: (:mod:`spiceserver.logs`; dropped lines are counted in the next one): a client cannot
+    #: make the log grow faster.  0 turns the limit off.
+    log_rate: float = 5.0
+    log_burst: int = 20
     #: Fault injection for client robustness tests: ``--fault`` specs (``"delay:display:0.5"``)
     #: or :class:`~spiceserver.faults.Fault` objects, stored as a tuple of Faults.  Empty: off,
     #: at no cost.  See :mod:`spiceserver.faults` and README "Fault injection".
@@ -181,6 +233,24 @@ class ServerConfig:
             raise ConfigError("max_fps must be positive")
         if self.max_clients < 1:
             raise ConfigError("max_clients must be at least 1")
+        if self.flood_pause < 0:
+            raise ConfigError("flood_pause cannot be negative")
+        if self.log_rate < 0 or self.log_burst < 1:
+            raise ConfigError("log_rate cannot be negative and log_burst must be at least 1")
+        buffers = (self.max_write_buffer, self.max_session_write_buffer)
+        if min(*buffers, *self.max_write_buffers.values()) < 1:
+            raise ConfigError("write buffer limits must be at least 1 byte")
+        if self.record_max_bytes < 1 or self.record_rate <= 0 or self.record_burst < 1:
+            raise ConfigError("record_max_bytes, record_rate and record_burst must be positive")
+        if self.glz_dictionaries_per_session < 0 or self.glz_memory_budget < 0:
+            raise ConfigError(
+                "glz_dictionaries_per_session and glz_memory_budget cannot be negative"
+            )
+        per_address = (self.max_connections_per_address, self.max_unauthenticated_per_address)
+        if min(self.max_connections, *per_address) < 1:
+            raise ConfigError("connection limits must be at least 1")
+        if not 0 <= self.ticket_check_spacing <= self.ticket_check_max_spacing:
+            raise ConfigError("ticket_check_spacing must be within 0..ticket_check_max_spacing")
         if self.encode_cache_bytes < 0:
             raise ConfigError("encode_cache_bytes cannot be negative")
         if self.tls_port is not None and not (self.tls_cert and self.tls_key):

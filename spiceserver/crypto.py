@@ -99,6 +99,12 @@ class KeyPool:
         self.fill()
         return key
 
+    def recycle(self, key: rsa.RSAPrivateKey) -> None:
+        """A key whose link ended before any ticket was encrypted with it: reusable, since it
+        never decrypted anything (a flood of abandoned links costs no key generation)."""
+        if len(self._ready) < self._size:
+            self._ready.append(key)
+
     async def take(self) -> rsa.RSAPrivateKey:
         """A key: from the pool, or generated off the loop when the pool is empty."""
         key = self.take_nowait()

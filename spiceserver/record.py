@@ -12,6 +12,7 @@ them for tests and lets a coroutine wait for one.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import time
@@ -48,6 +49,7 @@ from spiceserver.protocol.events import (
 __all__ = [
     "JsonlRecorder",
     "MemoryRecorder",
+    "RecordBudget",
     "Recorder",
     "caps_names",
     "event_record",
@@ -204,25 +206,111 @@ def enum_name(enum: type[IntEnum] | type[IntFlag], value: int) -> str:
 
 
 class JsonlRecorder:
-    """Appends one JSON line per event to a file, flushed per line (a crash loses nothing)."""
+    """Appends one JSON line per event to a file, flushed per line (a crash loses nothing).
 
-    def __init__(self, path: str | Path) -> None:
+    The file never grows past ``max_bytes`` (None: no cap): the line that would come too near
+    it is replaced by a last one, ``{"event": "record_stopped", "reason": ..., "bytes": ...}``,
+    a WARNING is logged, and nothing more is written.  A file already that full gets nothing.
+    """
+
+    def __init__(self, path: str | Path, max_bytes: int | None = None) -> None:
         self.path = Path(path)
+        self.max_bytes = max_bytes
         self._file: IO[str] | None = self.path.open("a", encoding="utf-8", buffering=1)
+        #: Bytes in the file (what was there, and what we appended).
+        self.size = self._file.tell()
+        #: Events not written because the cap was reached.
+        self.dropped = 0
+        if max_bytes is not None and self.size + _STOP_ROOM >= max_bytes:
+            logger.warning(
+                "%s already holds %d bytes (record_max_bytes %d): nothing will be recorded",
+                self.path,
+                self.size,
+                max_bytes,
+            )
+            self.close()
 
     def record(self, event: Event) -> None:
         if self._file is None:
+            self.dropped += 1
             return
+        line = json.dumps(event, separators=(",", ":")) + "\n"
         try:
-            self._file.write(json.dumps(event, separators=(",", ":")) + "\n")
+            if self.max_bytes is not None and self.size + len(line) + _STOP_ROOM > self.max_bytes:
+                self._stop(event)
+                return
+            self._file.write(line)
+            self.size += len(line)  # json.dumps writes ASCII: characters are bytes
         except OSError as exc:  # disk full: say it once, keep serving
             logger.error("recording to %s stopped: %s", self.path, exc)
             self.close()
+
+    def _stop(self, event: Event) -> None:
+        assert self._file is not None and self.max_bytes is not None
+        self.dropped += 1
+        stop = {
+            "t": event.get("t", round(time.time(), 6)),
+            "event": "record_stopped",
+            "reason": f"record_max_bytes ({self.max_bytes} bytes) reached",
+            "bytes": self.size,
+        }
+        self._file.write(json.dumps(stop, separators=(",", ":")) + "\n")
+        logger.warning(
+            "recording to %s stopped: the file reached record_max_bytes (%d bytes)",
+            self.path,
+            self.max_bytes,
+        )
+        self.close()
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+#: Room kept under the cap for the record_stopped line (about 120 bytes).
+_STOP_ROOM = 256
+
+
+class RecordBudget:
+    """How many events each session may add to the record: a burst of ``burst``, then
+    ``rate`` per second (a client sending 4,000 keys in one message would otherwise write
+    4,000 lines).  What is not recorded is counted, and said in the record
+    (``record_dropped``) when the session may record again or ends.  ``key`` is a live
+    session's id, or None for everything else (refused links): at most ``max_keys`` are
+    remembered, least recently used forgotten first.
+    """
+
+    def __init__(self, rate: float, burst: int, max_keys: int = 4096) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        #: key -> [tokens, last time, events dropped since the last one recorded]
+        self._buckets: collections.OrderedDict[int | None, list[float]] = collections.OrderedDict()
+
+    def admit(self, key: int | None, now: float) -> tuple[bool, int]:
+        """Whether an event of ``key`` is recorded now, and how many were dropped before it
+        (to be said first)."""
+        bucket = self._buckets.pop(key, None)
+        if bucket is None:
+            bucket = [float(self.burst), now, 0]
+        else:
+            bucket[0] = min(float(self.burst), bucket[0] + (now - bucket[1]) * self.rate)
+            bucket[1] = now
+        self._buckets[key] = bucket
+        while len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        if bucket[0] < 1.0:
+            bucket[2] += 1
+            return False, 0
+        bucket[0] -= 1.0
+        dropped, bucket[2] = int(bucket[2]), 0
+        return True, dropped
+
+    def forget(self, key: int | None) -> int:
+        """The session ended: how many of its events were dropped and not said yet."""
+        bucket = self._buckets.pop(key, None)
+        return 0 if bucket is None else int(bucket[2])
 
 
 class MemoryRecorder:

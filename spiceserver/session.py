@@ -85,8 +85,12 @@ class SessionRegistry:
         #: Most live sessions (``ServerConfig.max_clients``); None: no limit.
         self.max_sessions = max_sessions
 
-    def check(self, request: LinkRequest) -> tuple[LinkError, str]:
-        """Whether a link may proceed to authentication (re-checked after the ticket)."""
+    def check(self, request: LinkRequest, *, authenticated: bool = True) -> tuple[LinkError, str]:
+        """Whether a link may proceed: before its ticket was checked (``authenticated``
+        False) only what is the same for every client (channel offered, server full); after
+        it, whether the session it names is live.  So before authentication a live session id
+        and an unknown one get the same answer (spice-server checks the id after the ticket
+        too: ``spice:server/reds.cpp`` ``reds_handle_other_links``)."""
         channel = (request.channel_type, request.channel_id)
         if request.channel_type == ChannelType.MAIN:
             if request.channel_id != 0:
@@ -98,6 +102,8 @@ class SessionRegistry:
             return LinkError.OK, ""
         if channel not in self.offered:
             return LinkError.CHANNEL_NOT_AVAILABLE, f"{request.channel_name} is not offered"
+        if not authenticated:
+            return LinkError.OK, ""
         session = self.sessions.get(request.connection_id)
         if session is None or not session.alive:
             return LinkError.BAD_CONNECTION_ID, (

@@ -88,9 +88,14 @@ async def unknown_channel_type(port: int, password: str) -> str:
     return f"link error {code}"
 
 
+#: Cases whose ticket is refused come from addresses of their own: the server paces every
+#: ticket check of an address that failed, and the other cases link from 127.0.0.1.
+GUESSER = "127.0.0.66"
+
+
 @case
 async def unknown_session(port: int, password: str) -> str:
-    client = await LoopbackClient.open(port)
+    client = await LoopbackClient.open(port, source="127.0.0.67")
     code = await client.link(ChannelType.DISPLAY, password, connection_id=0xDEADBEEF)
     await client.close()
     return f"link error {code}"
@@ -98,7 +103,7 @@ async def unknown_session(port: int, password: str) -> str:
 
 @case
 async def wrong_ticket(port: int, password: str) -> str:
-    client = await LoopbackClient.open(port)
+    client = await LoopbackClient.open(port, source=GUESSER)
     code = await client.link(ChannelType.MAIN, password + "x")
     await client.close()
     return f"link error {code}"
@@ -106,7 +111,7 @@ async def wrong_ticket(port: int, password: str) -> str:
 
 @case
 async def undecryptable_ticket(port: int, password: str) -> str:
-    client = await LoopbackClient.open(port)
+    client = await LoopbackClient.open(port, source="127.0.0.68")
     client.writer.write(link_message(ChannelType.MAIN))
     header = await client.reader.readexactly(16)
     await client.reader.readexactly(struct.unpack_from("<I", header, 12)[0])
@@ -185,16 +190,22 @@ _channel_cases()
 
 @dataclass
 class HalfOpen:
-    """Idle connections held open, each stalled at some point of the link stage."""
+    """Idle connections held open, each stalled at some point of the link stage.
+
+    They come from ``per_address`` per loopback address (127.0.2.1, 127.0.2.2, …): one address
+    may hold only ``max_unauthenticated_per_address`` (32) links in progress.
+    """
 
     clients: list[LoopbackClient]
 
     @classmethod
-    async def open(cls, port: int, count: int) -> HalfOpen:
+    async def open(cls, port: int, count: int, per_address: int = 25) -> HalfOpen:
         raise_fd_limit(count + 256)
         clients = []
         for i in range(count):
-            client = await LoopbackClient.open(port)
+            n = i // per_address
+            source = f"127.0.{2 + n // 250}.{1 + n % 250}"
+            client = await LoopbackClient.open(port, source=source)
             client.writer.write(link_message(ChannelType.MAIN)[: (i * 7) % 34])
             clients.append(client)
         return cls(clients)

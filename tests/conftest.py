@@ -52,3 +52,16 @@ def run(coro: object, timeout: float = 60.0, loop: str | None = None) -> object:
 def event_loop_name(request: pytest.FixtureRequest) -> str:
     """Run a test's scenario on both event loops the server supports."""
     return str(request.param)
+
+
+async def eventually(condition: object, timeout: float = 10.0, what: str = "") -> None:
+    """Until ``condition()`` holds, checked each few milliseconds, for at most ``timeout``
+    seconds: for server state that a peer's action changes without an event to wait on
+    (a socket closed on the client's side, say)."""
+    import asyncio
+
+    for _ in range(int(timeout / 0.005) + 1):
+        if condition():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"not within {timeout}s: {what or condition}")

@@ -96,8 +96,13 @@ class LoopbackClient:
         self.reply: LinkReply | None = None
 
     @classmethod
-    async def open(cls, port: int, ssl: object = None) -> LoopbackClient:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ssl)
+    async def open(
+        cls, port: int, ssl: object = None, *, source: str | None = None
+    ) -> LoopbackClient:
+        """Connect to 127.0.0.1:``port``, from the loopback address ``source`` if given (any of
+        127.0.0.0/8: another client address, for the server's per-address limits)."""
+        local = None if source is None else (source, 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ssl, local_addr=local)
         return cls(reader, writer)
 
     async def link(

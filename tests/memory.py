@@ -16,17 +16,28 @@ Timers (handshake timeout, slow refusals) still run on the event loop, so tests 
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from spiceserver import SpiceServer
-from spiceserver.protocol.enums import LinkError
+from spiceserver.protocol.enums import LinkError, MainServerMsg
 from spiceserver.server.transports.stream import StreamProtocol
 from tests.fakeclient import MessageSplitter, encrypt_ticket, link_message, parse_link_reply
 
-__all__ = ["FakeClock", "MemoryClient", "MemoryTransport"]
+__all__ = [
+    "FakeClock",
+    "MemoryClient",
+    "MemoryTransport",
+    "connect",
+    "init_session_id",
+    "key_ready",
+    "linked",
+    "session_id",
+    "turns",
+]
 
 
 class FakeClock:
@@ -61,6 +72,11 @@ class MemoryTransport:
         self.high = 64 * 1024
         #: Pretend this many bytes are stuck in the kernel (a client that stopped reading).
         self.unsent = 0
+        #: A client that stopped reading: what the server writes piles up in ``unsent``.
+        self.stalled = False
+        #: How many chunks the server handed over, in all (what a real transport keeps one
+        #: object each for while they wait).
+        self.chunks = 0
         self.protocol: StreamProtocol | None = None
 
     # asyncio.Transport
@@ -71,7 +87,12 @@ class MemoryTransport:
         self.high = high or self.high
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not self.closing:
+        self.chunks += 1
+        if self.closing:
+            return
+        if self.stalled:
+            self.unsent += len(data)
+        else:
             self.sent += data
 
     def writelines(self, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
@@ -161,3 +182,48 @@ class MemoryClient:
 def session_id(init_body: bytes) -> int:
     """MAIN INIT's session_id."""
     return int(struct.unpack_from("<I", init_body)[0])
+
+
+# ---------------------------------------------------------------------- hostile-client kit
+
+
+async def key_ready(server: SpiceServer) -> None:
+    """Until an RSA key is ready (a worker thread makes them), so that a link is answered
+    within the call that sends it."""
+    server.context.keys.fill()
+    for _ in range(1000):
+        if server.context.keys._ready:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("no RSA key within 5 s")
+
+
+async def turns(done: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Let the event loop run until ``done()``, for at most ``timeout`` seconds.  (A flooding
+    client's backlog is taken one budget per step, the steps a millisecond or more apart.)"""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not done within {timeout}s")
+        await asyncio.sleep(0)
+
+
+async def linked(
+    server: SpiceServer,
+    channel_type: int,
+    password: str,
+    *,
+    connection_id: int = 0,
+    peer: tuple[str, int] = ("127.0.0.7", 40000),
+) -> MemoryClient:
+    """A channel linked with the right ticket (asserted)."""
+    await key_ready(server)
+    client = MemoryClient(server, peer)
+    code = client.link(channel_type, password, connection_id=connection_id)
+    assert code == LinkError.OK, code
+    return client
+
+
+def init_session_id(main: MemoryClient) -> int:
+    """The session id of a main channel that just linked (from its INIT)."""
+    return session_id(next(body for t, body in main.messages() if t == MainServerMsg.INIT))

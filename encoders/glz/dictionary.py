@@ -262,6 +262,14 @@ class GlzDictionary:
         records = self._img_virt.nbytes + self._img_aoff.nbytes + self._img_size.nbytes
         return int(self._arena.nbytes) + self._tables.nbytes + records
 
+    @property
+    def max_nbytes(self) -> int:
+        """What it may come to cost: :attr:`nbytes` with the arena at its capacity (it grows
+        with the images, never past that) and one lane's tables (a budget reserves this)."""
+        records = self._img_virt.nbytes + self._img_aoff.nbytes + self._img_size.nbytes
+        tables = sum(array.nbytes for array in self._tables.tables[0])
+        return max(self.capacity, 1) * np.dtype(np.uint32).itemsize + tables + records
+
     def fits(self, width: int, height: int) -> bool:
         """Whether a ``width`` x ``height`` image can be sent as GLZ to this client.
 

@@ -42,17 +42,39 @@ FULL_HEADER = _FULL = struct.Struct("<QHII")
 DEFAULT_ACK_WINDOW = 20
 
 
+#: The most bytes one read hands over: asyncio's selector transports and uvloop both read up
+#: to 256 KiB at a time.
+DEFAULT_READ_SIZE = 256 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class ChannelLimits:
-    """Bounds on what one channel accepts from its client."""
+    """Bounds on what one channel accepts from its client, and on the work it causes."""
 
     #: Largest client → server message body (AGENT_DATA chunks are ≤ 2 KiB + header).
     max_message_size: int = 64 * 1024
     #: Client → server bytes buffered before they are parsed (bounds a flooding client).
-    max_receive_buffer: int = 256 * 1024
+    #: None (the default): the largest legal message plus one read, ``max_message_size`` +
+    #: 18 + ``read_size``, so no legal burst is ever refused (see :attr:`receive_buffer_limit`).
+    max_receive_buffer: int | None = None
+    #: The most bytes one read can hand over (the transport's read size; for WebSocket the
+    #: largest message): what may arrive on top of one partial message.
+    read_size: int = DEFAULT_READ_SIZE
     #: Messages handled per read before yielding to other connections (fairness under flood).
     max_messages_per_call: int = 256
+    #: Events handed to the owner per call, whatever the messages: one 4 KiB KEY_SCANCODE
+    #: is ~4,000 key events, so the work one client causes per loop turn is bounded in events;
+    #: the rest wait, in order, for the next turn.
+    max_events_per_call: int = 256
     ack_window: int = DEFAULT_ACK_WINDOW
+
+    @property
+    def receive_buffer_limit(self) -> int:
+        """Unparsed client bytes allowed: ``max_receive_buffer``, or by default one whole
+        legal message (full header) plus one read."""
+        if self.max_receive_buffer is not None:
+            return self.max_receive_buffer
+        return self.max_message_size + _FULL.size + self.read_size
 
 
 @dataclass(slots=True)
@@ -111,20 +133,29 @@ class ChannelProtocol:
     def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> bool:
         """Parse whole messages from ``data``; raises a ProtocolError subclass on bad input.
 
-        Handles at most ``limits.max_messages_per_call`` messages and returns True when more
-        complete input is waiting: the owner then stops reading and calls again with ``b""``
-        on a later loop iteration, so one flooding client cannot starve the others.
+        Handles at most ``limits.max_messages_per_call`` messages, and none once
+        ``limits.max_events_per_call`` events are waiting; returns True when more work is
+        waiting (whole messages unparsed, events of a message not made yet, or events beyond
+        what :meth:`events_received` hands over next): the owner then stops reading and calls
+        again with ``b""`` on a later loop iteration, so one flooding client cannot starve the
+        others.  A message worth many events (KEY_SCANCODE) makes them as they are handed
+        over (:meth:`_backlog`), so none lives long: the cycle collector never sees them.
         """
         self._in += data
-        if len(self._in) > self.limits.max_receive_buffer:
+        if len(self._in) > self.limits.receive_buffer_limit:
             raise MessageTooLarge(f"{len(self._in)} bytes of client data are waiting unparsed")
         header = _MINI if self.mini_header else _FULL
         offset = 0
         buffer = self._in
         budget = self.limits.max_messages_per_call
+        events = self.limits.max_events_per_call
         try:
-            while len(buffer) - offset >= header.size:
-                if budget == 0:
+            while True:
+                if self._backlog(events - len(self._events)):
+                    return True  # the rest of one message's events, on the next call
+                if len(buffer) - offset < header.size:
+                    break
+                if budget == 0 or len(self._events) >= events:
                     return True
                 budget -= 1
                 if self.mini_header:
@@ -146,11 +177,22 @@ class ChannelProtocol:
                 self._dispatch(type_, body, now)
         finally:
             del buffer[:offset]
+        return len(self._events) > events
+
+    def _backlog(self, room: int) -> bool:
+        """Make up to ``room`` events owed by a message already parsed; True if some are
+        still owed.  (Subclasses whose messages carry many events: the inputs channel.)"""
         return False
 
     def events_received(self) -> list[Any]:
-        """Events produced since the last call."""
-        events, self._events = self._events, []
+        """Events produced since the last call, at most ``limits.max_events_per_call`` (the
+        rest come with the next call, in order)."""
+        limit = self.limits.max_events_per_call
+        if len(self._events) <= limit:
+            events, self._events = self._events, []
+            return events
+        events = self._events[:limit]
+        del self._events[:limit]
         return events
 
     # ------------------------------------------------------------------ output side

@@ -154,6 +154,8 @@ class DisplayChannel(ChannelProtocol):
         self._events.append(self.ready)
 
     def _on_preferred_compression(self, message: m.PreferredCompression, now: float) -> None:
+        if message.image_compression == self.preferred_compression:
+            return  # a repeat changes nothing: no event, so no log line or record either
         self.preferred_compression = message.image_compression
         self._events.append(CompressionPreferred(compression=message.image_compression))
 

@@ -10,6 +10,7 @@ can let go of them when the client disappears.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import ClassVar
 
 from spiceserver.errors import DecodeError
@@ -31,7 +32,7 @@ from spiceserver.protocol.events import (
     WheelEvent,
 )
 
-__all__ = ["InputsChannel", "parse_scancodes"]
+__all__ = ["InputsChannel", "iter_scancodes", "parse_scancodes"]
 
 _WHEEL = {MouseButton.UP: -1, MouseButton.DOWN: 1}
 _MAX_HELD_KEYS = 256
@@ -39,7 +40,12 @@ _MAX_HELD_KEYS = 256
 
 def parse_scancodes(data: bytes) -> list[KeyEvent]:
     """Split set-1 scancode bytes into key events (``0xE0xx`` for E0 keys, ``0xE11D`` Pause)."""
-    events: list[KeyEvent] = []
+    return list(iter_scancodes(data))
+
+
+def iter_scancodes(data: bytes) -> Iterator[KeyEvent]:
+    """The key events of set-1 scancode bytes, one at a time (a DecodeError where the bytes
+    stop making sense)."""
     i = 0
     while i < len(data):
         byte = data[i]
@@ -47,20 +53,19 @@ def parse_scancodes(data: bytes) -> list[KeyEvent]:
             if i + 1 >= len(data):
                 raise DecodeError("E0 prefix without a scancode")
             code = data[i + 1]
-            events.append(KeyEvent(scancode=0xE000 | (code & 0x7F), pressed=not code & 0x80))
+            yield KeyEvent(scancode=0xE000 | (code & 0x7F), pressed=not code & 0x80)
             i += 2
         elif byte == 0xE1:
             if i + 2 >= len(data):
                 raise DecodeError("E1 prefix without two scancode bytes")
             code = data[i + 1]
-            events.append(KeyEvent(scancode=0xE100 | (code & 0x7F), pressed=not code & 0x80))
+            yield KeyEvent(scancode=0xE100 | (code & 0x7F), pressed=not code & 0x80)
             i += 3
         elif byte == 0:
             raise DecodeError("scancode 0")
         else:
-            events.append(KeyEvent(scancode=byte & 0x7F, pressed=not byte & 0x80))
+            yield KeyEvent(scancode=byte & 0x7F, pressed=not byte & 0x80)
             i += 1
-    return events
 
 
 def _code_bytes(code: int) -> bytes:
@@ -83,6 +88,8 @@ class InputsChannel(ChannelProtocol):
         self.buttons = 0
         #: The lock state the client last reported (None before its first KEY_MODIFIERS).
         self.client_modifiers: KeyModifiers | None = None
+        #: Key events of a KEY_SCANCODE not handed over yet (up to ~4,000 in one message).
+        self._scancodes: Iterator[KeyEvent] | None = None
 
     def start(self, now: float) -> None:
         """INPUTS INIT with our lock state (spice-server pushes it on connect)."""
@@ -132,8 +139,20 @@ class InputsChannel(ChannelProtocol):
         self._key(KeyEvent(scancode=parsed[0].scancode, pressed=pressed))
 
     def _on_key_scancode(self, message: m.KeyScancode, now: float) -> None:
-        for event in parse_scancodes(message.data):
+        self._scancodes = iter_scancodes(message.data)  # made as they are handed over
+
+    def _backlog(self, room: int) -> bool:
+        scancodes = self._scancodes
+        if scancodes is None:
+            return False
+        if room <= 0:
+            return True
+        for made, event in enumerate(scancodes, 1):
             self._key(event)
+            if made >= room:
+                return True
+        self._scancodes = None
+        return False
 
     def _on_key_modifiers(self, message: m.ClientKeyModifiers, now: float) -> None:
         # Reported on change only: spice-gtk repeats its state, a hostile client floods it.

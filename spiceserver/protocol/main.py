@@ -3,6 +3,11 @@
 Order that makes spice-gtk open the other channels (SPICE-REFERENCE 3.3): INIT first, then
 CHANNELS_LIST only after the client's ATTACH_CHANNELS (pitfall 7).  We start in CLIENT mouse
 mode (absolute positions) and grant any supported MOUSE_MODE_REQUEST with a MOUSE_MODE reply.
+
+A request that changes nothing gets no reply: the channel list is sent once (it never changes
+here), and a MOUSE_MODE only when the mode changed, as ``spice:server/reds.cpp``
+``reds_set_mouse_mode`` does.  So a client cannot make the server talk by repeating itself:
+a flood of ATTACH_CHANNELS that is never read queues nothing.
 """
 
 from __future__ import annotations
@@ -73,6 +78,8 @@ class MainChannel(ChannelProtocol):
         self.ping(now)
 
     def _on_attach_channels(self, message: m.AttachChannels, now: float) -> None:
+        if self.attached:
+            return  # the list has not changed: a repeat gets no second copy
         self.attached = True
         self.send(m.ChannelsList(channels=self.channels))
 
@@ -81,9 +88,10 @@ class MainChannel(ChannelProtocol):
         valid = requested in (MouseMode.SERVER, MouseMode.CLIENT)
         granted = bool(valid and requested & self.supported_modes)
         self._events.append(MouseModeRequested(mode=requested, granted=granted))
-        if granted and requested != self.mouse_mode:
-            self.mouse_mode = MouseMode(requested)
-            self._events.append(MouseModeChanged(mode=requested))
+        if not granted or requested == self.mouse_mode:
+            return  # nothing changed: no reply (spice-server reds_set_mouse_mode)
+        self.mouse_mode = MouseMode(requested)
+        self._events.append(MouseModeChanged(mode=requested))
         self.send(
             m.MouseModeMsg(supported_modes=int(self.supported_modes), current_mode=self.mouse_mode)
         )

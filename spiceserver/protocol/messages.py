@@ -56,6 +56,7 @@ class Message:
     DIRECTION: ClassVar[str]
     _STRUCT: ClassVar[struct.Struct]
     _TAIL: ClassVar[bool]
+    _FIELDS: ClassVar[tuple[str, ...]]
 
     def pack(self) -> bytes:
         """The message body."""
@@ -69,7 +70,8 @@ class Message:
     # Default fixed-layout codec; variable layouts override these two.
     def _pack(self) -> bytes:
         # Every subclass is a dataclass (the @message decorator); this base class is not one.
-        values = dataclasses.astuple(self)  # type: ignore[call-overload]
+        # The fields' own values, in order (dataclasses.astuple deep-copies each: ~10x slower).
+        values = [getattr(self, name) for name in self._FIELDS]
         if self._TAIL:
             return self._STRUCT.pack(*values[:-1]) + bytes(values[-1])
         return self._STRUCT.pack(*values)
@@ -108,6 +110,7 @@ def message(
         cls.DIRECTION = direction
         cls._STRUCT = struct.Struct("<" + fmt)
         cls._TAIL = tail
+        cls._FIELDS = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
         key = (direction, channel, int(type_))
         if key in REGISTRY:  # pragma: no cover - a declaration bug
             raise RuntimeError(f"duplicate message {key}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import weakref
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -234,10 +235,29 @@ class ImageEncoder:
         ready: Container[str] | None = None,
     ) -> None:
         self.compression = compression
-        self.glz = glz
+        self._glz = glz
+        self._glz_ref: weakref.ref[GlzDictionary] | None = None
         #: Codecs whose kernels are compiled (None: all; see ``SpiceServer.encoders_ready``):
         #: while one compiles, its images go out as the next candidate, raw at worst.
         self.ready = ready
+
+    @property
+    def glz(self) -> GlzDictionary | None:
+        """The GLZ dictionary: owned (given to the constructor or assigned) or borrowed
+        (:meth:`borrow_glz`: None once its owner dropped it)."""
+        if self._glz is not None:
+            return self._glz
+        return None if self._glz_ref is None else self._glz_ref()
+
+    @glz.setter
+    def glz(self, dictionary: GlzDictionary | None) -> None:
+        self._glz, self._glz_ref = dictionary, None
+
+    def borrow_glz(self, dictionary: GlzDictionary) -> None:
+        """Use a dictionary someone else keeps (the session's, ``server/glz.py``), through a
+        weak reference: when the session ends and drops it, it is freed at once and this
+        encoder sends LZ (to a display that is closing anyway)."""
+        self._glz, self._glz_ref = None, weakref.ref(dictionary)
 
     def prefer(self, compression: int) -> bool:
         """Apply a client's PREFERRED_COMPRESSION; False if we cannot serve that mode."""
@@ -287,7 +307,9 @@ class ImageEncoder:
         """
         codec = codec or self.choose(pixels)
         if codec == "glz":
-            assert self.glz is not None
-            height, width = pixels.shape[:2]
-            return _wrap(ImageType.GLZ_RGB, width, height, self.glz.encode(pixels)), codec
+            glz = self.glz
+            if glz is not None:
+                height, width = pixels.shape[:2]
+                return _wrap(ImageType.GLZ_RGB, width, height, glz.encode(pixels)), codec
+            codec = "lz"  # its session ended while the update was encoding: nobody decodes it
         return encode_shared(pixels, codec), codec

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from spiceserver.crypto import check_ticket, public_key_der
@@ -100,7 +101,21 @@ class SpiceConnection:
         self.session: Session | None = None
         self.writing_paused = False
         self.closed = False
+        #: Counted in ``context.addresses`` (False: refused in :meth:`opened`).
+        self._counted = False
+        #: Linked: no longer a link in progress for the per-address limits.
+        self._authenticated = False
         self._key: RSAPrivateKey | None = None
+        self._ticket: TicketReceived | None = None
+        self._ticket_at = 0.0
+        #: Cancels this link's ticket check while it waits for its turn (``context.gate``).
+        self._cancel_check: Callable[[], None] | None = None
+        #: Largest unsent output of this connection (its channel's, once linked), and the
+        #: name of the limit that set it (for the log line when a client passes it).
+        self.write_limit = context.config.max_write_buffer
+        self._write_limit_name = "max_write_buffer"
+        #: Taking a backlog step by step (counted in ``context.flooding``).
+        self._flooding = False
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         #: Why the server closed this connection (the session record's disconnect reason).
@@ -127,14 +142,18 @@ class SpiceConnection:
     def opened(self) -> bool:
         """The transport is up; False if the connection was refused (and is being closed)."""
         limit = self.context.config.max_connections
+        refusal = None
         if len(self.context.connections) >= limit:
-            logger.warning(
-                "%s: refused: %d connections already (max_connections)", self.name, limit
-            )
+            refusal = f"{limit} connections already (max_connections)"
+        else:
+            refusal = self.context.addresses.admit(self.outlet.address)
+        if refusal is not None:
+            logger.warning("%s: refused: %s", self.name, refusal)
             self.capture = None  # nothing of this connection is recorded
             self.closed = True
             self.outlet.abort()
             return False
+        self._counted = True
         if self.capture is not None:
             self.capture.opened(self.outlet.client_address, self.outlet.server_address)
         self._handshake_timer = self._loop.call_later(
@@ -148,11 +167,15 @@ class SpiceConnection:
             return
         if self.capture is not None:
             self.capture.received(data)
+        if self.channel is not None:
+            self._guarded(self._channel_data, data)
+        else:
+            self._guarded(self._link_data, data)
+
+    def _guarded(self, step: Callable[..., object], *args: Any) -> None:
+        """Run one step of this connection; whatever it raises ends this connection only."""
         try:
-            if self.channel is not None:
-                self._channel_data(data)
-            else:
-                self._link_data(data)
+            step(*args)
         except LinkRefused as exc:
             self._log_refusal(exc)
             self._flush_link()
@@ -174,6 +197,12 @@ class SpiceConnection:
             self._record({"event": "disconnect", "reason": reason})
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
+        self._forget_link()
+        if self._flooding:
+            self._end_flood()
+        if self._counted:
+            self._counted = False
+            self.context.addresses.closed(self.outlet.address, self._authenticated)
         if self.handler is not None:
             try:
                 self.handler.closed()
@@ -251,17 +280,24 @@ class SpiceConnection:
     # ------------------------------------------------------------------ link stage
 
     def _link_data(self, data: bytes) -> None:
-        event = self.link.receive_data(data)
+        self._link_events(self.link.receive_data(data))
+
+    def _link_events(self, event: LinkRequest | TicketReceived | None) -> None:
         while event is not None:
             if isinstance(event, LinkRequest):
                 event = self._on_link_request(event)
             else:
-                event = self._on_ticket(event)
+                self._on_ticket(event)
+                event = None
 
-    def _check_link(self, request: LinkRequest) -> None:
-        """Refuse links to channels we do not serve, to dead sessions, or in the clear when
-        they must use TLS."""
-        code, reason = self.context.sessions.check(request)
+    def _check_link(self, request: LinkRequest, *, authenticated: bool) -> None:
+        """Refuse links to channels we do not serve, or in the clear when they must use TLS;
+        once ``authenticated`` (the ticket was right), to dead sessions too.  Before the
+        ticket a live session id and an unknown one get the same answer, at the same time."""
+        code, reason = self.context.sessions.check(request, authenticated=authenticated)
+        if code == LinkError.BAD_CONNECTION_ID:
+            # A right ticket naming no live session: a probe, paced like a wrong ticket.
+            self.context.failures.failed(self.outlet.address, self.context.clock())
         if code != LinkError.OK:
             raise self.link.refuse(code, reason)
         config = self.context.config
@@ -275,11 +311,11 @@ class SpiceConnection:
 
     def _on_link_request(self, request: LinkRequest) -> LinkRequest | TicketReceived | None:
         self.request = request
-        self._check_link(request)
+        self._check_link(request, authenticated=False)
         key = self.context.keys.take_nowait()
         if key is None:
-            # The pool ran dry: wait for a key off the loop, reading nothing meanwhile.
-            self.outlet.pause_reading()
+            # The pool ran dry: wait for a key off the loop.  Reading goes on (the link stage
+            # buffers what comes, within its limit), so a client that gives up is seen at once.
             self.context.track(self._loop.create_task(self._accept_later()))
             return None
         return self._accept(key)
@@ -287,20 +323,9 @@ class SpiceConnection:
     async def _accept_later(self) -> None:
         key = await self.context.keys.take()
         if self.closed:
+            self.context.keys.recycle(key)  # never shown to anyone
             return
-        self.outlet.resume_reading()
-        try:
-            event = self._accept(key)
-            while event is not None:
-                event = (
-                    self._on_ticket(event)
-                    if isinstance(event, TicketReceived)
-                    else self._on_link_request(event)
-                )
-        except LinkRefused as exc:
-            self._log_refusal(exc)
-            self._flush_link()
-            self.close()
+        self._guarded(lambda: self._link_events(self._accept(key)))
 
     def _accept(self, key: RSAPrivateKey) -> LinkRequest | TicketReceived | None:
         assert self.request is not None
@@ -314,22 +339,40 @@ class SpiceConnection:
         self._flush_link()
         return self.link.receive_data(b"")
 
-    def _on_ticket(self, event: TicketReceived) -> LinkRequest | TicketReceived | None:
-        assert self._key is not None and self.request is not None
-        ticket = self.context.ticket
-        ok = check_ticket(self._key, event.ciphertext, ticket.password)
+    def _on_ticket(self, event: TicketReceived) -> None:
+        """The ticket arrived: it is checked when its address's turn comes (at once, unless
+        the address failed recently: ``TicketGate``), and answered right then."""
+        self._ticket = event
+        self._ticket_at = self._loop.time()
+        self._cancel_check = self.context.gate.submit(self.outlet.address, self._gated_check)
+
+    def _gated_check(self) -> None:
+        self._cancel_check = None
+        if not self.closed:
+            self._guarded(self._check_ticket)
+
+    def _check_ticket(self) -> None:
+        assert self._key is not None and self.request is not None and self._ticket is not None
+        context = self.context
+        ticket = context.ticket
+        ok = check_ticket(self._key, self._ticket.ciphertext, ticket.password)
         self._key = None  # one key, one link
         address = self.outlet.address
+        now = context.clock()
+        waited = self._loop.time() - self._ticket_at
+        paced = f" (checked after {waited:.2f}s: recent failures from {address})"
         if not ok:
-            self._refuse_slowly(self.context.failures.failed(address, self.context.clock()))
-            return None
-        if ticket.expired(self.context.clock()):
+            context.failures.failed(address, now)
+            raise self.link.refuse(
+                LinkError.PERMISSION_DENIED, "wrong ticket" + (paced if waited >= 0.01 else "")
+            )
+        if ticket.expired(now):
             raise self.link.refuse(LinkError.PERMISSION_DENIED, "ticket expired")
         is_main = self.request.channel_type == ChannelType.MAIN
         if is_main and ticket.one_shot and ticket.spent:
             raise self.link.refuse(LinkError.PERMISSION_DENIED, "one-shot ticket already used")
-        self._check_link(self.request)  # the main may have gone meanwhile
-        self.context.failures.succeeded(address)
+        self._check_link(self.request, authenticated=True)  # the session, now; or it went
+        context.failures.succeeded(address)
         if is_main and ticket.one_shot:
             ticket.spent = True
         self.link.finish()
@@ -338,16 +381,40 @@ class SpiceConnection:
             self._handshake_timer.cancel()
             self._handshake_timer = None
         self._linked(self.request)
-        return None
+
+    def _forget_link(self) -> None:
+        """The connection is gone: a ticket check still waiting is cancelled (never run), and a
+        key no ticket was encrypted with goes back to the pool."""
+        if self._cancel_check is not None:
+            self._cancel_check()
+            self._cancel_check = None
+        if self._key is not None and self._ticket is None:
+            self.context.keys.recycle(self._key)
+        self._key = None
 
     def _linked(self, request: LinkRequest) -> None:
         """The link succeeded: build the channel's protocol and handler, join the session."""
         context = self.context
+        config = context.config
+        self._authenticated = True
+        context.addresses.authenticated(self.outlet.address)
         spec = CHANNELS[request.channel_type]
+        limits = config.channel_limits
+        read_size = limits.read_size
+        if config.websocket:  # one WebSocket message is handed over whole
+            read_size = max(read_size, config.websocket_max_message)
         limits = dataclasses.replace(
-            context.config.channel_limits,
-            max_message_size=context.config.max_message_sizes.get(spec.name, spec.max_message_size),
+            limits,
+            max_message_size=config.max_message_sizes.get(spec.name, spec.max_message_size),
+            read_size=read_size,
         )
+        default = config.max_write_buffer
+        if spec.max_write_buffer is not None and spec.max_write_buffer < default:
+            default = spec.max_write_buffer
+            self._write_limit_name = f"max_write_buffers[{spec.name}]"
+        if spec.name in config.max_write_buffers:
+            self._write_limit_name = f"max_write_buffers[{spec.name}]"
+        self.write_limit = config.max_write_buffers.get(spec.name, default)
         options: dict[str, Any] = {
             "mini_header": self.link.mini_header,
             "common_caps": request.common_caps,
@@ -374,13 +441,12 @@ class SpiceConnection:
         self.handler = spec.handler(context, self, session, channel, request.channel_id)
         session.metrics.channel_stats.append(channel.stats)
         if context.faults is not None:
-            config = context.config
             self.faults = context.faults.connection(
                 self,
                 channel,
                 spec.name,
                 write_buffer_high=config.write_buffer_high,
-                max_write_buffer=config.max_write_buffer,
+                max_write_buffer=self.write_limit,
             )
         if context.captures is not None and self.capture is not None:
             context.captures.bind(
@@ -405,26 +471,6 @@ class SpiceConnection:
         else:
             self.flush()
 
-    def _refuse_slowly(self, delay: float) -> None:
-        """PERMISSION_DENIED after ``delay`` seconds: repeated failures from one address wait
-        longer each time, while nothing else does (the loop keeps serving everyone)."""
-        if delay <= 0:
-            raise self.link.refuse(LinkError.PERMISSION_DENIED, "wrong ticket")
-        self.outlet.pause_reading()
-
-        def refuse() -> None:
-            if self.closed:
-                return
-            exc = self.link.refuse(
-                LinkError.PERMISSION_DENIED,
-                f"wrong ticket (answered after {delay:.2f}s: repeated failures)",
-            )
-            self._log_refusal(exc)
-            self._flush_link()
-            self.close()
-
-        self._loop.call_later(delay, refuse)
-
     def _flush_link(self) -> None:
         out = self.link.data_to_send()
         if out and not self.outlet.is_closing():
@@ -447,16 +493,29 @@ class SpiceConnection:
     def _channel_data(self, data: bytes) -> bool:
         """Feed the channel; True while a burst is being taken in steps (reading paused)."""
         assert self.channel is not None and self.handler is not None
+        started = time.perf_counter()
         now = self.context.clock()
         more = self.channel.receive_data(data, now)
         self.handler.on_events(self.channel.events_received(), now)
         self.flush()
         if more and not self.closed:
             # A burst of messages: take the rest on a later loop iteration, reading nothing
-            # more meanwhile, so every other connection gets its turn.
+            # more meanwhile, so every other connection gets its turn; and after a pause long
+            # enough that all flooding clients together have at most half the loop.
+            if not self._flooding:
+                self._flooding = True
+                self.context.flooding += 1
             self.outlet.pause_reading()
-            self._loop.call_soon(self._continue_input)
+            took = time.perf_counter() - started
+            pause = max(self.context.config.flood_pause, (2 * self.context.flooding - 1) * took)
+            self._loop.call_later(pause, self._continue_input)
+        elif self._flooding:
+            self._end_flood()
         return more
+
+    def _end_flood(self) -> None:
+        self._flooding = False
+        self.context.flooding -= 1
 
     def _continue_input(self) -> None:
         if self.closed:
@@ -482,19 +541,34 @@ class SpiceConnection:
             self.write_chunks(chunks)
 
     def write_chunks(self, chunks: list[Chunk]) -> None:
-        """Put framed messages on the wire (capture records them here)."""
+        """Put framed messages on the wire (capture records them here).  Every byte queued
+        counts: a connection past its channel's limit, or whose session is past
+        ``max_session_write_buffer``, is closed (its client stopped reading)."""
         if self.outlet.is_closing():
             return
         self.outlet.write(chunks)
         unsent = self.outlet.buffered()
-        if unsent > self.context.config.max_write_buffer:
-            logger.warning(
-                "%s: closing: client stopped reading (%d bytes unsent)", self.name, unsent
-            )
-            self.abort("client stopped reading (max_write_buffer)")
+        if unsent > self.write_limit:
+            self._stopped_reading(unsent, self._write_limit_name)
             return
+        session = self.session
+        if unsent and session is not None:
+            total = unsent + sum(
+                other.buffered()
+                for other in (session.main, *session.channels.values())
+                if other is not self and other is not None
+            )
+            if total > self.context.config.max_session_write_buffer:
+                self._stopped_reading(total, "max_session_write_buffer")
+                return
         if self.capture is not None:
             self.capture.sent(chunks)
+
+    def _stopped_reading(self, unsent: int, limit: str) -> None:
+        logger.warning(
+            "%s: closing: client stopped reading (%d bytes unsent, %s)", self.name, unsent, limit
+        )
+        self.abort(f"client stopped reading ({limit})")
 
     def buffered(self) -> int:
         return self.outlet.buffered()

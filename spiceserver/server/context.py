@@ -16,7 +16,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from spiceserver.record import Recorder, stamp
+from spiceserver.record import RecordBudget, Recorder, stamp
+from spiceserver.server.glz import GlzDictionaries
+from spiceserver.server.security import AddressLimits, TicketGate
 
 if TYPE_CHECKING:
     from spiceserver.capture import CaptureManager, ConnectionCapture
@@ -64,7 +66,7 @@ class ServerContext:
     failures: FailureTracker
     #: Replaced as a whole by ``SpiceServer.set_ticket``.
     ticket: Ticket
-    #: Worker threads: RSA keys, image encodes.
+    #: Worker threads: image encodes (RSA keys have threads of their own, in ``keys``).
     executor: Executor
     #: Encoded bands shared by sessions at the same source version (raw, QUIC, LZ).
     encode_cache: EncodeCache
@@ -91,11 +93,29 @@ class ServerContext:
     #: Display channels linked now: with fewer than two, nothing is shared through
     #: ``encode_cache``.
     displays: int = 0
+    #: Connections taking a backlog of input step by step now (clients flooding): each
+    #: pauses long enough between steps that together they have at most half of the loop.
+    flooding: int = 0
+    #: When each address's ticket is checked (paced once it has failed: ``failures``).
+    gate: TicketGate = field(init=False)
+    #: Connections per client address, and those of each still in the link stage.
+    addresses: AddressLimits = field(init=False)
+    #: The sessions' GLZ dictionaries, within their count and memory budget.
+    glz: GlzDictionaries = field(init=False)
+    #: Events per second each session may add to the session record.
+    record_budget: RecordBudget = field(init=False)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _no_connections: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self._no_connections.set()
+        config = self.config
+        self.gate = TicketGate(self.failures, lambda: self.clock())
+        self.addresses = AddressLimits(
+            config.max_connections_per_address, config.max_unauthenticated_per_address
+        )
+        self.glz = GlzDictionaries(config.glz_memory_budget, config.glz_dictionaries_per_session)
+        self.record_budget = RecordBudget(config.record_rate, config.record_burst)
 
     # ------------------------------------------------------------------ connections
 
@@ -128,6 +148,10 @@ class ServerContext:
             return
         for connection in self.sessions.end(session):
             connection.close("session ended (its main channel closed)")
+        self.glz.release(session)  # freed now, not whenever the garbage collector runs
+        dropped = self.record_budget.forget(session.id)
+        if dropped and self.recorders:
+            self._emit(_dropped(dropped), session.id, "main")
         logger.info("session %#010x ended: %s", session.id, session.metrics.summary())
         if self.captures is not None:
             self.captures.end_session(session.id)
@@ -148,9 +172,26 @@ class ServerContext:
         channel_id: int | None = None,
     ) -> None:
         """Hand one event to every recorder, stamped with time, session and channel.  Callers
-        test ``self.recorders`` first, so a server that records nothing pays one test."""
+        test ``self.recorders`` first, so a server that records nothing pays one test.
+
+        Each session records at most ``record_rate`` events a second after a burst of
+        ``record_burst`` (links that succeeded and disconnects always): a flood of input
+        cannot flood the record; a ``record_dropped`` event says how much was left out.
+        """
         if channel_id is not None:
             event.setdefault("channel_id", channel_id)
+        kind = event.get("event")
+        structural = kind == "disconnect" or (kind == "link" and event.get("result") == "ok")
+        if not structural:
+            key = session if session in self.sessions.sessions else None
+            recorded, dropped = self.record_budget.admit(key, self.clock())
+            if not recorded:
+                return
+            if dropped:
+                self._emit(_dropped(dropped), session, channel)
+        self._emit(event, session, channel)
+
+    def _emit(self, event: dict[str, Any], session: int | None, channel: str | None) -> None:
         event = stamp(event, session, channel)
         for recorder in list(self.recorders):
             try:
@@ -158,3 +199,7 @@ class ServerContext:
             except Exception:
                 logger.exception("recorder %r failed; removed", recorder)
                 self.recorders.remove(recorder)
+
+
+def _dropped(count: int) -> dict[str, Any]:
+    return {"event": "record_dropped", "dropped": count, "reason": "record_rate"}

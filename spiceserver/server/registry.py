@@ -30,6 +30,9 @@ class ChannelSpec:
     handler: type[ChannelHandler[Any]]
     #: Largest client → server message body (``ServerConfig.max_message_sizes`` overrides).
     max_message_size: int
+    #: Largest unsent output of one connection (``ServerConfig.max_write_buffers``
+    #: overrides); None: ``ServerConfig.max_write_buffer``.
+    max_write_buffer: int | None = None
     #: Listed in the main channel's CHANNELS_LIST (never MAIN itself: pitfall 7).
     offered: bool = True
     #: Offered only when the server has audio (``offered_channels(audio=True)``).
@@ -51,19 +54,25 @@ class ChannelSpec:
         return self.protocol.SERVER_CAPS
 
 
+_MIB = 1024 * 1024
+
 #: By channel type.  spice-gtk sends at most a few dozen bytes per message on display, inputs
-#: and cursor; main carries agent chunks.
+#: and cursor; main carries agent chunks.  Output: main and inputs only answer requests (a
+#: few dozen bytes each), the cursor sends shapes of up to 256 KiB latest-wins and stops at
+#: ``write_buffer_high``; the display's one update may be a whole raw frame.
 CHANNELS: dict[int, ChannelSpec] = {
     spec.channel_type: spec
     for spec in (
-        ChannelSpec(ChannelType.MAIN, MainHandler, 64 * 1024, offered=False),
+        ChannelSpec(ChannelType.MAIN, MainHandler, 64 * 1024, _MIB, offered=False),
         ChannelSpec(ChannelType.DISPLAY, DisplayHandler, 4096),
-        ChannelSpec(ChannelType.INPUTS, InputsHandler, 4096),
-        ChannelSpec(ChannelType.CURSOR, CursorHandler, 4096),
-        # The client sends only ACKs and PONGs here.
-        ChannelSpec(ChannelType.PLAYBACK, PlaybackHandler, 4096, needs_audio=True),
-        # DATA is one 10 ms packet: 1920 bytes raw, <= 1275 Opus (protocol/record.py).
-        ChannelSpec(ChannelType.RECORD, RecordHandler, 4096, needs_microphone=True),
+        ChannelSpec(ChannelType.INPUTS, InputsHandler, 4096, _MIB),
+        ChannelSpec(ChannelType.CURSOR, CursorHandler, 4096, 8 * _MIB),
+        # The client sends only ACKs and PONGs here; what it is sent is bounded latest-wins
+        # (server/channels/playback.py) well below this.
+        ChannelSpec(ChannelType.PLAYBACK, PlaybackHandler, 4096, _MIB, needs_audio=True),
+        # DATA is one 10 ms packet: 1920 bytes raw, <= 1275 Opus (protocol/record.py); we only
+        # send START/STOP.
+        ChannelSpec(ChannelType.RECORD, RecordHandler, 4096, _MIB, needs_microphone=True),
     )
 }
 

@@ -19,6 +19,7 @@ from spiceserver.crypto import KeyPool
 from spiceserver.errors import ConfigError
 from spiceserver.faults import ALL_CHANNELS, Fault
 from spiceserver.input import InputHandler, log_input
+from spiceserver.logs import install_limiter
 from spiceserver.protocol.enums import MAX_PASSWORD_LENGTH, KeyModifiers
 from spiceserver.record import JsonlRecorder, Recorder
 from spiceserver.server.audio import AudioHub
@@ -163,7 +164,9 @@ class SpiceServer:
         recorder_list = list(recorders)
         if config.record_path is not None:
             try:
-                recorder_list.append(JsonlRecorder(config.record_path))
+                recorder_list.append(
+                    JsonlRecorder(config.record_path, max_bytes=config.record_max_bytes)
+                )
             except OSError as exc:
                 raise ConfigError(f"cannot write the session record: {exc}") from exc
         if sound is None and (sound := source.audio_source()) is not None:
@@ -186,9 +189,14 @@ class SpiceServer:
         self._microphone = (
             None if microphone is None else MicrophoneHub(microphone, opus=config.audio_opus)
         )
+        self._log_limiter = install_limiter(config.log_rate, config.log_burst)
         executor = ThreadPoolExecutor(
             max_workers=config.encoder_threads, thread_name_prefix="spice-encode"
         )
+        # RSA keys on threads of their own: links, however many, never queue image encodes
+        # behind key generation.  Two, as many as shared the encoders' pool before: a burst
+        # of links (five spice-gtk clients at once) gets its keys as fast as it did.
+        self._key_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="spice-rsa")
         #: What connections and channels use of the server (internals: for tools and tests).
         self.context = ServerContext(
             config=config,
@@ -199,8 +207,12 @@ class SpiceServer:
                 ),
                 max_sessions=config.max_clients,
             ),
-            keys=KeyPool(executor, config.rsa_key_pool),
-            failures=FailureTracker(),
+            keys=KeyPool(self._key_executor, config.rsa_key_pool),
+            failures=FailureTracker(
+                base_delay=config.ticket_check_spacing,
+                max_delay=config.ticket_check_max_spacing,
+                window=config.ticket_failure_window,
+            ),
             ticket=self._make_ticket(
                 config.password, config.ticket_lifetime, config.one_shot_ticket
             ),
@@ -338,7 +350,10 @@ class SpiceServer:
         if context.captures is not None:
             await context.captures.aclose()
         context.cancel_tasks()
+        context.gate.close()
         context.executor.shutdown(wait=False, cancel_futures=True)
+        self._key_executor.shutdown(wait=False, cancel_futures=True)
+        self._log_limiter.flush()
         context.encode_cache.clear()
         self._closed.set()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -20,17 +21,28 @@ class ServerProcess:
     """``with ServerProcess(["--source", "image:x.png"], password="pw") as srv: srv.port``."""
 
     def __init__(
-        self, args: list[str], password: str, *, timeout: float = 60.0, wait_ready: bool = True
+        self,
+        args: list[str],
+        password: str,
+        *,
+        timeout: float = 60.0,
+        wait_ready: bool = True,
+        env_password: bool = False,
     ) -> None:
         #: Return from ``with`` once the codecs are compiled, not as soon as the port is open
         #: (the server listens first and compiles meanwhile; RSS and timings settle after).
         self.wait_ready = wait_ready
         self.args = args
         self.password = password
+        #: Give the ticket in $SPICESERVER_PASSWORD instead of a --password-file.
+        self.env_password = env_password
         self.timeout = timeout
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
         self.log: list[str] = []
+        #: Lines and bytes the server printed, in all (``log`` keeps the newest 10,000+).
+        self.lines = 0
+        self.log_bytes = 0
         self._reader: threading.Thread | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="spiceserver-proc-")
 
@@ -46,6 +58,10 @@ class ServerProcess:
             level = args.index("--log-level") + 1
             if args[level] in ("warning", "error"):
                 args[level] = "info"
+        ticket = ["--password-file", str(secret)]
+        if self.env_password:
+            env["SPICESERVER_PASSWORD"] = self.password
+            ticket = []
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -54,8 +70,7 @@ class ServerProcess:
                 "serve",
                 "--listen",
                 "127.0.0.1:0",
-                "--password-file",
-                str(secret),
+                *ticket,
                 *args,
             ],
             stdout=subprocess.PIPE,
@@ -82,6 +97,8 @@ class ServerProcess:
 
     def _drain(self, stream: IO[str]) -> None:
         for line in stream:
+            self.lines += 1
+            self.log_bytes += len(line)
             self.log.append(line)
             if len(self.log) > 20000:
                 del self.log[:10000]
@@ -96,6 +113,35 @@ class ServerProcess:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         return float("nan")
+
+    def open_fds(self) -> int:
+        """File descriptors the server holds now (sockets, files, pipes)."""
+        assert self.proc is not None
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def sockets_from(self, address: str) -> int:
+        """TCP sockets the server holds (as file descriptors) whose peer is ``address``."""
+        assert self.proc is not None
+        inodes = set()
+        for fd in os.listdir(f"/proc/{self.proc.pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{self.proc.pid}/fd/{fd}")
+            except OSError:
+                continue  # closed meanwhile
+            if link.startswith("socket:["):
+                inodes.add(link[len("socket:[") : -1])
+        # /proc/net/tcp: "rem_address" as the IPv4 address in host byte order, in hex.
+        want = socket.inet_aton(address)[::-1].hex().upper()
+        count = 0
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[2].split(":")[0] == want and fields[9] in inodes:
+                count += 1
+        return count
+
+    def cmdline(self) -> bytes:
+        assert self.proc is not None
+        return Path(f"/proc/{self.proc.pid}/cmdline").read_bytes()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

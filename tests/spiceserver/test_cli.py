@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -12,7 +13,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from spiceserver.__main__ import build_parser, config_from_args
+from spiceserver.__main__ import PASSWORD_ENV, build_parser, config_from_args
 from spiceserver.errors import ConfigError
 from spiceserver.protocol.enums import ChannelType, ImageCompression, LinkError
 from tests.conftest import ROOT, run
@@ -205,3 +206,71 @@ def test_audio_options() -> None:
 def test_audio_clicks_is_the_pattern_clicking() -> None:
     config, _ = config_from_args(parse("--audio", "clicks"))
     assert config.audio == "off"  # the PatternClickSource brings its own sound
+
+
+def test_password_from_the_environment_is_taken_out_of_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(PASSWORD_ENV, "from-env")
+    config, generated = config_from_args(parse())
+    assert (config.password, generated) == ("from-env", False)
+    assert PASSWORD_ENV not in os.environ  # nothing the server starts inherits it
+    monkeypatch.setenv(PASSWORD_ENV, "from-env")
+    secret_option, _ = config_from_args(parse("--disable-ticketing"))
+    assert secret_option.password is None  # an explicit ticket option wins
+    monkeypatch.setenv(PASSWORD_ENV, "")
+    with pytest.raises(ConfigError, match="empty"):
+        config_from_args(parse())
+
+
+def test_password_on_the_command_line_warns(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="spiceserver"):
+        config, _ = config_from_args(parse("--password", "typed-in-argv"))
+    assert config.password == "typed-in-argv"
+    assert "--password is visible to every local user" in caplog.text
+    assert "typed-in-argv" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="spiceserver"):
+        config_from_args(parse())
+    assert not caplog.text
+
+
+def test_help_says_why_and_a_server_keeps_its_password_off_the_command_line() -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    shown = subprocess.run(
+        [sys.executable, "-m", "spiceserver", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "/proc/PID/cmdline" in shown and f"${PASSWORD_ENV}" in " ".join(shown.split())
+    env[PASSWORD_ENV] = "env-ticket-42"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spiceserver", "serve", "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = ""
+        while "remote-viewer" not in line:
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read() if proc.stderr else ""
+        assert "password=" not in line  # not generated: nothing to print
+        port = int(re.search(r"spice://127\.0\.0\.1:(\d+)", line).group(1))  # type: ignore[union-attr]
+        assert b"env-ticket-42" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+
+        async def link() -> None:
+            client = await LoopbackClient.open(port)
+            assert await client.link(ChannelType.MAIN, "env-ticket-42") == LinkError.OK
+            await client.close()
+
+        run(link(), timeout=30)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+    assert proc.returncode == 0

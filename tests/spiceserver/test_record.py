@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import struct
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from spiceserver import NumpySource, SpiceServer
 from spiceserver.protocol.enums import ChannelType, KeyModifiers, LinkError, MouseMode
 from spiceserver.protocol.events import LockState, MouseModeRequested
-from spiceserver.record import MemoryRecorder, caps_names, enum_name, event_record, key_name
+from spiceserver.record import (
+    JsonlRecorder,
+    MemoryRecorder,
+    caps_names,
+    enum_name,
+    event_record,
+    key_name,
+)
 from tests.conftest import run
 from tests.fakeclient import LoopbackClient
 from tests.spiceserver.server.test_loopback import PASSWORD, open_session
@@ -163,3 +173,24 @@ def test_memory_recorder_indices_survive_trimming() -> None:
         assert (await memory.wait_for(lambda e: e["n"] >= 6, start=0))["n"] == 6
 
     asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_record_file_stops_at_its_size_cap_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "record.jsonl"
+    recorder = JsonlRecorder(path, max_bytes=10_000)
+    with caplog.at_level(logging.WARNING, logger="spiceserver.record"):
+        for n in range(1000):  # ~60 KB of key events
+            recorder.record({"t": 1.0, "event": "key", "scancode": n, "pressed": True})
+    recorder.close()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert path.stat().st_size <= 10_000
+    assert lines[-1]["event"] == "record_stopped" and "record_max_bytes" in lines[-1]["reason"]
+    assert all(line["event"] == "key" for line in lines[:-1])
+    assert recorder.dropped == 1000 - (len(lines) - 1)
+    assert sum("record_max_bytes" in r.getMessage() for r in caplog.records) == 1
+    again = JsonlRecorder(path, max_bytes=10_000)  # the file is full: nothing is added
+    again.record({"event": "key"})
+    again.close()
+    assert len(path.read_text().splitlines()) == len(lines)

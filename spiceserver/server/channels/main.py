@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from spiceserver.logs import skip
 from spiceserver.protocol.enums import MouseMode
 from spiceserver.protocol.events import MouseModeChanged
 from spiceserver.protocol.main import MainChannel
@@ -13,6 +14,9 @@ from spiceserver.server.channels.base import ChannelHandler
 __all__ = ["MainHandler"]
 
 logger = logging.getLogger("spiceserver.channels")
+
+#: One line per change: a client toggling modes in a flood is rate-limited (spiceserver.logs).
+_MODE = "%s: mouse mode %s"
 
 
 class MainHandler(ChannelHandler[MainChannel]):
@@ -24,12 +28,9 @@ class MainHandler(ChannelHandler[MainChannel]):
     def on_events(self, events: list[Any], now: float) -> None:
         super().on_events(events, now)
         for event in events:
-            if isinstance(event, MouseModeChanged):
-                logger.info(
-                    "%s: mouse mode %s",
-                    self.connection.name,
-                    "client" if event.mode == MouseMode.CLIENT else "server",
-                )
+            if isinstance(event, MouseModeChanged) and not skip(logger, logging.INFO, _MODE):
+                mode = "client" if event.mode == MouseMode.CLIENT else "server"
+                logger.info(_MODE, self.connection.name, mode)
 
     def closed(self) -> None:
         self.context.end_session(self.session)

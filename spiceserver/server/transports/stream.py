@@ -23,7 +23,7 @@ from spiceserver.server.context import ServerContext
 if TYPE_CHECKING:
     from spiceserver.server.transports.web import WebRoot
 
-__all__ = ["StreamOutlet", "StreamProtocol"]
+__all__ = ["COALESCE_BELOW", "StreamOutlet", "StreamProtocol", "coalesce"]
 
 logger = logging.getLogger("spiceserver.connection")
 
@@ -31,6 +31,30 @@ logger = logging.getLogger("spiceserver.connection")
 _HTTP_METHODS = (b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN", b"TRAC")
 _SNIFF_BYTES = 4
 _KNOWN_STARTS = (SPICE_MAGIC, b"GET ", *_HTTP_METHODS)
+
+
+#: Chunks smaller than this are joined with their small neighbours before the transport gets
+#: them: a transport keeps one object per chunk (tens of bytes each, and a 6-byte header is a
+#: chunk), so thousands of small unread messages would cost many times their size in memory.
+#: Joined, what the transport reports unsent is what it holds.
+COALESCE_BELOW = 4096
+
+
+def coalesce(chunks: Sequence[bytes | memoryview]) -> list[bytes | memoryview]:
+    """``chunks`` with each run of small ones joined into one (large ones pass uncopied)."""
+    out: list[bytes | memoryview] = []
+    run: list[bytes | memoryview] = []
+    for chunk in chunks:
+        if len(chunk) < COALESCE_BELOW:
+            run.append(chunk)
+            continue
+        if run:
+            out.append(run[0] if len(run) == 1 else b"".join(run))
+            run = []
+        out.append(chunk)
+    if run:
+        out.append(run[0] if len(run) == 1 else b"".join(run))
+    return out
 
 
 class StreamOutlet:
@@ -52,7 +76,7 @@ class StreamOutlet:
             self.peer = self.address = "unix"
 
     def write(self, chunks: Sequence[bytes | memoryview]) -> None:
-        self.transport.writelines(chunks)
+        self.transport.writelines(coalesce(chunks))
 
     def buffered(self) -> int:
         return self.transport.get_write_buffer_size()

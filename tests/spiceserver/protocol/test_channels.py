@@ -8,13 +8,14 @@ import pytest
 
 from spiceserver.errors import DecodeError, MessageTooLarge, UnexpectedMessage
 from spiceserver.protocol import messages as m
-from spiceserver.protocol.channel import ChannelLimits
+from spiceserver.protocol.channel import ChannelLimits, ChannelProtocol
 from spiceserver.protocol.cursor import CursorChannel
 from spiceserver.protocol.display import DisplayChannel, EncodedImage
 from spiceserver.protocol.enums import DisplayCap, ImageType, MainCap, MouseButton, caps_to_words
 from spiceserver.protocol.events import (
     AgentMessage,
     ButtonEvent,
+    CompressionPreferred,
     DisplayReady,
     KeyEvent,
     MouseModeChanged,
@@ -31,6 +32,17 @@ from tests.fakeclient import MessageSplitter, frame
 def drain(channel: object) -> list[tuple[int, bytes]]:
     out = b"".join(bytes(c) for c in channel.data_to_send())  # type: ignore[attr-defined]
     return MessageSplitter().feed(out)
+
+
+def feed(channel: ChannelProtocol, data: bytes) -> list[object]:
+    """Every event ``data`` makes, taken as the server does: one budget per loop turn."""
+    events: list[object] = []
+    more = channel.receive_data(data, now=0.0)
+    events += channel.events_received()
+    while more:
+        more = channel.receive_data(b"", now=0.0)
+        events += channel.events_received()
+    return events
 
 
 def test_main_sends_init_then_channels_list_only_after_attach() -> None:
@@ -50,7 +62,7 @@ def test_main_sends_init_then_channels_list_only_after_attach() -> None:
     assert drain(main) == [(104, struct.pack("<I", 3) + bytes([2, 0, 3, 0, 4, 0]))]
 
 
-def test_mouse_mode_request_is_answered() -> None:
+def test_mouse_mode_request_is_answered_only_when_the_mode_changes() -> None:
     main = MainChannel(session_id=1, channels=(), mini_header=True)
     main.receive_data(frame(105, struct.pack("<H", 1)), now=0.0)
     assert main.events_received() == [
@@ -60,7 +72,48 @@ def test_mouse_mode_request_is_answered() -> None:
     assert drain(main) == [(105, struct.pack("<HH", 3, 1))]
     main.receive_data(frame(105, struct.pack("<H", 4)), now=0.0)  # no such mode: refused
     assert main.events_received() == [MouseModeRequested(mode=4, granted=False)]
-    assert drain(main) == [(105, struct.pack("<HH", 3, 1))]
+    assert drain(main) == []  # nothing changed: no reply (spice-server reds_set_mouse_mode)
+    events = feed(main, frame(105, struct.pack("<H", 1)) * 1000)  # the same, again
+    assert len(events) == 1000 and MouseModeChanged(mode=1) not in events
+    assert drain(main) == []
+    main.receive_data(frame(105, struct.pack("<H", 2)), now=0.0)
+    assert drain(main) == [(105, struct.pack("<HH", 3, 2))]
+
+
+def test_repeated_attach_channels_gets_one_channels_list() -> None:
+    main = MainChannel(session_id=1, channels=offered_channels(), mini_header=True)
+    feed(main, frame(104) * 1000)
+    assert [t for t, _ in drain(main)] == [104]
+    main.receive_data(frame(104), now=1.0)
+    assert drain(main) == []
+
+
+def test_one_key_scancode_message_is_handed_over_in_event_budgets() -> None:
+    limits = ChannelLimits(max_message_size=4096, max_events_per_call=256)
+    inputs = InputsChannel(mini_header=True, limits=limits)
+    data = bytes([0x1E, 0x9E]) * 2048  # 4 KiB: 4,096 key events in one message
+    more = inputs.receive_data(frame(104, data) + frame(104, b"\x1e\x9e"), now=0.0)
+    batches = []
+    while True:
+        events = inputs.events_received()
+        batches.append(len(events))
+        if not more:
+            break
+        more = inputs.receive_data(b"", now=0.0)  # the next loop turn
+    assert max(batches) == 256 and sum(batches) == 4098
+    assert len(batches) >= 4098 // 256
+
+
+def test_legal_burst_of_largest_messages_fits_the_receive_buffer() -> None:
+    # Eight 64 KiB AGENT_DATA back to back, arriving in reads of 256 KiB (asyncio, uvloop).
+    main = MainChannel(session_id=1, channels=(), mini_header=True)
+    assert main.limits.receive_buffer_limit == 64 * 1024 + 18 + 256 * 1024
+    stream = frame(107, b"a" * 65536) * 8
+    for start in range(0, len(stream), 256 * 1024):
+        main.receive_data(stream[start : start + 256 * 1024], now=0.0)
+    assert [e.size for e in main.events_received()] == [65536] * 8
+    with pytest.raises(MessageTooLarge):  # more than one read on top of a partial message
+        main.receive_data(b"\x00" * (main.limits.receive_buffer_limit + 1), now=0.0)
 
 
 def test_agent_messages_are_noted_and_unknown_types_carry_type_and_size() -> None:
@@ -247,3 +300,10 @@ def test_cursor_shapes_are_cached_on_the_client_and_evicted_with_inval_one() -> 
     (t1, inval), (t2, again) = drain(cursor)
     assert (t1, inval) == (107, struct.pack("<Q", other.unique))
     assert struct.unpack_from("<H", again, 5)[0] == 2 and again.endswith(other.pixels)
+
+
+def test_repeated_preferred_compression_is_one_event() -> None:
+    display = DisplayChannel(mini_header=True)
+    display.start(now=0.0)
+    events = feed(display, frame(103, b"\x03") * 1000 + frame(103, b"\x07"))
+    assert events == [CompressionPreferred(3), CompressionPreferred(7)]

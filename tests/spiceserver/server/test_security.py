@@ -14,7 +14,7 @@ import pytest
 from spiceserver import ConfigError, ImageCompression, NumpySource, SpiceServer
 from spiceserver.protocol.enums import ChannelType, LinkError
 from spiceserver.server.security import FailureTracker, tls_context
-from tests.conftest import run
+from tests.conftest import eventually, run
 from tests.fakeclient import LoopbackClient
 from tests.spiceserver.server.test_loopback import (
     PASSWORD,
@@ -104,30 +104,87 @@ def test_one_shot_ticket_admits_one_session() -> None:
     run(scenario())
 
 
-def test_failure_tracker_backs_off_per_address() -> None:
+def test_failure_tracker_spaces_checks_per_address() -> None:
     tracker = FailureTracker(base_delay=0.25, max_delay=2, window=60, max_addresses=2)
-    assert [tracker.failed("a", t) for t in range(6)] == [0, 0.25, 0.5, 1, 2, 2]
-    assert tracker.failed("b", 10) == 0
-    assert tracker.failed("a", 200) == 0  # an old streak is forgotten
+    assert tracker.spacing("a", 0) == 0  # never failed: checked at once
+    assert [tracker.failed("a", t) for t in range(6)] == [0.25, 0.5, 1, 2, 2, 2]
+    assert tracker.spacing("a", 6) == 2
+    assert tracker.failed("b", 10) == 0.25
+    assert tracker.spacing("a", 200) == 0  # an old streak is forgotten
+    assert tracker.failed("a", 200) == 0.25
     tracker.failed("c", 201)  # "b" falls out of the bounded table
-    assert tracker.failed("b", 202) == 0
+    assert tracker.spacing("b", 202) == 0
+    tracker.succeeded("a")
+    assert tracker.spacing("a", 203) == 0
 
 
-def test_repeated_failures_slow_only_the_offender() -> None:
+def test_repeated_failures_pace_every_check_of_that_address_only() -> None:
     async def scenario() -> None:
         async with server() as srv:
             for _ in range(2):
-                bad = await LoopbackClient.open(srv.port)
+                bad = await LoopbackClient.open(srv.port, source="127.0.0.2")
                 assert await bad.link(ChannelType.MAIN, "guess") == LinkError.PERMISSION_DENIED
-            bad = await LoopbackClient.open(srv.port)
+            bad = await LoopbackClient.open(srv.port, source="127.0.0.2")
             started = time.monotonic()
             slow = asyncio.create_task(bad.link(ChannelType.MAIN, "guess"))
             await asyncio.sleep(0.05)
-            good = await LoopbackClient.open(srv.port)
+            good = await LoopbackClient.open(srv.port)  # another address
             assert await good.link(ChannelType.MAIN, PASSWORD) == LinkError.OK
             assert time.monotonic() - started < 0.4  # the good client did not wait
             assert await slow == LinkError.PERMISSION_DENIED
-            assert time.monotonic() - started >= 0.45  # the third failure waited 0.5 s
+            assert time.monotonic() - started >= 0.45  # after two failures: 0.5 s apart
+            # The right ticket from the failing address waits its turn just the same: the
+            # answer's timing says nothing about the ticket.
+            right = await LoopbackClient.open(srv.port, source="127.0.0.2")
+            started = time.monotonic()
+            assert await right.link(ChannelType.MAIN, PASSWORD) == LinkError.OK
+            assert time.monotonic() - started >= 0.9  # after three failures: 1 s apart
+            assert srv.context.failures.spacing("127.0.0.2", srv.context.clock()) == 0
+
+    run(scenario())
+
+
+def test_abandoned_attempts_are_forgotten_and_never_checked() -> None:
+    async def scenario() -> None:
+        async with server(ticket_check_spacing=2.0, ticket_check_max_spacing=2.0) as srv:
+            bad = await LoopbackClient.open(srv.port, source="127.0.0.3")
+            assert await bad.link(ChannelType.MAIN, "guess") == LinkError.PERMISSION_DENIED
+            checks = srv.context.gate.checks
+            waiting = []
+            for _ in range(10):  # each waits for its turn (2 s apart), then gives up
+                client = await LoopbackClient.open(srv.port, source="127.0.0.3")
+                task = asyncio.create_task(client.link(ChannelType.MAIN, "guess"))
+                waiting.append((client, task))
+            await eventually(lambda: srv.context.gate.waiting("127.0.0.3") == 10)
+            for client, task in waiting:
+                task.cancel()
+                client.writer.transport.abort()  # type: ignore[attr-defined]
+            # Each close is seen at once, not when its turn would have come (2 s apart).
+            await eventually(lambda: not srv.context.addresses.open["127.0.0.3"], timeout=1.5)
+            assert srv.context.gate.waiting("127.0.0.3") == 0
+            assert srv.context.gate.checks == checks  # none of them was ever checked
+
+    run(scenario())
+
+
+def test_links_in_progress_and_connections_are_capped_per_address() -> None:
+    async def scenario() -> None:
+        async with server(max_unauthenticated_per_address=3, max_connections_per_address=5) as srv:
+            idle = [await LoopbackClient.open(srv.port, source="127.0.0.4") for _ in range(3)]
+            extra = await LoopbackClient.open(srv.port, source="127.0.0.4")
+            assert await extra.closed_by_server()  # a fourth link in progress: refused
+            await open_session(srv.port)  # other addresses: unaffected
+            for client in idle:
+                await client.close()
+            await eventually(lambda: not srv.context.addresses.open["127.0.0.4"])
+            linked = []
+            for _ in range(5):  # linked connections no longer count as in progress ...
+                client = await LoopbackClient.open(srv.port, source="127.0.0.4")
+                assert await client.link(ChannelType.MAIN, PASSWORD) == LinkError.OK
+                linked.append(client)
+            extra = await LoopbackClient.open(srv.port, source="127.0.0.4")
+            assert await extra.closed_by_server()  # ... but count towards the address's 5
+            assert srv.context.addresses.open["127.0.0.4"] == 5
 
     run(scenario())
 
@@ -152,8 +209,8 @@ def test_hundreds_of_half_open_connections_do_not_block_a_good_client() -> None:
         source = NumpySource(frame=random_frame(200, 100, 9))
         async with server(source, handshake_timeout=60) as srv:
             idle = []
-            for i in range(400):
-                client = await LoopbackClient.open(srv.port)
+            for i in range(400):  # from 20 addresses: each holds 20 (max_connections_per_address)
+                client = await LoopbackClient.open(srv.port, source=f"127.0.1.{1 + i % 20}")
                 client.writer.write(b"REDQ\x02\x00"[: i % 6])  # stalled at every link stage
                 idle.append(client)
             _main, session_id = await open_session(srv.port)

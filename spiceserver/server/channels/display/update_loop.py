@@ -107,15 +107,19 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         self._wake.set()  # an ACK may have reopened the window
 
     def _attach_glz(self, ready: DisplayReady) -> None:
-        """Share the session's GLZ dictionary (spice-gtk keeps one window per session)."""
+        """Share the session's GLZ dictionary (spice-gtk keeps one window per session).
+
+        ``context.glz`` keeps a bounded number per session within a memory budget and drops
+        them when the session ends (``spiceserver/server/glz.py``); the encoder only borrows
+        one, so nothing here keeps it alive.  Without one, LZ is sent instead.
+        """
         if ready.glz_window_size <= 0:
             return  # spice-html5: no GLZ at all (pitfall 23)
-        from encoders import GlzDictionary
-
-        dictionaries = self.session.glz_dictionaries
-        if ready.glz_dictionary_id not in dictionaries:
-            dictionaries[ready.glz_dictionary_id] = GlzDictionary(ready.glz_window_size)
-        self.encoder.glz = dictionaries[ready.glz_dictionary_id]
+        dictionary = self.context.glz.attach(
+            self.session, ready.glz_dictionary_id, ready.glz_window_size, self.connection
+        )
+        if dictionary is not None:
+            self.encoder.borrow_glz(dictionary)
 
     # Source listener: called on the loop thread.
     def on_damage(self, rects: list[Rect]) -> None:

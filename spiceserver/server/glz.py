@@ -1,0 +1,124 @@
+"""GLZ dictionaries: a bounded number per session, a memory budget, release when a session ends.
+
+A GLZ dictionary mirrors the client's GLZ window, which spice-gtk keeps per session
+(``spice-gtk:src/decode-glz.c``) and shares between the session's display channels; DISPLAY_INIT
+names it by ``glz_dictionary_id`` (a u8).  libspice-server shares one dictionary per client and
+id (``spice:server/image-encoders.cpp`` ``image_encoders_get_glz_dictionary``).  Here:
+
+* a session holds at most ``glz_dictionaries_per_session`` (default 1): a display naming a new
+  id replaces a dictionary no live display of the session uses, and gets none (LZ is sent) if
+  every one is in use;
+* all sessions together hold at most ``glz_memory_budget`` bytes (each dictionary counted at
+  what it may come to, its whole arena); a session that would cross it gets a smaller
+  dictionary, or none when less than :data:`MIN_DICTIONARY_BYTES` is left;
+* when the session ends its dictionaries are dropped at once.  They are referenced from here
+  only: display channels borrow them through a weak reference
+  (:meth:`~spiceserver.server.codecs.ImageEncoder.borrow_glz`), so no reference cycle keeps
+  33 MiB alive until the garbage collector runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from encoders.glz import GlzDictionary
+    from spiceserver.session import Session
+
+__all__ = ["MIN_DICTIONARY_BYTES", "GlzDictionaries"]
+
+logger = logging.getLogger("spiceserver.codecs")
+
+#: A dictionary smaller than this (one 1024x1024 window) is not worth making: LZ instead.
+MIN_DICTIONARY_BYTES = 4 * 1024 * 1024
+#: Bytes per kept pixel (the arena is uint32).
+_PIXEL_BYTES = 4
+#: Bytes of a dictionary besides its arena (hash tables, image records), measured once.
+_tables: int | None = None
+
+
+@dataclass(eq=False, slots=True)
+class _Entry:
+    dictionary: GlzDictionary
+    #: The display connections that use it (``closed`` tells whether one still does).
+    owners: list[Any] = field(default_factory=list)
+
+    def in_use(self) -> bool:
+        self.owners = [owner for owner in self.owners if not owner.closed]
+        return bool(self.owners)
+
+
+class GlzDictionaries:
+    """Every session's GLZ dictionaries, within a per-session count and a global budget."""
+
+    def __init__(self, budget: int, per_session: int) -> None:
+        self.budget = budget
+        self.per_session = per_session
+        #: Bytes the dictionaries held now may come to (``GlzDictionary.max_nbytes``).
+        self.used = 0
+
+    def attach(
+        self, session: Session, dictionary_id: int, window_pixels: int, owner: Any
+    ) -> GlzDictionary | None:
+        """The dictionary a display channel of ``session`` encodes into, for its
+        DISPLAY_INIT's id and window; None: no GLZ for it (the encoder sends LZ)."""
+        entries: dict[int, _Entry] = session.glz_dictionaries
+        entry = entries.get(dictionary_id)
+        if entry is not None:  # the session's window, shared (a display reconnecting)
+            entry.in_use()
+            entry.owners.append(owner)
+            return entry.dictionary
+        for other_id, other in list(entries.items()):
+            if len(entries) < self.per_session:
+                break
+            if not other.in_use():
+                self._drop(entries, other_id)
+        if len(entries) >= self.per_session:
+            logger.info(
+                "session %#010x: GLZ dictionary %d refused: %d in use "
+                "(glz_dictionaries_per_session); sending LZ",
+                session.id,
+                dictionary_id,
+                len(entries),
+            )
+            return None
+        dictionary = self._make(window_pixels)
+        if dictionary is None:
+            logger.info(
+                "session %#010x: no GLZ dictionary: %d of %d bytes in use (glz_memory_budget); "
+                "sending LZ",
+                session.id,
+                self.used,
+                self.budget,
+            )
+            return None
+        entries[dictionary_id] = _Entry(dictionary, [owner])
+        self.used += dictionary.max_nbytes
+        return dictionary
+
+    def release(self, session: Session) -> None:
+        """The session ended: its dictionaries go now."""
+        entries: dict[int, _Entry] = session.glz_dictionaries
+        for dictionary_id in list(entries):
+            self._drop(entries, dictionary_id)
+
+    def _drop(self, entries: dict[int, _Entry], dictionary_id: int) -> None:
+        entry = entries.pop(dictionary_id)
+        self.used -= entry.dictionary.max_nbytes
+
+    def _make(self, window_pixels: int) -> GlzDictionary | None:
+        from encoders.glz.dictionary import DEFAULT_MAX_PIXELS, GlzDictionary
+
+        global _tables
+        if _tables is None:
+            _tables = GlzDictionary(0).max_nbytes - _PIXEL_BYTES  # a one-pixel arena: the rest
+        tables = _tables
+        free = self.budget - self.used
+        pixels = min(window_pixels, DEFAULT_MAX_PIXELS, (free - tables) // _PIXEL_BYTES)
+        if pixels * _PIXEL_BYTES + tables < MIN_DICTIONARY_BYTES and pixels < window_pixels:
+            return None  # too little room for a useful window
+        if pixels < 1:
+            return None
+        return GlzDictionary(window_pixels, max_pixels=pixels)

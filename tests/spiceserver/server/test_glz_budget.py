@@ -1,0 +1,116 @@
+"""Item 3 of the hardening issue: GLZ dictionaries, bounded per session and in memory.
+
+At most ``glz_dictionaries_per_session`` per session, within ``glz_memory_budget`` across
+sessions, and freed by reference counting the moment a session ends (checked with the cycle
+collector off).  The whole stack in memory (``tests.memory``).
+"""
+
+from __future__ import annotations
+
+import gc
+import struct
+import weakref
+from typing import Any
+
+from spiceserver import ImageCompression, NumpySource, SpiceServer
+from spiceserver.protocol.enums import ChannelType
+from spiceserver.server.glz import MIN_DICTIONARY_BYTES
+from tests.conftest import run
+from tests.fakeclient import frame
+from tests.memory import MemoryClient, init_session_id, key_ready, linked
+
+PASSWORD = "hardening-pw"
+MIB = 1024 * 1024
+
+
+def make_server(**options: Any) -> SpiceServer:
+    options.setdefault("image_compression", ImageCompression.OFF)
+    return SpiceServer(
+        NumpySource(64, 48), password=PASSWORD, warmup_encoders=False, port=0, **options
+    )
+
+
+async def ready(server: SpiceServer) -> SpiceServer:
+    await key_ready(server)
+    return server
+
+
+async def main_at(
+    server: SpiceServer, peer: tuple[str, int] = ("127.0.0.7", 40000)
+) -> MemoryClient:
+    return await linked(server, ChannelType.MAIN, PASSWORD, peer=peer)
+
+
+def display_init(display: MemoryClient, glz_id: int, window: int = 16 << 20) -> None:
+    display.send(frame(1, struct.pack("<I", 1)))  # ACK_SYNC
+    display.send(frame(101, struct.pack("<BqBi", 1, 1 << 20, glz_id, window)))
+
+
+def test_glz_dictionaries_are_bounded_per_session_and_freed_when_it_ends() -> None:
+    async def scenario() -> None:
+        server = await ready(make_server())
+        main = await main_at(server)
+        sid = init_session_id(main)
+        session = server.context.sessions.sessions[sid]
+        for glz_id in range(48):  # a new display channel, each with its own dictionary id
+            display = await linked(
+                server,
+                ChannelType.DISPLAY,
+                PASSWORD,
+                connection_id=sid,
+                peer=("127.0.0.7", 41000 + glz_id),
+            )
+            display_init(display, glz_id)
+            assert list(session.glz_dictionaries) == [glz_id]  # the older one replaced
+        (entry,) = session.glz_dictionaries.values()
+        assert server.context.glz.used == entry.dictionary.max_nbytes < 34 * MIB
+        freed = weakref.ref(entry.dictionary)
+        del entry
+        gc.disable()  # freed by reference counting, not by the cycle collector
+        try:
+            main.transport.close()  # the session ends
+            assert freed() is None
+        finally:
+            gc.enable()
+        assert server.context.glz.used == 0
+        await server.close()
+
+    run(scenario())
+
+
+def test_glz_memory_budget_is_shared_by_the_sessions() -> None:
+    async def scenario() -> None:
+        full = 34_963_456  # a GLZ dictionary at its 8 Mi-pixel cap (GlzDictionary.max_nbytes)
+        server = await ready(make_server(glz_memory_budget=full + MIN_DICTIONARY_BYTES + MIB))
+        encoders = []
+        mains = []
+        for i in range(3):
+            main = await main_at(server, ("127.0.0.7", 42000 + i))
+            sid = init_session_id(main)
+            display = await linked(
+                server,
+                ChannelType.DISPLAY,
+                PASSWORD,
+                connection_id=sid,
+                peer=("127.0.0.7", 43000 + i),
+            )
+            display_init(display, 0)
+            handler = server.context.sessions.sessions[sid].channels[(2, 0)].handler
+            encoders.append(handler.encoder)
+            mains.append(main)
+        sizes = [None if e.glz is None else e.glz.max_nbytes for e in encoders]
+        assert sizes[0] == full
+        assert sizes[1] is not None and MIN_DICTIONARY_BYTES <= sizes[1] < full  # what was left
+        assert sizes[2] is None  # nothing left: this one gets LZ
+        assert server.context.glz.used <= server.config.glz_memory_budget
+        mains[0].transport.close()  # a session ends: its share comes back
+        main = await main_at(server, ("127.0.0.7", 42009))
+        sid = init_session_id(main)
+        display = await linked(
+            server, ChannelType.DISPLAY, PASSWORD, connection_id=sid, peer=("127.0.0.7", 43009)
+        )
+        display_init(display, 0)
+        assert server.context.glz.used <= server.config.glz_memory_budget
+        await server.close()
+
+    run(scenario())
