@@ -50,6 +50,8 @@ GLZ_WINDOW_PIXELS = 16 << 20
 _MINI = struct.Struct("<HI")
 # Message ids (spice-protocol enums.h).
 SET_ACK, PING = 3, 4
+#: Clients linking at once (two channels each) while a step ramps up.
+LINK_BATCH = 8
 ACK_SYNC, ACK, PONG = 1, 2, 3
 MAIN_INIT, MAIN_ATTACH_CHANNELS = 103, 104
 DISPLAY_DRAW_COPY, DISPLAY_INIT = 304, 101
@@ -242,7 +244,11 @@ async def ramp(server: ServerProcess, args: argparse.Namespace) -> list[dict[str
     try:
         for target in args.steps:
             new = [BenchClient() for _ in range(target - len(clients))]
-            await asyncio.gather(*(client.connect(server.port) for client in new))
+            # In batches: the server lets one address have only so many links in progress
+            # (max_unauthenticated_per_address, 32), and each client makes two.
+            for start in range(0, len(new), LINK_BATCH):
+                batch = new[start : start + LINK_BATCH]
+                await asyncio.gather(*(client.connect(server.port) for client in batch))
             clients += new
             await asyncio.sleep(args.warmup)
             frames = [c.display.frames for c in clients]
