@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from spiceserver import SpiceServer
-from spiceserver.protocol.enums import LinkError, MainServerMsg
+from spiceserver.protocol.enums import ChannelType, LinkError, MainServerMsg
 from spiceserver.server.transports.stream import StreamProtocol
 from tests.fakeclient import MessageSplitter, encrypt_ticket, link_message, parse_link_reply
 
@@ -227,3 +227,32 @@ async def linked(
 def init_session_id(main: MemoryClient) -> int:
     """The session id of a main channel that just linked (from its INIT)."""
     return session_id(next(body for t, body in main.messages() if t == MainServerMsg.INIT))
+
+
+# ---------------------------------------------------------------------- shared test set-ups
+
+#: The ticket of :func:`make_server`'s servers.
+PASSWORD = "hardening-pw"
+
+
+def make_server(**options: Any) -> SpiceServer:
+    """A server for in-memory tests: a 64x48 numpy source, raw images, no kernel warm-up."""
+    from spiceserver import ImageCompression, NumpySource
+
+    options.setdefault("image_compression", ImageCompression.OFF)
+    return SpiceServer(
+        NumpySource(64, 48), password=PASSWORD, warmup_encoders=False, port=0, **options
+    )
+
+
+async def ready(server: SpiceServer) -> SpiceServer:
+    """``server`` with an RSA key ready, so a link is answered at once."""
+    await key_ready(server)
+    return server
+
+
+async def main_at(
+    server: SpiceServer, peer: tuple[str, int] = ("127.0.0.7", 40000)
+) -> MemoryClient:
+    """A linked main channel from ``peer``."""
+    return await linked(server, ChannelType.MAIN, PASSWORD, peer=peer)

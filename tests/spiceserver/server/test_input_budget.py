@@ -10,39 +10,27 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from typing import Any
 
 import pytest
 
-from spiceserver import ImageCompression, NumpySource, SpiceServer
 from spiceserver.logs import LogLimiter
 from spiceserver.protocol.enums import ChannelType
 from spiceserver.protocol.events import InputEvent, KeyEvent
 from spiceserver.record import MemoryRecorder
 from tests.conftest import run
 from tests.fakeclient import frame
-from tests.memory import FakeClock, MemoryClient, init_session_id, key_ready, linked, turns
+from tests.memory import (
+    PASSWORD,
+    FakeClock,
+    init_session_id,
+    linked,
+    main_at,
+    make_server,
+    ready,
+    turns,
+)
 
-PASSWORD = "hardening-pw"
 PEER2 = ("127.0.0.7", 40001)
-
-
-def make_server(**options: Any) -> SpiceServer:
-    options.setdefault("image_compression", ImageCompression.OFF)
-    return SpiceServer(
-        NumpySource(64, 48), password=PASSWORD, warmup_encoders=False, port=0, **options
-    )
-
-
-async def ready(server: SpiceServer) -> SpiceServer:
-    await key_ready(server)
-    return server
-
-
-async def main_at(
-    server: SpiceServer, peer: tuple[str, int] = ("127.0.0.7", 40000)
-) -> MemoryClient:
-    return await linked(server, ChannelType.MAIN, PASSWORD, peer=peer)
 
 
 def test_key_scancode_work_is_bounded_per_loop_turn() -> None:

@@ -10,33 +10,19 @@ whole stack in memory (``tests.memory``); the pacing itself is tested over socke
 from __future__ import annotations
 
 import struct
-from typing import Any
 
-from spiceserver import ImageCompression, NumpySource, SpiceServer
 from spiceserver.protocol.enums import ChannelType, LinkError
 from tests.conftest import run
 from tests.fakeclient import encrypt_ticket, link_message, parse_link_reply
-from tests.memory import MemoryClient, init_session_id, key_ready, linked
-
-PASSWORD = "hardening-pw"
-
-
-def make_server(**options: Any) -> SpiceServer:
-    options.setdefault("image_compression", ImageCompression.OFF)
-    return SpiceServer(
-        NumpySource(64, 48), password=PASSWORD, warmup_encoders=False, port=0, **options
-    )
-
-
-async def ready(server: SpiceServer) -> SpiceServer:
-    await key_ready(server)
-    return server
-
-
-async def main_at(
-    server: SpiceServer, peer: tuple[str, int] = ("127.0.0.7", 40000)
-) -> MemoryClient:
-    return await linked(server, ChannelType.MAIN, PASSWORD, peer=peer)
+from tests.memory import (
+    PASSWORD,
+    MemoryClient,
+    init_session_id,
+    key_ready,
+    main_at,
+    make_server,
+    ready,
+)
 
 
 def test_secondary_links_get_the_same_answer_for_live_and_unknown_sessions() -> None:

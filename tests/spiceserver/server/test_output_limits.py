@@ -10,38 +10,25 @@ from __future__ import annotations
 
 import logging
 import struct
-from typing import Any
 
 import pytest
 
-from spiceserver import ImageCompression, NumpySource, SpiceServer
 from spiceserver.protocol.enums import ChannelType, MainServerMsg
 from spiceserver.server.transports.stream import COALESCE_BELOW, coalesce
 from tests.conftest import run
 from tests.fakeclient import frame
-from tests.memory import MemoryClient, init_session_id, key_ready, linked, turns
+from tests.memory import (
+    PASSWORD,
+    init_session_id,
+    linked,
+    main_at,
+    make_server,
+    ready,
+    turns,
+)
 
-PASSWORD = "hardening-pw"
 MIB = 1024 * 1024
 PEER2 = ("127.0.0.7", 40001)
-
-
-def make_server(**options: Any) -> SpiceServer:
-    options.setdefault("image_compression", ImageCompression.OFF)
-    return SpiceServer(
-        NumpySource(64, 48), password=PASSWORD, warmup_encoders=False, port=0, **options
-    )
-
-
-async def ready(server: SpiceServer) -> SpiceServer:
-    await key_ready(server)
-    return server
-
-
-async def main_at(
-    server: SpiceServer, peer: tuple[str, int] = ("127.0.0.7", 40000)
-) -> MemoryClient:
-    return await linked(server, ChannelType.MAIN, PASSWORD, peer=peer)
 
 
 def test_a_flood_of_attach_channels_that_is_never_read_queues_nothing() -> None:
