@@ -10,35 +10,22 @@ from __future__ import annotations
 import gc
 import struct
 import weakref
-from typing import Any
 
-from spiceserver import ImageCompression, NumpySource, SpiceServer
 from spiceserver.protocol.enums import ChannelType
 from spiceserver.server.glz import MIN_DICTIONARY_BYTES
 from tests.conftest import run
 from tests.fakeclient import frame
-from tests.memory import MemoryClient, init_session_id, key_ready, linked
+from tests.memory import (
+    PASSWORD,
+    MemoryClient,
+    init_session_id,
+    linked,
+    main_at,
+    make_server,
+    ready,
+)
 
-PASSWORD = "hardening-pw"
 MIB = 1024 * 1024
-
-
-def make_server(**options: Any) -> SpiceServer:
-    options.setdefault("image_compression", ImageCompression.OFF)
-    return SpiceServer(
-        NumpySource(64, 48), password=PASSWORD, warmup_encoders=False, port=0, **options
-    )
-
-
-async def ready(server: SpiceServer) -> SpiceServer:
-    await key_ready(server)
-    return server
-
-
-async def main_at(
-    server: SpiceServer, peer: tuple[str, int] = ("127.0.0.7", 40000)
-) -> MemoryClient:
-    return await linked(server, ChannelType.MAIN, PASSWORD, peer=peer)
 
 
 def display_init(display: MemoryClient, glz_id: int, window: int = 16 << 20) -> None:
