@@ -11,7 +11,7 @@ this module each of them copies and encodes the very same pixels with the very s
 * **Key.** A band's pixels are identified by ``(version, rect)``: whichever session read them
   first, any session at version N may send them (a change they miss was reported after N, so it
   is in every such session's dirty region already).  An encoding adds the codec key of
-  :func:`~spiceserver.imaging.shared_codec_key`, the codec and its settings.  GLZ has no such
+  :func:`~spiceserver.server.codecs.shared_codec_key`, the codec and its settings.  GLZ has no such
   key: a GLZ image names the session's own dictionary ids and refers to the images that client
   decoded before, so its bytes are valid for that one client only.
 * **One encode, many waiters.** The first session that needs an encoding starts it on the
@@ -38,8 +38,8 @@ from spiceserver.sources.base import Rect
 if TYPE_CHECKING:
     import numpy as np
 
-    from spiceserver.imaging import CodecKey
     from spiceserver.protocol.display import EncodedImage
+    from spiceserver.server.codecs import CodecKey
 
 __all__ = ["KEEP_VERSIONS", "CacheStats", "EncodeCache"]
 
