@@ -22,7 +22,7 @@ from spiceserver.protocol.messages import CursorShape
 if TYPE_CHECKING:
     from spiceserver.sources.audio import AudioSource
 
-__all__ = ["FramebufferSource", "Rect", "SourceListener", "default_cursor"]
+__all__ = ["FramebufferSource", "Head", "Rect", "SourceListener", "default_cursor"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +69,19 @@ class Rect:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Head:
+    """One monitor of a source: a rectangle of its frame (a client shows one window per head),
+    with the physical size in millimetres when known (0: unknown)."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    width_mm: int = 0
+    height_mm: int = 0
+
+
 class SourceListener(Protocol):
     def on_damage(self, rects: list[Rect]) -> None: ...
 
@@ -80,6 +93,9 @@ class SourceListener(Protocol):
 
     # Listeners written before scrolls existed may lack it: they get on_damage instead.
     def on_scroll(self, rect: Rect, dy: int, damage: list[Rect]) -> None: ...
+
+    # The monitor layout changed (after on_resize when the size changed too).  Optional.
+    def on_heads(self, heads: tuple[Head, ...]) -> None: ...
 
 
 class FramebufferSource:
@@ -107,6 +123,24 @@ class FramebufferSource:
     def size(self) -> tuple[int, int]:
         """(width, height)."""
         return self.frame.shape[1], self.frame.shape[0]
+
+    def heads(self) -> tuple[Head, ...]:
+        """The monitors this frame holds (default: one covering the whole frame)."""
+        width, height = self.size
+        return (Head(0, 0, width, height),)
+
+    async def apply_layout(self, heads: tuple[Head, ...]) -> bool:
+        """A client asks for this monitor layout (its windows' sizes, from the agent's
+        MONITORS_CONFIG).  A source that can follow changes its frame (``replace_frame``,
+        ``set_heads``) and returns True; the default cannot and returns False."""
+        return False
+
+    async def restore_layout(self) -> None:
+        """The last client that changed the layout left: go back to the original one."""
+
+    def set_heads(self, heads: tuple[Head, ...]) -> None:
+        """Announce a new monitor layout to the listeners (call after ``replace_frame``)."""
+        self._notify("on_heads", heads)
 
     def audio_source(self) -> AudioSource | None:
         """Sound that goes with these frames (a scenario's tone steps); None: none.  The
@@ -211,6 +245,8 @@ class FramebufferSource:
         if method in ("on_damage", "on_resize", "on_scroll"):
             self.version += 1
         for listener in list(self._listeners):
+            if method == "on_heads" and not hasattr(listener, "on_heads"):
+                continue
             if method == "on_scroll" and not hasattr(listener, "on_scroll"):
                 rect, _dy, damage = args  # a listener that cannot move pixels: damage
                 listener.on_damage([cast(Rect, rect), *cast("list[Rect]", damage)])

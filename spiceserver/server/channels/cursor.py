@@ -7,7 +7,7 @@ from typing import Any
 from spiceserver.protocol.cursor import CursorChannel
 from spiceserver.protocol.messages import CursorShape
 from spiceserver.server.channels.base import ChannelHandler
-from spiceserver.sources.base import Rect
+from spiceserver.sources.base import Head, Rect
 
 __all__ = ["CursorHandler"]
 
@@ -40,6 +40,8 @@ class CursorHandler(ChannelHandler[CursorChannel]):
     def on_resize(self, width: int, height: int) -> None: ...
 
     def on_scroll(self, rect: Rect, dy: int, damage: list[Rect]) -> None: ...
+
+    def on_heads(self, heads: tuple[Head, ...]) -> None: ...
 
     def on_events(self, events: list[Any], now: float) -> None:
         super().on_events(events, now)

@@ -26,7 +26,7 @@ from spiceserver.server.channels.base import ChannelHandler
 from spiceserver.server.channels.display.encode import encode_bands
 from spiceserver.server.codecs import ImageEncoder
 from spiceserver.server.fault_injection import ImageCorrupter
-from spiceserver.sources.base import Rect
+from spiceserver.sources.base import Head, Rect
 
 __all__ = ["MAX_BAND_PIXELS", "DisplayHandler"]
 
@@ -126,6 +126,9 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         self.moves.damaged(self.context.source.version)
         self.dirty.add(rects)
         self._wake.set()
+
+    def on_heads(self, heads: tuple[Head, ...]) -> None:
+        """A new monitor layout (not yet sent: the display channel's MONITORS_CONFIG)."""
 
     def on_resize(self, width: int, height: int) -> None:
         self.moves.reset()
