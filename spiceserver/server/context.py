@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from spiceserver.record import RecordBudget, Recorder, stamp
 from spiceserver.server.glz import GlzDictionaries
+from spiceserver.server.layout import LayoutController
 from spiceserver.server.security import AddressLimits, TicketGate
 
 if TYPE_CHECKING:
@@ -104,6 +105,8 @@ class ServerContext:
     glz: GlzDictionaries = field(init=False)
     #: Events per second each session may add to the session record.
     record_budget: RecordBudget = field(init=False)
+    #: The clients' monitor layouts (agent MONITORS_CONFIG) applied to ``source``.
+    layout: LayoutController = field(init=False)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _no_connections: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -116,6 +119,7 @@ class ServerContext:
         )
         self.glz = GlzDictionaries(config.glz_memory_budget, config.glz_dictionaries_per_session)
         self.record_budget = RecordBudget(config.record_rate, config.record_burst)
+        self.layout = LayoutController(self.source)
 
     # ------------------------------------------------------------------ connections
 
@@ -149,6 +153,7 @@ class ServerContext:
         for connection in self.sessions.end(session):
             connection.close("session ended (its main channel closed)")
         self.glz.release(session)  # freed now, not whenever the garbage collector runs
+        self.layout.session_ended(session)
         dropped = self.record_budget.forget(session.id)
         if dropped and self.recorders:
             self._emit(_dropped(dropped), session.id, "main")
