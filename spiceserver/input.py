@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Protocol, Self
 
 from spiceserver.logs import skip
+from spiceserver.protocol.enums import KeyModifiers
 from spiceserver.protocol.events import (
     ButtonEvent,
     InputEvent,
@@ -16,12 +18,37 @@ from spiceserver.protocol.events import (
     WheelEvent,
 )
 
-__all__ = ["InputHandler", "ignore_input", "log_input"]
+__all__ = ["InputBackend", "InputHandler", "ignore_input", "log_input"]
 
 logger = logging.getLogger("spiceserver.input")
 
 #: Called on the event loop thread with every input event of every client.
 InputHandler = Callable[[InputEvent], None]
+
+
+class InputBackend(Protocol):
+    """What injects client input into a desktop (XTEST, pynput, a compositor's API).
+
+    It is an :data:`InputHandler` (called on the event loop: it must only queue, never block),
+    started before the server and closed after it; :meth:`close` releases every key and
+    button it still holds.  ``on_locks``, if set, is called — on any thread — with the
+    desktop's lock keys whenever they may have changed; the CLI hands them to
+    :meth:`SpiceServer.set_key_modifiers` on the loop.
+    :class:`~spiceserver.desktop_input.X11Input` and
+    :class:`~spiceserver.pynput_input.PynputInput` are two.
+    """
+
+    on_locks: Callable[[KeyModifiers], None] | None
+
+    def start(self) -> Self:
+        """Reach the desktop; raise :class:`~spiceserver.errors.ConfigError` if it cannot."""
+        ...
+
+    def close(self) -> None:
+        """Release what is held and let go of the desktop.  Idempotent."""
+        ...
+
+    def __call__(self, event: InputEvent) -> None: ...
 
 
 _KEY = "key %s scancode %#06x"

@@ -1,5 +1,8 @@
 """The X11 desktop source and input against a real Xvfb, real X applications and spice-gtk.
 
+The keyboard and pointer tests run once per input backend: XTEST (``X11Input``) and pynput
+(``PynputInput``, whose X backend presses keysyms), with the same expectations.
+
 Each test gets its own Xvfb (``-displayfd`` picks a free number), so lock LEDs, windows and
 the pointer never leak between tests.  Expected pixels come from ImageMagick's ``import``,
 not from mss, so the source is not checked against itself.
@@ -19,6 +22,8 @@ import numpy as np
 import pytest
 
 from spiceserver.desktop_input import X11Input
+from spiceserver.injector import ThreadedInput
+from spiceserver.pynput_input import PynputInput
 from spiceserver.sources.desktop import DesktopSource, open_display
 from tests.interop.clients import (
     BUTTON_LEFT,
@@ -60,6 +65,16 @@ def display(request: pytest.FixtureRequest) -> Iterator[str]:
     server = XorgDummy if request.param == "xorg" else Xvfb
     with server(WIDTH, HEIGHT) as name:
         yield name
+
+
+#: ``--input`` name → the backend class the keyboard and pointer tests run with.
+BACKENDS: dict[str, Callable[[str], ThreadedInput]] = {"xtest": X11Input, "pynput": PynputInput}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest) -> Callable[[str], ThreadedInput]:
+    """Each input test with XTEST and with pynput."""
+    return BACKENDS[request.param]
 
 
 @pytest.fixture
@@ -133,12 +148,16 @@ def pointer(display: str) -> tuple[int, int]:
 
 @contextlib.contextmanager
 def served(
-    display: str, source: DesktopSource | None = None, *, with_input: bool = True
-) -> Iterator[tuple[ServerThread, GtkClient, X11Input | None]]:
-    """A server showing ``display`` (with XTEST input) and a spice-gtk client on it."""
+    display: str,
+    source: DesktopSource | None = None,
+    *,
+    with_input: bool = True,
+    backend: Callable[[str], ThreadedInput] = X11Input,
+) -> Iterator[tuple[ServerThread, GtkClient, ThreadedInput | None]]:
+    """A server showing ``display`` (with ``backend``'s input) and a spice-gtk client on it."""
     source = source or DesktopSource(display)
     with contextlib.ExitStack() as stack:
-        handler = stack.enter_context(X11Input(display)) if with_input else None
+        handler = stack.enter_context(backend(display)) if with_input else None
         st = stack.enter_context(ServerThread(source, password=PASSWORD, on_input=handler))
         server = st.server
         assert server is not None
@@ -246,12 +265,14 @@ def test_screen_size_change_recreates_the_surface(display: str) -> None:
         client.wait_for_frame(expected, timeout=30)
 
 
-def test_typed_keys_reach_xterm(display: str, apps: Callable[..., Any], tmp_path: Path) -> None:
+def test_typed_keys_reach_xterm(
+    display: str, apps: Callable[..., Any], tmp_path: Path, backend: Callable[[str], ThreadedInput]
+) -> None:
     out = tmp_path / "typed.txt"
     apps("xterm", "-geometry", "80x24+0+0", "-title", "typing", "-e", "sh", "-c",
          f"stty -echo; cat > {out}")  # fmt: skip
     wx, wy, ww, wh = wait_window(display, "typing")
-    with served(display) as (_st, client, _handler):
+    with served(display, backend=backend) as (_st, client, _handler):
         client.position(wx + ww // 2, wy + wh // 2)  # focus follows the pointer (no WM)
         assert _poll_until(lambda: pointer(display) == (wx + ww // 2, wy + wh // 2), 20)
         shift = 0x2A
@@ -289,12 +310,14 @@ E0_KEYSYMS = {
 }  # fmt: skip
 
 
-def test_every_e0_key_is_the_right_x_key(display: str) -> None:
+def test_every_e0_key_is_the_right_x_key(
+    display: str, backend: Callable[[str], ThreadedInput]
+) -> None:
     from Xlib import X
 
     recorder = KeyRecorder(display, (100, 100, 300, 200))
     try:
-        with served(display) as (_st, client, _handler):
+        with served(display, backend=backend) as (_st, client, _handler):
             client.position(250, 200)
             for scancode, name in E0_KEYSYMS.items():
                 client.key_press(scancode)
@@ -306,12 +329,14 @@ def test_every_e0_key_is_the_right_x_key(display: str) -> None:
         recorder.close()
 
 
-def test_pointer_lands_on_the_exact_pixel_and_buttons_arrive(display: str) -> None:
+def test_pointer_lands_on_the_exact_pixel_and_buttons_arrive(
+    display: str, backend: Callable[[str], ThreadedInput]
+) -> None:
     from Xlib import X
 
     recorder = KeyRecorder(display, (200, 150, 400, 300))
     try:
-        with served(display) as (_st, client, _handler):
+        with served(display, backend=backend) as (_st, client, _handler):
             for px, py in [(0, 0), (WIDTH - 1, HEIGHT - 1), (321, 234), (599, 449)]:
                 client.position(px, py)
                 assert _poll_until(lambda px=px, py=py: pointer(display) == (px, py), 20), (
@@ -336,11 +361,13 @@ def test_pointer_lands_on_the_exact_pixel_and_buttons_arrive(display: str) -> No
         recorder.close()
 
 
-def test_disconnect_releases_held_keys_and_buttons(display: str) -> None:
+def test_disconnect_releases_held_keys_and_buttons(
+    display: str, backend: Callable[[str], ThreadedInput]
+) -> None:
     recorder = KeyRecorder(display, (0, 0, 300, 200))
     conn = open_display(display)
     try:
-        with served(display) as (_st, client, _handler):
+        with served(display, backend=backend) as (_st, client, _handler):
             client.position(100, 100)
             client.key_press(0x2A)  # left Shift
             client.button_press(BUTTON_LEFT, 0)
@@ -356,10 +383,10 @@ def test_disconnect_releases_held_keys_and_buttons(display: str) -> None:
         recorder.close()
 
 
-def test_lock_keys_follow_both_ways(display: str) -> None:
+def test_lock_keys_follow_both_ways(display: str, backend: Callable[[str], ThreadedInput]) -> None:
     conn = open_display(display)
     try:
-        with served(display) as (_st, client, _handler):
+        with served(display, backend=backend) as (_st, client, _handler):
             client.set_key_locks(LOCK_CAPS | LOCK_NUM)
             assert _poll_until(lambda: conn.get_keyboard_control().led_mask & 3 == 3, 20)
             client.wait_for(
