@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 from urllib.parse import quote
 
 from spiceserver.config import (
@@ -20,6 +20,7 @@ from spiceserver.config import (
     COMPRESSION_NAMES,
     DEFAULT_ENCODE_CACHE_BYTES,
     DEFAULT_MAX_CLIENTS,
+    INPUT_BACKENDS,
     ServerConfig,
     is_loopback,
 )
@@ -31,7 +32,7 @@ from spiceserver.connect_info import (
 )
 from spiceserver.errors import ConfigError
 from spiceserver.faults import Fault
-from spiceserver.input import InputHandler, ignore_input
+from spiceserver.input import InputBackend, InputHandler, choose_desktop_input, ignore_input
 from spiceserver.protocol.enums import MAX_PASSWORD_LENGTH, KeyModifiers
 from spiceserver.server import SpiceServer
 from spiceserver.server.transports.web import default_web_root
@@ -39,9 +40,6 @@ from spiceserver.sources import FramebufferSource, PatternSource, source_from_sp
 from spiceserver.sources.pattern import PatternClickSource
 
 logger = logging.getLogger("spiceserver")
-
-if TYPE_CHECKING:
-    from spiceserver.desktop_input import X11Input
 
 #: The environment variable a ticket may come from (``serve`` without a ticket option).
 PASSWORD_ENV = "SPICESERVER_PASSWORD"
@@ -146,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--view-only", action="store_true", help="ignore the clients' keyboard and mouse"
+    )
+    serve.add_argument(
+        "--input",
+        choices=INPUT_BACKENDS,
+        default="auto",
+        help="desktop source: how client input is injected: xtest (X's XTEST extension), "
+        "pynput (pip install 'spiceserver[pynput]'; for macOS and Windows, where XTEST is "
+        "missing) or auto (default: xtest where the X display has it, else pynput)",
     )
     serve.add_argument(
         "--no-scroll-detect",
@@ -376,12 +382,13 @@ async def serve(args: argparse.Namespace) -> int:
     desktop_input = None
     on_input: InputHandler | None = ignore_input if args.view_only else None
     if source.kind == "desktop":  # python-xlib and mss are imported only for the desktop
-        from spiceserver.desktop_input import X11Input
         from spiceserver.sources.desktop import DesktopSource
 
         assert isinstance(source, DesktopSource)
         source.scroll_detect = not args.no_scroll_detect
-        desktop_input = X11Input(source.display_name, view_only=args.view_only).start()
+        desktop_input = choose_desktop_input(
+            args.input, source.display_name, view_only=args.view_only
+        ).start()
         on_input = desktop_input
     try:
         await _serve(args, config, generated, source, on_input, desktop_input)
@@ -397,7 +404,7 @@ async def _serve(
     generated: bool,
     source: FramebufferSource,
     on_input: InputHandler | None,
-    desktop_input: X11Input | None,
+    desktop_input: InputBackend | None,
 ) -> None:
     loop = asyncio.get_running_loop()
     async with SpiceServer(source, config, on_input=on_input) as server:

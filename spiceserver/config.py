@@ -17,6 +17,7 @@ __all__ = [
     "COMPRESSION_NAMES",
     "DEFAULT_ENCODE_CACHE_BYTES",
     "DEFAULT_MAX_CLIENTS",
+    "INPUT_BACKENDS",
     "ServerConfig",
     "is_loopback",
 ]
@@ -34,6 +35,10 @@ COMPRESSION_NAMES = {
 
 #: ``ServerConfig.audio`` values.
 AUDIO_MODES = ("auto", "desktop", "tone", "off")
+
+#: ``--input`` values: how the desktop source injects client input
+#: (:func:`spiceserver.input.choose_desktop_input`).
+INPUT_BACKENDS = ("auto", "xtest", "pynput")
 
 #: ``ServerConfig.max_clients`` and ``encode_cache_bytes`` defaults (the CLI shows them).
 DEFAULT_MAX_CLIENTS = 32

@@ -18,7 +18,7 @@ from spiceserver.protocol.events import (
     WheelEvent,
 )
 
-__all__ = ["InputBackend", "InputHandler", "ignore_input", "log_input"]
+__all__ = ["InputBackend", "InputHandler", "choose_desktop_input", "ignore_input", "log_input"]
 
 logger = logging.getLogger("spiceserver.input")
 
@@ -84,3 +84,44 @@ def log_input(event: InputEvent) -> None:
         case PointerPosition() | PointerMotion():
             if not skip(logger, logging.DEBUG, _POINTER):
                 logger.debug(_POINTER, event)
+
+
+def choose_desktop_input(choice: str, display: str, *, view_only: bool = False) -> InputBackend:
+    """The input backend ``--input CHOICE`` names for the desktop on ``display`` (not started).
+
+    ``auto`` is XTEST where the X display has the XTEST extension, else pynput (on macOS and
+    Windows, or an X display that cannot be opened); pynput's X backend needs XTEST as well, so
+    on an X display without it :meth:`~InputBackend.start` then says that no backend can
+    inject.  The choice and its reason are logged.
+    """
+    from spiceserver.desktop_input import X11Input
+    from spiceserver.pynput_input import PynputInput
+
+    if choice == "auto":
+        choice, why = _auto_input(display)
+    else:
+        why = f"--input {choice}"
+    logger.info("input backend: %s (%s)", choice, why)
+    if choice == "xtest":
+        return X11Input(display, view_only=view_only)
+    return PynputInput(display, view_only=view_only)
+
+
+def _auto_input(display: str) -> tuple[str, str]:
+    import sys
+
+    if sys.platform in ("darwin", "win32"):
+        return "pynput", f"no XTEST on {sys.platform}"
+    from spiceserver.errors import ConfigError
+    from spiceserver.sources.desktop import open_display
+
+    try:
+        conn = open_display(display)
+    except ConfigError:
+        return "pynput", f"X display {display!r} cannot be opened"
+    try:
+        if conn.has_extension("XTEST"):
+            return "xtest", f"X display {display!r} has XTEST"
+        return "pynput", f"X display {display!r} has no XTEST"
+    finally:
+        conn.close()
