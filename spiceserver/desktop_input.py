@@ -115,7 +115,10 @@ class X11Input(ThreadedInput):
     def _disconnect(self) -> None:
         display, self._display = self._display, None
         if display is not None:
-            display.close()
+            try:
+                display.sync()  # the releases took effect when close() returns
+            finally:
+                display.close()
 
     def _flush(self) -> None:
         assert self._display is not None
