@@ -70,6 +70,7 @@ from spiceserver.keytables import (
     windows_key,
 )
 from spiceserver.protocol.enums import KeyModifiers, MouseButton
+from spiceserver.protocol.events import InputEvent
 
 if TYPE_CHECKING:
     from Xlib.display import Display
@@ -233,6 +234,12 @@ class PynputInput(ThreadedInput):
         if display is not None:
             display.close()
 
+    def inject(self, event: InputEvent) -> None:
+        try:
+            super().inject(event)
+        except Exception as exc:  # pynput's X11Error and the like: one event lost, not the thread
+            logger.debug("pynput could not inject %s: %s", event, exc)
+
     def _key_target(self, scancode: int) -> Hashable | None:
         return self._keys.get(scancode)
 
@@ -242,7 +249,7 @@ class PynputInput(ThreadedInput):
                 self._keyboard.press(target)
             else:
                 self._keyboard.release(target)
-        except Exception as exc:  # pynput's X11Error, InvalidKeyException: one key lost
+        except Exception as exc:  # as in inject(); here so release_all() goes on past it
             logger.debug(
                 "pynput could not %s %r: %s", "press" if pressed else "release", target, exc
             )

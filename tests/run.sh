@@ -13,11 +13,14 @@ cd "$(dirname "$0")/.."
 # node by puppeteer-core, installed below from npm), spicy-screenshot (spice-client-gtk), and
 # PulseAudio with its tools for the sound tests (tests/interop/pulse.py starts its own daemon),
 # and the GStreamer elements spice-gtk plays sound through (appsrc, audioconvert, pulsesink).
+# gcc and linux-libc-dev: pynput (the test extra) pulls python-evdev on Linux, which pip
+# builds from source against linux/input.h.
 DEBIAN_PACKAGES=(python3 python3-gi gir1.2-spiceclientglib-2.0 virt-viewer xvfb x11-utils
                  xdotool imagemagick tshark xterm x11-apps x11-xserver-utils ffmpeg
                  xserver-xorg-core xserver-xorg-video-dummy chromium spice-html5 nodejs
                  spice-client-gtk python3-venv pulseaudio pulseaudio-utils sox
-                 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-pulseaudio)
+                 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-pulseaudio
+                 gcc linux-libc-dev)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" \

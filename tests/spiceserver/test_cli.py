@@ -274,3 +274,10 @@ def test_help_says_why_and_a_server_keeps_its_password_off_the_command_line() ->
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=10)
     assert proc.returncode == 0
+
+
+def test_input_backend_option() -> None:
+    assert build_parser().parse_args(["serve"]).input == "auto"
+    assert build_parser().parse_args(["serve", "--input", "pynput"]).input == "pynput"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--input", "uinput"])
