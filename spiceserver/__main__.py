@@ -20,6 +20,7 @@ from spiceserver.config import (
     COMPRESSION_NAMES,
     DEFAULT_ENCODE_CACHE_BYTES,
     DEFAULT_MAX_CLIENTS,
+    RESIZE_MODES,
     ServerConfig,
     is_loopback,
 )
@@ -138,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--source",
         default="pattern",
         metavar="SPEC",
-        help="pattern, pattern:WxH, image:PATH, scenario:FILE (a JSON script of "
+        help="pattern, pattern:WxH, pattern:WxH[+X+Y],WxH[+X+Y],... (several monitors: "
+        "one window each in remote-viewer; without +X+Y side by side), image:PATH, "
+        "scenario:FILE (a JSON script of "
         "images, fills, pattern frames, resizes, cursors and waits, image "
         "paths relative to FILE; see README 'Scenarios') or "
         "desktop[:DISPLAY] (the running X desktop, $DISPLAY by default); "
@@ -146,6 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--view-only", action="store_true", help="ignore the clients' keyboard and mouse"
+    )
+    serve.add_argument(
+        "--resize",
+        choices=RESIZE_MODES,
+        default="follow",
+        help="follow (default): the source takes the size and monitors the client's windows "
+        "ask for, if it can (pattern, Xorg desktops; Xvfb cannot); off: it keeps its own",
+    )
+    serve.add_argument(
+        "--resize-debounce",
+        type=float,
+        default=0.25,
+        metavar="SECONDS",
+        help="apply a client's new layout this long after its last change (default 0.25)",
     )
     serve.add_argument(
         "--no-scroll-detect",
@@ -362,6 +379,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
         audio_opus=not args.no_opus,
         record=not args.no_record,
         record_sink=args.record_sink,
+        resize=args.resize,
+        resize_debounce=args.resize_debounce,
     )
     return config, generated
 

@@ -17,6 +17,7 @@ __all__ = [
     "COMPRESSION_NAMES",
     "DEFAULT_ENCODE_CACHE_BYTES",
     "DEFAULT_MAX_CLIENTS",
+    "RESIZE_MODES",
     "ServerConfig",
     "is_loopback",
 ]
@@ -34,6 +35,9 @@ COMPRESSION_NAMES = {
 
 #: ``ServerConfig.audio`` values.
 AUDIO_MODES = ("auto", "desktop", "tone", "off")
+
+#: ``ServerConfig.resize`` values (``spiceserver.server.layout``).
+RESIZE_MODES = ("follow", "off")
 
 #: ``ServerConfig.max_clients`` and ``encode_cache_bytes`` defaults (the CLI shows them).
 DEFAULT_MAX_CLIENTS = 32
@@ -205,6 +209,13 @@ class ServerConfig:
     #: clients iff ``audio_opus`` and PyAV has libopus.
     record: bool = True
     record_sink: str = "spice_mic"
+    #: Whether the source follows the monitor layout clients ask for (the agent's
+    #: MONITORS_CONFIG: window sizes, several heads): ``"follow"`` applies it if the source
+    #: can, ``"off"`` keeps the source as it is (README "Resize and several monitors").
+    resize: str = "follow"
+    #: Seconds after the last changed request before a layout is applied (a window being
+    #: dragged sends many sizes; only the last is applied).
+    resize_debounce: float = 0.25
 
     def __post_init__(self) -> None:
         # Frozen: normalise through object.__setattr__ (dataclasses' documented escape hatch).
@@ -267,3 +278,7 @@ class ServerConfig:
             raise ConfigError(f"record_sink {self.record_sink!r}: letters, digits, - and _ only")
         if self.ticket_lifetime is not None and self.ticket_lifetime <= 0:
             raise ConfigError("ticket_lifetime must be positive")
+        if self.resize not in RESIZE_MODES:
+            raise ConfigError(f"unknown resize {self.resize!r} ({', '.join(RESIZE_MODES)})")
+        if not 0 <= self.resize_debounce <= 10:
+            raise ConfigError("resize_debounce must be within 0..10 seconds")
