@@ -186,7 +186,7 @@ class LayoutController:
         if notes:
             logger.info("session %#010x: layout request adjusted: %s", session.id, notes)
         logger.debug("session %#010x asks for layout %s", session.id, layout)
-        if self._pending is not None and self._pending[1] == layout and self._timer is not None:
+        if self._pending is not None and self._pending[1] == layout:
             # The same layout again: the wait is not extended (a client repeating itself
             # cannot postpone the change forever), but it now counts as this session's.
             self._pending = (session, layout)
@@ -224,6 +224,7 @@ class LayoutController:
             with contextlib.suppress(Exception):
                 await task  # an apply under way completes (it is bounded)
         if self._changed:
+            self._holders.clear()  # every session is ending
             self._restore_wanted = True
             await self._work()
 
@@ -258,11 +259,15 @@ class LayoutController:
                         await self._restore()
                 else:
                     return
-                self.settled.set()
-                self.settled = asyncio.Event()
+                self._settle()
         finally:
             if self._task is asyncio.current_task():
                 self._task = None
+            self._settle()
+
+    def _settle(self) -> None:
+        self.settled.set()
+        self.settled = asyncio.Event()
 
     async def _apply(self, session: Session, layout: tuple[Head, ...]) -> None:
         source = self.source

@@ -258,12 +258,12 @@ def _render_background(width: int, height: int) -> np.ndarray:
     frame[top : top + 32, :, 0] = ramp
     frame[top : top + 32, :, 1] = ramp
     frame[top : top + 32, :, 2] = ramp
-    ys, xs = np.mgrid[top + 32 : height, 0:width]
+    ys, xs = np.mgrid[min(top + 32, height) : height, 0:width]
     fine = ((xs + ys) & 1) * 255
     coarse = (((xs >> 3) + (ys >> 3)) & 1) * 200 + 30
     checker = np.where(xs < width // 4, fine, coarse).astype(np.uint8)
     for channel in range(3):
-        frame[top + 32 :, :, channel] = checker
+        frame[min(top + 32, height) :, :, channel] = checker
     return frame
 
 
