@@ -228,6 +228,11 @@ class LayoutController:
             self._restore_wanted = True
             await self._work()
 
+    async def idle(self) -> None:
+        """Until no request is pending and nothing is being applied or restored."""
+        while self._pending is not None or self._task is not None:
+            await self.settled.wait()
+
     # ------------------------------------------------------------------ applying
 
     def _debounced(self) -> None:

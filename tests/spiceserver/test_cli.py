@@ -274,3 +274,14 @@ def test_help_says_why_and_a_server_keeps_its_password_off_the_command_line() ->
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=10)
     assert proc.returncode == 0
+
+
+def test_resize_options() -> None:
+    config, _ = config_from_args(parse())
+    assert (config.resize, config.resize_debounce) == ("follow", 0.25)
+    config, _ = config_from_args(parse("--resize", "off", "--resize-debounce", "1.5"))
+    assert (config.resize, config.resize_debounce) == ("off", 1.5)
+    with pytest.raises(SystemExit):
+        parse("--resize", "sometimes")
+    with pytest.raises(ConfigError, match="resize_debounce"):
+        config_from_args(parse("--resize-debounce", "-1"))

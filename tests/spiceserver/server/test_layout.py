@@ -102,7 +102,7 @@ def one(width: int, height: int) -> tuple[Head, ...]:
 async def settle(controller: LayoutController) -> None:
     """Until the controller's worker has nothing left to do (bounded)."""
     async with asyncio.timeout(5):
-        while controller._task is not None:
+        while controller._task is not None:  # (a pending request waits for the fake timer)
             await controller.settled.wait()
 
 
