@@ -118,3 +118,19 @@ def test_numpy_source_asks_the_program_and_declares_heads() -> None:
             NumpySource(64, 48, heads=(Head(0, 0, 65, 48),))
 
     run(scenario())
+
+
+def test_a_scenario_declares_heads_for_its_start_size() -> None:
+    from spiceserver.errors import ConfigError
+    from spiceserver.sources import ScenarioSource
+
+    steps = [{"fill": [10, 20, 30]}, {"wait": 0.01}, {"resize": [300, 200]}]
+    heads = [[0, 0, 320, 240], [320, 0, 320, 240]]
+    source = ScenarioSource({"size": [640, 240], "heads": heads, "steps": steps})
+    assert source.heads() == (Head(0, 0, 320, 240), Head(320, 0, 320, 240))
+    source.replace_frame(np.zeros((200, 300, 4), np.uint8))  # what the resize step does
+    assert source.heads() == (Head(0, 0, 300, 200),)
+    with pytest.raises(ConfigError, match="does not fit"):
+        ScenarioSource({"size": [640, 240], "heads": [[0, 0, 641, 240]], "steps": steps})
+    with pytest.raises(ConfigError, match=r"heads\[0\]"):
+        ScenarioSource({"size": [640, 240], "heads": [[0, 0, 0, 240]], "steps": steps})
