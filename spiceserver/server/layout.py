@@ -163,9 +163,10 @@ class LayoutController:
 
     @property
     def follows(self) -> bool:
-        """Whether a client's layout may be applied (mode follow, and the source has not said
-        it cannot)."""
-        return self.mode == "follow" and not self._told_unsupported
+        """Whether a client's layout may be applied: mode follow, a source whose class can
+        (it overrides ``apply_layout``), and which has not said it cannot."""
+        can = type(self.source).apply_layout is not FramebufferSource.apply_layout
+        return self.mode == "follow" and can and not self._told_unsupported
 
     def max_heads(self, current: int) -> int:
         """The display MONITORS_CONFIG's ``max_allowed``: how many heads a client may ask for

@@ -311,12 +311,13 @@ def test_the_default_source_cannot_follow() -> None:
     async def scenario() -> None:
         source = FramebufferSource(320, 200)
         controller, timers = make(source)
-        assert controller.max_heads(1) == MAX_HEADS
+        assert controller.max_heads(1) == 1  # clients are offered no more monitors
         controller.request(session(1), one(800, 600))
         timers.advance(1)
         await settle(controller)
         assert controller.refused == 1 and source.size == (320, 200)
-        assert controller.max_heads(1) == 1  # known now: no more monitors offered
+        declining, _ = make(Resizable(accept=False))
+        assert declining.max_heads(2) == MAX_HEADS  # until it has declined once
 
     run(scenario())
 
