@@ -19,10 +19,15 @@ Policy (``ServerConfig.resize`` / ``--resize``):
   exchange (OpenNebula/one #1263 shows the loops this prevents).
 * A source that answers False cannot follow: "resize not supported by this source" is logged
   once per server, at INFO.
-* When the last session whose request was applied ends, and no other request is pending, the
-  source's :meth:`~spiceserver.sources.base.FramebufferSource.restore_layout` runs (andris and
-  spice-vdagent put the original modes back; a shared desktop should not stay at a viewer's
-  window size).  Closing the server restores too (:meth:`LayoutController.aclose`).
+* When the session whose layout won ends, the newest request of the sessions still there
+  takes over (its window still wants that size).  When no session that asked for a layout is
+  left, the source's :meth:`~spiceserver.sources.base.FramebufferSource.restore_layout` runs
+  if a layout was applied (andris and spice-vdagent put the original modes back; a shared
+  desktop should not stay at a viewer's window size); sessions that never asked (view-only
+  viewers, spice-html5 before a resize) do not hold it.  Closing the server restores too
+  (:meth:`LayoutController.aclose`).
+* A source that raises (or takes over :data:`APPLY_TIMEOUT`) is logged with the error; that
+  is not "cannot follow", so later requests still go to it.
 
 Sizes are applied as asked (after clamping): spice-gtk and spice-vdagent use the window size
 as given, and the pattern and numpy sources can show any size.  Rounding to what a display
@@ -146,8 +151,9 @@ class LayoutController:
         #: The last request given to the source, and the source's heads right after it:
         #: repeating that request while the source still shows them changes nothing.
         self._last: tuple[tuple[Head, ...], tuple[Head, ...]] | None = None
-        #: Sessions whose request the source applied since it was last restored (ids).
-        self._holders: set[int] = set()
+        #: Each live session's latest request, oldest first: the last one is the layout that
+        #: wins; when its session ends, the one before takes over (bounded by the sessions).
+        self._requests: dict[int, tuple[Session, tuple[Head, ...]]] = {}
         self._changed = False
         self._restore_wanted = False
         self._told_unsupported = False
@@ -178,7 +184,7 @@ class LayoutController:
     def request(self, session: Session, heads: tuple[Head, ...]) -> None:
         """``session``'s client asks for ``heads`` (its windows, in client order)."""
         if self.mode == "off" or self._closed or not session.alive:
-            logger.debug("session %#010x: layout request ignored (resize off)", session.id)
+            logger.debug("session %#010x: layout request ignored (%s)", session.id, self.mode)
             return
         layout, notes = normalize_layout(tuple(heads))
         if not layout:
@@ -187,6 +193,12 @@ class LayoutController:
         if notes:
             logger.info("session %#010x: layout request adjusted: %s", session.id, notes)
         logger.debug("session %#010x asks for layout %s", session.id, layout)
+        self._requests.pop(session.id, None)
+        self._requests[session.id] = (session, layout)  # the newest: it wins
+        self._queue(session, layout)
+
+    def _queue(self, session: Session, layout: tuple[Head, ...]) -> None:
+        """Make ``layout`` the one to apply once the debounce time has passed."""
         if self._pending is not None and self._pending[1] == layout:
             # The same layout again: the wait is not extended (a client repeating itself
             # cannot postpone the change forever), but it now counts as this session's.
@@ -200,15 +212,22 @@ class LayoutController:
         self._timer = call_later(self.debounce, self._debounced)
 
     def session_ended(self, session: Session) -> None:
-        """``session`` is gone: if it was the last one that changed the layout, restore."""
+        """``session`` is gone.  If its layout was the one that won, the newest request of
+        the sessions left takes over; if none of them asked for anything, the source's own
+        layout is restored (when a client had changed it)."""
         if self._pending is not None and self._pending[0] is session:
             self._pending = None
             self._due = False
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-        self._holders.discard(session.id)
-        if self._changed and not self._holders and self._pending is None and not self._closed:
+        won = bool(self._requests) and next(reversed(self._requests)) == session.id
+        self._requests.pop(session.id, None)
+        if self._closed or not won:
+            return
+        if self._requests:
+            self._queue(*self._requests[next(reversed(self._requests))])
+        elif self._changed or self._task is not None:  # (an apply under way changes it)
             self._restore_wanted = True
             self._kick()
 
@@ -225,7 +244,7 @@ class LayoutController:
             with contextlib.suppress(Exception):
                 await task  # an apply under way completes (it is bounded)
         if self._changed:
-            self._holders.clear()  # every session is ending
+            self._requests.clear()  # every session is ending
             self._restore_wanted = True
             await self._work()
 
@@ -261,7 +280,7 @@ class LayoutController:
                         await self._apply(session, layout)
                 elif self._restore_wanted:
                     self._restore_wanted = False
-                    if self._changed and not self._holders and self._pending is None:
+                    if self._changed and not self._requests and self._pending is None:
                         await self._restore()
                 else:
                     return
@@ -285,29 +304,27 @@ class LayoutController:
         ):
             # Nothing would change (a client answering the new surface with its size, or
             # the same request again): no work, and no new surface for anyone.
-            if self._changed:
-                self._holders.add(session.id)
             logger.debug("session %#010x: layout unchanged, not applied", session.id)
             return
+        done: bool | None = None  # None: it failed (logged), which is not "cannot"
         try:
             async with asyncio.timeout(APPLY_TIMEOUT):
-                done = await source.apply_layout(layout)
+                done = bool(await source.apply_layout(layout))
         except TimeoutError:
             logger.warning("the source took over %.0f s to apply a layout", APPLY_TIMEOUT)
-            done = False
         except Exception:
             logger.exception("the source failed to apply layout %s", layout)
-            done = False
         self._last = (layout, source.heads())
+        if not same_geometry(self._last[1], current):
+            self._changed = True  # even half done, it is to be put back
         if not done:
             self.refused += 1
-            if not self._told_unsupported:
+            if done is False and not self._told_unsupported:
                 self._told_unsupported = True
                 logger.info("resize not supported by this source (%s)", source.kind)
             return
         self.applied += 1
         self._changed = True
-        self._holders.add(session.id)
         width, height = bounding_size(layout)
         logger.info(
             "session %#010x: layout of %d head(s), %dx%d, applied",
@@ -316,8 +333,6 @@ class LayoutController:
             width,
             height,
         )
-        if not session.alive:  # it left while the source worked
-            self.session_ended(session)
 
     async def _restore(self) -> None:
         try:

@@ -106,6 +106,15 @@ async def settle(controller: LayoutController) -> None:
             await controller.settled.wait()
 
 
+async def ask(
+    controller: LayoutController, timers: FakeTimers, who: Session, heads: tuple[Head, ...]
+) -> None:
+    """A request, its debounce time passed, and whatever it led to done."""
+    controller.request(who, heads)
+    timers.advance(1)
+    await settle(controller)
+
+
 def make(source: FramebufferSource, **options: object) -> tuple[LayoutController, FakeTimers]:
     timers = FakeTimers()
     controller = LayoutController(
@@ -165,16 +174,12 @@ def test_only_a_change_is_applied_and_answers_to_the_new_surface_end_the_exchang
         timers.advance(1)
         await settle(controller)
         assert source.calls == []
-        controller.request(web, one(1283, 720))
-        timers.advance(1)
-        await settle(controller)
+        await ask(controller, timers, web, one(1283, 720))
         assert source.heads() == one(1280, 720)
         # A web client sizing its window to what it asked for, or to the surface it got,
         # and sending that back: neither is applied again, so the exchange ends.
         for heads in (one(1283, 720), one(1280, 720), one(1283, 720)):
-            controller.request(web, heads)
-            timers.advance(1)
-            await settle(controller)
+            await ask(controller, timers, web, heads)
         assert source.calls == [one(1283, 720)]
         assert controller.applied == 1
 
@@ -186,9 +191,7 @@ def test_the_layout_is_restored_when_the_last_session_that_changed_it_ends() -> 
         source = Resizable()
         controller, timers = make(source)
         a, b, viewer = session(1), session(2), session(3)
-        controller.request(a, one(800, 600))
-        timers.advance(1)
-        await settle(controller)
+        await ask(controller, timers, a, one(800, 600))
         controller.request(b, one(800, 600))  # b's window wants the same: b holds it too
         timers.advance(1)
         await settle(controller)
@@ -215,9 +218,7 @@ def test_no_restore_while_another_sessions_request_is_pending() -> None:
         source = Resizable()
         controller, timers = make(source)
         a, b = session(1), session(2)
-        controller.request(a, one(800, 600))
-        timers.advance(1)
-        await settle(controller)
+        await ask(controller, timers, a, one(800, 600))
         controller.request(b, one(1024, 768))
         controller.session_ended(a)  # b's layout is on its way: no restore in between
         await settle(controller)
@@ -290,9 +291,7 @@ def test_a_source_that_cannot_follow_is_reported_once(caplog: pytest.LogCaptureF
         controller, timers = make(source)
         a = session(1)
         for size in ((800, 600), (1024, 768), (800, 600)):
-            controller.request(a, one(*size))
-            timers.advance(1)
-            await settle(controller)
+            await ask(controller, timers, a, one(*size))
         controller.request(a, one(800, 600))  # the same refused request again: not retried
         timers.advance(1)
         await settle(controller)
@@ -312,9 +311,7 @@ def test_the_default_source_cannot_follow() -> None:
         source = FramebufferSource(320, 200)
         controller, timers = make(source)
         assert controller.max_heads(1) == 1  # clients are offered no more monitors
-        controller.request(session(1), one(800, 600))
-        timers.advance(1)
-        await settle(controller)
+        await ask(controller, timers, session(1), one(800, 600))
         assert controller.refused == 1 and source.size == (320, 200)
         declining, _ = make(Resizable(accept=False))
         assert declining.max_heads(2) == MAX_HEADS  # until it has declined once
@@ -327,9 +324,7 @@ def test_closing_restores_a_changed_layout() -> None:
         source = Resizable()
         controller, timers = make(source)
         a = session(1)
-        controller.request(a, one(800, 600))
-        timers.advance(1)
-        await settle(controller)
+        await ask(controller, timers, a, one(800, 600))
         controller.request(a, one(1024, 768))  # pending when the server closes: dropped
         await controller.aclose()
         assert source.calls == [one(800, 600)] and source.restores == 1
@@ -370,3 +365,60 @@ def test_a_refused_request_is_logged_and_changes_nothing(caplog: pytest.LogCaptu
     with caplog.at_level(logging.INFO, logger="spiceserver.layout"):
         run(scenario())
     assert any("layout request refused" in r.message for r in caplog.records)
+
+
+def test_when_the_winner_leaves_the_newest_request_left_takes_over() -> None:
+    async def scenario() -> None:
+        source = Resizable()
+        controller, timers = make(source)
+        a, b = session(1), session(2)
+        await ask(controller, timers, a, one(800, 600))
+        await ask(controller, timers, b, one(1024, 768))
+        controller.session_ended(b)  # a's window still wants 800x600: it gets it back
+        timers.advance(1)
+        await settle(controller)
+        assert source.calls == [one(800, 600), one(1024, 768), one(800, 600)]
+        assert source.restores == 0
+        controller.session_ended(a)
+        await settle(controller)
+        assert source.restores == 1
+
+    run(scenario())
+
+
+def test_a_session_that_leaves_while_its_layout_is_applied_gets_it_restored() -> None:
+    async def scenario() -> None:
+        source = Resizable()
+        source.gate = asyncio.Event()
+        controller, timers = make(source)
+        a = session(1)
+        controller.request(a, one(800, 600))
+        timers.advance(1)
+        async with asyncio.timeout(5):
+            await source.entered.wait()
+        a.alive = False
+        controller.session_ended(a)
+        source.gate.set()
+        await settle(controller)
+        assert source.calls == [one(800, 600)] and source.restores == 1
+        assert source.heads() == one(640, 480)
+
+    run(scenario())
+
+
+def test_a_source_that_fails_is_logged_and_not_called_unsupported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Broken(Resizable):
+        async def apply_layout(self, heads: tuple[Head, ...]) -> bool:
+            raise RuntimeError("BadMatch")
+
+    async def scenario() -> None:
+        controller, timers = make(Broken())
+        await ask(controller, timers, session(1), one(800, 600))
+        assert controller.refused == 1 and controller.follows
+
+    with caplog.at_level(logging.INFO, logger="spiceserver.layout"):
+        run(scenario())
+    assert any("failed to apply layout" in r.message for r in caplog.records)
+    assert not any("not supported" in r.message for r in caplog.records)
