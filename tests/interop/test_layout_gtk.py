@@ -44,6 +44,13 @@ def test_spice_gtk_sees_two_heads_and_follows_a_new_layout_pixel_exact() -> None
         assert event["max"] == 16
         client.wait_for_frame(source.frame, timeout=20)
 
+        # The same frame cut into other heads: a new MONITORS_CONFIG, no new surface.
+        since = client.event_index
+        whole = (Head(0, 0, 1040, 480),)
+        assert st.run(source.apply_layout(whole))
+        client.wait_for("monitors", monitors_are(whole), timeout=20)
+        assert not [e for e in client.events[since:] if e["event"] == "primary-create"]
+
         # Driven from the server, as a layout applied to the source directly ...
         stacked = (Head(0, 0, 800, 600), Head(0, 600, 1024, 200))
         assert st.run(source.apply_layout(stacked))
