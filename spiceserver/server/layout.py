@@ -70,9 +70,9 @@ MAX_HEADS = 16
 #: Longest side of one head: larger sizes are clamped to it.
 MAX_HEAD_SIDE = 8192
 #: Longest side, and most pixels, of the frame a layout needs (its heads' bounding box): a
-#: layout beyond either is refused (a 16384 x 4096 frame is 256 MiB of pixels).
+#: layout beyond either is refused.  32 Mpx (a 128 MiB frame) holds an 8K monitor or four 4K.
 MAX_LAYOUT_SIDE = 16384
-MAX_LAYOUT_PIXELS = 8192 * 8192
+MAX_LAYOUT_PIXELS = 8192 * 4096
 #: Seconds a source may take to apply or restore a layout before it is given up on (logged).
 APPLY_TIMEOUT = 15.0
 

@@ -120,7 +120,7 @@ class PatternSource(FramebufferSource):
 
     def _set_layout(self, layout: tuple[Head, ...]) -> None:
         self._heads = layout
-        self._painters = [(head, _HeadPattern(head.width, head.height)) for head in layout]
+        self._painters = _painters(layout)
 
     # ------------------------------------------------------------------ heads
 
@@ -133,8 +133,12 @@ class PatternSource(FramebufferSource):
         if not heads or any(h.width <= 0 or h.height <= 0 for h in heads):
             return False
         layout = _zero_based(tuple(heads))
-        self._set_layout(layout)
-        self.replace_frame(self.render(self.frame_index))
+        n = self.frame_index
+        # A 4K head's background takes a second to draw: not on the event loop.
+        painters, frame = await asyncio.to_thread(_prepare, layout, n)
+        self._heads, self._painters = layout, painters
+        self.frame_index = n  # the frame drawn; the animation goes on from it
+        self.replace_frame(frame)
         self.set_heads(layout)
         return True
 
@@ -145,10 +149,7 @@ class PatternSource(FramebufferSource):
 
     def render(self, n: int) -> np.ndarray:
         """Frame ``n``, from scratch."""
-        frame = np.zeros((*bounding_size(self._heads)[::-1], 4), dtype=np.uint8)
-        for head, painter in self._painters:
-            painter.render(_view(frame, head), n)
-        return frame
+        return _render(self._heads, self._painters, n)
 
     def box_rect(self, n: int) -> Rect:
         """Where the first head's bouncing box is in frame ``n``."""
@@ -230,6 +231,26 @@ class PatternClickSource(PatternSource):
         if self.frame_index % self.every == 0:
             self.clicks.click(self.frame_index, time.monotonic())
         return rects
+
+
+_Painters = list[tuple[Head, _HeadPattern]]
+
+
+def _painters(layout: tuple[Head, ...]) -> _Painters:
+    return [(head, _HeadPattern(head.width, head.height)) for head in layout]
+
+
+def _render(layout: tuple[Head, ...], painters: _Painters, n: int) -> np.ndarray:
+    frame = np.zeros((*bounding_size(layout)[::-1], 4), dtype=np.uint8)
+    for head, painter in painters:
+        painter.render(_view(frame, head), n)
+    return frame
+
+
+def _prepare(layout: tuple[Head, ...], n: int) -> tuple[_Painters, np.ndarray]:
+    """The painters of ``layout`` and its frame ``n`` (run in a worker thread)."""
+    painters = _painters(layout)
+    return painters, _render(layout, painters, n)
 
 
 def _zero_based(heads: tuple[Head, ...]) -> tuple[Head, ...]:

@@ -350,6 +350,8 @@ def test_normalize_layout_drops_clamps_and_moves_heads() -> None:
     assert normalize_layout((Head(0, 0, 0, 10),))[0] == ()
     huge = (Head(0, 0, 8192, 8192), Head(8192, 0, 8192, 8192))  # 16384 x 8192: too many pixels
     assert normalize_layout(huge)[0] == ()
+    four_4k = tuple(Head(x, y, 3840, 2160) for x in (0, 3840) for y in (0, 2160))
+    assert normalize_layout(four_4k) == (four_4k, "")
     far = (Head(0, 0, 100, 100), Head(20000, 0, 100, 100))
     assert normalize_layout(far)[0] == ()
     assert normalize_layout(one(1280, 720)) == (one(1280, 720), "")
