@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from spiceserver.server import SpiceServer
     from spiceserver.sources import (
         FramebufferSource,
+        Head,
         ImageSource,
         NumpySource,
         PatternSource,
@@ -52,6 +53,7 @@ __all__ = [
     "CursorShape",
     "DecodeError",
     "FramebufferSource",
+    "Head",
     "ImageCompression",
     "ImageSource",
     "InputEvent",
@@ -100,6 +102,7 @@ _LAZY = {
     "CursorShape": "spiceserver.protocol.messages",
     "SpiceServer": "spiceserver.server",
     "FramebufferSource": "spiceserver.sources",
+    "Head": "spiceserver.sources",
     "ImageSource": "spiceserver.sources",
     "NumpySource": "spiceserver.sources",
     "PatternSource": "spiceserver.sources",

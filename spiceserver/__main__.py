@@ -21,6 +21,7 @@ from spiceserver.config import (
     DEFAULT_ENCODE_CACHE_BYTES,
     DEFAULT_MAX_CLIENTS,
     INPUT_BACKENDS,
+    RESIZE_MODES,
     ServerConfig,
     is_loopback,
 )
@@ -136,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--source",
         default="pattern",
         metavar="SPEC",
-        help="pattern, pattern:WxH, image:PATH, scenario:FILE (a JSON script of "
+        help="pattern, pattern:WxH, pattern:WxH[+X+Y],WxH[+X+Y],... (several monitors: "
+        "one window each in remote-viewer; without +X+Y side by side), image:PATH, "
+        "scenario:FILE (a JSON script of "
         "images, fills, pattern frames, resizes, cursors and waits, image "
         "paths relative to FILE; see README 'Scenarios') or "
         "desktop[:DISPLAY] (the running X desktop, $DISPLAY by default); "
@@ -152,6 +155,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="desktop source: how client input is injected: xtest (X's XTEST extension), "
         "pynput (pip install 'spiceserver[pynput]'; for macOS and Windows, where XTEST is "
         "missing) or auto (default: xtest where the X display has it, else pynput)",
+    )
+    serve.add_argument(
+        "--resize",
+        choices=RESIZE_MODES,
+        default="follow",
+        help="follow (default): the source takes the size and monitors the client's windows "
+        "ask for, if it can (pattern, Xorg desktops; Xvfb cannot); off: it keeps its own",
+    )
+    serve.add_argument(
+        "--resize-debounce",
+        type=float,
+        default=0.25,
+        metavar="SECONDS",
+        help="apply a client's new layout this long after its last change (default 0.25)",
     )
     serve.add_argument(
         "--no-scroll-detect",
@@ -368,6 +385,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
         audio_opus=not args.no_opus,
         record=not args.no_record,
         record_sink=args.record_sink,
+        resize=args.resize,
+        resize_debounce=args.resize_debounce,
     )
     return config, generated
 

@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_ENCODE_CACHE_BYTES",
     "DEFAULT_MAX_CLIENTS",
     "INPUT_BACKENDS",
+    "RESIZE_MODES",
     "ServerConfig",
     "is_loopback",
 ]
@@ -39,6 +40,8 @@ AUDIO_MODES = ("auto", "desktop", "tone", "off")
 #: ``--input`` values: how the desktop source injects client input
 #: (:func:`spiceserver.input.choose_desktop_input`).
 INPUT_BACKENDS = ("auto", "xtest", "pynput")
+#: ``ServerConfig.resize`` values (``spiceserver.server.layout``).
+RESIZE_MODES = ("follow", "off")
 
 #: ``ServerConfig.max_clients`` and ``encode_cache_bytes`` defaults (the CLI shows them).
 DEFAULT_MAX_CLIENTS = 32
@@ -210,6 +213,13 @@ class ServerConfig:
     #: clients iff ``audio_opus`` and PyAV has libopus.
     record: bool = True
     record_sink: str = "spice_mic"
+    #: Whether the source follows the monitor layout clients ask for (the agent's
+    #: MONITORS_CONFIG: window sizes, several heads): ``"follow"`` applies it if the source
+    #: can, ``"off"`` keeps the source as it is (README "Resize and several monitors").
+    resize: str = "follow"
+    #: Seconds after the last changed request before a layout is applied (a window being
+    #: dragged sends many sizes; only the last is applied).
+    resize_debounce: float = 0.25
 
     def __post_init__(self) -> None:
         # Frozen: normalise through object.__setattr__ (dataclasses' documented escape hatch).
@@ -272,3 +282,7 @@ class ServerConfig:
             raise ConfigError(f"record_sink {self.record_sink!r}: letters, digits, - and _ only")
         if self.ticket_lifetime is not None and self.ticket_lifetime <= 0:
             raise ConfigError("ticket_lifetime must be positive")
+        if self.resize not in RESIZE_MODES:
+            raise ConfigError(f"unknown resize {self.resize!r} ({', '.join(RESIZE_MODES)})")
+        if not 0 <= self.resize_debounce <= 10:
+            raise ConfigError("resize_debounce must be within 0..10 seconds")

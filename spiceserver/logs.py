@@ -29,6 +29,7 @@ LOGGERS = (
     "spiceserver.desktop",
     "spiceserver.faults",
     "spiceserver.input",
+    "spiceserver.layout",
     "spiceserver.record",
     "spiceserver.security",
     "spiceserver.web",

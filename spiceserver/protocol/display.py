@@ -14,6 +14,7 @@ are offsets from the body start (pitfall 17): the one image of a DRAW_COPY sits 
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -31,7 +32,7 @@ from spiceserver.protocol.enums import (
 )
 from spiceserver.protocol.events import CompressionPreferred, DisplayReady
 
-__all__ = ["SERVER_DISPLAY_CAPS", "DisplayChannel", "EncodedImage"]
+__all__ = ["MAX_MONITORS", "SERVER_DISPLAY_CAPS", "DisplayChannel", "EncodedImage", "HeadArea"]
 
 #: What we advertise: we send MONITORS_CONFIG to clients that know it, and honour
 #: PREFERRED_COMPRESSION (pitfall 22: advertise only what is handled).
@@ -41,6 +42,11 @@ _DRAW_COPY = struct.Struct("<I4iBI4iHBBiiI")  # 57 bytes, clip NONE, no mask
 _COPY_BITS = struct.Struct("<I4iBii")  # 29 bytes, clip NONE
 _DESCRIPTOR = struct.Struct("<QBBII")  # SpiceImageDescriptor, 18 bytes
 PRIMARY_SURFACE = 0
+#: spice-gtk's MONITORS_MAX: most heads one display channel may describe.
+MAX_MONITORS = 256
+
+#: A head as the display channel sends it: (x, y, width, height) of the primary surface.
+HeadArea = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +88,8 @@ class DisplayChannel(ChannelProtocol):
         self.surface_size: tuple[int, int] | None = None
         #: A surface was created and its first complete update has not ended yet.
         self.mark_pending = False
+        #: The MONITORS_CONFIG last sent for the current surface (areas, max_allowed).
+        self.heads_sent: tuple[tuple[HeadArea, ...], int] | None = None
         self._next_image_id = 1
 
     @property
@@ -91,8 +99,15 @@ class DisplayChannel(ChannelProtocol):
     def start(self, now: float) -> None:
         self.start_acks(now)
 
-    def create_primary(self, width: int, height: int) -> None:
-        """SURFACE_CREATE for surface 0 (x8r8g8b8), and the one-head MONITORS_CONFIG."""
+    def create_primary(
+        self,
+        width: int,
+        height: int,
+        heads: Sequence[HeadArea] = (),
+        max_allowed: int = 1,
+    ) -> None:
+        """SURFACE_CREATE for surface 0 (x8r8g8b8), then its MONITORS_CONFIG (see
+        :meth:`send_monitors_config`; no heads: one covering the surface)."""
         if self.surface_size is not None:
             self.send(m.SurfaceDestroy(surface_id=PRIMARY_SURFACE))
         self.surface_size = (width, height)
@@ -105,9 +120,39 @@ class DisplayChannel(ChannelProtocol):
                 flags=SURFACE_FLAG_PRIMARY,
             )
         )
-        if self.client_has_monitors_config:
-            self.send(m.MonitorsConfig(heads=((0, PRIMARY_SURFACE, width, height, 0, 0, 0),)))
+        self.heads_sent = None
+        self.send_monitors_config(heads, max_allowed)
         self.mark_pending = True
+
+    def send_monitors_config(self, heads: Sequence[HeadArea], max_allowed: int = 1) -> None:
+        """MONITORS_CONFIG: ``heads`` as (x, y, width, height) areas of the primary surface,
+        monitor ids in order (a client shows one window per head: remote-viewer, spice-gtk's
+        widget for ``(channel 0, monitor_id N)``, ``spice-gtk:src/spice-widget.c``
+        ``get_display_id``).  As libspice-server, heads without a size are left out and flags
+        are 0 (``spice:server/dcc-send.cpp`` ``marshall_monitors_config``); none left: one
+        head covering the surface.  spice-gtk clamps ``max_allowed`` to 1..256 and the count
+        to ``max_allowed`` (``spice-gtk:src/channel-display.c``
+        ``display_handle_monitors_config``): both are kept within that here.  Only to clients
+        with the MONITORS_CONFIG cap, and not again if unchanged since the surface was made.
+        """
+        if not self.client_has_monitors_config or self.surface_size is None:
+            return
+        areas: tuple[HeadArea, ...] = tuple(
+            (x, y, w, h) for x, y, w, h in heads if w > 0 and h > 0
+        )[:MAX_MONITORS] or ((0, 0, *self.surface_size),)
+        max_allowed = max(len(areas), min(max_allowed, MAX_MONITORS))
+        if (areas, max_allowed) == self.heads_sent:
+            return
+        self.heads_sent = (areas, max_allowed)
+        self.send(
+            m.MonitorsConfig(
+                heads=tuple(
+                    (monitor_id, PRIMARY_SURFACE, w, h, x, y, 0)
+                    for monitor_id, (x, y, w, h) in enumerate(areas)
+                ),
+                max_allowed=max_allowed,
+            )
+        )
 
     def end_update(self) -> None:
         """The update drawn since the last call is complete: after a new surface's first one,

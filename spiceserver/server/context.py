@@ -119,7 +119,9 @@ class ServerContext:
         )
         self.glz = GlzDictionaries(config.glz_memory_budget, config.glz_dictionaries_per_session)
         self.record_budget = RecordBudget(config.record_rate, config.record_burst)
-        self.layout = LayoutController(self.source)
+        self.layout = LayoutController(
+            self.source, mode=config.resize, debounce=config.resize_debounce, track=self.track
+        )
 
     # ------------------------------------------------------------------ connections
 

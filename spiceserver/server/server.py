@@ -342,6 +342,7 @@ class SpiceServer:
                     await context.wait_no_connections()
             for recorder in context.recorders:
                 recorder.close()
+        await context.layout.aclose()  # a layout clients changed is put back first
         await self.source.stop()
         if self._audio is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._audio.close)

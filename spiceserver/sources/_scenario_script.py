@@ -209,6 +209,8 @@ class Script:
     patterns: dict[tuple[int, int], PatternSource]
     #: Seconds from start to end, computed once (walking a long timeline takes a while).
     duration: float = 0.0
+    #: ``"heads"``: monitors as (x, y, width, height) of the start-size frame (empty: one).
+    heads: tuple[tuple[int, int, int, int], ...] = ()
 
 
 # ---------------------------------------------------------------------- timeline
@@ -311,7 +313,7 @@ class Compiler:
         "disconnect": ("_disconnect", frozenset()),
         "tone": ("_tone", frozenset({"seconds"})),
     }
-    TOP_KEYS = frozenset({"steps", "size", "background", "start", "after", "comment"})
+    TOP_KEYS = frozenset({"steps", "size", "background", "start", "after", "heads", "comment"})
 
     def __init__(self, base_dir: Path, name: str) -> None:
         self.base_dir = base_dir
@@ -353,7 +355,8 @@ class Compiler:
             )
         self.check_sizes(steps, size)
         script = Script(self.name, steps, size, background, start, after, self.patterns)
-        script = dataclasses.replace(script, duration=script_duration(script))
+        heads = self.heads(spec.get("heads", []), size)
+        script = dataclasses.replace(script, duration=script_duration(script), heads=heads)
         if start == "immediately" and after == "restart" and script.duration < 0.1:
             raise self.error(
                 "after", "a scenario that restarts by itself must last at least 0.1s (add a wait)"
@@ -576,6 +579,25 @@ class Compiler:
                 f"1..{MAX_SURFACE_SIDE} pixels a side and at most "
                 f"{MAX_SURFACE_PIXELS} pixels",
             )
+
+    def heads(self, value: Any, size: tuple[int, int]) -> tuple[tuple[int, int, int, int], ...]:
+        """``"heads": [[x, y, width, height], ...]``: monitors of the start frame (16 at most;
+        while the frame has another size, it is one head)."""
+        if not isinstance(value, list) or len(value) > 16:
+            raise self.error("heads", "expected a list of at most 16 [x, y, width, height]")
+        heads = []
+        for i, item in enumerate(value):
+            if not (isinstance(item, list) and len(item) == 4 and all(map(_is_int, item))):
+                raise self.error(f"heads[{i}]", f"a head is [x, y, width, height], got {item!r}")
+            x, y, width, height = item
+            if x < 0 or y < 0 or width < 1 or height < 1:
+                raise self.error(f"heads[{i}]", "x, y >= 0 and width, height >= 1")
+            if x + width > size[0] or y + height > size[1]:
+                raise self.error(
+                    f"heads[{i}]", f"{item} does not fit the {size[0]}x{size[1]} frame"
+                )
+            heads.append((x, y, width, height))
+        return tuple(heads)
 
     def point(self, value: Any, where: str, what: str) -> tuple[int, int]:
         if not (

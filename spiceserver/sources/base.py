@@ -22,7 +22,15 @@ from spiceserver.protocol.messages import CursorShape
 if TYPE_CHECKING:
     from spiceserver.sources.audio import AudioSource
 
-__all__ = ["FramebufferSource", "Head", "Rect", "SourceListener", "default_cursor"]
+__all__ = [
+    "FramebufferSource",
+    "Head",
+    "Rect",
+    "SourceListener",
+    "bounding_size",
+    "default_cursor",
+    "same_geometry",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +88,17 @@ class Head:
     height: int
     width_mm: int = 0
     height_mm: int = 0
+
+
+def bounding_size(heads: tuple[Head, ...]) -> tuple[int, int]:
+    """Width and height of the frame that holds ``heads`` (placed at x, y >= 0)."""
+    return max(h.x + h.width for h in heads), max(h.y + h.height for h in heads)
+
+
+def same_geometry(a: tuple[Head, ...], b: tuple[Head, ...]) -> bool:
+    """Whether two layouts place and size their heads alike (physical sizes aside: a source
+    may report other millimetres than a client asked for, which is no change of layout)."""
+    return [(h.x, h.y, h.width, h.height) for h in a] == [(h.x, h.y, h.width, h.height) for h in b]
 
 
 class SourceListener(Protocol):

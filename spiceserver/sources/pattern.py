@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
 from spiceserver.sources.audio import AudioSource, ClickTrack
-from spiceserver.sources.base import FramebufferSource, Rect
+from spiceserver.sources.base import FramebufferSource, Head, Rect, bounding_size
 
 __all__ = ["PatternClickSource", "PatternSource"]
 
@@ -37,109 +38,135 @@ _COUNTER_DIGITS = 6
 _BOX = 64
 
 
+class _HeadPattern:
+    """The pattern of one head, drawn into that head's part of the frame (a view)."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        self.background = _render_background(width, height)
+        band = Rect(0, height * 2 // 5, width, 48)
+        self.band = band.clip(width, height)
+        self.arena = Rect(0, band.bottom, width, height - band.bottom)
+        self.counter = Rect(16, 16, _COUNTER_DIGITS * (_DIGIT_W + 8) + 8, _DIGIT_H + 16)
+
+    def render(self, view: np.ndarray, n: int) -> None:
+        view[...] = self.background
+        self.draw(view, n)
+
+    def draw(self, view: np.ndarray, n: int) -> None:
+        _draw_band(view, self.band, n)
+        _draw_box(view, self.box_rect(n), n)
+        _draw_counter(view, self.counter, n)
+
+    def box_rect(self, n: int) -> Rect:
+        arena = self.arena
+        x = _triangle(n * 7, arena.width - _BOX)
+        y = _triangle(n * 5, arena.height - _BOX)
+        return Rect(arena.x + x, arena.y + y, _BOX, _BOX)
+
+    def advance(self, view: np.ndarray, n: int) -> list[Rect]:
+        """Repaint frame ``n - 1`` into frame ``n``; the changed rectangles, in the head."""
+        old_box = self.box_rect(n - 1)
+        bg = self.background
+        view[old_box.y : old_box.bottom, old_box.x : old_box.right] = bg[
+            old_box.y : old_box.bottom, old_box.x : old_box.right
+        ]
+        c = self.counter
+        view[c.y : c.bottom, c.x : c.right] = bg[c.y : c.bottom, c.x : c.right]
+        self.draw(view, n)
+        rects = [self.band, old_box.union(self.box_rect(n)), c]
+        return [r for r in (rect.clip(self.width, self.height) for rect in rects if rect) if r]
+
+
 class PatternSource(FramebufferSource):
-    """Colour bars, gradients, a moving box and a frame counter, changing ``fps`` times/s."""
+    """Colour bars, gradients, a moving box and a frame counter, changing ``fps`` times/s.
+
+    With ``heads`` (several monitors; positions in frame pixels) each head shows a pattern of
+    its own size, the frame is their bounding box and the rest of it is black.  The source
+    follows the layouts clients ask for (:meth:`apply_layout`), any size and head count.
+    """
 
     kind = "pattern"
 
-    def __init__(self, width: int = 1024, height: int = 768, fps: float = 30.0) -> None:
-        if width < 200 or height < 200:
-            raise ValueError("the pattern needs at least 200x200 pixels")
-        super().__init__(width, height)
+    def __init__(
+        self,
+        width: int | None = None,
+        height: int | None = None,
+        fps: float = 30.0,
+        *,
+        heads: Sequence[Head] | None = None,
+    ) -> None:
+        if heads is not None:
+            if width is not None or height is not None:
+                raise ValueError("give a size or heads, not both")
+            layout = _zero_based(tuple(heads))
+            if any(h.width < 200 or h.height < 200 for h in layout):
+                raise ValueError("each head of the pattern needs at least 200x200 pixels")
+        else:
+            width, height = width or 1024, height or 768
+            if width < 200 or height < 200:
+                raise ValueError("the pattern needs at least 200x200 pixels")
+            layout = (Head(0, 0, width, height),)
+        super().__init__(*bounding_size(layout))
         self.fps = fps
         self.frame_index = 0
-        self._background = self._render_background()
-        self._band = Rect(0, height * 2 // 5, width, 48)
-        self._arena = Rect(0, self._band.bottom, width, height - self._band.bottom)
-        self._counter = Rect(16, 16, _COUNTER_DIGITS * (_DIGIT_W + 8) + 8, _DIGIT_H + 16)
+        #: The layout at construction: what :meth:`restore_layout` goes back to.
+        self.original_heads = layout
+        self._set_layout(layout)
         self._task: asyncio.Task[None] | None = None
         self._running = asyncio.Event()
         self._running.set()
         self.frame = self.render(0)
 
+    def _set_layout(self, layout: tuple[Head, ...]) -> None:
+        self._heads = layout
+        self._painters = _painters(layout)
+
+    # ------------------------------------------------------------------ heads
+
+    def heads(self) -> tuple[Head, ...]:
+        return self._heads
+
+    async def apply_layout(self, heads: tuple[Head, ...]) -> bool:
+        """Take the layout: the frame becomes the heads' bounding box, each head drawn at its
+        size.  False (nothing changed) for an empty layout or a head without a size."""
+        if not heads or any(h.width <= 0 or h.height <= 0 for h in heads):
+            return False
+        layout = _zero_based(tuple(heads))
+        n = self.frame_index
+        # A 4K head's background takes a second to draw: not on the event loop.
+        painters, frame = await asyncio.to_thread(_prepare, layout, n)
+        self._heads, self._painters = layout, painters
+        self.frame_index = n  # the frame drawn; the animation goes on from it
+        self.replace_frame(frame)
+        self.set_heads(layout)
+        return True
+
+    async def restore_layout(self) -> None:
+        await self.apply_layout(self.original_heads)
+
     # ------------------------------------------------------------------ rendering
 
     def render(self, n: int) -> np.ndarray:
         """Frame ``n``, from scratch."""
-        frame = self._background.copy()
-        self._draw_band(frame, n)
-        self._draw_box(frame, n)
-        self._draw_counter(frame, n)
-        return frame
+        return _render(self._heads, self._painters, n)
 
     def box_rect(self, n: int) -> Rect:
-        """Where the bouncing box is in frame ``n``."""
-        arena = self._arena
-        span_x = arena.width - _BOX
-        span_y = arena.height - _BOX
-        x = _triangle(n * 7, span_x)
-        y = _triangle(n * 5, span_y)
-        return Rect(arena.x + x, arena.y + y, _BOX, _BOX)
+        """Where the first head's bouncing box is in frame ``n``."""
+        head, painter = self._painters[0]
+        box = painter.box_rect(n)
+        return Rect(head.x + box.x, head.y + box.y, box.width, box.height)
 
     def advance(self) -> list[Rect]:
         """Step to the next frame in place; returns the damaged rectangles."""
         n = self.frame_index + 1
-        old_box = self.box_rect(n - 1)
-        frame = self.frame
-        bg = self._background
-        frame[old_box.y : old_box.bottom, old_box.x : old_box.right] = bg[
-            old_box.y : old_box.bottom, old_box.x : old_box.right
+        rects = [
+            Rect(head.x + rect.x, head.y + rect.y, rect.width, rect.height)
+            for head, painter in self._painters
+            for rect in painter.advance(_view(self.frame, head), n)
         ]
-        self._draw_band(frame, n)
-        self._draw_box(frame, n)
-        c = self._counter
-        frame[c.y : c.bottom, c.x : c.right] = bg[c.y : c.bottom, c.x : c.right]
-        self._draw_counter(frame, n)
         self.frame_index = n
-        return [self._band, old_box.union(self.box_rect(n)), self._counter]
-
-    def _render_background(self) -> np.ndarray:
-        width, height = self.size
-        frame = np.zeros((height, width, 4), dtype=np.uint8)
-        bars_h = height * 2 // 5
-        edges = np.linspace(0, width, len(_BARS) + 1).astype(int)
-        for (b, g, r), x0, x1 in zip(_BARS, edges[:-1], edges[1:], strict=True):
-            frame[:bars_h, x0:x1, :3] = (b, g, r)
-        # Below the band: a grey ramp, then a 1-px/8-px checkerboard strip.
-        top = bars_h + 48
-        ramp = (np.arange(width) * 255 // max(1, width - 1)).astype(np.uint8)
-        frame[top : top + 32, :, 0] = ramp
-        frame[top : top + 32, :, 1] = ramp
-        frame[top : top + 32, :, 2] = ramp
-        ys, xs = np.mgrid[top + 32 : height, 0:width]
-        fine = ((xs + ys) & 1) * 255
-        coarse = (((xs >> 3) + (ys >> 3)) & 1) * 200 + 30
-        checker = np.where(xs < width // 4, fine, coarse).astype(np.uint8)
-        for channel in range(3):
-            frame[top + 32 :, :, channel] = checker
-        return frame
-
-    def _draw_band(self, frame: np.ndarray, n: int) -> None:
-        band = self._band
-        xs = np.arange(band.width, dtype=np.int64) + 6 * n
-        ys = np.arange(band.height, dtype=np.int64)[:, None]
-        region = frame[band.y : band.bottom, band.x : band.right]
-        region[..., 0] = (xs[None, :] * 3 + ys * 2) & 0xFF
-        region[..., 1] = (xs[None, :] * 2 - ys * 3) & 0xFF
-        region[..., 2] = (255 - xs[None, :]) & 0xFF
-
-    def _draw_box(self, frame: np.ndarray, n: int) -> None:
-        box = self.box_rect(n)
-        hue = n % 6
-        colour = [(0, 0, 255), (0, 255, 255), (0, 255, 0), (255, 255, 0), (255, 0, 0),
-                  (255, 0, 255)][hue]  # fmt: skip
-        frame[box.y : box.bottom, box.x : box.right, :3] = colour
-        frame[box.y + 8 : box.bottom - 8, box.x + 8 : box.right - 8, :3] = 255 - np.array(
-            colour, dtype=np.uint8
-        )
-
-    def _draw_counter(self, frame: np.ndarray, n: int) -> None:
-        c = self._counter
-        frame[c.y : c.bottom, c.x : c.right, :3] = 16
-        text = f"{n % 10**_COUNTER_DIGITS:0{_COUNTER_DIGITS}d}"
-        for i, digit in enumerate(text):
-            x = c.x + 8 + i * (_DIGIT_W + 8)
-            _draw_digit(frame, x, c.y + 8, int(digit))
+        return rects
 
     # ------------------------------------------------------------------ animation
 
@@ -187,8 +214,9 @@ class PatternClickSource(PatternSource):
     kind = "pattern-clicks"
 
     def __init__(
-        self, width: int = 1024, height: int = 768, fps: float = 30.0, every: int = 15
-    ) -> None:
+        self, width: int | None = None, height: int | None = None, fps: float = 30.0,
+        every: int = 15,
+    ) -> None:  # fmt: skip
         if every < 1:
             raise ValueError("every must be at least 1")
         super().__init__(width, height, fps)
@@ -203,6 +231,90 @@ class PatternClickSource(PatternSource):
         if self.frame_index % self.every == 0:
             self.clicks.click(self.frame_index, time.monotonic())
         return rects
+
+
+_Painters = list[tuple[Head, _HeadPattern]]
+
+
+def _painters(layout: tuple[Head, ...]) -> _Painters:
+    return [(head, _HeadPattern(head.width, head.height)) for head in layout]
+
+
+def _render(layout: tuple[Head, ...], painters: _Painters, n: int) -> np.ndarray:
+    frame = np.zeros((*bounding_size(layout)[::-1], 4), dtype=np.uint8)
+    for head, painter in painters:
+        painter.render(_view(frame, head), n)
+    return frame
+
+
+def _prepare(layout: tuple[Head, ...], n: int) -> tuple[_Painters, np.ndarray]:
+    """The painters of ``layout`` and its frame ``n`` (run in a worker thread)."""
+    painters = _painters(layout)
+    return painters, _render(layout, painters, n)
+
+
+def _zero_based(heads: tuple[Head, ...]) -> tuple[Head, ...]:
+    """The layout moved so its top-left corner is (0, 0)."""
+    if not heads:
+        raise ValueError("a layout needs at least one head")
+    x0, y0 = min(h.x for h in heads), min(h.y for h in heads)
+    return tuple(
+        Head(h.x - x0, h.y - y0, h.width, h.height, h.width_mm, h.height_mm) for h in heads
+    )
+
+
+def _view(frame: np.ndarray, head: Head) -> np.ndarray:
+    return frame[head.y : head.y + head.height, head.x : head.x + head.width]
+
+
+def _render_background(width: int, height: int) -> np.ndarray:
+    frame = np.zeros((height, width, 4), dtype=np.uint8)
+    bars_h = height * 2 // 5
+    edges = np.linspace(0, width, len(_BARS) + 1).astype(int)
+    for (b, g, r), x0, x1 in zip(_BARS, edges[:-1], edges[1:], strict=True):
+        frame[:bars_h, x0:x1, :3] = (b, g, r)
+    # Below the band: a grey ramp, then a 1-px/8-px checkerboard strip.
+    top = bars_h + 48
+    ramp = (np.arange(width) * 255 // max(1, width - 1)).astype(np.uint8)
+    frame[top : top + 32, :, 0] = ramp
+    frame[top : top + 32, :, 1] = ramp
+    frame[top : top + 32, :, 2] = ramp
+    ys, xs = np.mgrid[min(top + 32, height) : height, 0:width]
+    fine = ((xs + ys) & 1) * 255
+    coarse = (((xs >> 3) + (ys >> 3)) & 1) * 200 + 30
+    checker = np.where(xs < width // 4, fine, coarse).astype(np.uint8)
+    for channel in range(3):
+        frame[min(top + 32, height) :, :, channel] = checker
+    return frame
+
+
+def _draw_band(frame: np.ndarray, band: Rect | None, n: int) -> None:
+    if band is None:  # a head too short for it
+        return
+    xs = np.arange(band.width, dtype=np.int64) + 6 * n
+    ys = np.arange(band.height, dtype=np.int64)[:, None]
+    region = frame[band.y : band.bottom, band.x : band.right]
+    region[..., 0] = (xs[None, :] * 3 + ys * 2) & 0xFF
+    region[..., 1] = (xs[None, :] * 2 - ys * 3) & 0xFF
+    region[..., 2] = (255 - xs[None, :]) & 0xFF
+
+
+def _draw_box(frame: np.ndarray, box: Rect, n: int) -> None:
+    hue = n % 6
+    colour = [(0, 0, 255), (0, 255, 255), (0, 255, 0), (255, 255, 0), (255, 0, 0),
+              (255, 0, 255)][hue]  # fmt: skip
+    frame[box.y : box.bottom, box.x : box.right, :3] = colour
+    frame[box.y + 8 : box.bottom - 8, box.x + 8 : box.right - 8, :3] = 255 - np.array(
+        colour, dtype=np.uint8
+    )
+
+
+def _draw_counter(frame: np.ndarray, c: Rect, n: int) -> None:
+    frame[c.y : c.bottom, c.x : c.right, :3] = 16
+    text = f"{n % 10**_COUNTER_DIGITS:0{_COUNTER_DIGITS}d}"
+    for i, digit in enumerate(text):
+        x = c.x + 8 + i * (_DIGIT_W + 8)
+        _draw_digit(frame, x, c.y + 8, int(digit))
 
 
 def _triangle(t: int, span: int) -> int:

@@ -66,7 +66,13 @@ from spiceserver.sources._scenario_script import (
     timeline,
 )
 from spiceserver.sources.audio import AudioSource, ToneSwitch
-from spiceserver.sources.base import FramebufferSource, Rect, SourceListener, default_cursor
+from spiceserver.sources.base import (
+    FramebufferSource,
+    Head,
+    Rect,
+    SourceListener,
+    default_cursor,
+)
 from spiceserver.sources.pattern import PatternSource
 
 __all__ = [
@@ -210,6 +216,14 @@ class ScenarioSource(FramebufferSource):
         await super().start()
         if self._script.start == "immediately":
             self.begin()
+
+    def heads(self) -> tuple[Head, ...]:
+        """The scenario's ``"heads"`` while the frame has its start size; else one head (a
+        scripted screen keeps its script: it does not follow clients' layouts)."""
+        heads = self._script.heads
+        if heads and self.size == self._script.size:
+            return tuple(Head(*head) for head in heads)
+        return super().heads()
 
     def audio_source(self) -> AudioSource | None:
         """The tone steps' sound (None without tone steps): the server plays it."""

@@ -21,6 +21,8 @@ stdout: one JSON object per line, always flushed.  Every object has an
 * ``primary-destroy``  {serial}
 * ``invalidate``       {x, y, w, h, serial}
 * ``mark``             {mark, serial}
+* ``monitors``         {display, monitors: [{id, surface_id, x, y, width, height}], max}:
+  the display channel's ``monitors`` / ``monitors-max`` after each MONITORS_CONFIG
 * ``cursor-set``       {width, height, hot_x, hot_y, sha256 (RGBA bytes, or
   null for the default cursor)}
 * ``cursor-move``      {x, y}; ``cursor-hide``; ``cursor-reset``
@@ -142,6 +144,44 @@ def gsignal(obj: GObject.Object, name: str, handler: Callable[..., Any]) -> int:
     PyGObject, so signal connections must go through the base class.
     """
     return GObject.Object.connect(obj, name, guarded(handler))
+
+
+class _GArray(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("len", ctypes.c_uint)]
+
+
+class _MonitorConfig(ctypes.Structure):
+    """SpiceDisplayMonitorConfig (spice-gtk:src/channel-display.h)."""
+
+    _fields_ = [(name, ctypes.c_uint) for name in ("id", "surface_id", "x", "y", "width", "height")]
+
+
+def _monitor_configs(channel: SpiceClientGLib.DisplayChannel) -> list[_MonitorConfig]:
+    """The display channel's ``monitors`` property.  PyGObject cannot unpack a GArray of
+    structs from a property (it gives nothing), so it is read with g_object_get."""
+    gobject = ctypes.CDLL("libgobject-2.0.so.0")
+    glib = ctypes.CDLL("libglib-2.0.so.0")
+    gobject.g_object_get.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.POINTER(ctypes.c_void_p),
+        ctypes.c_void_p,
+    ]
+    glib.g_array_unref.argtypes = [ctypes.c_void_p]
+    capsule = ctypes.pythonapi.PyCapsule_GetPointer
+    capsule.restype = ctypes.c_void_p
+    capsule.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    address = capsule(channel.__gpointer__, None)
+    array = ctypes.c_void_p()
+    gobject.g_object_get(address, b"monitors", ctypes.byref(array), None)
+    if not array.value:
+        return []
+    try:
+        garray = _GArray.from_address(array.value)
+        items = (_MonitorConfig * garray.len).from_address(garray.data or 0)
+        return [_MonitorConfig.from_buffer_copy(item) for item in items]
+    finally:
+        glib.g_array_unref(array)
 
 
 class Harness:
@@ -310,6 +350,7 @@ class Harness:
                 lambda ch, x, y, w, h: self.on_invalidate(cid, x, y, w, h),
             )
             gsignal(channel, "display-mark", lambda ch, mark: self.on_mark(cid, mark))
+            gsignal(channel, "notify::monitors", lambda ch, _pspec: self.on_monitors(cid, ch))
         elif isinstance(channel, SpiceClientGLib.CursorChannel):
             gsignal(channel, "cursor-set", self.on_cursor_set)
             gsignal(
@@ -448,6 +489,27 @@ class Harness:
     def on_mark(self, cid: int, mark: int) -> None:
         self.serial += 1
         emit("mark", display=cid, mark=int(mark), serial=self.serial)
+
+    def on_monitors(self, cid: int, channel: SpiceClientGLib.DisplayChannel) -> None:
+        # The display MONITORS_CONFIG as spice-gtk stored it (channel-display.c
+        # display_handle_monitors_config): a GArray of SpiceDisplayMonitorConfig.
+        heads = [
+            {
+                "id": int(mc.id),
+                "surface_id": int(mc.surface_id),
+                "x": int(mc.x),
+                "y": int(mc.y),
+                "width": int(mc.width),
+                "height": int(mc.height),
+            }
+            for mc in _monitor_configs(channel)
+        ]
+        emit(
+            "monitors",
+            display=cid,
+            monitors=heads,
+            max=int(channel.get_property("monitors-max")),
+        )
 
     # -- cursor --------------------------------------------------------------
 

@@ -281,3 +281,14 @@ def test_input_backend_option() -> None:
     assert build_parser().parse_args(["serve", "--input", "pynput"]).input == "pynput"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--input", "uinput"])
+
+
+def test_resize_options() -> None:
+    config, _ = config_from_args(parse())
+    assert (config.resize, config.resize_debounce) == ("follow", 0.25)
+    config, _ = config_from_args(parse("--resize", "off", "--resize-debounce", "1.5"))
+    assert (config.resize, config.resize_debounce) == ("off", 1.5)
+    with pytest.raises(SystemExit):
+        parse("--resize", "sometimes")
+    with pytest.raises(ConfigError, match="resize_debounce"):
+        config_from_args(parse("--resize-debounce", "-1"))

@@ -63,6 +63,7 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         self._closed = False
         self._counted = False
         self._whole_surface_next = False
+        self._heads_changed = False
         self._settled: asyncio.Future[None] | None = None
         #: The source version (FramebufferSource.version) whose pixels the client was last
         #: sent: every damage reported up to it has gone out.
@@ -128,7 +129,10 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         self._wake.set()
 
     def on_heads(self, heads: tuple[Head, ...]) -> None:
-        """A new monitor layout (not yet sent: the display channel's MONITORS_CONFIG)."""
+        """A new monitor layout: a new MONITORS_CONFIG (with the surface, if it changed size:
+        ``on_resize`` came first)."""
+        self._heads_changed = True
+        self._wake.set()
 
     def on_resize(self, width: int, height: int) -> None:
         self.moves.reset()
@@ -203,6 +207,10 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
                 continue  # woken again by an ACK or resume_writing
             if self.need_surface:
                 self._create_surface()
+            elif self._heads_changed:
+                self._heads_changed = False
+                self.channel.send_monitors_config(*self._monitors())
+                self.connection.flush()
             wait = next_slot - loop.time()
             if wait > 0 and not self.channel.mark_pending:
                 await asyncio.sleep(wait)
@@ -213,9 +221,20 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
             if self.dirty:
                 self._wake.set()
 
+    def _monitors(self) -> tuple[list[tuple[int, int, int, int]], int]:
+        """The source's heads as areas of its frame (clipped to it), and ``max_allowed``."""
+        width, height = self.context.source.size
+        areas = [
+            (r.x, r.y, r.width, r.height)
+            for head in self.context.source.heads()
+            if (r := Rect(head.x, head.y, head.width, head.height).clip(width, height))
+        ]
+        return areas, self.context.layout.max_heads(len(areas))
+
     def _create_surface(self) -> None:
         width, height = self.context.source.size
-        self.channel.create_primary(width, height)
+        self._heads_changed = False
+        self.channel.create_primary(width, height, *self._monitors())
         self.need_surface = False
         self._whole_surface_next = True
         self.moves.reset()
