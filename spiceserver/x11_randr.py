@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import math
 from collections.abc import Callable, Iterable
@@ -61,6 +62,7 @@ __all__ = [
     "fix_xlib_errors",
     "plan_layout",
     "read_heads",
+    "read_layout",
 ]
 
 logger = logging.getLogger("spiceserver.randr")
@@ -72,6 +74,9 @@ MM_PER_INCH = 25.4
 DEFAULT_DPI = 96
 #: Refresh rate of the modes we create.
 REFRESH_HZ = 60.0
+#: How long :meth:`RandrWorker.apply` waits for the source to show a layout it set (the X
+#: server has it already; this is only the capture thread's hand-over).
+SHOWN_TIMEOUT = 10.0
 
 # RandR protocol constants (randrproto.txt); python-xlib has some of them under other names.
 _ROTATE_0 = 1
@@ -256,12 +261,33 @@ def screen_mm(heads: Iterable[Head], width: int, height: int) -> tuple[int, int]
     return max(1, round(width * per_px_x)), max(1, round(height * per_px_y))
 
 
+def _rect(head: Head) -> tuple[int, int, int, int]:
+    return (head.x, head.y, head.width, head.height)
+
+
 def describe(heads: Iterable[Head]) -> str:
     """``1280x720+0+0, 800x600+1280+0`` (xrandr's way), for logs."""
     return ", ".join(f"{h.width}x{h.height}+{h.x}+{h.y}" for h in heads)
 
 
 # ---------------------------------------------------------------------- reading X
+
+
+def read_layout(display: Display) -> tuple[int, int, tuple[Head, ...]]:
+    """The root's size and its heads (:func:`read_heads`), from one state of the X server.
+
+    A layout change (made under a server grab) may land between two requests, so the size is
+    read again after the monitors until it holds still.
+    """
+    root = display.screen().root
+    geometry = root.get_geometry()
+    for _ in range(10):
+        heads = read_heads(display, geometry.width, geometry.height)
+        again = root.get_geometry()
+        if (again.width, again.height) == (geometry.width, geometry.height):
+            break
+        geometry = again
+    return geometry.width, geometry.height, heads
 
 
 def read_heads(display: Display, width: int, height: int) -> tuple[Head, ...]:
@@ -684,11 +710,27 @@ class RandrWorker:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         #: Why this X server cannot follow layouts (None: not known to be unable).
         self.unsupported: str | None = None
+        self._shown = asyncio.Event()
+        self._generation = 0
 
-    async def apply(self, heads: tuple[Head, ...]) -> Applied | None:
-        """Set ``heads`` (see :meth:`RandrLayout.apply`); None when not applied."""
+    def shown(self) -> None:
+        """The source handed over a new frame or new heads (loop thread)."""
+        self._shown.set()
+
+    async def apply(
+        self,
+        heads: tuple[Head, ...],
+        current: Callable[[], tuple[tuple[int, int], tuple[Head, ...]]] | None = None,
+    ) -> Applied | None:
+        """Set ``heads`` (see :meth:`RandrLayout.apply`); None when not applied.
+
+        With ``current`` (the source's frame size and heads), a layout that changed the X
+        server is returned once the source shows it (each hand-over calls :meth:`shown`).
+        """
         if self.unsupported is not None or not heads:
             return None
+        self._generation += 1
+        generation = self._generation
         try:
             applied = await self._run(lambda layout: layout.apply(heads))
         except RandrUnsupported as exc:
@@ -706,12 +748,37 @@ class RandrWorker:
             logger.warning("%s: monitor layout failed: %r", self.display_name, exc)
             return None
         if applied.changed:
-            logger.info(
-                "%s: monitor layout set to %s",
-                self.display_name,
-                describe(applied.heads),
-            )
+            logger.info("%s: monitor layout set to %s", self.display_name, describe(applied.heads))
+            if current is not None:
+                await self._wait_shown(applied, current, generation)
         return applied
+
+    async def _wait_shown(
+        self,
+        applied: Applied,
+        current: Callable[[], tuple[tuple[int, int], tuple[Head, ...]]],
+        generation: int,
+    ) -> None:
+        wanted = sorted(_rect(h) for h in applied.heads)
+
+        def shown() -> bool:
+            size, heads = current()
+            return size == applied.size and sorted(_rect(h) for h in heads) == wanted
+
+        deadline = asyncio.get_running_loop().time() + SHOWN_TIMEOUT
+        while not shown() and generation == self._generation:  # a newer layout: stop
+            self._shown.clear()
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                size, heads = current()
+                logger.warning(
+                    "%s: layout %s was set but not seen within %.0f s (now %dx%d: %s)",
+                    self.display_name, describe(applied.heads), SHOWN_TIMEOUT, *size,
+                    describe(heads),
+                )  # fmt: skip
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._shown.wait(), remaining)
 
     async def restore(self) -> None:
         """Put back the layout from before the first change, if there was one."""

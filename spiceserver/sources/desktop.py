@@ -74,7 +74,7 @@ from spiceserver.errors import ConfigError
 from spiceserver.protocol.messages import CursorShape
 from spiceserver.scroll import Scroll, apply_scroll, as_u32, detect_scroll
 from spiceserver.sources.base import FramebufferSource, Head, Rect
-from spiceserver.x11_randr import Applied, RandrWorker, describe, fix_xlib_errors, read_heads
+from spiceserver.x11_randr import RandrWorker, describe, fix_xlib_errors, read_heads, read_layout
 
 if TYPE_CHECKING:
     from Xlib.display import Display
@@ -111,9 +111,6 @@ START_TIMEOUT = 30.0
 MAX_UNAPPLIED_UPDATES = 2
 #: Changed rectangles smaller than this (pixels) are not checked for a scroll: cheap to encode.
 SCROLL_MIN_AREA = 128 * 32
-#: How long :meth:`DesktopSource.apply_layout` waits for the capture thread to show a layout
-#: it set (the X server answered already; this is only the hand-over).
-LAYOUT_SHOWN_TIMEOUT = 10.0
 
 
 def open_display(name: str) -> Display:
@@ -196,7 +193,6 @@ class DesktopSource(FramebufferSource):
         self._unapplied = threading.BoundedSemaphore(MAX_UNAPPLIED_UPDATES)
         #: The RandR monitors as last shown (loop thread), see :meth:`heads`.
         self._heads = heads
-        self._layout_shown = asyncio.Event()
         #: RandR on a thread and an X connection of their own, made on the first layout.
         self._randr = RandrWorker(name, open_display)
 
@@ -214,39 +210,13 @@ class DesktopSource(FramebufferSource):
         """Give the X screen this monitor layout through RandR (a mode per head on output i,
         see :mod:`spiceserver.x11_randr`); True once the frame and heads show it.  False on
         a server that cannot change modes (logged once) or when this layout failed."""
-        applied = await self._randr.apply(heads)
-        if applied is None:
-            return False
-        if applied.changed:
-            await self._wait_shown(applied)
-        return True
+        capturing = self._thread is not None
+        shown = (lambda: (self.size, self.heads())) if capturing else None
+        return await self._randr.apply(heads, shown) is not None
 
     async def restore_layout(self) -> None:
         """Put back the layout from before the first :meth:`apply_layout` (if it changed)."""
         await self._randr.restore()
-
-    async def _wait_shown(self, applied: Applied) -> None:
-        """Until the capture thread has handed over the frame and heads of ``applied``."""
-        if self._thread is None:
-            return  # not capturing: nothing will show it
-        wanted = sorted((h.x, h.y, h.width, h.height) for h in applied.heads)
-
-        def shown() -> bool:
-            rects = sorted((h.x, h.y, h.width, h.height) for h in self.heads())
-            return self.size == applied.size and rects == wanted
-
-        deadline = time.monotonic() + LAYOUT_SHOWN_TIMEOUT
-        while not shown():
-            self._layout_shown.clear()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                logger.warning(
-                    "%s: the new layout was set but not seen within %.0f s (now %dx%d, %s)",
-                    self.display_name, LAYOUT_SHOWN_TIMEOUT, *self.size, self.heads(),
-                )  # fmt: skip
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._layout_shown.wait(), remaining)
 
     def _show_layout(self, frame: np.ndarray | None, heads: tuple[Head, ...]) -> None:
         """Loop thread: a new frame (a new size) and/or new monitors from the capture thread."""
@@ -254,7 +224,7 @@ class DesktopSource(FramebufferSource):
         if frame is not None:
             self.replace_frame(frame)
         self.set_heads(heads)
-        self._layout_shown.set()
+        self._randr.shown()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -597,8 +567,9 @@ class _Capture:
         for box in boxes:
             try:
                 pixels = self._grab(box)
-            except mss.exception.ScreenShotError:
+            except mss.exception.ScreenShotError as exc:
                 # The screen shrank under this grab (its events are not read yet): follow.
+                logger.debug("grab of %s failed (%s): checking the screen size", box, exc)
                 if self._check_layout():
                     self.pending.clear()
                     return
@@ -652,22 +623,9 @@ class _Capture:
                 return changed_rects(held, pixels)
         return rects
 
-    def _read_layout(self) -> tuple[int, int, tuple[Head, ...]]:
-        """The root's size and the monitors, from one state of the X server: a layout change
-        (made under a server grab) may land between two requests, so the size is read again
-        after the monitors until it holds still."""
-        geometry = self.root.get_geometry()
-        for _ in range(10):
-            heads = read_heads(self.display, geometry.width, geometry.height)
-            again = self.root.get_geometry()
-            if (again.width, again.height) == (geometry.width, geometry.height):
-                break
-            geometry = again
-        return geometry.width, geometry.height, heads
-
     def _check_layout(self) -> bool:
         """Follow a change of the screen's size or monitors; True if the size changed."""
-        width, height, heads = self._read_layout()
+        width, height, heads = read_layout(self.display)
         if (width, height) == (self.frame.shape[1], self.frame.shape[0]):
             if heads != self.heads:
                 self.heads = heads

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -24,8 +25,10 @@ from tests.interop.clients import (
     GtkClient,
     XorgDummy,
     Xvfb,
+    _kill,
     have_tools,
     have_xorg_dummy,
+    x_env,
 )
 from tests.interop.serverthread import ServerThread
 from tests.interop.test_desktop import PASSWORD, settled_screen, x
@@ -33,8 +36,8 @@ from tests.interop.test_desktop import PASSWORD, settled_screen, x
 pytestmark = [
     pytest.mark.interop,
     pytest.mark.skipif(
-        not have_tools("Xvfb", "xsetroot", "import", "xrandr"),
-        reason="Xvfb, xsetroot, ImageMagick or xrandr missing",
+        not have_tools("Xvfb", "xterm", "xsetroot", "import", "xrandr"),
+        reason="Xvfb, xterm, xsetroot, ImageMagick or xrandr missing",
     ),
 ]
 
@@ -295,3 +298,31 @@ def test_a_spice_gtk_client_follows_layout_changes(xorg: str) -> None:
     # The server closed: the desktop is as it was before the first layout of ours.
     assert current_size(xorg) == (800, 600)
     assert listed_monitors(xorg) == [(0, 0, 800, 600)]
+
+
+def test_capture_survives_layout_changes_while_the_screen_is_drawn(xorg: str) -> None:
+    """Grabs race with shrinking screens (a grab of the old size fails): the capture thread
+    follows the new size and goes on."""
+    drawer = subprocess.Popen(
+        ["xterm", "-geometry", "200x80+0+0", "-e", "sh", "-c",
+         "while :; do date +%N; sleep 0.002; done"],
+        env=x_env(xorg), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+
+    async def scenario() -> None:
+        async with started(xorg) as (source, _recorder):
+            for i in range(12):
+                size = ((1600, 900), (640, 480), (1280, 1024))[i % 3]
+                assert await source.apply_layout((Head(0, 0, *size),))
+                assert source.size == size
+            await source.restore_layout()
+            await until(lambda: source.size == (WIDTH, HEIGHT), "the original frame size")
+            _kill(drawer)
+            assert source._thread is not None and source._thread.is_alive()
+            await frame_is_the_x_screen(source, xorg)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        _kill(drawer)
