@@ -353,7 +353,6 @@ class _Saved:
     width_mm: int
     height_mm: int
     crtcs: dict[int, _Crtc]
-    output_modes: dict[int, tuple[int, ...]]
 
 
 class _State:
@@ -365,7 +364,6 @@ class _State:
             res = root.xrandr_get_screen_resources_current()
         self.res = res
         self.config_timestamp: int = res.config_timestamp
-        self.timestamp: int = res.timestamp
         # python-xlib names the field "mode_names" in one reply and "names" in the other.
         names = res.mode_names if poll else res.names
         if isinstance(names, bytes):
@@ -431,6 +429,7 @@ class RandrLayout:
         self._created: set[int] = set()
         self._added: set[tuple[int, int]] = set()
         self._applied_once = False
+        self._order: list[int] | None = None
         screen = self.display.screen()
         self._mm = (int(screen.width_in_mms), int(screen.height_in_mms))
         #: Counts the layouts that changed the X server (tests check that a repeat does not).
@@ -477,7 +476,11 @@ class RandrLayout:
             RandrError: this layout failed (the previous one was put back).
         """
         state = _State(self.display, self.root, poll=self._saved is None)
-        order = state.order()
+        if self._order is None or any(o not in state.outputs for o in self._order):
+            # Kept from the first look: an output we enabled may turn "connected" (the
+            # dummy driver's do), which must not move the heads to other outputs.
+            self._order = state.order()
+        order = self._order
         if not order:
             raise RandrUnsupported("no RandR output can drive a CRTC")
         plan, size = plan_layout(heads, len(order), self.min_size, self.max_size)
@@ -533,8 +536,7 @@ class RandrLayout:
             c: _Crtc(info.x, info.y, info.mode, info.rotation, tuple(info.outputs))
             for c, info in state.crtcs.items()
         }
-        output_modes = {o: tuple(info.modes) for o, info in state.outputs.items()}
-        return _Saved(*state.size, *self._mm, crtcs, output_modes)
+        return _Saved(*state.size, *self._mm, crtcs)
 
     def _set(
         self,
