@@ -26,9 +26,16 @@ reports through :meth:`FramebufferSource.damage` and friends, which hand over to
   server after the event was sent, so a grab sees at least what the events it answers
   announced; drawing after that raises new events and a new grab.  Nothing is lost between
   two grabs.  (The server's damage region is emptied at each grab only so it stays small.)
-* **Size.**  A ConfigureNotify (or RandR ScreenChangeNotify) on the root with a new size
-  re-creates the mss grabber (its shared-memory segment is sized for the screen) and swaps in
-  a new frame with :meth:`replace_frame`, which re-creates the clients' surfaces.
+* **Size and monitors.**  A ConfigureNotify, or a RandR ScreenChangeNotify, CrtcChangeNotify
+  or OutputChangeNotify on the root, has the thread read the root's size and the RandR
+  monitors (:func:`spiceserver.x11_randr.read_heads`).  A new size re-creates the mss grabber
+  (its shared-memory segment is sized for the screen) and swaps in a new frame with
+  :meth:`replace_frame`, which re-creates the clients' surfaces; new monitors are announced
+  with :meth:`set_heads` (after the frame, in the same loop callback).
+* **Following clients.**  :meth:`DesktopSource.apply_layout` sets a client's monitor layout
+  through RandR (:class:`spiceserver.x11_randr.RandrLayout`, on a connection and a thread of
+  its own), then waits until this thread has shown it; :meth:`restore_layout` (and
+  :meth:`stop`) put the original layout back.
 * **Cursor.**  XFixes cursor notifications carry a serial; images are fetched once per serial
   (ARGB, premultiplied) and turned into SPICE ALPHA cursors (straight B,G,R,A) whose
   ``unique`` is derived from the serial.  A fully transparent cursor hides the client's cursor.
@@ -66,7 +73,8 @@ import numpy as np
 from spiceserver.errors import ConfigError
 from spiceserver.protocol.messages import CursorShape
 from spiceserver.scroll import Scroll, apply_scroll, as_u32, detect_scroll
-from spiceserver.sources.base import FramebufferSource, Rect
+from spiceserver.sources.base import FramebufferSource, Head, Rect
+from spiceserver.x11_randr import RandrWorker, describe, fix_xlib_errors, read_heads, read_layout
 
 if TYPE_CHECKING:
     from Xlib.display import Display
@@ -93,6 +101,8 @@ CURSOR_CACHE_SIZE = 64
 _CURSOR_UNIQUE_TAG = 0x5846_4958 << 32
 #: The core event code of XGE events (XInput 2 raw motion arrives as one).
 _GENERIC_EVENT = 35
+#: python-xlib's RandR event classes: the screen's size or monitors may have changed.
+_RANDR_EVENTS = frozenset({"ScreenChangeNotify", "CrtcChangeNotify", "OutputChangeNotify"})
 #: How long :meth:`DesktopSource.start` waits for the first full grab.
 START_TIMEOUT = 30.0
 #: Grabbed updates handed to the loop and not yet applied: past this the capture thread waits
@@ -109,12 +119,14 @@ def open_display(name: str) -> Display:
     from Xlib import error as xerror
 
     try:
-        return xdisplay.Display(name)
+        display = xdisplay.Display(name)
     except (xerror.DisplayError, OSError, ValueError) as exc:
         raise ConfigError(
             f"cannot open X display {name!r} ({exc}): is an X server running there, and may "
             "this user connect to it (DISPLAY, XAUTHORITY, xhost)?"
         ) from exc
+    fix_xlib_errors(display)
+    return display
 
 
 class DesktopSource(FramebufferSource):
@@ -153,6 +165,7 @@ class DesktopSource(FramebufferSource):
             screen = conn.screen()
             width, height = screen.width_in_pixels, screen.height_in_pixels
             depth = screen.root_depth
+            heads = read_heads(conn, width, height)
         finally:
             conn.close()
         if depth not in (24, 32):
@@ -178,6 +191,40 @@ class DesktopSource(FramebufferSource):
         self._wake_r = self._wake_w = -1
         self._stopping = False
         self._unapplied = threading.BoundedSemaphore(MAX_UNAPPLIED_UPDATES)
+        #: The RandR monitors as last shown (loop thread), see :meth:`heads`.
+        self._heads = heads
+        #: RandR on a thread and an X connection of their own, made on the first layout.
+        self._randr = RandrWorker(name, open_display)
+
+    # ------------------------------------------------------------------ monitors
+
+    def heads(self) -> tuple[Head, ...]:
+        """The X screen's RandR monitors (one head for the whole screen without them)."""
+        width, height = self.size
+        heads = self._heads
+        if heads and all(h.x + h.width <= width and h.y + h.height <= height for h in heads):
+            return heads
+        return super().heads()
+
+    async def apply_layout(self, heads: tuple[Head, ...]) -> bool:
+        """Give the X screen this monitor layout through RandR (a mode per head on output i,
+        see :mod:`spiceserver.x11_randr`); True once the frame and heads show it.  False on
+        a server that cannot change modes (logged once) or when this layout failed."""
+        capturing = self._thread is not None
+        shown = (lambda: (self.size, self.heads())) if capturing else None
+        return await self._randr.apply(heads, shown) is not None
+
+    async def restore_layout(self) -> None:
+        """Put back the layout from before the first :meth:`apply_layout` (if it changed)."""
+        await self._randr.restore()
+
+    def _show_layout(self, frame: np.ndarray | None, heads: tuple[Head, ...]) -> None:
+        """Loop thread: a new frame (a new size) and/or new monitors from the capture thread."""
+        self._heads = heads
+        if frame is not None:
+            self.replace_frame(frame)
+        self.set_heads(heads)
+        self._randr.shown()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -215,6 +262,7 @@ class DesktopSource(FramebufferSource):
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._wake_r = self._wake_w = -1
+        await self._randr.close()  # leaves the X screen as it was found
 
     # ------------------------------------------------------------------ capture thread
 
@@ -242,13 +290,14 @@ class DesktopSource(FramebufferSource):
         finally:
             self._unapplied.release()
 
-    def _publish_frame(self, frame: np.ndarray) -> None:
-        """Hand a new frame (a new screen size) to the loop thread."""
+    def _publish_layout(self, frame: np.ndarray | None, heads: tuple[Head, ...]) -> None:
+        """Hand a new frame (a new screen size; None: same size) and monitors to the loop."""
         loop = self._loop
         if loop is None or threading.get_ident() == self._loop_thread:
-            self.replace_frame(frame)
+            self._show_layout(frame, heads)
         elif not loop.is_closed():
-            loop.call_soon_threadsafe(self.replace_frame, frame)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._show_layout, frame, heads)
 
     def _apply(
         self, scrolls: list[Scroll], writes: list[tuple[Rect, np.ndarray]], damage: list[Rect]
@@ -308,7 +357,9 @@ class _Capture:
         self.xi_opcode: int | None = None
         self.xfixes = False
         self.pending: list[Rect] = []
+        #: The root's size or the RandR layout may have changed (check with _check_layout).
         self.resized = False
+        self.heads = source._heads
         self.cursor_dirty = False
         self.cursor_serial = -1
         self.cursor_cache: OrderedDict[int, CursorShape | None] = OrderedDict()
@@ -336,7 +387,11 @@ class _Capture:
             from Xlib.ext import randr
 
             d.xrandr_query_version()
-            root.xrandr_select_input(randr.RRScreenChangeNotifyMask)
+            root.xrandr_select_input(
+                randr.RRScreenChangeNotifyMask
+                | randr.RRCrtcChangeNotifyMask
+                | randr.RROutputChangeNotifyMask
+            )
         if not self.source.use_damage:
             fallbacks.append("no DAMAGE (disabled): polling the screen")
         elif d.has_extension("DAMAGE"):
@@ -367,7 +422,7 @@ class _Capture:
                 f"no XInput 2: polling the pointer every {POINTER_POLL_SECONDS * 1000:.0f} ms"
             )
         d.sync()
-        self._check_size()
+        self._check_layout()
         self._grab_full()
         status = " ".join(getattr(self.sct, "performance_status", []))
         if "MIT-SHM is working" not in status:
@@ -402,7 +457,7 @@ class _Capture:
             now = time.monotonic()
             if self.resized:
                 self.resized = False
-                self._check_size()
+                self._check_layout()
             if self.cursor_dirty and self.xfixes:
                 self.cursor_dirty = False
                 self._update_cursor()
@@ -461,7 +516,7 @@ class _Capture:
         elif hasattr(event, "cursor_serial"):
             self.cursor_serial = event.cursor_serial
             self.cursor_dirty = True
-        elif type(event).__name__ == "ScreenChangeNotify":
+        elif type(event).__name__ in _RANDR_EVENTS:
             self.resized = True
 
     def _x_error(self, error: Any, request: Any) -> None:
@@ -486,6 +541,8 @@ class _Capture:
         self.source._publish([], [(full, pixels)], [full])
 
     def _grab_update(self, now: float) -> None:
+        import mss.exception
+
         height, width = self.frame.shape[:2]
         if self.damage is not None:
             # No round trip before the grab (it would add half a millisecond to every
@@ -497,7 +554,7 @@ class _Capture:
                 self._on_event(self.display.next_event())
             if self.resized:
                 self.resized = False
-                if self._check_size():
+                if self._check_layout():
                     self.pending.clear()
                     return
             boxes = damage_boxes(self.pending, width, height)
@@ -508,7 +565,15 @@ class _Capture:
         writes: list[tuple[Rect, np.ndarray]] = []
         scrolls: list[Scroll] = []
         for box in boxes:
-            pixels = self._grab(box)
+            try:
+                pixels = self._grab(box)
+            except mss.exception.ScreenShotError as exc:
+                # The screen shrank under this grab (its events are not read yet): follow.
+                logger.debug("grab of %s failed (%s): checking the screen size", box, exc)
+                if self._check_layout():
+                    self.pending.clear()
+                    return
+                raise
             held = self.frame[box.y : box.bottom, box.x : box.right]
             rects = changed_rects(held, pixels)
             if rects and self.source.scroll_detect:
@@ -558,21 +623,27 @@ class _Capture:
                 return changed_rects(held, pixels)
         return rects
 
-    def _check_size(self) -> bool:
-        """Follow a screen size change; True if the size changed."""
-        geometry = self.root.get_geometry()
-        width, height = geometry.width, geometry.height
+    def _check_layout(self) -> bool:
+        """Follow a change of the screen's size or monitors; True if the size changed."""
+        width, height, heads = read_layout(self.display)
         if (width, height) == (self.frame.shape[1], self.frame.shape[0]):
+            if heads != self.heads:
+                self.heads = heads
+                logger.info("%s: monitors are now %s", self.source.display_name, describe(heads))
+                self.source._publish_layout(None, heads)
             return False
         import mss
 
-        logger.info("%s: screen is now %dx%d", self.source.display_name, width, height)
+        logger.info(
+            "%s: screen is now %dx%d (%s)", self.source.display_name, width, height, describe(heads)
+        )
         self.sct.close()
         self.sct = mss.MSS(display=self.source.display_name)
         self.frame = np.zeros((height, width, 4), dtype=np.uint8)
         self.frame[:] = self._grab(Rect(0, 0, width, height))
         self.pending.clear()
-        self.source._publish_frame(self.frame.copy())
+        self.heads = heads
+        self.source._publish_layout(self.frame.copy(), heads)
         return True
 
     # -- cursor ----------------------------------------------------------------
