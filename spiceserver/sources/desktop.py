@@ -13,6 +13,11 @@ reports through :meth:`FramebufferSource.damage` and friends, which hand over to
   DamageSubtract, and drawing that lands in the window between an event and the subtract is
   then silently folded in — measured here as a stale terminal after paging in ``less``.
   Raw events cost one small event per drawing operation, and they are coalesced below.
+  Under a flood of them (``yes`` in an xterm: python-xlib parses events slower than X sends
+  them, so the thread would never grab again) the thread switches to delta rectangles until
+  the screen has been still for :data:`FLOOD_CALM_SECONDS`, and then makes delta exact by
+  emptying the region *before* each grab with a round trip (DamageSubtract, then sync): drawing
+  before the subtract is in the grab, drawing after it raises a new event.
   Without DAMAGE the whole screen is polled.  Either way the grabbed
   pixels are compared with the frame we hold, tile by tile (:func:`changed_rects`), so an
   application that repaints the same pixels — a clock redrawing its face, a terminal redrawing a
@@ -90,6 +95,18 @@ TILE = 32
 MAX_GRAB_BOXES = 8
 #: Without DAMAGE, the screen is polled this often when nothing changed for a second.
 IDLE_POLL_SECONDS = 0.25
+#: X events read in one pass of the capture loop before it grabs again.  Raw damage
+#: rectangles (one per glyph xterm draws) can arrive faster than python-xlib parses them
+#: (``yes`` in an xterm): reaching this many switches the damage to delta rectangles, which X
+#: reports only for pixels not already damaged since our last subtract.
+FLOOD_EVENTS = 512
+#: Bytes the capture's X connection reads at a time (128 events).
+X_READ_BYTES = 4096
+#: Seconds without any damage after which flood mode ends (raw rectangles again; xterm pauses
+#: for a fraction of a second now and then even under `seq`).  Not a
+#: fixed period: each return to raw rectangles during a flood costs the parse of the events
+#: X queues before it sees the switch back (thousands, half a second).
+FLOOD_CALM_SECONDS = 1.0
 #: Without XInput 2, the pointer position is polled this often.
 POINTER_POLL_SECONDS = 0.1
 #: With XInput 2, the pointer is still polled this often: warps raise no raw motion.
@@ -178,7 +195,7 @@ class DesktopSource(FramebufferSource):
         #: The fallbacks taken ("no DAMAGE", "no XShm", …), for logs and tests.
         self.fallbacks: list[str] = []
         #: Counters for benchmarks: grabs made, pixels grabbed, pixels reported changed,
-        #: scrolls found and the pixels they moved.
+        #: scrolls found and the pixels they moved, floods of damage met (FLOOD_EVENTS).
         self.stats = {
             "grabs": 0,
             "grabbed_pixels": 0,
@@ -186,6 +203,7 @@ class DesktopSource(FramebufferSource):
             "updates": 0,
             "scrolls": 0,
             "scrolled_pixels": 0,
+            "damage_floods": 0,
         }
         self._thread: threading.Thread | None = None
         self._wake_r = self._wake_w = -1
@@ -343,6 +361,11 @@ class _Capture:
         self.interval = 1.0 / source.max_fps
         self.display = open_display(source.display_name)
         self.display.set_error_handler(self._x_error)
+        # python-xlib reads as much as SO_RCVBUF (~200 KiB) per recv and parses it in one go,
+        # copying the rest of the buffer per event: under a flood of damage one
+        # pending_events() call then runs for seconds.  Small reads keep each call short, so
+        # FLOOD_EVENTS can take effect (python-xlib has no API for this: its protocol object).
+        self.display.display.recv_buffer_size = X_READ_BYTES
         self.root = self.display.screen().root
         self.sct: Any = None
         try:
@@ -354,6 +377,9 @@ class _Capture:
         self.frame = source.frame.copy()
         self.damage: int | None = None
         self.damage_event = -1
+        #: Delta rectangles instead of raw ones, since a flood of damage (see FLOOD_EVENTS).
+        self.flooded = False
+        self.last_damage = 0.0
         self.xi_opcode: int | None = None
         self.xfixes = False
         self.pending: list[Rect] = []
@@ -396,7 +422,11 @@ class _Capture:
             fallbacks.append("no DAMAGE (disabled): polling the screen")
         elif d.has_extension("DAMAGE"):
             d.damage_query_version()
-            self.damage = root.damage_create(damage.DamageReportRawRectangles)
+            # Delta rectangles until set up: a flood already going on (raw rectangles are
+            # parsed slower than X can send them) would starve the set-up's round trips.
+            # The main loop tries raw rectangles at once.
+            self.damage = root.damage_create(damage.DamageReportDeltaRectangles)
+            self.flooded = True
             self.damage_event = d.extension_event.DamageNotify
         else:
             fallbacks.append("no DAMAGE extension: polling the screen and comparing tiles")
@@ -452,9 +482,10 @@ class _Capture:
         d = self.display
         xfd = d.fileno()
         while not self.source._stopping:
-            while d.pending_events():
-                self._on_event(d.next_event())
+            self._read_events()
             now = time.monotonic()
+            if self.flooded and now - self.last_damage > FLOOD_CALM_SECONDS:
+                self._set_damage_level(flooded=False)
             if self.resized:
                 self.resized = False
                 self._check_layout()
@@ -501,6 +532,38 @@ class _Capture:
             deadline = min(deadline, grab)
         return max(0.0, deadline - now)
 
+    def _read_events(self) -> None:
+        """Handle the events received so far, reading at most FLOOD_EVENTS of them: more
+        waiting means a flood of damage (delta rectangles from now on)."""
+        d = self.display
+        count = 0
+        # pending_events() reads from the socket each time (X_READ_BYTES) and returns the
+        # queue's length; next_event() pops a queued event without I/O.
+        while queued := d.pending_events():
+            for _ in range(queued):
+                self._on_event(d.next_event())
+            count += queued
+            if count >= FLOOD_EVENTS:
+                if self.damage is not None and not self.flooded:
+                    self._set_damage_level(flooded=True)
+                return
+
+    def _set_damage_level(self, *, flooded: bool) -> None:
+        """Switch between raw and delta damage rectangles (the new report starts before the
+        old one ends, so no change falls between them)."""
+        from Xlib.ext import damage
+
+        assert self.damage is not None
+        level = damage.DamageReportDeltaRectangles if flooded else damage.DamageReportRawRectangles
+        old, self.damage = self.damage, self.root.damage_create(level)
+        self.display.damage_destroy(old)
+        self.flooded = flooded
+        self.source.stats["damage_floods"] += flooded
+        logger.debug(
+            "%s: %s", self.source.display_name,
+            "a flood of damage: delta rectangles" if flooded else "calm again: raw rectangles",
+        )  # fmt: skip
+
     def _on_event(self, event: Any) -> None:
         from Xlib import X
 
@@ -508,6 +571,7 @@ class _Capture:
         if etype == self.damage_event:
             area = event.area
             self.pending.append(Rect(area.x, area.y, area.width, area.height))
+            self.last_damage = time.monotonic()
         elif etype == _GENERIC_EVENT:
             if getattr(event, "extension", None) == self.xi_opcode:
                 self.pointer_dirty = True
@@ -550,8 +614,12 @@ class _Capture:
             # their own.  Raw rectangles need no subtract for that; it only keeps the
             # server's region small, and goes out with the next flush.
             self.display.damage_subtract(self.damage)
-            while self.display.pending_events():
-                self._on_event(self.display.next_event())
+            if self.flooded:
+                # Delta rectangles leave damage inside the region unreported until the
+                # subtract: it must reach X before the grab, or a change made between the
+                # grab and the subtract would be lost.
+                self.display.sync()
+            self._read_events()
             if self.resized:
                 self.resized = False
                 if self._check_layout():
