@@ -20,7 +20,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from spiceserver.protocol.enums import ChannelType, LinkError
+from spiceserver.protocol.enums import AgentMsg, ChannelType, LinkError
+from tests import agentkit as ak
 from tests.fakeclient import LoopbackClient, encrypt_ticket, frame, link_message, parse_link_reply
 
 Result = dict[str, Any]
@@ -250,7 +251,9 @@ async def agent_burst(port: int, password: str) -> Result:
     """Eight 64 KiB AGENT_DATA back to back (main's documented limit), then ATTACH_CHANNELS:
     answered with the channel list if the connection survived."""
     main, _ = await session(port, password)
-    main.writer.write(frame(107, os.urandom(65536)) * 8)
+    # One legal 512 KiB agent message (clipboard data nobody asked for: the agent drops it).
+    agent = ak.message(AgentMsg.CLIPBOARD, struct.pack("<I", 1) + os.urandom(8 * 65536 - 24))
+    main.writer.write(b"".join(frame(107, piece) for piece in ak.pieces(agent, 65536)))
     main.send(104)
     try:
         await main.receive(104, timeout=10)
