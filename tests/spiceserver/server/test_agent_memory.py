@@ -282,6 +282,10 @@ def test_monitors_config_goes_to_the_layout_in_client_order_without_disabled() -
 # ---------------------------------------------------------------------- file transfer
 
 
+def names(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
 async def transfer(
     client: AgentClient, xfer_id: int, name: str, data: bytes, *, announced: int | None = None
 ) -> tuple[int, ...]:
@@ -308,7 +312,7 @@ def test_files_land_byte_exact_with_safe_unique_names(tmp_path: Path) -> None:
         assert await transfer(client, 6, "..", b"") == (6, FileXferStatus.SUCCESS)
         assert (tmp_path / "report.pdf").read_bytes() == data
         assert (tmp_path / "report (1).pdf").read_bytes() == b"two"
-        assert sorted(p.name for p in tmp_path.iterdir()) == [
+        assert names(tmp_path) == [
             "abc",
             "bashrc",
             "file",
@@ -327,8 +331,6 @@ def test_too_big_and_no_space_are_refused_with_not_enough_space(tmp_path: Path) 
         client = await AgentClient.connect(server)
         status = await transfer(client, 1, "big.bin", b"", announced=1001)
         assert status == (1, FileXferStatus.NOT_ENOUGH_SPACE)
-        payload = client.received  # the detail (free bytes) came with it
-        del payload
         await server.close()
         server = await ready(make_server(file_transfer_dir=str(tmp_path)))
         client = await AgentClient.connect(server)
@@ -336,7 +338,7 @@ def test_too_big_and_no_space_are_refused_with_not_enough_space(tmp_path: Path) 
         reply = (await client.wait(AgentMsg.FILE_XFER_STATUS)).payload
         xfer, result, free = struct.unpack("<IIQ", reply)
         assert (xfer, result) == (2, FileXferStatus.NOT_ENOUGH_SPACE) and 0 < free < 1 << 60
-        assert list(tmp_path.iterdir()) == []
+        assert names(tmp_path) == []
         await server.close()
 
     run(scenario())
@@ -361,7 +363,7 @@ def test_cancel_disconnect_and_stalled_transfers_leave_no_partial_files(tmp_path
         await client.send_paced(ak.file_data(3, b"y" * 10_000))
         await turns(lambda: (tmp_path / "left.bin").exists())
         client.main.transport.protocol.connection_lost(None)  # type: ignore[union-attr]
-        await turns(lambda: list(tmp_path.iterdir()) == [], timeout=5)
+        await turns(lambda: names(tmp_path) == [], timeout=5)
         await server.close()
 
     run(scenario())
@@ -388,7 +390,7 @@ def test_several_files_at_once_are_bounded(tmp_path: Path) -> None:
             client.send(ak.file_data(xfer, b"abc"))
         done = [await client.wait(AgentMsg.FILE_XFER_STATUS) for _ in range(2)]
         assert {struct.unpack_from("<II", d.payload)[1] for d in done} == {3}
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["f1", "f2"]
+        assert names(tmp_path) == ["f1", "f2"]
         await server.close()
 
     run(scenario())
