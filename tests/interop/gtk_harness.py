@@ -27,6 +27,12 @@ stdout: one JSON object per line, always flushed.  Every object has an
 * ``mouse-mode``       {mode (1 = server, 2 = client), name}
 * ``inputs-modifiers`` {modifiers}
 * ``agent-update``     {connected}
+* ``clipboard``        {selection, type, size, sha256, path}: the agent's CLIPBOARD data
+  (``main-clipboard-selection``), written to ``path`` in ``--clipboard-dir``
+* ``clipboard-grab``   {selection, types}; ``clipboard-release`` {selection}
+* ``clipboard-request`` {selection, type, answered}: the agent asked for data we offered
+* ``file-copy-done``   {ok, error}: the end of a ``file_copy`` command's transfer;
+  ``file-transfer-finished`` {name, error}: each file's own result (the agent's status)
 * ``playback-start``   {format, channels, rate}; ``playback-stop``
 * ``playback-data``    {size, total (PCM bytes so far)}: with ``--playback-pcm PATH`` the
   decoded PCM is appended to PATH (and flushed) before the event
@@ -47,7 +53,11 @@ stdin: one JSON command per line, e.g. ``{"cmd": "key_press", "scancode": 30,
 ``dump`` {path}, ``key_press`` / ``key_release`` / ``key_press_and_release``
 {scancode}, ``position`` {x, y, buttons, display}, ``motion`` {dx, dy,
 buttons}, ``button_press`` / ``button_release`` {button, buttons},
-``set_key_locks`` {locks}, ``request_mouse_mode`` {mode}, ``ping``, ``quit``.
+``set_key_locks`` {locks}, ``request_mouse_mode`` {mode}, ``ping``, ``quit``;
+the agent: ``clipboard_grab`` {selection, data: {type: path}} (offers the files' contents
+by type), ``clipboard_request`` {selection, type}, ``clipboard_release`` {selection},
+``file_copy`` {paths} (``file_copy_async``), ``monitors`` {displays: [{id, x, y, width,
+height, enabled}]} (``update_display*`` + ``send_monitor_config``).
 
 Scancodes are PC XT (set 1) make codes as spice-gtk expects them; for
 ``0xe0``-prefixed keys drop the prefix and OR with ``0x100`` (spice-gtk
@@ -167,6 +177,9 @@ class Harness:
         self.record_timer = 0
         self.record_started = 0.0
         self.record_frames = 0
+        # The agent: what we offer by (selection, type), and received clipboards so far.
+        self.offered: dict[tuple[int, int], bytes] = {}
+        self.clipboards = 0
 
     # -- setup -------------------------------------------------------------
 
@@ -296,6 +309,11 @@ class Harness:
             self.main = channel
             gsignal(channel, "notify::mouse-mode", self.on_mouse_mode)
             gsignal(channel, "main-agent-update", self.on_agent_update)
+            gsignal(channel, "main-clipboard-selection", self.on_clipboard)
+            gsignal(channel, "main-clipboard-selection-grab", self.on_clipboard_grab)
+            gsignal(channel, "main-clipboard-selection-request", self.on_clipboard_request)
+            gsignal(channel, "main-clipboard-selection-release", self.on_clipboard_release)
+            gsignal(channel, "new-file-transfer", self.on_new_file_transfer)
             # spice_session_connect() already connects the main channel
             return
         if isinstance(channel, SpiceClientGLib.DisplayChannel):
@@ -408,6 +426,48 @@ class Harness:
 
     def on_agent_update(self, channel: SpiceClientGLib.MainChannel) -> None:
         emit("agent-update", connected=bool(channel.get_property("agent-connected")))
+
+    def on_clipboard(
+        self,
+        _channel: SpiceClientGLib.MainChannel,
+        selection: int,
+        type_: int,
+        data: int,
+        size: int,
+    ) -> None:
+        raw = ctypes.string_at(data, size) if size else b""
+        self.clipboards += 1
+        path = os.path.join(self.args.clipboard_dir or ".", f"clipboard-{self.clipboards}.bin")
+        with open(path, "wb") as fh:
+            fh.write(raw)
+        digest = hashlib.sha256(raw).hexdigest()
+        emit("clipboard", selection=selection, type=type_, size=size, sha256=digest, path=path)
+
+    def on_clipboard_grab(
+        self, _channel: SpiceClientGLib.MainChannel, selection: int, types: Any, ntypes: int
+    ) -> bool:
+        emit("clipboard-grab", selection=selection, types=[int(t) for t in list(types)[:ntypes]])
+        return True
+
+    def on_clipboard_request(
+        self, channel: SpiceClientGLib.MainChannel, selection: int, type_: int
+    ) -> bool:
+        data = self.offered.get((selection, type_))
+        emit("clipboard-request", selection=selection, type=type_, answered=data is not None)
+        if data is None:
+            return False
+        channel.clipboard_selection_notify(selection, type_, data)
+        return True
+
+    def on_new_file_transfer(self, _channel: SpiceClientGLib.MainChannel, task: Any) -> None:
+        def finished(task: Any, error: Any) -> None:
+            message = None if error is None else getattr(error, "message", str(error))
+            emit("file-transfer-finished", name=task.get_filename(), error=message)
+
+        gsignal(task, "finished", finished)
+
+    def on_clipboard_release(self, _channel: SpiceClientGLib.MainChannel, selection: int) -> None:
+        emit("clipboard-release", selection=selection)
 
     # -- display -------------------------------------------------------------
 
@@ -654,6 +714,62 @@ class Harness:
             raise RuntimeError("no main channel")
         self.main.request_mouse_mode(int(cmd["mode"]))
 
+    def require_main(self) -> SpiceClientGLib.MainChannel:
+        if self.main is None:
+            raise RuntimeError("no main channel")
+        return self.main
+
+    def cmd_clipboard_grab(self, cmd: dict[str, Any]) -> None:
+        selection = int(cmd["selection"])
+        types = []
+        for type_, path in cmd["data"].items():
+            with open(path, "rb") as fh:
+                self.offered[(selection, int(type_))] = fh.read()
+            types.append(int(type_))
+        self.require_main().clipboard_selection_grab(selection, types)
+
+    def cmd_clipboard_request(self, cmd: dict[str, Any]) -> None:
+        self.require_main().clipboard_selection_request(int(cmd["selection"]), int(cmd["type"]))
+
+    def cmd_clipboard_release(self, cmd: dict[str, Any]) -> None:
+        selection = int(cmd["selection"])
+        for key in [k for k in self.offered if k[0] == selection]:
+            del self.offered[key]
+        self.require_main().clipboard_selection_release(selection)
+
+    def cmd_file_copy(self, cmd: dict[str, Any]) -> None:
+        from gi.repository import Gio
+
+        main = self.require_main()
+        files = [Gio.File.new_for_path(str(p)) for p in cmd["paths"]]
+
+        def done(channel: SpiceClientGLib.MainChannel, result: Gio.AsyncResult, _data: Any) -> None:
+            try:
+                ok = bool(channel.file_copy_finish(result))
+                emit("file-copy-done", ok=ok, error=None)
+            except GLib.Error as exc:
+                emit("file-copy-done", ok=False, error=exc.message, code=exc.code)
+
+        main.file_copy_async(files, Gio.FileCopyFlags.NONE, None, None, None, guarded(done), None)
+
+    def cmd_monitors(self, cmd: dict[str, Any]) -> None:
+        main = self.require_main()
+        for display in cmd["displays"]:
+            index = int(display["id"])
+            enabled = bool(display.get("enabled", True))
+            # A headless client must enable the display first, or it is left out (1.5).
+            main.update_display_enabled(index, enabled, False)
+            if enabled:
+                main.update_display(
+                    index,
+                    int(display["x"]),
+                    int(display["y"]),
+                    int(display["width"]),
+                    int(display["height"]),
+                    False,
+                )
+        main.send_monitor_config()
+
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -693,6 +809,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="HZ",
         help="once the record channel starts, feed a sine of HZ as the microphone (send_data)",
     )
+    p.add_argument("--clipboard-dir", default=None, help="where received clipboard data is written")
     p.add_argument("--debug", action="store_true", help="spice-gtk debug output on stderr")
     return p.parse_args(argv)
 
