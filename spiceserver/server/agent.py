@@ -37,6 +37,7 @@ from spiceserver.protocol.events import (
     FileXferStart,
     MonitorsConfig,
 )
+from spiceserver.record import clipboard_grab_record, clipboard_transfer_record
 from spiceserver.server.clipboard_hub import ClipboardHub, known_types
 from spiceserver.server.filexfer import FileTransfers, OnFile, default_download_dir
 from spiceserver.sources.base import Head
@@ -192,14 +193,7 @@ class SessionAgent:
     def _on_grab(self, event: ClipboardGrab) -> None:
         if self.hub is None:
             return
-        self.record(
-            {
-                "event": "clipboard_grab",
-                "by": "client",
-                "selection": _selection_name(event.selection),
-                "types": [_type_name(t) for t in event.types],
-            }
-        )
+        self.record(clipboard_grab_record("client", event.selection, event.types))
         self._fail_fetches(event.selection)  # what we asked of the old grab is void
         self.hub.client_grabbed(self, Selection(event.selection), event.types)
 
@@ -221,15 +215,7 @@ class SessionAgent:
         if self._closed:
             return
         if data is not None:
-            self.record(
-                {
-                    "event": "clipboard_transfer",
-                    "direction": "to_client",
-                    "selection": _selection_name(selection),
-                    "type": _type_name(type_),
-                    "size": len(data),
-                }
-            )
+            self.record(clipboard_transfer_record("to_client", selection, type_, len(data)))
         if not self.stream.clipboard(selection, type_, data) and data is not None:
             logger.warning("%s: clipboard of %d bytes not sent: queue full", self.name, len(data))
         self.pump()
@@ -237,13 +223,9 @@ class SessionAgent:
     def _on_data(self, event: ClipboardData) -> None:
         if event.data:
             self.record(
-                {
-                    "event": "clipboard_transfer",
-                    "direction": "from_client",
-                    "selection": _selection_name(event.selection),
-                    "type": _type_name(event.type),
-                    "size": len(event.data),
-                }
+                clipboard_transfer_record(
+                    "from_client", event.selection, event.type, len(event.data)
+                )
             )
         future = self._fetches.pop((event.selection, event.type), None)
         if future is not None and not future.done():
@@ -289,14 +271,7 @@ class SessionAgent:
 
     def offer(self, selection: Selection, types: tuple[ClipboardType, ...]) -> None:
         if self.stream.grab(selection, types):
-            self.record(
-                {
-                    "event": "clipboard_grab",
-                    "by": "desktop",
-                    "selection": _selection_name(selection),
-                    "types": [_type_name(t) for t in types],
-                }
-            )
+            self.record(clipboard_grab_record("desktop", selection, types))
         self.pump()
 
     def withdraw(self, selection: Selection) -> None:
@@ -391,17 +366,3 @@ _EVENTS: dict[type, Callable[[SessionAgent, Any], None]] = {
     FileXferCancelled: SessionAgent._on_file_cancel,
     AgentDropped: SessionAgent._on_dropped,
 }
-
-
-def _selection_name(selection: int) -> str:
-    try:
-        return Selection(selection).name.lower()
-    except ValueError:
-        return str(selection)
-
-
-def _type_name(type_: int) -> str:
-    try:
-        return ClipboardType(type_).name.lower()
-    except ValueError:
-        return "none" if type_ == 0 else str(type_)

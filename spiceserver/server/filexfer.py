@@ -35,6 +35,7 @@ from spiceserver.logs import skip
 from spiceserver.protocol.agent import AgentStream
 from spiceserver.protocol.enums import FileXferStatus
 from spiceserver.protocol.events import FileXferCancelled, FileXferData, FileXferStart
+from spiceserver.record import file_transfer_record
 
 __all__ = ["HOLD_BYTES", "FileTransfers", "OnFile", "default_download_dir", "safe_name"]
 
@@ -416,7 +417,7 @@ class FileTransfers:
         self.changed()
 
     def _end_record(self, name: str, size: int, result: str) -> None:
-        self.record({"event": "file_transfer", "name": name, "size": size, "result": result})
+        self.record(file_transfer_record(name, size, result))
 
     def _log(self, what: str) -> None:
         if not skip(logger, logging.DEBUG, _UNEXPECTED):

@@ -12,6 +12,7 @@ from typing import Any
 
 from spiceserver.clipboard import ClipboardType, MemoryClipboard, Selection
 from spiceserver.protocol.enums import AgentMsg, FileXferStatus, MainClientMsg, MainServerMsg
+from spiceserver.record import MemoryRecorder
 from spiceserver.server.agent import HIGH_WATER
 from spiceserver.sources.base import Head
 from tests import agentkit as ak
@@ -414,5 +415,78 @@ def test_on_file_takes_files_instead_and_off_refuses(tmp_path: Path) -> None:
         status = await client.wait(AgentMsg.FILE_XFER_STATUS)
         assert struct.unpack("<II", status.payload) == (1, FileXferStatus.DISABLED)
         await server.close()
+
+    run(scenario())
+
+
+def test_session_record_has_types_and_sizes_never_content(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        recorder = MemoryRecorder()
+        memory = MemoryClipboard()
+        memory.offer(Selection.CLIPBOARD, {ClipboardType.UTF8_TEXT: b"secret desktop"})
+        server = await ready(
+            make_server(clipboard=memory, recorders=[recorder], file_transfer_dir=str(tmp_path))
+        )
+        await server.start()
+        client = await AgentClient.connect(server)
+        await client.wait(AgentMsg.CLIPBOARD_GRAB)
+        client.send(ak.request(0, 1))
+        await client.wait(AgentMsg.CLIPBOARD)
+        client.send(ak.grab(1, (1,), serial=0))
+        await memory.wait_client(Selection.PRIMARY)
+        fetch = asyncio.ensure_future(memory.fetch(Selection.PRIMARY, ClipboardType.UTF8_TEXT))
+        await client.wait(AgentMsg.CLIPBOARD_REQUEST)
+        client.send(ak.clipboard(1, 1, b"secret client"))
+        assert await fetch == b"secret client"
+        assert await transfer(client, 1, "notes.txt", b"secret file") == (1, 3)
+        await recorder.wait_for(lambda e: e.get("event") == "file_transfer")
+        await server.close()
+        agent = [e for e in recorder.events if e["event"].startswith(("clipboard", "file"))]
+        strip = [{k: v for k, v in e.items() if k not in ("t", "session", "peer")} for e in agent]
+        assert strip == [
+            {
+                "event": "clipboard_grab",
+                "channel": "main",
+                "channel_id": 0,
+                "by": "desktop",
+                "selection": "clipboard",
+                "types": ["utf8_text"],
+            },
+            {
+                "event": "clipboard_transfer",
+                "channel": "main",
+                "channel_id": 0,
+                "direction": "to_client",
+                "selection": "clipboard",
+                "type": "utf8_text",
+                "size": 14,
+            },
+            {
+                "event": "clipboard_grab",
+                "channel": "main",
+                "channel_id": 0,
+                "by": "client",
+                "selection": "primary",
+                "types": ["utf8_text"],
+            },
+            {
+                "event": "clipboard_transfer",
+                "channel": "main",
+                "channel_id": 0,
+                "direction": "from_client",
+                "selection": "primary",
+                "type": "utf8_text",
+                "size": 13,
+            },
+            {
+                "event": "file_transfer",
+                "channel": "main",
+                "channel_id": 0,
+                "name": "notes.txt",
+                "size": 11,
+                "result": "success",
+            },
+        ]
+        assert "secret" not in repr(recorder.events)
 
     run(scenario())
