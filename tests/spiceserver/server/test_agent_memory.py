@@ -10,7 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from spiceserver import ScenarioSource, SpiceServer
 from spiceserver.clipboard import ClipboardType, MemoryClipboard, Selection
+from spiceserver.errors import ConfigError
 from spiceserver.protocol.enums import AgentMsg, FileXferStatus, MainClientMsg, MainServerMsg
 from spiceserver.record import MemoryRecorder
 from spiceserver.server.agent import HIGH_WATER
@@ -18,7 +22,7 @@ from spiceserver.sources.base import Head
 from tests import agentkit as ak
 from tests.conftest import run
 from tests.fakeclient import frame
-from tests.memory import MemoryClient, main_at, make_server, ready, turns
+from tests.memory import PASSWORD, MemoryClient, main_at, make_server, ready, turns
 
 
 class AgentClient:
@@ -490,3 +494,43 @@ def test_session_record_has_types_and_sizes_never_content(tmp_path: Path) -> Non
         assert "secret" not in repr(recorder.events)
 
     run(scenario())
+
+
+def test_scenario_clipboard_step_offers_text_to_clients() -> None:
+    async def scenario() -> None:
+        source = ScenarioSource(
+            {
+                "size": [64, 48],
+                "start": "immediately",
+                "steps": [
+                    {"clipboard": "from the scenario ✓"},
+                    {"wait": 0.05},
+                    {"clipboard": "primary text", "selection": "primary"},
+                ],
+            }
+        )
+        server = SpiceServer(source, password=PASSWORD, port=0, warmup_encoders=False)
+        await ready(server)
+        await server.start()
+        client = await AgentClient.connect(server)
+        grab = await client.wait(AgentMsg.CLIPBOARD_GRAB)
+        client.send(ak.request(0, 1))
+        data = await client.wait(AgentMsg.CLIPBOARD)
+        assert data.payload[8:] == "from the scenario ✓".encode()
+        grab = await client.wait(AgentMsg.CLIPBOARD_GRAB)
+        assert grab.payload[0] == 1  # PRIMARY
+        # What a client copies can be read back from the scenario's clipboard.
+        backend = source.clipboard_backend()
+        assert backend is not None
+        client.send(ak.grab(0, (1,), serial=1))
+        assert await backend.wait_client(Selection.CLIPBOARD) == (ClipboardType.UTF8_TEXT,)
+        await server.close()
+
+    run(scenario())
+
+
+def test_scenario_clipboard_step_is_checked() -> None:
+    with pytest.raises(ConfigError, match="clipboard is a text"):
+        ScenarioSource({"steps": [{"clipboard": 5}]})
+    with pytest.raises(ConfigError, match="expected one of .clipboard., .primary."):
+        ScenarioSource({"steps": [{"clipboard": "x", "selection": "secondary"}]})
