@@ -340,6 +340,8 @@ class AgentStream:
             self._drop(type_, size, f"{kind.name} of {size} bytes (expected {minimum})")
             return
         if kind in _IGNORED:
+            if kind == AgentMsg.DISPLAY_CONFIG:  # it expects a REPLY: not applied
+                self.reply(AgentMsg.DISPLAY_CONFIG, AgentReplyError.ERROR)
             self._drop(type_, size, f"{kind.name} ignored: {_IGNORED[kind]}")
             return
         if kind in _CLIPBOARD_MESSAGES:

@@ -186,7 +186,12 @@ class SessionAgent:
         return True
 
     def _on_caps(self, event: AgentCapabilities) -> None:
-        if self.hub is not None and self.stream.clipboard_capable and not self._joined:
+        # request=1: the client's agent side (re)started and forgot our grabs: offer again.
+        if (
+            self.hub is not None
+            and self.stream.clipboard_capable
+            and (event.request or not self._joined)
+        ):
             self._joined = True
             self.hub.joined(self)
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spiceserver.errors import AgentProtocolError
+from spiceserver.errors import AgentProtocolError, ProtocolError
 from spiceserver.protocol import messages as m
 from spiceserver.protocol.agent import (
     MAX_DATA_SIZE,
@@ -470,3 +470,30 @@ def test_fuzz_garbage_gives_events_or_agent_protocol_error(chunks: list[bytes]) 
     except AgentProtocolError:
         pass
     assert stream.queued_bytes <= 64 * 1024
+
+
+def test_display_config_is_answered_not_applied() -> None:
+    stream = negotiated()
+    events = feed(stream, ak.message(AgentMsg.DISPLAY_CONFIG, struct.pack("<II", 7, 32)))
+    assert [type(e) for e in events] == [AgentDropped]
+    [reply] = out(stream)
+    assert struct.unpack("<II", reply.payload) == (AgentMsg.DISPLAY_CONFIG, 2)
+
+
+@FUZZ
+@given(st.lists(st.binary(max_size=3000), max_size=12), st.booleans())
+def test_fuzz_main_channel_with_the_agent(pieces: list[bytes], valid_header: bool) -> None:
+    """Any AGENT_DATA bodies through the main channel: events or a ProtocolError."""
+    main = MainChannel(session_id=1, channels=(), mini_header=True, agent=AgentStream())
+    main.start(0.0)
+    main.receive_data(frame(MainClientMsg.AGENT_START, struct.pack("<I", 5)), now=0.0)
+    try:
+        for piece in pieces:
+            if valid_header:
+                piece = ak.message(AgentMsg.CLIPBOARD_GRAB, piece)[:3000]
+            main.receive_data(frame(MainClientMsg.AGENT_DATA, piece), now=0.0)
+            main.events_received()
+            main.send_agent(1 << 20)
+            main.data_to_send()
+    except ProtocolError:
+        pass

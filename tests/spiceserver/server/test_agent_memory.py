@@ -532,5 +532,5 @@ def test_scenario_clipboard_step_offers_text_to_clients() -> None:
 def test_scenario_clipboard_step_is_checked() -> None:
     with pytest.raises(ConfigError, match="clipboard is a text"):
         ScenarioSource({"steps": [{"clipboard": 5}]})
-    with pytest.raises(ConfigError, match="expected one of .clipboard., .primary."):
+    with pytest.raises(ConfigError, match=r"expected one of .clipboard., .primary."):
         ScenarioSource({"steps": [{"clipboard": "x", "selection": "secondary"}]})
