@@ -16,7 +16,9 @@ Flow control, both ways (SPICE-REFERENCE-2 1.1):
   ``spice:server/reds.cpp``).  The owner may hold them back (:meth:`AgentStream.hold`) while
   file data waits to be written: a fast client then stops, instead of making us buffer.  A
   client sending beyond its tokens is misbehaving: :class:`~spiceserver.errors.AgentProtocolError`
-  (the connection closes).
+  (the connection closes).  (Tokens go back as soon as five pieces are in, so only while they
+  are held can a client overrun them: a client that sends without waiting is otherwise
+  indistinguishable from one whose tokens arrived at once.)
 * Server → client: each piece costs one of the tokens the client gave in AGENT_START and
   AGENT_TOKEN (spice-gtk gives 0xFFFFFFFF once).  What waits is bounded in bytes; a newer grab,
   release or clipboard answer replaces an unsent older one of the same selection.

@@ -211,14 +211,20 @@ def test_another_clients_grab_replaces_the_owner() -> None:
     run(scenario())
 
 
-def test_token_overrun_closes_only_that_client() -> None:
+def test_token_overrun_closes_only_that_client(caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> None:
         server = await ready(make_server())
         good = await AgentClient.connect(server)
         bad = await AgentClient.connect(server)
-        for _ in range(12):
-            bad.send(ak.release(0)[:4], honour_tokens=False)
+        # Tokens go back as pieces are consumed, so only a client that keeps sending while
+        # they are held back (files waiting to be written) can overrun them.
+        connection = bad.main.protocol.connection
+        assert connection is not None and connection.channel is not None
+        connection.channel.agent.hold(True)  # type: ignore[attr-defined]
+        for piece in ak.pieces(ak.clipboard(0, 1, b"x" * 30_000)):
+            bad.main.send(frame(MainClientMsg.AGENT_DATA, piece))
         await turns(lambda: bad.main.transport.closing)
+        assert "beyond the client's tokens" in caplog.text
         good.send(ak.monitors([(640, 480, 0, 0)]))
         reply = await good.wait(AgentMsg.REPLY)
         assert reply.payload == struct.pack("<II", 2, 1)
