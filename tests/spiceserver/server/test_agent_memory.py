@@ -5,6 +5,7 @@ hostile agent clients (token overrun, grab floods, clients that never answer).""
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from spiceserver.errors import ConfigError
 from spiceserver.protocol.enums import AgentMsg, FileXferStatus, MainClientMsg, MainServerMsg
 from spiceserver.record import MemoryRecorder
 from spiceserver.server.agent import HIGH_WATER
+from spiceserver.server.filexfer import HOLD_BYTES
 from spiceserver.sources.base import Head
 from tests import agentkit as ak
 from tests.conftest import run
@@ -540,3 +542,41 @@ def test_scenario_clipboard_step_is_checked() -> None:
         ScenarioSource({"steps": [{"clipboard": 5}]})
     with pytest.raises(ConfigError, match=r"expected one of .clipboard., .primary."):
         ScenarioSource({"steps": [{"clipboard": "x", "selection": "secondary"}]})
+
+
+def test_slow_disk_holds_the_clients_tokens_back(tmp_path: Path, monkeypatch: Any) -> None:
+    import spiceserver.server.filexfer as filexfer
+
+    written = filexfer._write
+
+    def slow_write(fd: int, data: bytes) -> None:
+        time.sleep(0.004)  # ~16 MB/s: slower than the client sends
+        written(fd, data)
+
+    monkeypatch.setattr(filexfer, "_write", slow_write)
+
+    async def scenario() -> None:
+        server = await ready(make_server(file_transfer_dir=str(tmp_path)))
+        client = await AgentClient.connect(server)
+        connection = client.main.protocol.connection
+        assert connection is not None and connection.handler is not None
+        files = connection.handler.agent.files  # type: ignore[attr-defined]
+        data = os.urandom(4 * 1024 * 1024)
+        client.send(ak.file_start(1, "big.bin", len(data)))
+        await client.wait(AgentMsg.FILE_XFER_STATUS)
+        most = 0
+        for i in range(0, len(data), 65536):
+            message = ak.file_data(1, data[i : i + 65536])
+            for piece in ak.pieces(message):
+                await turns(lambda: (client.read(), client.tokens > 0)[1])
+                client.tokens -= 1
+                client.main.send(frame(MainClientMsg.AGENT_DATA, piece))
+                most = max(most, files.unwritten)
+        status = await client.wait(AgentMsg.FILE_XFER_STATUS, timeout=30)
+        assert struct.unpack("<II", status.payload) == (1, FileXferStatus.SUCCESS)
+        assert (tmp_path / "big.bin").read_bytes() == data
+        # Never more than the hold mark, one 64 KiB message and the client's window in flight.
+        assert HOLD_BYTES < most <= HOLD_BYTES + 65536 + 10 * 2048, most
+        await server.close()
+
+    run(scenario())
