@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from spiceserver.clipboard import ClipboardBackend, ClipboardType, MemoryClipboard, Selection
     from spiceserver.config import ServerConfig
     from spiceserver.errors import (
         ConfigError,
@@ -49,6 +50,8 @@ __version__ = "0.1.0"
 __all__ = [
     "ButtonEvent",
     "ChannelLimits",
+    "ClipboardBackend",
+    "ClipboardType",
     "ConfigError",
     "CursorShape",
     "DecodeError",
@@ -61,6 +64,7 @@ __all__ = [
     "KeyModifiers",
     "LinkRefused",
     "LockState",
+    "MemoryClipboard",
     "MessageTooLarge",
     "MouseButton",
     "NumpySource",
@@ -70,6 +74,7 @@ __all__ = [
     "ProtocolError",
     "Rect",
     "ScenarioSource",
+    "Selection",
     "ServerConfig",
     "SpiceError",
     "SpiceServer",
@@ -80,6 +85,10 @@ __all__ = [
 
 #: Where each public name is defined (keep in step with the ``TYPE_CHECKING`` imports above).
 _LAZY = {
+    "ClipboardBackend": "spiceserver.clipboard",
+    "ClipboardType": "spiceserver.clipboard",
+    "MemoryClipboard": "spiceserver.clipboard",
+    "Selection": "spiceserver.clipboard",
     "ServerConfig": "spiceserver.config",
     "ConfigError": "spiceserver.errors",
     "DecodeError": "spiceserver.errors",

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote
 
+from spiceserver.clipboard import ClipboardBackend
 from spiceserver.config import (
     AUDIO_MODES,
     COMPRESSION_NAMES,
@@ -307,8 +308,48 @@ def build_parser() -> argparse.ArgumentParser:
         help="the null sink the microphone plays into (created if missing; default spice_mic: "
         "record from spice_mic.monitor)",
     )
+    agent = serve.add_argument_group('the built-in agent (README "Clipboard and files")')
+    agent.add_argument(
+        "--no-agent",
+        action="store_true",
+        help="no agent: no clipboard, no resize requests, no file transfer",
+    )
+    agent.add_argument(
+        "--file-transfer",
+        metavar="DIR|off",
+        default="",
+        help="where files dropped into a client go (default: the XDG download directory, "
+        "xdg-user-dir DOWNLOAD or ~/Downloads); off: refuse them",
+    )
+    agent.add_argument(
+        "--file-transfer-max",
+        metavar="SIZE",
+        type=parse_size,
+        default="1G",
+        help="largest file accepted, bytes or with K/M/G (default 1G)",
+    )
+    agent.add_argument(
+        "--clipboard-max",
+        metavar="SIZE",
+        type=parse_size,
+        default="32M",
+        help="largest clipboard taken or given, bytes or with K/M/G (default 32M)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
+
+
+def parse_size(value: str) -> int:
+    """``123``, ``64K``, ``32M``, ``1G`` (powers of 1024) as bytes."""
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(value[-1:].upper(), 1)
+    number = value[:-1] if scale != 1 else value
+    try:
+        size = int(float(number) * scale)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a size (like 64K, 1G)") from None
+    if size < 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: a size cannot be negative")
+    return size
 
 
 def _read_secret_file(path: Path) -> str:
@@ -387,6 +428,10 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
         record_sink=args.record_sink,
         resize=args.resize,
         resize_debounce=args.resize_debounce,
+        agent=not args.no_agent,
+        file_transfer_dir=None if args.file_transfer == "off" else args.file_transfer,
+        file_transfer_max=args.file_transfer_max,
+        clipboard_max_bytes=args.clipboard_max,
     )
     return config, generated
 
@@ -400,6 +445,10 @@ async def serve(args: argparse.Namespace) -> int:
         source = PatternClickSource(*source.size, fps=source.fps)
     desktop_input = None
     on_input: InputHandler | None = ignore_input if args.view_only else None
+    # HOOK (issue 14, the X selection bridge): for --source desktop, set this to
+    # spiceserver.x11_clipboard's backend on the desktop's display (source.display_name);
+    # SpiceServer(clipboard=...) shares it with every client.  None: no clipboard.
+    clipboard: ClipboardBackend | None = None
     if source.kind == "desktop":  # python-xlib and mss are imported only for the desktop
         from spiceserver.sources.desktop import DesktopSource
 
@@ -410,7 +459,7 @@ async def serve(args: argparse.Namespace) -> int:
         ).start()
         on_input = desktop_input
     try:
-        await _serve(args, config, generated, source, on_input, desktop_input)
+        await _serve(args, config, generated, source, on_input, desktop_input, clipboard)
     finally:
         if desktop_input is not None:
             await asyncio.to_thread(desktop_input.close)
@@ -424,9 +473,10 @@ async def _serve(
     source: FramebufferSource,
     on_input: InputHandler | None,
     desktop_input: InputBackend | None,
+    clipboard: ClipboardBackend | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
-    async with SpiceServer(source, config, on_input=on_input) as server:
+    async with SpiceServer(source, config, on_input=on_input, clipboard=clipboard) as server:
         if desktop_input is not None:
             # The X lock LEDs, read on the input thread, reach the clients on the loop.
             def send_locks(mods: KeyModifiers) -> None:

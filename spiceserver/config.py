@@ -221,6 +221,24 @@ class ServerConfig:
     #: dragged sends many sizes; only the last is applied).
     resize_debounce: float = 0.25
 
+    #: The built-in VDAgent on the main channel (README "Clipboard and files"): clipboard,
+    #: monitors configs, file transfer.  False: MAIN_INIT says no agent, as before.
+    agent: bool = True
+    #: Largest clipboard data taken from or given to a client (bytes); larger is refused,
+    #: with a log line.  Also bounds one client's agent reassembly and output queue.
+    clipboard_max_bytes: int = 32 * 1024 * 1024
+    #: Seconds a client has to send the clipboard data the desktop asked for.
+    clipboard_timeout: float = 5.0
+    #: Where files dropped into a client go: a directory; "" (the default) the XDG download
+    #: directory (``xdg-user-dir DOWNLOAD``, else ``~/Downloads``); None: file transfer off.
+    #: ``SpiceServer(on_file=...)`` takes files instead.
+    file_transfer_dir: str | None = ""
+    #: Largest file accepted (bytes; bigger is refused NOT_ENOUGH_SPACE).
+    file_transfer_max: int = 1024 * 1024 * 1024
+    #: Transfers one session may have at once; seconds without data before one is dropped.
+    file_transfer_max_active: int = 4
+    file_transfer_timeout: float = 60.0
+
     def __post_init__(self) -> None:
         # Frozen: normalise through object.__setattr__ (dataclasses' documented escape hatch).
         object.__setattr__(self, "faults", parse_faults(self.faults))
@@ -280,6 +298,17 @@ class ServerConfig:
             raise ConfigError("audio_queue_bytes must be >= 4096, audio_max_delay positive")
         if not self.record_sink.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(f"record_sink {self.record_sink!r}: letters, digits, - and _ only")
+        if self.clipboard_max_bytes < 1 or self.clipboard_timeout <= 0:
+            raise ConfigError("clipboard_max_bytes and clipboard_timeout must be positive")
+        if (
+            self.file_transfer_max < 0
+            or self.file_transfer_max_active < 1
+            or self.file_transfer_timeout <= 0
+        ):
+            raise ConfigError(
+                "file_transfer_max cannot be negative; file_transfer_max_active and "
+                "file_transfer_timeout must be positive"
+            )
         if self.ticket_lifetime is not None and self.ticket_lifetime <= 0:
             raise ConfigError("ticket_lifetime must be positive")
         if self.resize not in RESIZE_MODES:

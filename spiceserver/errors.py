@@ -39,6 +39,10 @@ class DecodeError(ProtocolError):
     """A message body could not be parsed: too short, trailing bytes, or a value out of range."""
 
 
+class AgentProtocolError(ProtocolError):
+    """The client's agent stream broke VDAgent framing or its AGENT_DATA token budget."""
+
+
 class MessageTooLarge(ProtocolError):
     """A length field announced more bytes than the configured limit allows."""
 

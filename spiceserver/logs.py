@@ -22,12 +22,15 @@ __all__ = ["LOGGERS", "LogLimiter", "install_limiter", "skip"]
 #: Every logger of the package whose lines a client can trigger.
 LOGGERS = (
     "spiceserver",
+    "spiceserver.agent",
     "spiceserver.capture",
     "spiceserver.channels",
+    "spiceserver.clipboard",
     "spiceserver.codecs",
     "spiceserver.connection",
     "spiceserver.desktop",
     "spiceserver.faults",
+    "spiceserver.files",
     "spiceserver.input",
     "spiceserver.layout",
     "spiceserver.record",

@@ -2,11 +2,16 @@
 
 Every link (channel, capabilities by name, auth result), mouse-mode request, preferred
 compression, key (scancode and name), pointer position and motion, button, wheel, lock state,
-agent message, unknown or malformed message, and disconnect (with its reason) becomes a dict
+agent message (with ``agent=False``), unknown or malformed message, and disconnect (with its
+reason) becomes a dict
 like ``{"t": 1700000000.123, "session": "0x1a2b3c4d", "channel": "inputs", "event": "key",
 "scancode": 30, "key": "A", "pressed": true}``.  Recorders receive them on the event loop
 thread: :class:`JsonlRecorder` writes ``--record FILE.jsonl``; :class:`MemoryRecorder` keeps
 them for tests and lets a coroutine wait for one.
+
+The built-in agent adds ``clipboard_grab`` (who offers a selection, and its types),
+``clipboard_transfer`` (direction, selection, type and size: never the content),
+``monitors_config`` (the client's enabled heads) and ``file_transfer`` (name, size, result).
 """
 
 from __future__ import annotations
@@ -16,11 +21,12 @@ import collections
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from enum import IntEnum, IntFlag
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from spiceserver.clipboard import ClipboardType, Selection
 from spiceserver.protocol.enums import (
     ChannelType,
     CommonCap,
@@ -52,7 +58,10 @@ __all__ = [
     "RecordBudget",
     "Recorder",
     "caps_names",
+    "clipboard_grab_record",
+    "clipboard_transfer_record",
     "event_record",
+    "file_transfer_record",
     "input_record",
     "key_name",
     "link_record",
@@ -190,6 +199,36 @@ def event_record(event: object) -> Event | None:
         case ClientDisconnecting(reason=reason):
             return {"event": "client_disconnecting", "reason": enum_name(LinkError, reason)}
     return None
+
+
+def _clipboard_names(selection: int, types: Iterable[int]) -> tuple[str, list[str]]:
+    return enum_name(Selection, selection), [
+        "none" if t == 0 else enum_name(ClipboardType, t) for t in types
+    ]
+
+
+def clipboard_grab_record(by: str, selection: int, types: Iterable[int]) -> Event:
+    """``by`` ("client" or "desktop") owns ``selection`` now, offering ``types``."""
+    name, type_names = _clipboard_names(selection, types)
+    return {"event": "clipboard_grab", "by": by, "selection": name, "types": type_names}
+
+
+def clipboard_transfer_record(direction: str, selection: int, type_: int, size: int) -> Event:
+    """Clipboard data went ``direction`` ("to_client" / "from_client"): its size, never its
+    content."""
+    name, (type_name,) = _clipboard_names(selection, (type_,))
+    return {
+        "event": "clipboard_transfer",
+        "direction": direction,
+        "selection": name,
+        "type": type_name,
+        "size": size,
+    }
+
+
+def file_transfer_record(name: str, size: int, result: str) -> Event:
+    """A file a client sent ended: its (saved) name, announced size and result."""
+    return {"event": "file_transfer", "name": name, "size": size, "result": result}
 
 
 def enum_name(enum: type[IntEnum] | type[IntFlag], value: int) -> str:

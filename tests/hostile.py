@@ -20,7 +20,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from spiceserver.protocol.enums import ChannelType, LinkError
+from spiceserver.protocol.enums import AgentMsg, ChannelType, LinkError
+from tests import agentkit as ak
 from tests.fakeclient import LoopbackClient, encrypt_ticket, frame, link_message, parse_link_reply
 
 Result = dict[str, Any]
@@ -250,7 +251,9 @@ async def agent_burst(port: int, password: str) -> Result:
     """Eight 64 KiB AGENT_DATA back to back (main's documented limit), then ATTACH_CHANNELS:
     answered with the channel list if the connection survived."""
     main, _ = await session(port, password)
-    main.writer.write(frame(107, os.urandom(65536)) * 8)
+    # One legal 512 KiB agent message (clipboard data nobody asked for: the agent drops it).
+    agent = ak.message(AgentMsg.CLIPBOARD, struct.pack("<I", 1) + os.urandom(8 * 65536 - 24))
+    main.writer.write(b"".join(frame(107, piece) for piece in ak.pieces(agent, 65536)))
     main.send(104)
     try:
         await main.receive(104, timeout=10)
@@ -259,6 +262,39 @@ async def agent_burst(port: int, password: str) -> Result:
         accepted = False
     await close_all(main)
     return {"accepted": accepted}
+
+
+async def agent_abuse(port: int, password: str, grabs: int = 10_000, big: int = 2 << 20) -> Result:
+    """The built-in agent: ``grabs`` clipboard grabs as fast as the returned tokens allow
+    (each its own AGENT_DATA, serials racing), a clipboard message of ``big`` bytes (over a
+    server started with ``--clipboard-max`` below it), then a header with the wrong protocol:
+    the grabs are taken, the big message skipped as it arrives, the bad header closes that
+    connection only."""
+    main, _ = await session(port, password)
+    main.send(106, struct.pack("<I", 0xFFFFFFFF))  # AGENT_START
+    tokens = 10
+    started = time.monotonic()
+
+    async def send(piece: bytes) -> None:
+        nonlocal tokens
+        while tokens == 0:
+            tokens += struct.unpack("<I", await main.receive(110, timeout=10))[0]
+        tokens -= 1
+        main.send(107, piece)
+
+    await send(ak.caps_message())
+    for n in range(grabs):
+        await send(ak.grab(n % 2, (1, 2), serial=n // 2))
+    rate = grabs / (time.monotonic() - started)
+    for piece in ak.pieces(ak.message(AgentMsg.CLIPBOARD, bytes(big)), 65536):
+        await send(piece)
+    await send(ak.message(AgentMsg.REPLY, bytes(8), protocol=7))
+    try:
+        closed = await main.closed_by_server(timeout=10)
+    except TimeoutError:
+        closed = False
+    await close_all(main)
+    return {"grabs": grabs, "grabs_per_s": round(rate), "closed_on_bad_header": closed}
 
 
 # ---------------------------------------------------------------------- 6. probing sessions
@@ -355,6 +391,7 @@ async def session_churn(port: int, password: str, sessions: int = 1000) -> Resul
 
 __all__ = [
     "GUESSER",
+    "agent_abuse",
     "agent_burst",
     "attach_flood",
     "brute_force",

@@ -357,6 +357,80 @@ ROPD_OP_PUT = 8
 MOTION_ACK_BUNCH = 4
 
 
+# ======================================================== VDAgent (spice-protocol:spice/vd_agent.h)
+
+
+class AgentMsg(IntEnum):
+    """``VD_AGENT_*`` message types inside the agent stream (AGENT_DATA payloads)."""
+
+    MOUSE_STATE = 1
+    MONITORS_CONFIG = 2
+    REPLY = 3
+    CLIPBOARD = 4
+    DISPLAY_CONFIG = 5
+    ANNOUNCE_CAPABILITIES = 6
+    CLIPBOARD_GRAB = 7
+    CLIPBOARD_REQUEST = 8
+    CLIPBOARD_RELEASE = 9
+    FILE_XFER_START = 10
+    FILE_XFER_STATUS = 11
+    FILE_XFER_DATA = 12
+    CLIENT_DISCONNECTED = 13
+    MAX_CLIPBOARD = 14
+    AUDIO_VOLUME_SYNC = 15
+    GRAPHICS_DEVICE_INFO = 16
+
+
+class AgentCap(IntEnum):
+    """``VD_AGENT_CAP_*`` bit numbers (ANNOUNCE_CAPABILITIES)."""
+
+    MOUSE_STATE = 0
+    MONITORS_CONFIG = 1
+    REPLY = 2
+    CLIPBOARD = 3
+    DISPLAY_CONFIG = 4
+    CLIPBOARD_BY_DEMAND = 5
+    CLIPBOARD_SELECTION = 6
+    SPARSE_MONITORS_CONFIG = 7
+    GUEST_LINEEND_LF = 8
+    GUEST_LINEEND_CRLF = 9
+    MAX_CLIPBOARD = 10
+    AUDIO_VOLUME_SYNC = 11
+    MONITORS_CONFIG_POSITION = 12
+    FILE_XFER_DISABLED = 13
+    FILE_XFER_DETAILED_ERRORS = 14
+    GRAPHICS_DEVICE_INFO = 15
+    CLIPBOARD_NO_RELEASE_ON_REGRAB = 16
+    CLIPBOARD_GRAB_SERIAL = 17
+
+
+class AgentReplyError(IntEnum):
+    """``VD_AGENT_SUCCESS`` / ``VD_AGENT_ERROR`` in VDAgentReply."""
+
+    SUCCESS = 1
+    ERROR = 2
+
+
+class FileXferStatus(IntEnum):
+    """``VD_AGENT_FILE_XFER_STATUS_*``."""
+
+    CAN_SEND_DATA = 0
+    CANCELLED = 1
+    ERROR = 2
+    SUCCESS = 3
+    NOT_ENOUGH_SPACE = 4
+    SESSION_LOCKED = 5
+    VDAGENT_NOT_CONNECTED = 6
+    DISABLED = 7
+
+
+class MonitorsConfigFlags(IntFlag):
+    """``VD_AGENT_CONFIG_MONITORS_FLAG_*``."""
+
+    USE_POS = 1
+    PHYSICAL_SIZE = 2
+
+
 def caps_to_words(bits: list[int] | tuple[int, ...] | set[int]) -> list[int]:
     """Capability numbers → u32 words (cap N is bit N % 32 of word N // 32)."""
     if not bits:

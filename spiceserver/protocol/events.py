@@ -12,14 +12,26 @@ from dataclasses import dataclass
 from spiceserver.protocol.enums import KeyModifiers, MouseButton
 
 __all__ = [
+    "AgentCapabilities",
+    "AgentDropped",
     "AgentMessage",
+    "AgentMonitor",
     "ButtonEvent",
     "ClientDisconnecting",
+    "ClipboardData",
+    "ClipboardGrab",
+    "ClipboardRelease",
+    "ClipboardRequest",
     "CompressionPreferred",
     "DisplayReady",
+    "FileXferCancelled",
+    "FileXferData",
+    "FileXferStart",
     "InputEvent",
     "KeyEvent",
     "LockState",
+    "MaxClipboard",
+    "MonitorsConfig",
     "MouseModeChanged",
     "MouseModeRequested",
     "PointerMotion",
@@ -116,8 +128,8 @@ class MouseModeRequested:
 
 @dataclass(frozen=True, slots=True)
 class AgentMessage:
-    """An AGENT_START / AGENT_DATA / AGENT_TOKEN message; no agent is claimed, so it is only
-    noted (``size`` is the message body's length)."""
+    """An AGENT_START / AGENT_DATA / AGENT_TOKEN message while the agent is off
+    (``agent=False``): only noted (``size`` is the message body's length)."""
 
     name: str
     type: int
@@ -136,3 +148,119 @@ class ClientDisconnecting:
     """The client announced it is leaving, with a SpiceLinkErr reason."""
 
     reason: int
+
+
+# ------------------------------------------------------------------ the built-in agent
+# What spiceserver.protocol.agent parsed from a client's agent stream (AGENT_DATA).  Selection
+# and type numbers are spice-protocol:spice/vd_agent.h's (spiceserver.clipboard names them).
+
+
+@dataclass(frozen=True, slots=True)
+class AgentCapabilities:
+    """ANNOUNCE_CAPABILITIES: the client's VD_AGENT_CAP_* bits (``request``: it wants ours;
+    they were sent already)."""
+
+    caps: frozenset[int]
+    request: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClipboardGrab:
+    """The client owns ``selection`` now and offers ``types`` (a serial race it lost is not
+    reported: the protocol discards that grab, as spice-vdagent does)."""
+
+    selection: int
+    types: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClipboardRequest:
+    """The client wants our ``selection`` data of ``type`` (answer with ``clipboard``)."""
+
+    selection: int
+    type: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClipboardData:
+    """The client's data of ``type`` for ``selection``, answering our request (type 0, NONE,
+    and no data: it has none)."""
+
+    selection: int
+    type: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ClipboardRelease:
+    """The client no longer owns ``selection``."""
+
+    selection: int
+
+
+@dataclass(frozen=True, slots=True)
+class MaxClipboard:
+    """The largest clipboard the client accepts (-1: no limit)."""
+
+    max: int
+
+
+@dataclass(frozen=True, slots=True)
+class AgentMonitor:
+    """One entry of a client's MONITORS_CONFIG; ``index`` is the client's display id (with
+    sparse configs, entries of width or height 0 are disabled displays)."""
+
+    index: int
+    width: int
+    height: int
+    depth: int
+    x: int
+    y: int
+    width_mm: int = 0
+    height_mm: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorsConfig:
+    """MONITORS_CONFIG: the windows the client has (already answered with REPLY)."""
+
+    monitors: tuple[AgentMonitor, ...]
+    flags: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileXferStart:
+    """FILE_XFER_START with a valid name and size: answer with ``file_status``."""
+
+    id: int
+    name: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileXferData:
+    """FILE_XFER_DATA: the next ``data`` of transfer ``id``."""
+
+    id: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FileXferCancelled:
+    """FILE_XFER_STATUS from the client: it stopped transfer ``id`` (``result`` CANCELLED or
+    ERROR)."""
+
+    id: int
+    result: int
+
+
+@dataclass(frozen=True, slots=True)
+class AgentDropped:
+    """An agent message the protocol dropped, and why (the connection stays up).  ``type``
+    is the VD_AGENT_* type; ``selection`` is set for clipboard data that was dropped (the
+    request it answered has failed); ``size`` is the message's announced size."""
+
+    type: int
+    size: int
+    reason: str
+    selection: int | None = None

@@ -8,6 +8,13 @@ A request that changes nothing gets no reply: the channel list is sent once (it 
 here), and a MOUSE_MODE only when the mode changed, as ``spice:server/reds.cpp``
 ``reds_set_mouse_mode`` does.  So a client cannot make the server talk by repeating itself:
 a flood of ATTACH_CHANNELS that is never read queues nothing.
+
+With an :class:`~spiceserver.protocol.agent.AgentStream` (``agent=``) the server is the
+client's VDAgent: MAIN_INIT says ``agent_connected=1`` with :data:`~spiceserver.protocol.agent.
+WINDOW_SIZE` tokens, AGENT_DATA goes to the stream (its events come out with the channel's),
+AGENT_TOKEN is returned as the stream says, and :meth:`MainChannel.send_agent` moves the
+stream's queued pieces into AGENT_DATA messages.  Without one, the agent messages are only
+noted (:class:`~spiceserver.protocol.events.AgentMessage`).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from spiceserver.protocol import messages as m
+from spiceserver.protocol.agent import WINDOW_SIZE, AgentStream
 from spiceserver.protocol.channel import ChannelProtocol, Handler
 from spiceserver.protocol.enums import ChannelType, MainCap, MainClientMsg, MouseMode, has_cap
 from spiceserver.protocol.events import AgentMessage, MouseModeChanged, MouseModeRequested
@@ -39,6 +47,7 @@ class MainChannel(ChannelProtocol):
         uuid: bytes = bytes(16),
         mouse_modes: MouseMode = MouseMode.SERVER | MouseMode.CLIENT,
         ram_hint: int = 0,
+        agent: AgentStream | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -55,6 +64,8 @@ class MainChannel(ChannelProtocol):
         # -17 MiB RSS; session bytes +0.1 %).
         self.ram_hint = ram_hint
         self.attached = False
+        self.agent = agent
+        self._agent_connected = agent is not None
 
     def start(self, now: float) -> None:
         """Queue INIT (and NAME/UUID if the client has NAME_AND_UUID) right after the link."""
@@ -65,8 +76,8 @@ class MainChannel(ChannelProtocol):
                 display_channels_hint=1,
                 supported_mouse_modes=int(self.supported_modes),
                 current_mouse_mode=int(self.mouse_mode),
-                agent_connected=0,  # no VDAgent here (pitfall 11)
-                agent_tokens=0,
+                agent_connected=int(self._agent_connected),  # 0: pitfall 11
+                agent_tokens=WINDOW_SIZE if self._agent_connected else 0,
                 multi_media_time=mm_time(now),
                 ram_hint=self.ram_hint,
             )
@@ -96,6 +107,62 @@ class MainChannel(ChannelProtocol):
             m.MouseModeMsg(supported_modes=int(self.supported_modes), current_mode=self.mouse_mode)
         )
 
+    def set_agent_connected(self, connected: bool) -> None:
+        """The agent appears (AGENT_CONNECTED_TOKENS if the client has the main cap, else
+        AGENT_CONNECTED) or goes away (AGENT_DISCONNECTED); the client resets its agent
+        state either way (``spice-gtk:src/channel-main.c`` ``spice_main_channel_reset_agent``)."""
+        if self.agent is None or connected == self._agent_connected:
+            return
+        self._agent_connected = connected
+        if not connected:
+            self.send(m.AgentDisconnected(error_code=0))
+            return
+        self.agent.reset_client_tokens()
+        if has_cap(self.client_channel_caps, MainCap.AGENT_CONNECTED_TOKENS):
+            self.send(m.AgentConnectedTokens(num_tokens=WINDOW_SIZE))
+        else:
+            self.send(m.AgentConnected())
+
+    def send_agent(self, budget: int) -> int:
+        """Queue AGENT_DATA for about ``budget`` bytes of the agent's pieces (and any
+        AGENT_TOKEN due); returns the bytes queued."""
+        agent = self.agent
+        if agent is None:
+            return 0
+        self.return_agent_tokens()
+        if not self._agent_connected:
+            return 0
+        sent = 0
+        for piece in agent.pieces(budget):
+            self.send(m.ServerAgentData(data=piece))
+            sent += len(piece)
+        return sent
+
+    def return_agent_tokens(self) -> None:
+        if self.agent is not None and (tokens := self.agent.tokens_to_return()):
+            self.send(m.ServerAgentToken(num_tokens=tokens))
+
+    def _on_agent_start(self, message: m.AgentStart, now: float) -> None:
+        if self.agent is None:
+            self._on_agent(message, now)
+        else:
+            self.agent.start(message.num_tokens)
+
+    def _on_agent_data(self, message: m.AgentData, now: float) -> None:
+        agent = self.agent
+        if agent is None or not self._agent_connected:
+            self._on_agent(message, now)
+            return
+        agent.receive(message.data)
+        self._events.extend(agent.events())
+        self.return_agent_tokens()
+
+    def _on_agent_token(self, message: m.AgentToken, now: float) -> None:
+        if self.agent is None:
+            self._on_agent(message, now)
+        else:
+            self.agent.add_tokens(message.num_tokens)
+
     def _on_agent(self, message: m.Message, now: float) -> None:
         size = len(message.data) if isinstance(message, m.AgentData) else 4
         self._events.append(
@@ -108,9 +175,9 @@ class MainChannel(ChannelProtocol):
         m.AttachChannels: _on_attach_channels,
         m.MouseModeRequest: _on_mouse_mode_request,
         m.ClientInfo: ChannelProtocol._ignore,  # obsolete (pitfall 10)
-        m.AgentStart: _on_agent,  # no agent is claimed: noted, nothing else
-        m.AgentData: _on_agent,
-        m.AgentToken: _on_agent,
+        m.AgentStart: _on_agent_start,
+        m.AgentData: _on_agent_data,
+        m.AgentToken: _on_agent_token,
         m.MigrateConnected: ChannelProtocol._ignore,
         m.MigrateConnectError: ChannelProtocol._ignore,
         m.MigrateEnd: ChannelProtocol._ignore,

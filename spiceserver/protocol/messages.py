@@ -260,6 +260,40 @@ class Uuid(Message):
     uuid: bytes
 
 
+@message(ChannelType.MAIN, MainServerMsg.AGENT_CONNECTED)
+class AgentConnected(Message):
+    """AGENT_CONNECTED: the agent appeared (clients without AGENT_CONNECTED_TOKENS)."""
+
+
+@message(ChannelType.MAIN, MainServerMsg.AGENT_CONNECTED_TOKENS, "I")
+class AgentConnectedTokens(Message):
+    """AGENT_CONNECTED_TOKENS: the agent appeared; the client may send ``num_tokens``
+    AGENT_DATA before it needs AGENT_TOKEN."""
+
+    num_tokens: int
+
+
+@message(ChannelType.MAIN, MainServerMsg.AGENT_DISCONNECTED, "I")
+class AgentDisconnected(Message):
+    """AGENT_DISCONNECTED: the agent went away (the client resets its agent state)."""
+
+    error_code: int
+
+
+@message(ChannelType.MAIN, MainServerMsg.AGENT_DATA, tail=True)
+class ServerAgentData(Message):
+    """AGENT_DATA server → client: one piece (≤ 2048 bytes) of the agent stream."""
+
+    data: bytes
+
+
+@message(ChannelType.MAIN, MainServerMsg.AGENT_TOKEN, "I")
+class ServerAgentToken(Message):
+    """AGENT_TOKEN server → client: the client may send ``num_tokens`` more AGENT_DATA."""
+
+    num_tokens: int
+
+
 @message(ChannelType.MAIN, MainClientMsg.CLIENT_INFO, "Q")
 class ClientInfo(Message):
     """CLIENT_INFO: obsolete (pitfall 10); accepted and ignored."""
@@ -291,21 +325,21 @@ class MouseModeRequest(Message):
 
 @message(ChannelType.MAIN, MainClientMsg.AGENT_START, "I")
 class AgentStart(Message):
-    """AGENT_START: we claim no agent, so this only arrives from odd clients; ignored."""
+    """AGENT_START: the client's tokens for our AGENT_DATA (spice-gtk: 0xFFFFFFFF)."""
 
     num_tokens: int
 
 
 @message(ChannelType.MAIN, MainClientMsg.AGENT_DATA, tail=True)
 class AgentData(Message):
-    """AGENT_DATA: no agent here; counted and dropped."""
+    """AGENT_DATA: one piece of the client's agent stream (spiceserver.protocol.agent)."""
 
     data: bytes
 
 
 @message(ChannelType.MAIN, MainClientMsg.AGENT_TOKEN, "I")
 class AgentToken(Message):
-    """AGENT_TOKEN: ignored."""
+    """AGENT_TOKEN: more tokens for our AGENT_DATA (spice-gtk never sends it)."""
 
     num_tokens: int
 

@@ -428,6 +428,7 @@ class SpiceConnection:
                 channels=context.sessions.offered,
                 name=context.config.name,
                 **options,
+                **spec.handler.protocol_options(context),
             )
             logger.info("%s: session %#010x started", self.name, session.id)
         else:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from spiceserver.config import ServerConfig
     from spiceserver.crypto import KeyPool
     from spiceserver.protocol.events import InputEvent
+    from spiceserver.server.agent import AgentServices
     from spiceserver.server.audio import AudioHub
     from spiceserver.server.encode_cache import EncodeCache
     from spiceserver.server.fault_injection import FaultInjector
@@ -52,6 +53,7 @@ class ChannelOutlet(Protocol):
     @property
     def capture(self) -> ConnectionCapture | None: ...
     def flush(self) -> None: ...
+    def buffered(self) -> int: ...
     def close(self, reason: str = ...) -> None: ...
     def abort(self, reason: str = ...) -> None: ...
 
@@ -89,6 +91,8 @@ class ServerContext:
     audio: AudioHub | None = None
     #: The client's microphone for the record channels; None: no record channel offered.
     microphone: MicrophoneHub | None = None
+    #: The built-in agent's shared parts (clipboard hub, file worker); None: ``agent=False``.
+    agent: AgentServices | None = None
     #: Every open connection (linked or not).
     connections: set[Any] = field(default_factory=set)
     #: Display channels linked now: with fewer than two, nothing is shared through

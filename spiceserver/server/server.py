@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from spiceserver.capture import CaptureManager
+from spiceserver.clipboard import ClipboardBackend
 from spiceserver.config import ServerConfig
 from spiceserver.crypto import KeyPool
 from spiceserver.errors import ConfigError
@@ -22,11 +23,13 @@ from spiceserver.input import InputHandler, log_input
 from spiceserver.logs import install_limiter
 from spiceserver.protocol.enums import MAX_PASSWORD_LENGTH, KeyModifiers
 from spiceserver.record import JsonlRecorder, Recorder
+from spiceserver.server.agent import AgentServices
 from spiceserver.server.audio import AudioHub
 from spiceserver.server.channels.inputs import InputsHandler
 from spiceserver.server.context import ServerContext
 from spiceserver.server.encode_cache import EncodeCache
 from spiceserver.server.fault_injection import FaultInjector
+from spiceserver.server.filexfer import OnFile
 from spiceserver.server.microphone import MicrophoneHub
 from spiceserver.server.registry import CHANNELS, offered_channels
 from spiceserver.server.security import FailureTracker, Ticket, tls_context
@@ -135,6 +138,12 @@ class SpiceServer:
     ``source.audio_source()``, like a scenario's tone steps, else per ``config.audio``; README
     "Sound"); ``microphone`` is where the record channel's audio goes (default: the desktop's
     sound server with ``audio`` desktop; ignored with ``record=False``).
+
+    The built-in agent (``agent=True``, the default) shares ``clipboard`` (a
+    :class:`~spiceserver.clipboard.ClipboardBackend`, such as
+    :class:`~spiceserver.clipboard.MemoryClipboard`; None: no clipboard) with every client,
+    and saves files clients drop in ``file_transfer_dir``, or hands them to ``on_file(name,
+    data)`` (a function or coroutine function) when given; README "Clipboard and files".
     """
 
     def __init__(
@@ -146,6 +155,8 @@ class SpiceServer:
         recorders: Iterable[Recorder] = (),
         sound: AudioSource | None = None,
         microphone: RecordSink | None = None,
+        clipboard: ClipboardBackend | None = None,
+        on_file: OnFile | None = None,
         **options: Any,
     ) -> None:
         if config is None:
@@ -189,6 +200,8 @@ class SpiceServer:
         self._microphone = (
             None if microphone is None else MicrophoneHub(microphone, opus=config.audio_opus)
         )
+        if clipboard is None:
+            clipboard = source.clipboard_backend()  # a scenario's clipboard steps
         self._log_limiter = install_limiter(config.log_rate, config.log_burst)
         executor = ThreadPoolExecutor(
             max_workers=config.encoder_threads, thread_name_prefix="spice-encode"
@@ -225,6 +238,9 @@ class SpiceServer:
             faults=FaultInjector(config.faults) if config.faults else None,
             audio=self._audio,
             microphone=self._microphone,
+            agent=AgentServices(config, clipboard=clipboard, on_file=on_file)
+            if config.agent
+            else None,
         )
         self._listeners: list[asyncio.Server] = []
         self._server: asyncio.Server | None = None
@@ -253,6 +269,8 @@ class SpiceServer:
         _raise_open_files_limit(self.config.max_connections)
         self.source.on_disconnect_request = self.disconnect_clients
         await self.source.start()
+        if context.agent is not None:
+            context.agent.start()
         if self._audio is not None:
             self._audio.start()
             logger.info(
@@ -344,6 +362,8 @@ class SpiceServer:
                 recorder.close()
         await context.layout.aclose()  # a layout clients changed is put back first
         await self.source.stop()
+        if context.agent is not None:
+            await context.agent.close()
         if self._audio is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._audio.close)
         if self._microphone is not None:

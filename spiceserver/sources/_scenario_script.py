@@ -33,6 +33,7 @@ __all__ = [
     "MAX_SURFACE_PIXELS",
     "MAX_SURFACE_SIDE",
     "At",
+    "ClipboardStep",
     "CursorStep",
     "Disconnect",
     "Fill",
@@ -44,6 +45,7 @@ __all__ = [
     "Show",
     "Tone",
     "compile_script",
+    "has_clipboard",
     "has_tone",
     "read_json",
     "script_duration",
@@ -66,6 +68,8 @@ _MAX_FPS = 240.0
 _MAX_PATTERN_FRAME = 10**9
 #: Tone frequencies: audible, and below the Nyquist frequency of 48 kHz audio.
 _TONE_HZ = (20.0, 20000.0)
+#: Largest clipboard text a step may set (bytes of UTF-8).
+_MAX_CLIPBOARD = 1024 * 1024
 _DEFAULT_SIZE = (1024, 768)
 #: High bits of the ``unique`` of a scenario cursor, so it never equals the default cursor's 1.
 _CURSOR_UNIQUE_BASE = 0x5CE7_0000_0000
@@ -172,7 +176,31 @@ class Tone:
     seconds: float | None  # None: until the next tone step
 
 
-Step = Show | Fill | Pattern | CursorStep | Move | Resize | Wait | Repeat | End | Disconnect | Tone
+@dataclass(frozen=True, slots=True)
+class ClipboardStep:
+    """``{"clipboard": "text"}`` / ``{"clipboard": "text", "selection": "primary"}``: the
+    scenario's "desktop" owns the selection with that UTF-8 text (clients are offered it).
+    Takes no scenario time."""
+
+    where: str
+    text: str
+    selection: str  # "clipboard" or "primary"
+
+
+Step = (
+    Show
+    | Fill
+    | Pattern
+    | CursorStep
+    | Move
+    | Resize
+    | Wait
+    | Repeat
+    | End
+    | Disconnect
+    | Tone
+    | ClipboardStep
+)
 
 
 # Timeline operations besides the steps that are applied as they are.
@@ -191,7 +219,9 @@ class PatternFrame:
     advance: bool
 
 
-Op = Show | Fill | Resize | CursorStep | Move | Disconnect | Tone | PatternFrame | At
+Op = (
+    Show | Fill | Resize | CursorStep | Move | Disconnect | Tone | ClipboardStep | PatternFrame | At
+)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -312,6 +342,7 @@ class Compiler:
         "end": ("_end", frozenset()),
         "disconnect": ("_disconnect", frozenset()),
         "tone": ("_tone", frozenset({"seconds"})),
+        "clipboard": ("_clipboard", frozenset({"selection"})),
     }
     TOP_KEYS = frozenset({"steps", "size", "background", "start", "after", "heads", "comment"})
 
@@ -487,6 +518,15 @@ class Compiler:
             if seconds < 0.01:
                 raise self.error(where, "seconds must be at least 0.01 (one 10 ms packet)")
         return Tone(where, frequency, seconds)
+
+    def _clipboard(self, step: dict[str, Any], where: str, depth: int) -> Step:
+        text = step["clipboard"]
+        if not isinstance(text, str):
+            raise self.error(where, f"clipboard is a text, got {_kind(text)}")
+        if len(text.encode()) > _MAX_CLIPBOARD:
+            raise self.error(where, f"clipboard text over {_MAX_CLIPBOARD} bytes")
+        selection = self.choice(step.get("selection", "clipboard"), where, ("clipboard", "primary"))
+        return ClipboardStep(where, text, selection)
 
     # ------------------------------------------------------------------ values
 
@@ -678,6 +718,14 @@ class Compiler:
             elif isinstance(step, End):
                 break
         return size
+
+
+def has_clipboard(steps: tuple[Step, ...]) -> bool:
+    """Whether any step (in repeats too) sets the clipboard: the scenario then has one."""
+    return any(
+        isinstance(step, ClipboardStep) or (isinstance(step, Repeat) and has_clipboard(step.body))
+        for step in steps
+    )
 
 
 def has_tone(steps: tuple[Step, ...]) -> bool:

@@ -20,6 +20,7 @@ import numpy as np
 from spiceserver.protocol.messages import CursorShape
 
 if TYPE_CHECKING:
+    from spiceserver.clipboard import ClipboardBackend
     from spiceserver.sources.audio import AudioSource
 
 __all__ = [
@@ -160,6 +161,12 @@ class FramebufferSource:
     def set_heads(self, heads: tuple[Head, ...]) -> None:
         """Announce a new monitor layout to the listeners (call after ``replace_frame``)."""
         self._notify("on_heads", heads)
+
+    def clipboard_backend(self) -> ClipboardBackend | None:
+        """The clipboard that goes with these frames (a scenario's clipboard steps); None:
+        none.  The server shares it with the clients unless given another
+        (``SpiceServer(clipboard=...)``)."""
+        return None
 
     def audio_source(self) -> AudioSource | None:
         """Sound that goes with these frames (a scenario's tone steps); None: none.  The

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from spiceserver.clipboard import ClipboardType, MemoryClipboard, Selection
 from spiceserver.protocol.display import DisplayChannel
 from spiceserver.protocol.messages import CursorShape
 from spiceserver.sources._scenario_script import (
@@ -50,6 +51,7 @@ from spiceserver.sources._scenario_script import (
     MAX_SURFACE_PIXELS,
     MAX_SURFACE_SIDE,
     At,
+    ClipboardStep,
     CursorStep,
     Disconnect,
     Fill,
@@ -61,6 +63,7 @@ from spiceserver.sources._scenario_script import (
     Show,
     Tone,
     compile_script,
+    has_clipboard,
     has_tone,
     read_json,
     timeline,
@@ -157,6 +160,8 @@ class ScenarioSource(FramebufferSource):
         self._sound = ToneSwitch() if has_tone(self._script.steps) else None
         #: The last tone step before the first wait: played when the clock starts.
         self._first_tone: Tone | None = None
+        #: The clipboard steps' "desktop" side; None: the scenario has none.
+        self._clipboard = MemoryClipboard() if has_clipboard(self._script.steps) else None
         self._rewind()
 
     @classmethod
@@ -192,7 +197,7 @@ class ScenarioSource(FramebufferSource):
                     now, changed = op.time, False
             else:
                 sim.apply(op)
-                changed = changed or not isinstance(op, Tone)
+                changed = changed or not isinstance(op, Tone | ClipboardStep)
         yield sim.snapshot(now)
 
     def final_state(self) -> ScenarioState:
@@ -228,6 +233,11 @@ class ScenarioSource(FramebufferSource):
     def audio_source(self) -> AudioSource | None:
         """The tone steps' sound (None without tone steps): the server plays it."""
         return self._sound
+
+    def clipboard_backend(self) -> MemoryClipboard | None:
+        """The clipboard steps' clipboard (None without them): the server shares it with
+        the clients, and what clients copy can be read from it (``fetch``)."""
+        return self._clipboard
 
     async def stop(self) -> None:
         if self._sound is not None:
@@ -312,7 +322,11 @@ class ScenarioSource(FramebufferSource):
             self._apply(op)
 
     def _apply(self, op: Op) -> None:
-        if isinstance(op, Tone):
+        if isinstance(op, ClipboardStep):
+            assert self._clipboard is not None  # made whenever a clipboard step exists
+            selection = Selection.PRIMARY if op.selection == "primary" else Selection.CLIPBOARD
+            self._clipboard.offer(selection, {ClipboardType.UTF8_TEXT: op.text.encode()})
+        elif isinstance(op, Tone):
             assert self._sound is not None  # made whenever a tone step exists
             self._sound.set(op.frequency, op.seconds)
         elif isinstance(op, CursorStep):
@@ -406,7 +420,7 @@ class _Simulation:
             self.position = (op.x, op.y)
         elif isinstance(op, Disconnect):
             self.disconnects += 1
-        elif not isinstance(op, Tone):  # sound is not part of the offline state
+        elif not isinstance(op, Tone | ClipboardStep):  # sound, clipboard: not in the frames
             self.frame, _ = _paint(op, self.frame, self.script.patterns)
 
     def snapshot(self, time: float) -> ScenarioState:

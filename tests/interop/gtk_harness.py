@@ -29,6 +29,12 @@ stdout: one JSON object per line, always flushed.  Every object has an
 * ``mouse-mode``       {mode (1 = server, 2 = client), name}
 * ``inputs-modifiers`` {modifiers}
 * ``agent-update``     {connected}
+* ``clipboard``        {selection, type, size, sha256, path}: the agent's CLIPBOARD data
+  (``main-clipboard-selection``), written to ``path`` in ``--clipboard-dir``
+* ``clipboard-grab``   {selection, types}; ``clipboard-release`` {selection}
+* ``clipboard-request`` {selection, type, answered}: the agent asked for data we offered
+* ``file-copy-done``   {ok, error}: the end of a ``file_copy`` command's transfer;
+  ``file-transfer-finished`` {name, error}: each file's own result (the agent's status)
 * ``playback-start``   {format, channels, rate}; ``playback-stop``
 * ``playback-data``    {size, total (PCM bytes so far)}: with ``--playback-pcm PATH`` the
   decoded PCM is appended to PATH (and flushed) before the event
@@ -49,7 +55,11 @@ stdin: one JSON command per line, e.g. ``{"cmd": "key_press", "scancode": 30,
 ``dump`` {path}, ``key_press`` / ``key_release`` / ``key_press_and_release``
 {scancode}, ``position`` {x, y, buttons, display}, ``motion`` {dx, dy,
 buttons}, ``button_press`` / ``button_release`` {button, buttons},
-``set_key_locks`` {locks}, ``request_mouse_mode`` {mode}, ``ping``, ``quit``.
+``set_key_locks`` {locks}, ``request_mouse_mode`` {mode}, ``ping``, ``quit``;
+the agent: ``clipboard_grab`` {selection, data: {type: path}} (offers the files' contents
+by type), ``clipboard_request`` {selection, type}, ``clipboard_release`` {selection},
+``file_copy`` {paths} (``file_copy_async``), ``monitors`` {displays: [{id, x, y, width,
+height, enabled}]} (``update_display*`` + ``send_monitor_config``).
 
 Scancodes are PC XT (set 1) make codes as spice-gtk expects them; for
 ``0xe0``-prefixed keys drop the prefix and OR with ``0x100`` (spice-gtk
@@ -79,6 +89,9 @@ import gi
 
 gi.require_version("SpiceClientGLib", "2.0")
 from gi.repository import GLib, GObject, SpiceClientGLib  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gtk_agent import AgentCommands  # noqa: E402  (run as a script, next to this file)
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -184,7 +197,11 @@ def _monitor_configs(channel: SpiceClientGLib.DisplayChannel) -> list[_MonitorCo
         glib.g_array_unref(array)
 
 
-class Harness:
+class Harness(AgentCommands):
+    emit = staticmethod(emit)
+    gsignal = staticmethod(gsignal)
+    guarded = staticmethod(guarded)
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.loop = GLib.MainLoop()
@@ -207,6 +224,9 @@ class Harness:
         self.record_timer = 0
         self.record_started = 0.0
         self.record_frames = 0
+        # The agent: what we offer by (selection, type), and received clipboards so far.
+        self.offered: dict[tuple[int, int], bytes] = {}
+        self.clipboards = 0
 
     # -- setup -------------------------------------------------------------
 
@@ -336,6 +356,7 @@ class Harness:
             self.main = channel
             gsignal(channel, "notify::mouse-mode", self.on_mouse_mode)
             gsignal(channel, "main-agent-update", self.on_agent_update)
+            self.connect_agent_signals(channel)
             # spice_session_connect() already connects the main channel
             return
         if isinstance(channel, SpiceClientGLib.DisplayChannel):
@@ -449,8 +470,6 @@ class Harness:
 
     def on_agent_update(self, channel: SpiceClientGLib.MainChannel) -> None:
         emit("agent-update", connected=bool(channel.get_property("agent-connected")))
-
-    # -- display -------------------------------------------------------------
 
     def on_primary_create(
         self,
@@ -755,6 +774,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="HZ",
         help="once the record channel starts, feed a sine of HZ as the microphone (send_data)",
     )
+    p.add_argument("--clipboard-dir", default=None, help="where received clipboard data is written")
     p.add_argument("--debug", action="store_true", help="spice-gtk debug output on stderr")
     return p.parse_args(argv)
 

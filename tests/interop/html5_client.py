@@ -484,6 +484,16 @@ class Html5Client:
 
     # -- teardown -----------------------------------------------------------------
 
+    def drop_file(self, name: str, data: bytes, type: str = "application/octet-stream") -> None:
+        """Drop a file named ``name`` on the page (spice-html5's drag-and-drop transfer)."""
+        self.command(
+            "drop_file",
+            name=name,
+            data_b64=base64.b64encode(data).decode(),
+            type=type,
+            timeout=30,
+        )
+
     def _kill_chromium(self) -> None:
         """Last resort, if the driver died: Chromium's process group and its profile."""
         pid = self.chromium_pid

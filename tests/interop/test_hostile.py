@@ -41,7 +41,8 @@ def test_hostile_clients_cannot_exhaust_memory_freeze_others_or_guess_faster(
 ) -> None:
     record = tmp_path / "record.jsonl"
     pattern = PatternSource(1024, 768)
-    args = ["--source", "pattern", "--record", str(record)]
+    # --clipboard-max: the agent's 2 MiB message is over its bound (skipped as it arrives).
+    args = ["--source", "pattern", "--record", str(record), "--clipboard-max", "1M"]
     with ServerProcess(args, PASSWORD, env_password=True) as server:
         assert PASSWORD.encode() not in server.cmdline()
         with GtkClient(server.uri, PASSWORD) as throughout:
@@ -55,6 +56,7 @@ def test_hostile_clients_cannot_exhaust_memory_freeze_others_or_guess_faster(
         assert growth < 2 * SESSION_LIMITS_MIB, f"RSS grew by {growth:.0f} MiB"
 
     assert outcomes["agent_burst"]["accepted"]  # a legal burst is not cut off
+    assert outcomes["agent_abuse"]["closed_on_bad_header"]  # after 10,000 grabs were taken
     assert outcomes["glz_ids"]["full_frames"] == 12
     assert outcomes["session_probes"]["same_answer"]  # liveness stays hidden
     guessing = outcomes["brute_force"]
@@ -91,6 +93,7 @@ async def barrage(server: ServerProcess, record: Path) -> tuple[dict[str, Any], 
         "key_scancode": await hostile.key_scancode(port, pw, 256 << 10),
         "glz_ids": await hostile.glz_ids(port, pw, 12),
         "agent_burst": await hostile.agent_burst(port, pw),
+        "agent_abuse": await hostile.agent_abuse(port, pw),
         "session_probes": await hostile.session_probes(port, pw, 100),
         "idle_sockets": await hostile.idle_sockets(port, pw, 100),
     }

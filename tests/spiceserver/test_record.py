@@ -69,7 +69,12 @@ def test_links_inputs_agent_unknown_messages_and_disconnects(
         memory = MemoryRecorder()
         source = NumpySource(64, 48)
         async with SpiceServer(
-            source, password=PASSWORD, port=0, recorders=[memory], record_path=str(path)
+            source,
+            password=PASSWORD,
+            port=0,
+            recorders=[memory],
+            record_path=str(path),
+            agent=False,  # AGENT_DATA is then only noted
         ) as server:
             main, session_id = await open_session(server.port)
             sid = f"{session_id:#010x}"

@@ -1,4 +1,8 @@
-"""The main channel's server side: the session lives as long as this connection."""
+"""The main channel's server side: the session lives as long as this connection.
+
+With the agent on (``context.agent``), the main channel is also the client's VDAgent: its
+:class:`~spiceserver.server.agent.SessionAgent` answers the agent events.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ from spiceserver.logs import skip
 from spiceserver.protocol.enums import MouseMode
 from spiceserver.protocol.events import MouseModeChanged
 from spiceserver.protocol.main import MainChannel
+from spiceserver.server.agent import SessionAgent
 from spiceserver.server.channels.base import ChannelHandler
+from spiceserver.server.context import ServerContext
 
 __all__ = ["MainHandler"]
 
@@ -21,16 +27,37 @@ _MODE = "%s: mouse mode %s"
 
 class MainHandler(ChannelHandler[MainChannel]):
     protocol = MainChannel
+    agent: SessionAgent | None = None
+
+    @classmethod
+    def protocol_options(cls, context: ServerContext) -> dict[str, Any]:
+        if context.agent is None:
+            return {}
+        return {"agent": context.agent.stream()}
 
     def start(self, now: float) -> None:
         self.channel.start(now)
+        services = self.context.agent
+        if services is not None and self.channel.agent is not None:
+            self.agent = SessionAgent(self, services, self.channel.agent)
 
     def on_events(self, events: list[Any], now: float) -> None:
         super().on_events(events, now)
+        agent = self.agent
         for event in events:
+            if agent is not None and agent.on_event(event):
+                continue
             if isinstance(event, MouseModeChanged) and not skip(logger, logging.INFO, _MODE):
                 mode = "client" if event.mode == MouseMode.CLIENT else "server"
                 logger.info(_MODE, self.connection.name, mode)
+        if agent is not None:
+            agent.pump()
+
+    def on_writable(self) -> None:
+        if self.agent is not None:
+            self.agent.pump()
 
     def closed(self) -> None:
+        if self.agent is not None:
+            self.agent.close()
         self.context.end_session(self.session)

@@ -463,6 +463,32 @@ const commands = {
     await page.keyboard.up(String(cmd.key));
   },
 
+  // Drop a file on the page as a user's drag-and-drop would: spice_auto.html listens for
+  // 'drop' on #spice-area and hands e.dataTransfer.files to file_xfer_start (filexfer.js; a
+  // File without a type is skipped there as a directory, so one is always given).
+  async drop_file(cmd) {
+    if (typeof cmd.name !== 'string') throw new TypeError('drop_file needs a string "name"');
+    await waitCanvas(cmd, { inputs: false });
+    const dropped = await requirePage().evaluate(
+      (name, b64, type) => {
+        const sc = window.spice_connection;
+        if (!sc || !sc.agent_connected) return false;
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], name, { type }));
+        const area = document.getElementById('spice-area');
+        area.dispatchEvent(
+          new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }),
+        );
+        return true;
+      },
+      cmd.name,
+      String(cmd.data_b64 ?? ''),
+      String(cmd.type ?? 'application/octet-stream'),
+    );
+    if (!dropped) throw new Error('the page has no connection with an agent yet');
+  },
+
   async screenshot(cmd) {
     if (typeof cmd.path !== 'string') throw new TypeError('screenshot needs a string "path"');
     await requirePage().screenshot({ path: cmd.path, fullPage: true });

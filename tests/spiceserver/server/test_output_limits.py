@@ -13,8 +13,9 @@ import struct
 
 import pytest
 
-from spiceserver.protocol.enums import ChannelType, MainServerMsg
+from spiceserver.protocol.enums import AgentMsg, ChannelType, MainServerMsg
 from spiceserver.server.transports.stream import COALESCE_BELOW, coalesce
+from tests import agentkit as ak
 from tests.conftest import run
 from tests.fakeclient import frame
 from tests.memory import (
@@ -116,7 +117,10 @@ def test_eight_largest_agent_messages_back_to_back_are_accepted() -> None:
         server = await ready(make_server())
         main = await main_at(server)
         main.messages()
-        stream = frame(107, b"a" * 65536) * 8  # AGENT_DATA at main's 64 KiB limit
+        # AGENT_DATA at main's 64 KiB limit, carrying one legal 512 KiB agent message (data
+        # nobody asked for: dropped by the agent, the connection stays).
+        agent = ak.message(AgentMsg.CLIPBOARD, struct.pack("<I", 1) + bytes(8 * 65536 - 24))
+        stream = b"".join(frame(107, piece) for piece in ak.pieces(agent, 65536))
         for start in range(0, len(stream), 256 * 1024):  # as reads of 256 KiB deliver it
             await turns(lambda: main.transport.reading)
             main.send(stream[start : start + 256 * 1024])
