@@ -23,163 +23,42 @@ import select
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from spiceserver.clipboard import ClipboardType, Fetch, Selection
+from spiceserver.clipboard import ClipboardType, Selection
+from spiceserver.x11_selection_serve import (
+    INCR_CHUNK_CAP,
+    TYPE_TARGETS,
+    Bridge,
+    Conversion,
+    Grab,
+    Outgoing,
+    Pending,
+    SelState,
+    Serving,
+    wid,
+)
 
 if TYPE_CHECKING:
     import asyncio
 
     from Xlib.display import Display
 
-__all__ = ["TYPE_TARGETS", "Bridge", "Grab", "SelectionThread"]
+__all__ = ["SELECTIONS", "Bridge", "Grab", "SelectionThread"]
 
 logger = logging.getLogger("spiceserver.clipboard")
 
-#: VDAgent type → X targets, preferred first when reading from a desktop owner; all of them
-#: are offered when a client grabs with that type (``spice-vdagent:src/vdagent/x11-priv.h``
-#: ``clipboard_format_templ``, plus TEXT and ``text/plain``, which spice-gtk also maps to text:
-#: ``spice-gtk:src/spice-gtk-session.c`` ``atom2agent``).
-TYPE_TARGETS: dict[ClipboardType, tuple[str, ...]] = {
-    ClipboardType.UTF8_TEXT: (
-        "UTF8_STRING",
-        "text/plain;charset=utf-8",
-        "text/plain;charset=UTF-8",
-        "STRING",
-        "TEXT",
-        "text/plain",
-    ),
-    ClipboardType.PNG: ("image/png",),
-    ClipboardType.BMP: ("image/bmp", "image/x-bmp", "image/x-MS-bmp", "image/x-win-bitmap"),
-    ClipboardType.TIFF: ("image/tiff",),
-    ClipboardType.JPG: ("image/jpeg",),
-}
 #: The selections bridged (spice-gtk's session handles these two; SECONDARY is unused).
 SELECTIONS = (Selection.CLIPBOARD, Selection.PRIMARY)
-#: ICCCM caps a single property at the server's max request size; above this we use INCR
-#: (``spice-vdagent:src/vdagent/x11.c`` ``max_prop_size``).
-INCR_CHUNK_CAP = 262_144
-#: SelectionRequests waiting on a client's data at once; more are refused at once.
-MAX_SERVING = 32
-#: INCR transfers to requestors at once; more are refused at once.
-MAX_OUTGOING_INCR = 16
 #: Properties on our window that receive conversions.  Each selection converts one target at
 #: a time, but a property an owner may still write into (it answered after our timeout, or we
 #: stopped an INCR transfer over the cap) is left alone for a while before reuse.
 PROPERTY_POOL = 8
-#: Slack on top of the fetch timeout the loop enforces, for the X thread's own deadline.
-SERVE_SLACK = 1.0
 #: The select() timeout when nothing is due: the thread wakes at least this often.
 IDLE_WAKE = 1.0
 
 
-class Bridge(Protocol):
-    """What the X thread needs from its owner on the loop side."""
-
-    max_bytes: int
-    timeout: float
-
-    def take_commands(self) -> list[tuple[Any, ...]]:
-        """Commands queued by the loop since the last call (and the current grabs)."""
-
-    def wanted(self) -> dict[Selection, tuple[int, Grab | None]]:
-        """Per selection: (generation, the client's grab or None)."""
-
-    def to_loop(self, fn: Callable[..., object], *args: object) -> None:
-        """Call ``fn(*args)`` on the event loop."""
-
-    def start_fetch(self, key: tuple[Selection, int, ClipboardType], fetch: Fetch) -> None:
-        """Run ``fetch(type)`` on the loop; the result comes back as a ``fetched`` command."""
-
-    def cap_hit(self, what: str, size: int) -> None:
-        """Log (rate-limited) that ``what`` of ``size`` bytes is over the cap."""
-
-    def deliver_read(self, future: asyncio.Future[bytes | None], value: bytes | None) -> None:
-        """On the loop: resolve a read() (no-op if it was cancelled)."""
-
-    def desktop_grabbed(self, selection: Selection, types: tuple[ClipboardType, ...]) -> None:
-        """On the loop: tell the listener."""
-
-    def desktop_released(self, selection: Selection) -> None:
-        """On the loop: tell the listener."""
-
-
-@dataclass(frozen=True)
-class Grab:
-    """A client's grab of one selection, as the loop handed it over."""
-
-    types: tuple[ClipboardType, ...]
-    fetch: Fetch
-    generation: int
-
-
-@dataclass
-class _Conversion:
-    """One ConvertSelection of ours in flight (TARGETS of a new owner, or a read())."""
-
-    target: int
-    prop: int
-    deadline: float
-    done: Callable[[bytes | list[int] | None, int], None]
-    incr: bool = False
-    ptype: int = 0
-    buf: bytearray = field(default_factory=bytearray)
-
-
-@dataclass
-class _Request:
-    """A requestor's SelectionRequest, kept until answered."""
-
-    requestor: Any  # Xlib Window
-    selection: int
-    target: int
-    prop: int
-    time: int
-
-
-@dataclass
-class _Serving:
-    request: _Request
-    key: tuple[Selection, int, ClipboardType]
-    target_name: str
-    deadline: float
-
-
-@dataclass
-class _Outgoing:
-    """An INCR transfer to a requestor: the rest is written on each PropertyNotify Delete."""
-
-    window: Any  # Xlib Window
-    prop: int
-    ptype: int
-    data: memoryview
-    deadline: float
-    offset: int = 0
-
-
-@dataclass
-class _SelState:
-    """What the X thread knows of one selection."""
-
-    selection: Selection
-    atom: int
-    applied: int = -1  # generation of the client grab last applied
-    grab: Grab | None = None
-    owned_time: int | None = None  # our ownership's server timestamp, while we own it
-    owner: int = 0  # the owner window as XFixes last reported it
-    owner_gen: int = 0
-    targets_wanted: bool = False
-    targets: frozenset[int] | None = None  # the desktop owner's TARGETS, once known
-    reported: bool = False  # the listener was told of a desktop grab not yet released
-    active: _Conversion | None = None
-    reads: deque[tuple[ClipboardType, asyncio.Future[bytes | None]]] = field(default_factory=deque)
-    #: The last fetch of the current grab: (grab generation, type, data or None).  A grab's
-    #: data never changes, and a client that did not answer is not asked again for it.
-    cache: tuple[int, ClipboardType, bytes | None] | None = None
-
-
-class SelectionThread:
+class SelectionThread(Serving):
     """The X side; construct, then :meth:`run` on the thread, which returns when stopped."""
 
     def __init__(self, bridge: Bridge, display: Display, wake_fd: int, name: str) -> None:
@@ -223,8 +102,8 @@ class SelectionThread:
             for atom, target_name in zip(atoms, names, strict=True):
                 self.target_types[atom] = (target_name, ctype)
         self.sels = {
-            Selection.CLIPBOARD: _SelState(Selection.CLIPBOARD, intern("CLIPBOARD")),
-            Selection.PRIMARY: _SelState(Selection.PRIMARY, Xatom.PRIMARY),
+            Selection.CLIPBOARD: SelState(Selection.CLIPBOARD, intern("CLIPBOARD")),
+            Selection.PRIMARY: SelState(Selection.PRIMARY, Xatom.PRIMARY),
         }
         self.by_atom = {s.atom: s for s in self.sels.values()}
         self.free_props: deque[int] = deque(
@@ -232,9 +111,9 @@ class SelectionThread:
         )
         self.tainted: dict[int, float] = {}
         self.stamp_pending = False
-        self.serving: list[_Serving] = []
+        self.serving: list[Pending] = []
         self.fetching: set[tuple[Selection, int, ClipboardType]] = set()
-        self.outgoing: dict[tuple[int, int], _Outgoing] = {}
+        self.outgoing: dict[tuple[int, int], Outgoing] = {}
         # The largest property we write at once (python-xlib has no BIG-REQUESTS, so the core
         # limit applies: max_request_length is in 4-byte units).
         self.chunk = min(display.display.info.max_request_length * 4 - 100, INCR_CHUNK_CAP)
@@ -274,7 +153,7 @@ class SelectionThread:
                 self.name,
             )
         for s in self.sels.values():
-            s.owner = _wid(d.get_selection_owner(s.atom))
+            s.owner = wid(d.get_selection_owner(s.atom))
             s.targets_wanted = s.owner != 0
         d.sync()
 
@@ -390,7 +269,7 @@ class SelectionThread:
                 s.applied = generation
                 self._apply_grab(s, grab)
 
-    def _apply_grab(self, s: _SelState, grab: Grab | None) -> None:
+    def _apply_grab(self, s: SelState, grab: Grab | None) -> None:
         from Xlib import X
         from Xlib.protocol import request
 
@@ -421,7 +300,7 @@ class SelectionThread:
             if s.grab is None or s.owned_time is not None:
                 continue
             self.win.set_selection_owner(s.atom, timestamp)
-            if _wid(self.d.get_selection_owner(s.atom)) == self.win.id:
+            if wid(self.d.get_selection_owner(s.atom)) == self.win.id:
                 s.owned_time = timestamp
             else:
                 logger.warning("%s: could not take the X %s selection", self.name, s.selection.name)
@@ -431,7 +310,7 @@ class SelectionThread:
     def _on_property(self, ev: Any) -> None:
         from Xlib import X
 
-        window = _wid(ev.window)
+        window = wid(ev.window)
         if window != self.win.id:
             self._outgoing_step(window, ev.atom, ev.state)
             return
@@ -452,7 +331,7 @@ class SelectionThread:
 
     def _on_clear(self, ev: Any) -> None:
         s = self.by_atom.get(ev.atom)
-        if s is not None and _wid(ev.window) == self.win.id:
+        if s is not None and wid(ev.window) == self.win.id:
             s.owned_time = None  # another program took it; XFixes tells us who
 
     def _on_owner(self, ev: Any) -> None:
@@ -462,7 +341,7 @@ class SelectionThread:
         if s is None:
             return
         set_owner = ev.sub_code == xfixes.XFixesSetSelectionOwnerNotify
-        owner = _wid(ev.owner) if set_owner else 0
+        owner = wid(ev.owner) if set_owner else 0
         logger.debug(
             "X %s: owner now %#x (XFixes subcode %d)", s.selection.name, owner, ev.sub_code
         )
@@ -480,129 +359,6 @@ class SelectionThread:
             self._report(s, ())
             return
         s.targets_wanted = True
-
-    # ------------------------------------------------------------------ serving requestors
-
-    def _on_request(self, ev: Any) -> None:
-        s = self.by_atom.get(ev.selection)
-        # An obsolete requestor may pass None as the property: use the target (ICCCM 2.2).
-        req = _Request(ev.requestor, ev.selection, ev.target, ev.property or ev.target, ev.time)
-        grab = s.grab if s is not None and s.owned_time is not None else None
-        if s is None or grab is None or _wid(ev.owner) != self.win.id:
-            self._notify(req, ok=False)
-            return
-        from Xlib import Xatom
-
-        if ev.target == self.a_targets:
-            atoms = [self.a_targets, self.a_timestamp]
-            for ctype in grab.types:
-                atoms.extend(self.type_atoms.get(ctype, ()))
-            self._reply(req, Xatom.ATOM, 32, atoms)
-            return
-        if ev.target == self.a_timestamp:
-            self._reply(req, Xatom.INTEGER, 32, [s.owned_time or 0])
-            return
-        # MULTIPLE is declined as a whole (ICCCM lets an owner refuse any target); we do not
-        # list it in TARGETS, so requestors rarely try.
-        known = self.target_types.get(ev.target)
-        if known is None or known[1] not in grab.types:
-            self._notify(req, ok=False)
-            return
-        target_name, ctype = known
-        key = (s.selection, grab.generation, ctype)
-        if s.cache is not None and s.cache[:2] == key[1:]:
-            data = s.cache[2]
-            if data is None:
-                self._notify(req, ok=False)
-            else:
-                self._send_data(req, target_name, data)
-            return
-        if len(self.serving) >= MAX_SERVING:
-            logger.warning("%s: too many X clipboard requests waiting; refusing one", self.name)
-            self._notify(req, ok=False)
-            return
-        deadline = time.monotonic() + self.bridge.timeout + SERVE_SLACK
-        self.serving.append(_Serving(req, key, target_name, deadline))
-        if key not in self.fetching:
-            self.fetching.add(key)
-            self.bridge.start_fetch(key, grab.fetch)
-
-    def _fetched(self, key: tuple[Selection, int, ClipboardType], data: bytes | None) -> None:
-        self.fetching.discard(key)
-        s = self.sels[key[0]]
-        if s.grab is not None and s.grab.generation == key[1]:
-            s.cache = (key[1], key[2], data)
-        waiting = [serve for serve in self.serving if serve.key == key]
-        self.serving = [serve for serve in self.serving if serve.key != key]
-        for serve in waiting:
-            if data is None:
-                self._notify(serve.request, ok=False)
-            else:
-                self._send_data(serve.request, serve.target_name, data)
-
-    def _send_data(self, req: _Request, target_name: str, data: bytes) -> None:
-        from Xlib import Xatom
-
-        if target_name == "STRING":  # ICCCM 2.6.2: STRING is ISO Latin-1
-            data = data.decode("utf-8", "replace").encode("latin-1", "replace")
-            ptype = Xatom.STRING
-        elif target_name == "TEXT":  # the owner picks the encoding of TEXT
-            ptype = self.a_utf8
-        else:
-            ptype = req.target
-        self._reply(req, ptype, 8, data)
-
-    def _reply(self, req: _Request, ptype: int, fmt: int, data: bytes | list[int]) -> None:
-        from Xlib import X
-
-        window = req.requestor
-        if isinstance(data, bytes) and len(data) > self.chunk:
-            # ICCCM 2.7.2: announce INCR with a lower bound of the size, then one chunk per
-            # deletion of the property by the requestor.
-            key = (window.id, req.prop)
-            if key not in self.outgoing and len(self.outgoing) >= MAX_OUTGOING_INCR:
-                logger.warning("%s: too many INCR transfers at once; refusing one", self.name)
-                self._notify(req, ok=False)
-                return
-            logger.debug("sending %d bytes by INCR to window %#x", len(data), window.id)
-            window.change_attributes(event_mask=X.PropertyChangeMask)
-            window.change_property(req.prop, self.a_incr, 32, [len(data)])
-            deadline = time.monotonic() + self.bridge.timeout
-            self.outgoing[key] = _Outgoing(window, req.prop, ptype, memoryview(data), deadline)
-        else:
-            window.change_property(req.prop, ptype, fmt, data)
-        self._notify(req, ok=True)
-
-    def _notify(self, req: _Request, *, ok: bool) -> None:
-        from Xlib import X
-        from Xlib.protocol import event
-
-        notify = event.SelectionNotify(
-            time=req.time,
-            requestor=req.requestor,
-            selection=req.selection,
-            target=req.target,
-            property=req.prop if ok else X.NONE,
-        )
-        req.requestor.send_event(notify)
-
-    def _outgoing_step(self, window: int, prop: int, state: int) -> None:
-        from Xlib import X
-
-        out = self.outgoing.get((window, prop))
-        if out is None or state != X.PropertyDelete:
-            return
-        chunk = bytes(out.data[out.offset : out.offset + self.chunk])
-        out.window.change_property(out.prop, out.ptype, 8, chunk)
-        out.offset += len(chunk)
-        out.deadline = time.monotonic() + self.bridge.timeout
-        if not chunk:  # the zero-length write ends the transfer
-            self._end_outgoing(window, prop)
-
-    def _end_outgoing(self, window: int, prop: int) -> None:
-        out = self.outgoing.pop((window, prop))
-        if not any(w == window for w, _ in self.outgoing):
-            out.window.change_attributes(event_mask=0)
 
     # ------------------------------------------------------------------ converting (reading)
 
@@ -622,7 +378,7 @@ class SelectionThread:
 
     def _start_read(
         self,
-        s: _SelState,
+        s: SelState,
         ctype: ClipboardType,
         future: asyncio.Future[bytes | None],
         now: float,
@@ -643,7 +399,7 @@ class SelectionThread:
 
     def _convert(
         self,
-        s: _SelState,
+        s: SelState,
         target: int,
         now: float,
         done: Callable[[bytes | list[int] | None, int], None],
@@ -656,10 +412,10 @@ class SelectionThread:
             done(None, 0)
             return
         self.win.convert_selection(s.atom, target, prop, X.CurrentTime)
-        s.active = _Conversion(target, prop, now + self.bridge.timeout, done)
+        s.active = Conversion(target, prop, now + self.bridge.timeout, done)
 
     def _finish(
-        self, s: _SelState, value: bytes | list[int] | None, ptype: int, taint: bool = False
+        self, s: SelState, value: bytes | list[int] | None, ptype: int, taint: bool = False
     ) -> None:
         conv = s.active
         assert conv is not None
@@ -674,7 +430,7 @@ class SelectionThread:
         from Xlib import X
 
         s = self.by_atom.get(ev.selection)
-        if s is None or _wid(ev.requestor) != self.win.id:
+        if s is None or wid(ev.requestor) != self.win.id:
             return
         conv = s.active
         if conv is None or ev.target != conv.target or ev.property not in (X.NONE, conv.prop):
@@ -710,7 +466,7 @@ class SelectionThread:
             return
         self._finish(s, _value(full), full.property_type)
 
-    def _incr_chunk(self, s: _SelState, conv: _Conversion) -> None:
+    def _incr_chunk(self, s: SelState, conv: Conversion) -> None:
         from Xlib import X
 
         room = self.bridge.max_bytes - len(conv.buf)
@@ -735,7 +491,7 @@ class SelectionThread:
         conv.deadline = time.monotonic() + self.bridge.timeout
 
     def _targets(
-        self, s: _SelState, generation: int, value: bytes | list[int] | None, _ptype: int
+        self, s: SelState, generation: int, value: bytes | list[int] | None, _ptype: int
     ) -> None:
         if generation != s.owner_gen:
             return  # the owner changed meanwhile; its successor's TARGETS is asked next
@@ -751,7 +507,7 @@ class SelectionThread:
         )
         self._report(s, types)
 
-    def _report(self, s: _SelState, types: tuple[ClipboardType, ...]) -> None:
+    def _report(self, s: SelState, types: tuple[ClipboardType, ...]) -> None:
         if types:
             s.reported = True
             self.bridge.to_loop(self.bridge.desktop_grabbed, s.selection, types)
@@ -815,11 +571,6 @@ class SelectionThread:
         deadlines += [out.deadline for out in self.outgoing.values()]
         deadlines += list(self.tainted.values())
         return min(deadlines)
-
-
-def _wid(window: Any) -> int:
-    """A python-xlib window field as an id (python-xlib wraps even None as a Window)."""
-    return int(getattr(window, "id", window) or 0)
 
 
 def _value(prop: Any) -> bytes | list[int]:
