@@ -87,7 +87,6 @@ class SelectionThread(Serving):
         intern = display.intern_atom
         self.a_targets = intern("TARGETS")
         self.a_timestamp = intern("TIMESTAMP")
-        self.a_multiple = intern("MULTIPLE")
         self.a_incr = intern("INCR")
         self.a_utf8 = intern("UTF8_STRING")
         self.a_compound = intern("COMPOUND_TEXT")
@@ -276,8 +275,9 @@ class SelectionThread(Serving):
         s.grab = grab
         s.cache = None
         if grab is not None:
-            if s.owned_time is None:
-                self._ask_timestamp()
+            # Taken again even while we own it: the new owner time tells clipboard managers
+            # (which follow XFixes too) that the content changed.
+            self._ask_timestamp()
             return
         if s.owned_time is not None:
             # Not CurrentTime: the time we took it with, so a newer owner is never dislodged.
@@ -297,11 +297,12 @@ class SelectionThread(Serving):
 
     def _own(self, timestamp: int) -> None:
         for s in self.sels.values():
-            if s.grab is None or s.owned_time is not None:
+            if s.grab is None or s.owned_gen == s.grab.generation:
                 continue
             self.win.set_selection_owner(s.atom, timestamp)
             if wid(self.d.get_selection_owner(s.atom)) == self.win.id:
                 s.owned_time = timestamp
+                s.owned_gen = s.grab.generation
             else:
                 logger.warning("%s: could not take the X %s selection", self.name, s.selection.name)
 

@@ -159,6 +159,7 @@ class SelState:
     applied: int = -1  # generation of the client grab last applied
     grab: Grab | None = None
     owned_time: int | None = None  # our ownership's server timestamp, while we own it
+    owned_gen: int = -1  # the grab generation we took it for
     owner: int = 0  # the owner window as XFixes last reported it
     owner_gen: int = 0
     targets_wanted: bool = False

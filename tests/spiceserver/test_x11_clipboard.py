@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import pytest
 
 from spiceserver.clipboard import ClipboardType, Selection
-from spiceserver.x11_clipboard import X11Clipboard
+from spiceserver.x11_clipboard import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, X11Clipboard
 from tests.conftest import DATA, data_file, run
 from tests.interop.clients import Xvfb, x_env
 
@@ -73,8 +73,10 @@ class Listener:
 
 
 @contextlib.asynccontextmanager
-async def backend(display: str, **kwargs: float) -> AsyncIterator[tuple[X11Clipboard, Listener]]:
-    clipboard = X11Clipboard(display, **kwargs)  # type: ignore[arg-type]
+async def backend(
+    display: str, *, max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = DEFAULT_TIMEOUT
+) -> AsyncIterator[tuple[X11Clipboard, Listener]]:
+    clipboard = X11Clipboard(display, max_bytes=max_bytes, timeout=timeout)
     listener = Listener()
     clipboard.attach(listener)
     try:
@@ -156,17 +158,33 @@ sys.stdin.read()
 """
 
 
+#: A requestor that asks for CLIPBOARD, sees INCR announced, and never reads a chunk.
+STALLED_REQUESTOR = """
+import sys
+from Xlib import X, display
+d = display.Display(sys.argv[1])
+w = d.screen().root.create_window(
+    0, 0, 1, 1, 0, 0, window_class=X.InputOnly, event_mask=X.PropertyChangeMask
+)
+prop = d.intern_atom("DATA")
+w.convert_selection(d.intern_atom("CLIPBOARD"), d.intern_atom("UTF8_STRING"), prop, 0)
+d.flush()
+while d.next_event().type != X.SelectionNotify:
+    pass
+print(d.get_atom_name(w.get_property(prop, X.AnyPropertyType, 0, 1).property_type), flush=True)
+sys.stdin.read()
+"""
+
+
+async def python_xlib(script: str, *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, *args, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+
+
 @contextlib.asynccontextmanager
 async def silent_owner(display: str, selection: str) -> AsyncIterator[None]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        SILENT_OWNER,
-        display,
-        selection,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
+    proc = await python_xlib(SILENT_OWNER, display, selection)
     assert proc.stdout is not None
     try:
         assert await asyncio.wait_for(proc.stdout.readline(), STEP) == b"owned\n"
@@ -222,6 +240,11 @@ def test_client_text_reaches_x_programs(display: str) -> None:
                 0,
                 latin1,
             )
+            status, stamp = await xclip_out(display, "-selection", "clipboard", "-t", "TIMESTAMP")
+            assert status == 0 and stamp
+            # MULTIPLE is declined as a whole.
+            status, _ = await xclip_out(display, "-selection", "clipboard", "-t", "MULTIPLE")
+            assert status != 0
             # Not offered: refused (xclip exits 1), and the client is not asked for it.
             status, _ = await xclip_out(display, "-selection", "clipboard", "-t", "image/png")
             assert status != 0
@@ -295,7 +318,7 @@ def test_five_megabytes_both_ways_by_incr(display: str, caplog: pytest.LogCaptur
 # ------------------------------------------------------------------------------ desktop → client
 
 
-def test_desktop_text_reaches_the_server(display: str) -> None:
+def test_desktop_text_reaches_the_server(display: str, event_loop_name: str) -> None:
     async def scenario() -> None:
         async with backend(display) as (clipboard, listener):
             async with xclip_in(display, "from the desktop ✓".encode(), "-selection", "clipboard"):
@@ -315,7 +338,7 @@ def test_desktop_text_reaches_the_server(display: str) -> None:
                 assert await listener.next() == ("grabbed", CLIPBOARD, (TEXT,))
                 assert await clipboard.read(CLIPBOARD, TEXT) == "café".encode()
 
-    run(scenario(), timeout=120)
+    run(scenario(), timeout=120, loop=event_loop_name)
 
 
 def test_desktop_png_reaches_the_server_byte_exact(display: str) -> None:
@@ -384,6 +407,53 @@ def test_an_owner_that_never_answers_blocks_nothing(display: str) -> None:
                 assert await clipboard.read(CLIPBOARD, TEXT) == b"works again"
 
     run(scenario(), timeout=120)
+
+
+def test_reads_are_bounded_and_close_ends_them(display: str) -> None:
+    async def scenario() -> None:
+        async with backend(display, timeout=5.0) as (clipboard, _listener):
+            async with silent_owner(display, "CLIPBOARD"):
+                reads = [asyncio.create_task(clipboard.read(CLIPBOARD, TEXT)) for _ in range(4)]
+                await asyncio.sleep(0)  # let them queue
+                start = time.monotonic()
+                assert await clipboard.read(CLIPBOARD, TEXT) is None  # the fifth: at once
+                assert time.monotonic() - start < 0.5
+                assert not any(read.done() for read in reads)
+                await clipboard.close()
+                assert await asyncio.gather(*reads) == [None] * 4
+                assert time.monotonic() - start < 2.5
+                assert await clipboard.read(CLIPBOARD, TEXT) is None  # closed
+
+    run(scenario(), timeout=60)
+
+
+def test_a_requestor_that_stops_reading_incr_is_dropped(
+    display: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "spiceserver.clipboard")
+    text = big_text(1024 * 1024)
+
+    async def scenario() -> None:
+        async with backend(display, timeout=1.0) as (clipboard, _listener):
+            fetch, _ = serving({TEXT: text})
+            clipboard.client_grabbed(CLIPBOARD, (TEXT,), fetch)
+            await grabbed(clipboard, display, "clipboard")
+            stalled = await python_xlib(STALLED_REQUESTOR, display)
+            try:
+                assert stalled.stdout is not None
+                line = await asyncio.wait_for(stalled.stdout.readline(), STEP)
+                assert line == b"INCR\n"
+                # Served meanwhile, in full, to a requestor that reads.
+                assert await xclip_out(display, "-selection", "clipboard") == (0, text)
+                deadline = time.monotonic() + STEP
+                while "stopped reading an INCR transfer" not in caplog.text:
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.02)
+            finally:
+                stalled.kill()
+                await stalled.wait()
+
+    run(scenario(), timeout=60)
 
 
 def test_a_fetch_that_times_out_is_refused(display: str, caplog: pytest.LogCaptureFixture) -> None:
