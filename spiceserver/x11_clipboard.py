@@ -17,7 +17,7 @@
 
 Bounds: every exchange with another X client has a deadline (``timeout``), so an owner that
 never answers or a requestor that stops reading INCR only costs that; data over ``max_bytes``
-is refused in both directions (logged, at most once per :data:`CAP_LOG_INTERVAL` per kind);
+is refused in both directions (logged, at most once per :data:`WARN_INTERVAL` per kind);
 at most :data:`MAX_QUEUED_READS` reads wait per selection.  The X side runs on a thread of
 its own (:mod:`spiceserver.x11_selection`); nothing here blocks the event loop.  When the X
 connection is lost, that is logged once and the backend goes inert (reads return None).
@@ -51,8 +51,9 @@ DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 DEFAULT_TIMEOUT = 5.0
 #: read() calls waiting per selection; more return None at once.
 MAX_QUEUED_READS = 4
-#: The "over the cap" log line is repeated at most this often (seconds) per kind of data.
-CAP_LOG_INTERVAL = 10.0
+#: A warning (over the cap, no answer in time, too many waiting) is repeated at most this
+#: often (seconds) per kind: a flood of copies costs a few log lines.
+WARN_INTERVAL = 10.0
 #: How long close() waits for the X thread.
 CLOSE_TIMEOUT = 5.0
 
@@ -94,7 +95,7 @@ class X11Clipboard:
         self._accepting = True
         self._closed = False
         self._reads = dict.fromkeys(SELECTIONS, 0)
-        self._cap_logged: dict[str, float] = {}
+        self._warned: dict[str, float] = {}
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -113,8 +114,11 @@ class X11Clipboard:
         if selection not in self._reads or not self._start():
             return None
         if self._reads[selection] >= MAX_QUEUED_READS:
-            logger.warning(
-                "%d X %s reads already waiting: one refused", MAX_QUEUED_READS, selection.name
+            self.warn(
+                f"reads {selection.name}",
+                "%d X %s reads already waiting: one refused",
+                MAX_QUEUED_READS,
+                selection.name,
             )
             return None
         assert self._loop is not None
@@ -135,7 +139,7 @@ class X11Clipboard:
         self, selection: Selection, types: tuple[ClipboardType, ...], fetch: Fetch
     ) -> None:
         """Own ``selection`` on the desktop for the client, answering with ``fetch``."""
-        self._want(selection, Grab(tuple(types), fetch, 0))
+        self._want(selection, (tuple(types), fetch))
 
     def client_released(self, selection: Selection) -> None:
         """Give the selection up (if we still own it)."""
@@ -187,13 +191,14 @@ class X11Clipboard:
                 if command[0] == "read":
                     self.to_loop(self.deliver_read, command[3], None)
 
-    def _want(self, selection: Selection, grab: Grab | None) -> None:
+    def _want(
+        self, selection: Selection, offer: tuple[tuple[ClipboardType, ...], Fetch] | None
+    ) -> None:
         if selection not in self._reads:
             return  # SECONDARY: not bridged
         with self._lock:
             self._generation += 1
-            if grab is not None:
-                grab = Grab(grab.types, grab.fetch, self._generation)
+            grab = None if offer is None else Grab(*offer, self._generation)
             self._wanted[selection] = (self._generation, grab)
         if self._loop is None:
             with contextlib.suppress(RuntimeError):
@@ -219,7 +224,8 @@ class X11Clipboard:
             async with asyncio.timeout(self.timeout):
                 data = await fetch(ctype)
         except TimeoutError:
-            logger.warning(
+            self.warn(
+                "fetch",
                 "the client did not hand over its %s %s data within %.1f s: X request refused",
                 selection.name,
                 ctype.name,
@@ -262,18 +268,22 @@ class X11Clipboard:
             self._post(("fetched", key, None))
 
     def cap_hit(self, what: str, size: int) -> None:
-        now = time.monotonic()
-        with self._lock:
-            last = self._cap_logged.get(what)
-            if last is not None and now - last < CAP_LOG_INTERVAL:
-                return
-            self._cap_logged[what] = now
-        logger.warning(
+        self.warn(
+            what,
             "clipboard: %s of %d bytes is over the cap of %d bytes: dropped",
             what,
             size,
             self.max_bytes,
         )
+
+    def warn(self, key: str, message: str, *args: object) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last = self._warned.get(key)
+            if last is not None and now - last < WARN_INTERVAL:
+                return
+            self._warned[key] = now
+        logger.warning(message, *args)
 
     def deliver_read(self, future: asyncio.Future[bytes | None], value: bytes | None) -> None:
         if not future.done():

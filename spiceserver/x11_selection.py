@@ -333,7 +333,14 @@ class SelectionThread(Serving):
     def _on_clear(self, ev: Any) -> None:
         s = self.by_atom.get(ev.atom)
         if s is not None and wid(ev.window) == self.win.id:
-            s.owned_time = None  # another program took it; XFixes tells us who
+            self._check_ownership(s)  # another program took it; XFixes tells us who
+
+    def _check_ownership(self, s: SelState) -> None:
+        """Forget our ownership unless the server says we still have it.  Events can be stale:
+        one queued while we took the selection again (for a new grab) reports an older
+        change, so the server is asked (one round trip, only while we think we own it)."""
+        if s.owned_time is not None and wid(self.d.get_selection_owner(s.atom)) != self.win.id:
+            s.owned_time = None
 
     def _on_owner(self, ev: Any) -> None:
         from Xlib.ext import xfixes
@@ -350,6 +357,8 @@ class SelectionThread(Serving):
         s.owner_gen += 1
         s.targets = None
         s.targets_wanted = False
+        if owner != self.win.id:
+            self._check_ownership(s)  # (SelectionClear says so too, but it may come later)
         if owner == self.win.id:
             # Our own SetSelectionOwner: the server already knows the client grabbed.
             s.reported = False
@@ -368,7 +377,9 @@ class SelectionThread(Serving):
         for s in self.sels.values():
             if s.active is not None:
                 continue
-            if s.targets_wanted:
+            if s.targets_wanted and s.owned_time is not None:
+                s.targets_wanted = False  # a stale owner change: we own it (again)
+            elif s.targets_wanted:
                 s.targets_wanted = False
                 self._convert(
                     s, self.a_targets, now, functools.partial(self._targets, s, s.owner_gen)
@@ -409,7 +420,7 @@ class SelectionThread(Serving):
 
         prop = self._take_prop()
         if prop is None:
-            logger.warning("%s: no free property for a conversion; giving up", self.name)
+            self.bridge.warn("property", "%s: no free property for a conversion", self.name)
             done(None, 0)
             return
         self.win.convert_selection(s.atom, target, prop, X.CurrentTime)
@@ -543,7 +554,8 @@ class SelectionThread(Serving):
         for s in self.sels.values():
             conv = s.active
             if conv is not None and now >= conv.deadline:
-                logger.warning(
+                self.bridge.warn(
+                    f"answer {s.selection.name}",
                     "%s: the program that owns the X %s selection did not answer within %.1f s",
                     self.name,
                     s.selection.name,

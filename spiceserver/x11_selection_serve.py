@@ -59,7 +59,7 @@ INCR_CHUNK_CAP = 262_144
 #: SelectionRequests waiting on a client's data at once; more are refused at once.
 MAX_SERVING = 32
 #: INCR transfers to requestors at once; more are refused at once.
-MAX_OUTGOING_INCR = 16
+MAX_OUTGOING_INCR = 8
 #: Slack on top of the fetch timeout the loop enforces, for the X thread's own deadline.
 SERVE_SLACK = 1.0
 
@@ -84,6 +84,9 @@ class Bridge(Protocol):
 
     def cap_hit(self, what: str, size: int) -> None:
         """Log (rate-limited) that ``what`` of ``size`` bytes is over the cap."""
+
+    def warn(self, key: str, message: str, *args: object) -> None:
+        """``logger.warning(message, *args)``, at most once per interval per ``key``."""
 
     def deliver_read(self, future: asyncio.Future[bytes | None], value: bytes | None) -> None:
         """On the loop: resolve a read() (no-op if it was cancelled)."""
@@ -228,7 +231,9 @@ class Serving:
                 self._send_data(req, target_name, data)
             return
         if len(self.serving) >= MAX_SERVING:
-            logger.warning("%s: too many X clipboard requests waiting; refusing one", self.name)
+            self.bridge.warn(
+                "serving", "%s: too many X clipboard requests waiting; refusing one", self.name
+            )
             self._notify(req, ok=False)
             return
         deadline = time.monotonic() + self.bridge.timeout + SERVE_SLACK
@@ -271,7 +276,9 @@ class Serving:
             # deletion of the property by the requestor.
             key = (window.id, req.prop)
             if key not in self.outgoing and len(self.outgoing) >= MAX_OUTGOING_INCR:
-                logger.warning("%s: too many INCR transfers at once; refusing one", self.name)
+                self.bridge.warn(
+                    "incr", "%s: too many INCR transfers at once; refusing one", self.name
+                )
                 self._notify(req, ok=False)
                 return
             logger.debug("sending %d bytes by INCR to window %#x", len(data), window.id)

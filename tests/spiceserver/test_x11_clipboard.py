@@ -23,7 +23,7 @@ import pytest
 from spiceserver.clipboard import ClipboardType, Selection
 from spiceserver.x11_clipboard import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, X11Clipboard
 from tests.conftest import DATA, data_file, run
-from tests.interop.clients import Xvfb, x_env
+from tests.interop.clients import XorgDummy, Xvfb, have_xorg_dummy, x_env
 
 TEXT = ClipboardType.UTF8_TEXT
 PNG = ClipboardType.PNG
@@ -34,12 +34,21 @@ STEP = 20.0
 
 
 @pytest.fixture
-def display() -> Iterator[str]:
+def display(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A private Xvfb; ``parametrize("display", ["xvfb", "xorg"], indirect=True)`` runs a test
+    on a real Xorg (dummy driver) too."""
     for tool in ("Xvfb", "xclip"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} missing (tests/run.sh installs it)", pytrace=False)
-    with Xvfb(320, 240) as name:
+    kind = getattr(request, "param", "xvfb")
+    if kind == "xorg" and not have_xorg_dummy():
+        pytest.skip("Xorg with the dummy driver needs root and xserver-xorg-video-dummy")
+    with (XorgDummy if kind == "xorg" else Xvfb)(320, 240) as name:
         yield name
+
+
+#: Runs a test on Xvfb and on a real Xorg.
+ON_BOTH_SERVERS = pytest.mark.parametrize("display", ["xvfb", "xorg"], indirect=True)
 
 
 def big_text(size: int) -> bytes:
@@ -208,6 +217,7 @@ async def grabbed(clipboard: X11Clipboard, display: str, selection: str) -> None
 # ------------------------------------------------------------------------------ client → desktop
 
 
+@ON_BOTH_SERVERS
 def test_client_text_reaches_x_programs(display: str) -> None:
     text = "héllo ✓ wörld\nline two\n".encode()
     primary = b"primary text"
@@ -292,6 +302,7 @@ def test_client_png_reaches_x_programs_byte_exact(display: str) -> None:
     run(scenario(), timeout=120)
 
 
+@ON_BOTH_SERVERS
 def test_five_megabytes_both_ways_by_incr(display: str, caplog: pytest.LogCaptureFixture) -> None:
     text = big_text(5 * 1024 * 1024)
     desktop_text = text[::-1].decode("utf-8", "ignore").encode()
@@ -341,6 +352,7 @@ def test_desktop_text_reaches_the_server(display: str, event_loop_name: str) -> 
     run(scenario(), timeout=120, loop=event_loop_name)
 
 
+@ON_BOTH_SERVERS
 def test_desktop_png_reaches_the_server_byte_exact(display: str) -> None:
     png = png_bytes()
 
@@ -377,6 +389,33 @@ def test_our_own_ownership_changes_are_not_reported(display: str) -> None:
 
 
 # ------------------------------------------------------------------------------ bounds
+
+
+def test_a_flood_of_client_grabs_ends_in_the_last_one(display: str) -> None:
+    async def scenario() -> None:
+        async with backend(display) as (clipboard, listener):
+            asked: list[int] = []
+
+            def offer(n: int) -> Callable[[ClipboardType], Awaitable[bytes | None]]:
+                async def fetch(ctype: ClipboardType) -> bytes | None:
+                    asked.append(n)
+                    return b"grab %d" % n
+
+                return fetch
+
+            for n in range(10_000):  # as fast as the loop can call: coalesced, not queued
+                clipboard.client_grabbed(CLIPBOARD, (TEXT,), offer(n))
+                if n % 1000 == 0:
+                    clipboard.client_released(CLIPBOARD)
+            await grabbed(clipboard, display, "clipboard")
+            deadline = time.monotonic() + STEP
+            while (await xclip_out(display, "-selection", "clipboard"))[1] != b"grab 9999":
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            assert asked == [9999]  # no earlier grab was ever asked for its data
+            assert listener.events.empty()  # our own grabs are never reported back
+
+    run(scenario(), timeout=60)
 
 
 def test_an_owner_that_never_answers_blocks_nothing(display: str) -> None:
