@@ -185,6 +185,22 @@ sys.stdin.read()
 """
 
 
+#: A desktop program that changes the CLIPBOARD owner 10,000 times as fast as it can, then
+#: exits (answering nothing).
+OWNER_FLOOD = """
+import sys
+from Xlib import X, display
+d = display.Display(sys.argv[1])
+root = d.screen().root
+wins = [root.create_window(0, 0, 1, 1, 0, 0, window_class=X.InputOnly) for _ in range(2)]
+clipboard = d.intern_atom("CLIPBOARD")
+for n in range(10_000):
+    wins[n % 2].set_selection_owner(clipboard, X.CurrentTime)
+d.sync()
+print("done", flush=True)
+"""
+
+
 async def python_xlib(script: str, *args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-c", script, *args, stdin=subprocess.PIPE, stdout=subprocess.PIPE
@@ -298,6 +314,29 @@ def test_client_png_reaches_x_programs_byte_exact(display: str) -> None:
             assert status == 0 and out == png
             status, _ = await xclip_out(display, "-selection", "clipboard", "-t", "UTF8_STRING")
             assert status != 0
+            # Other image types go by their MIME atoms (all of spice-vdagent's names for BMP).
+            bmp, jpeg = b"BM" + bytes(range(256)) * 4, b"\xff\xd8\xff" + bytes(300)
+            fetch, _ = serving({ClipboardType.BMP: bmp, ClipboardType.JPG: jpeg})
+            clipboard.client_grabbed(CLIPBOARD, (ClipboardType.BMP, ClipboardType.JPG), fetch)
+            expected = [b"TARGETS", b"TIMESTAMP", b"image/bmp", b"image/x-bmp", b"image/x-MS-bmp"]
+            expected += [b"image/x-win-bitmap", b"image/jpeg"]
+            deadline = time.monotonic() + STEP
+            while (await xclip_out(display, "-selection", "clipboard", "-t", "TARGETS"))[
+                1
+            ].split() != expected:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            for target, data in (("image/x-MS-bmp", bmp), ("image/jpeg", jpeg)):
+                assert await xclip_out(display, "-selection", "clipboard", "-t", target) == (
+                    0,
+                    data,
+                )
+        async with backend(display) as (clipboard, listener):
+            async with xclip_in(
+                display, b"\xff\xd8\xff", "-selection", "clipboard", "-t", "image/jpeg"
+            ):
+                assert await listener.next() == ("grabbed", CLIPBOARD, (ClipboardType.JPG,))
+                assert await clipboard.read(CLIPBOARD, ClipboardType.JPG) == b"\xff\xd8\xff"
 
     run(scenario(), timeout=120)
 
@@ -389,6 +428,22 @@ def test_our_own_ownership_changes_are_not_reported(display: str) -> None:
 
 
 # ------------------------------------------------------------------------------ bounds
+
+
+def test_a_flood_of_desktop_owner_changes_is_coalesced(display: str) -> None:
+    async def scenario() -> None:
+        async with backend(display, timeout=1.0) as (clipboard, listener):
+            flood = await python_xlib(OWNER_FLOOD, display)
+            assert flood.stdout is not None
+            assert await asyncio.wait_for(flood.stdout.readline(), STEP) == b"done\n"
+            await asyncio.wait_for(flood.wait(), STEP)
+            # Nothing was offered (the flooder answers no TARGETS), and then its owner left.
+            async with xclip_in(display, b"after the flood", "-selection", "clipboard"):
+                while (event := await listener.next()) != ("grabbed", CLIPBOARD, (TEXT,)):
+                    assert event == ("released", CLIPBOARD), event
+                assert await clipboard.read(CLIPBOARD, TEXT) == b"after the flood"
+
+    run(scenario(), timeout=60)
 
 
 def test_a_flood_of_client_grabs_ends_in_the_last_one(display: str) -> None:
