@@ -108,7 +108,8 @@ class SelectionThread(Serving):
         self.free_props: deque[int] = deque(
             intern(f"SPICE_SELECTION_{i}") for i in range(PROPERTY_POOL)
         )
-        self.tainted: dict[int, float] = {}
+        #: Quarantined properties: atom → (until, written since we last deleted it).
+        self.tainted: dict[int, tuple[float, bool]] = {}
         self.stamp_pending = False
         self.serving: list[Pending] = []
         self.fetching: set[tuple[Selection, int, ClipboardType]] = set()
@@ -322,7 +323,7 @@ class SelectionThread(Serving):
             self._own(ev.time)
             return
         if ev.atom in self.tainted:  # a late owner still writing: keep it in quarantine
-            self.tainted[ev.atom] = time.monotonic() + 2 * self.bridge.timeout
+            self.tainted[ev.atom] = (time.monotonic() + 2 * self.bridge.timeout, True)
             return
         for s in self.sels.values():
             conv = s.active
@@ -433,7 +434,7 @@ class SelectionThread(Serving):
         assert conv is not None
         s.active = None
         if taint:
-            self.tainted[conv.prop] = time.monotonic() + 2 * self.bridge.timeout
+            self.tainted[conv.prop] = (time.monotonic() + 2 * self.bridge.timeout, True)
         else:
             self.free_props.append(conv.prop)
         conv.done(value, ptype)
@@ -567,14 +568,24 @@ class SelectionThread(Serving):
             self.serving = [serve for serve in self.serving if now < serve.deadline]
             for serve in late:
                 self._notify(serve.request, ok=False)
+            # A fetch whose answer never came (the loop was stuck, say) may be asked again.
+            self.fetching = {serve.key for serve in self.serving} & self.fetching
         for key, out in list(self.outgoing.items()):
             if now >= out.deadline:
                 logger.info("%s: a program stopped reading an INCR transfer; dropped", self.name)
                 self._end_outgoing(*key)
-        for prop, until in list(self.tainted.items()):
-            if now >= until:
-                del self.tainted[prop]
+        # A quarantined property is freed only once it stayed empty for a whole period after
+        # we deleted it: an owner we stopped listening to (late answer, INCR over the cap)
+        # writes again after each deletion until it gives up, and must never write into a
+        # later conversion.
+        for prop, (until, written) in list(self.tainted.items()):
+            if now < until:
+                continue
+            if written:
                 self.win.delete_property(prop)
+                self.tainted[prop] = (now + 2 * self.bridge.timeout, False)
+            else:
+                del self.tainted[prop]
                 self.free_props.append(prop)
 
     def _next_deadline(self, now: float) -> float:
@@ -582,7 +593,7 @@ class SelectionThread(Serving):
         deadlines += [s.active.deadline for s in self.sels.values() if s.active is not None]
         deadlines += [serve.deadline for serve in self.serving]
         deadlines += [out.deadline for out in self.outgoing.values()]
-        deadlines += list(self.tainted.values())
+        deadlines += [until for until, _ in self.tainted.values()]
         return min(deadlines)
 
 

@@ -605,7 +605,9 @@ def test_the_size_cap_holds_both_ways(display: str, caplog: pytest.LogCaptureFix
             # Nothing got stuck: a small copy still comes through.
             async with xclip_in(display, b"small", "-selection", "clipboard"):
                 assert await listener.next() == ("grabbed", CLIPBOARD, (TEXT,))
-                assert await clipboard.read(CLIPBOARD, TEXT) == b"small"
+                # More reads than the property pool holds: the quarantined one is not needed.
+                for _ in range(12):
+                    assert await clipboard.read(CLIPBOARD, TEXT) == b"small"
 
     run(scenario(), timeout=120)
 
