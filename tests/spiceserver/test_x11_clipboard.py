@@ -392,6 +392,22 @@ def test_desktop_text_reaches_the_server(display: str, event_loop_name: str) -> 
 
 
 @ON_BOTH_SERVERS
+def test_an_owner_from_before_the_start_is_offered(display: str) -> None:
+    async def scenario() -> None:
+        async with xclip_in(display, b"already there", "-selection", "clipboard"):
+            # xclip owns it once it answers; the backend starts only then.
+            deadline = time.monotonic() + STEP
+            while (await xclip_out(display, "-selection", "clipboard"))[1] != b"already there":
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            async with backend(display) as (clipboard, listener):
+                assert await listener.next() == ("grabbed", CLIPBOARD, (TEXT,))
+                assert await clipboard.read(CLIPBOARD, TEXT) == b"already there"
+
+    run(scenario(), timeout=60)
+
+
+@ON_BOTH_SERVERS
 def test_desktop_png_reaches_the_server_byte_exact(display: str) -> None:
     png = png_bytes()
 
