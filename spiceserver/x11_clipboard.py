@@ -38,7 +38,7 @@ from typing import Any
 from spiceserver.clipboard import ClipboardListener, ClipboardType, Fetch, Selection
 from spiceserver.errors import ConfigError
 from spiceserver.sources.desktop import open_display
-from spiceserver.x11_selection import SELECTIONS, Grab, SelectionThread
+from spiceserver.x11_selection import SELECTIONS, TRANSFER_TIMEOUTS, Grab, SelectionThread
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_TIMEOUT", "X11Clipboard"]
 
@@ -127,8 +127,10 @@ class X11Clipboard:
         try:
             if not self._post(("read", selection, type, future)):
                 return None
-            # The X thread enforces the real deadlines; this only guards against its death.
-            async with asyncio.timeout(self.timeout * (MAX_QUEUED_READS + 2)):
+            # The X thread enforces the real deadlines (each conversion, a new owner's TARGETS
+            # included, ends within TRANSFER_TIMEOUTS timeouts); this only guards against
+            # that thread's death.
+            async with asyncio.timeout(self.timeout * TRANSFER_TIMEOUTS * (MAX_QUEUED_READS + 2)):
                 return await future
         except TimeoutError:
             return None
@@ -173,16 +175,14 @@ class X11Clipboard:
         if self._closed:
             return False
         self._loop = asyncio.get_running_loop()
-        engine = SelectionThread(self, self._display, self._wake_r, self.display_name)
-        self._thread = threading.Thread(
-            target=self._run, args=(engine,), name="spice-x11-clipboard", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="spice-x11-clipboard", daemon=True)
         self._thread.start()
         return True
 
-    def _run(self, engine: SelectionThread) -> None:
+    def _run(self) -> None:
         try:
-            engine.run()
+            # Its set-up makes X round trips: here on the thread, never on the loop.
+            SelectionThread(self, self._display, self._wake_r, self.display_name).run()
         finally:
             with self._lock:
                 self._accepting = False

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     from Xlib.display import Display
 
-__all__ = ["SELECTIONS", "Bridge", "Grab", "SelectionThread"]
+__all__ = ["SELECTIONS", "TRANSFER_TIMEOUTS", "Bridge", "Grab", "SelectionThread"]
 
 logger = logging.getLogger("spiceserver.clipboard")
 
@@ -54,6 +54,8 @@ SELECTIONS = (Selection.CLIPBOARD, Selection.PRIMARY)
 #: a time, but a property an owner may still write into (it answered after our timeout, or we
 #: stopped an INCR transfer over the cap) is left alone for a while before reuse.
 PROPERTY_POOL = 8
+#: A conversion ends within this many timeouts in all, however steadily an INCR owner trickles.
+TRANSFER_TIMEOUTS = 4
 #: The select() timeout when nothing is due: the thread wakes at least this often.
 IDLE_WAKE = 1.0
 
@@ -62,13 +64,28 @@ class SelectionThread(Serving):
     """The X side; construct, then :meth:`run` on the thread, which returns when stopped."""
 
     def __init__(self, bridge: Bridge, display: Display, wake_fd: int, name: str) -> None:
-        from Xlib import X, Xatom
-
         self.bridge = bridge
         self.d = display
         self.wake_fd = wake_fd
         self.name = name
         self.stopping = False
+        self.xfixes = False
+        self.handlers: dict[int, Callable[[Any], None]] = {}
+        self.sels: dict[Selection, SelState] = {}
+        self.serving: list[Pending] = []
+        self.fetching: set[tuple[Selection, int, ClipboardType]] = set()
+        self.outgoing: dict[tuple[int, int], Outgoing] = {}
+        #: Quarantined properties: atom → (until, written since we last deleted it).
+        self.tainted: dict[int, tuple[float, bool]] = {}
+        self.stamp_pending = False
+
+    # ------------------------------------------------------------------ setup and main loop
+
+    def _create(self) -> None:
+        """Our window, the atoms and the selection states (X round trips: on the thread)."""
+        from Xlib import X, Xatom
+
+        display = self.d
         display.set_error_handler(self._x_error)
         self.root = display.screen().root
         # Unmapped and InputOnly: never drawn, never focused; PropertyChangeMask for the
@@ -108,24 +125,15 @@ class SelectionThread(Serving):
         self.free_props: deque[int] = deque(
             intern(f"SPICE_SELECTION_{i}") for i in range(PROPERTY_POOL)
         )
-        #: Quarantined properties: atom → (until, written since we last deleted it).
-        self.tainted: dict[int, tuple[float, bool]] = {}
-        self.stamp_pending = False
-        self.serving: list[Pending] = []
-        self.fetching: set[tuple[Selection, int, ClipboardType]] = set()
-        self.outgoing: dict[tuple[int, int], Outgoing] = {}
         # The largest property we write at once (python-xlib has no BIG-REQUESTS, so the core
         # limit applies: max_request_length is in 4-byte units).
         self.chunk = min(display.display.info.max_request_length * 4 - 100, INCR_CHUNK_CAP)
-        self.handlers: dict[int, Callable[[Any], None]] = {}
-        self.xfixes = False
-
-    # ------------------------------------------------------------------ setup and main loop
 
     def setup(self) -> None:
         from Xlib import X
         from Xlib.ext import xfixes
 
+        self._create()
         d = self.d
         self.handlers = {
             X.SelectionRequest: self._on_request,
@@ -425,7 +433,8 @@ class SelectionThread(Serving):
             done(None, 0)
             return
         self.win.convert_selection(s.atom, target, prop, X.CurrentTime)
-        s.active = Conversion(target, prop, now + self.bridge.timeout, done)
+        timeout = self.bridge.timeout
+        s.active = Conversion(target, prop, now + timeout, now + timeout * TRANSFER_TIMEOUTS, done)
 
     def _finish(
         self, s: SelState, value: bytes | list[int] | None, ptype: int, taint: bool = False
@@ -464,7 +473,7 @@ class SelectionThread(Serving):
                 return
             logger.debug("X %s: receiving %d+ bytes by INCR", s.selection.name, size)
             conv.incr = True
-            conv.deadline = time.monotonic() + self.bridge.timeout
+            conv.deadline = min(time.monotonic() + self.bridge.timeout, conv.end)
             self.win.delete_property(conv.prop)  # starts the transfer (ICCCM 2.7.2)
             return
         size = len(head.value) * (head.format // 8) + head.bytes_after
@@ -501,7 +510,7 @@ class SelectionThread(Serving):
             return
         conv.ptype = part.property_type
         conv.buf += value
-        conv.deadline = time.monotonic() + self.bridge.timeout
+        conv.deadline = min(time.monotonic() + self.bridge.timeout, conv.end)
 
     def _targets(
         self, s: SelState, generation: int, value: bytes | list[int] | None, _ptype: int

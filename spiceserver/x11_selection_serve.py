@@ -113,7 +113,8 @@ class Conversion:
 
     target: int
     prop: int
-    deadline: float
+    deadline: float  # of the next step (the answer, the next INCR chunk)
+    end: float  # of the whole conversion
     done: Callable[[bytes | list[int] | None, int], None]
     incr: bool = False
     ptype: int = 0

@@ -201,6 +201,40 @@ print("done", flush=True)
 """
 
 
+#: A selection owner that answers UTF8_STRING by INCR, one byte every 0.2 s, forever.
+TRICKLING_OWNER = """
+import sys, time
+from Xlib import X, Xatom, display
+from Xlib.protocol import event
+d = display.Display(sys.argv[1])
+w = d.screen().root.create_window(0, 0, 1, 1, 0, 0, window_class=X.InputOnly)
+clipboard, utf8 = d.intern_atom("CLIPBOARD"), d.intern_atom("UTF8_STRING")
+targets, incr = d.intern_atom("TARGETS"), d.intern_atom("INCR")
+w.set_selection_owner(clipboard, X.CurrentTime)
+d.sync()
+print("owned", flush=True)
+transfer = None
+while True:
+    ev = d.next_event()
+    if ev.type == X.SelectionRequest:
+        if ev.target == targets:
+            ev.requestor.change_property(ev.property, Xatom.ATOM, 32, [targets, utf8])
+        else:
+            ev.requestor.change_attributes(event_mask=X.PropertyChangeMask)
+            ev.requestor.change_property(ev.property, incr, 32, [1000])
+            transfer = (ev.requestor.id, ev.property)
+        ev.requestor.send_event(event.SelectionNotify(
+            time=ev.time, requestor=ev.requestor, selection=ev.selection, target=ev.target,
+            property=ev.property))
+        d.flush()
+    elif ev.type == X.PropertyNotify and ev.state == X.PropertyDelete:
+        if (ev.window.id, ev.atom) == transfer:
+            time.sleep(0.2)
+            ev.window.change_property(ev.atom, utf8, 8, b"x")
+            d.flush()
+"""
+
+
 async def python_xlib(script: str, *args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-c", script, *args, stdin=subprocess.PIPE, stdout=subprocess.PIPE
@@ -517,6 +551,25 @@ def test_an_owner_that_never_answers_blocks_nothing(display: str) -> None:
                 assert await clipboard.read(CLIPBOARD, TEXT) == b"works again"
 
     run(scenario(), timeout=120)
+
+
+def test_a_trickling_incr_owner_is_cut_off(display: str) -> None:
+    async def scenario() -> None:
+        async with backend(display, timeout=0.5) as (clipboard, listener):
+            owner = await python_xlib(TRICKLING_OWNER, display)
+            try:
+                assert owner.stdout is not None
+                assert await asyncio.wait_for(owner.stdout.readline(), STEP) == b"owned\n"
+                assert await listener.next() == ("grabbed", CLIPBOARD, (TEXT,))
+                start = time.monotonic()
+                # Each chunk comes within the timeout, but the whole read gets 4 timeouts.
+                assert await clipboard.read(CLIPBOARD, TEXT) is None
+                assert 1.9 < time.monotonic() - start < 3.5
+            finally:
+                owner.kill()
+                await owner.wait()
+
+    run(scenario(), timeout=60)
 
 
 def test_reads_are_bounded_and_close_ends_them(display: str) -> None:
