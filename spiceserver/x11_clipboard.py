@@ -86,46 +86,35 @@ class X11Clipboard:
         self.timeout = timeout
         # Opened now so a bad display fails at start-up; the thread takes it over.
         self._display: Any = open_display(display_name)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._listener: ClipboardListener | None = None
-        self._lock = threading.Lock()
-        self._commands: deque[tuple[Any, ...]] = deque()
-        self._wanted: dict[Selection, tuple[int, Grab | None]] = {}
-        self._generation = 0
-        self._accepting = True
-        self._closed = False
+        self._bridge = _LoopBridge(max_bytes, timeout)
         self._reads = dict.fromkeys(SELECTIONS, 0)
-        self._warned: dict[str, float] = {}
         self._thread: threading.Thread | None = None
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
 
     # ------------------------------------------------------------------ ClipboardBackend
 
     def attach(self, listener: ClipboardListener) -> None:
         """Start following the desktop's selections; events go to ``listener``."""
-        self._listener = listener
+        self._bridge.listener = listener
         self._start()
 
     async def read(self, selection: Selection, type: ClipboardType) -> bytes | None:
         """The desktop owner's data (text always UTF-8), or None: not offered, no owner, no
         answer within ``timeout``, over ``max_bytes``, or the X connection is gone."""
+        bridge = self._bridge
         if selection not in self._reads or not self._start():
             return None
         if self._reads[selection] >= MAX_QUEUED_READS:
-            self.warn(
+            bridge.warn(
                 f"reads {selection.name}",
                 "%d X %s reads already waiting: one refused",
                 MAX_QUEUED_READS,
                 selection.name,
             )
             return None
-        assert self._loop is not None
-        future: asyncio.Future[bytes | None] = self._loop.create_future()
+        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
         self._reads[selection] += 1
         try:
-            if not self._post(("read", selection, type, future)):
+            if not bridge.post(("read", selection, type, future)):
                 return None
             # The X thread enforces the real deadlines (each conversion, a new owner's TARGETS
             # included, ends within TRANSFER_TIMEOUTS timeouts); this only guards against
@@ -149,69 +138,107 @@ class X11Clipboard:
 
     async def close(self) -> None:
         """Give up owned selections and stop the X thread.  Idempotent."""
-        if self._closed:
+        bridge = self._bridge
+        if bridge.closed:
             return
-        self._closed = True
+        bridge.closed = True
         thread, self._thread = self._thread, None
-        if thread is not None:
-            self._post(("stop",), force=True)
+        if thread is None:
+            with contextlib.suppress(Exception):
+                self._display.close()
+        else:
+            bridge.post(("stop",), force=True)
             await asyncio.to_thread(thread.join, CLOSE_TIMEOUT)
             if thread.is_alive():
                 logger.warning("the X clipboard thread did not stop within %.0f s", CLOSE_TIMEOUT)
                 return  # it still uses the pipe
-        else:
-            with contextlib.suppress(Exception):
-                self._display.close()
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        bridge.close_pipe()
 
-    # ------------------------------------------------------------------ loop side
+    # ------------------------------------------------------------------ internals
 
     def _start(self) -> bool:
         """Start the X thread on first use (from the loop).  False once closed or inert."""
+        bridge = self._bridge
         if self._thread is not None:
-            return self._accepting
-        if self._closed:
+            return bridge.accepting
+        if bridge.closed:
             return False
-        self._loop = asyncio.get_running_loop()
+        bridge.loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._run, name="spice-x11-clipboard", daemon=True)
         self._thread.start()
         return True
 
     def _run(self) -> None:
+        bridge = self._bridge
         try:
             # Its set-up makes X round trips: here on the thread, never on the loop.
-            SelectionThread(self, self._display, self._wake_r, self.display_name).run()
+            SelectionThread(bridge, self._display, bridge.wake_r, self.display_name).run()
         finally:
-            with self._lock:
-                self._accepting = False
-            # Reads posted while it stopped: answered here, none can come after.
-            for command in self.take_commands():
-                if command[0] == "read":
-                    self.to_loop(self.deliver_read, command[3], None)
+            bridge.stopped()
 
     def _want(
         self, selection: Selection, offer: tuple[tuple[ClipboardType, ...], Fetch] | None
     ) -> None:
         if selection not in self._reads:
             return  # SECONDARY: not bridged
+        self._bridge.want(selection, offer)
+        if self._thread is None:
+            with contextlib.suppress(RuntimeError):  # no running loop: applied at attach()
+                self._start()
+
+
+class _LoopBridge:
+    """The loop side as the X thread sees it (:class:`~spiceserver.x11_selection.Bridge`):
+    a command queue and the wanted grabs under one lock, a wake-up pipe, and calls handed to
+    the loop."""
+
+    def __init__(self, max_bytes: int, timeout: float) -> None:
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.listener: ClipboardListener | None = None
+        self.accepting = True
+        self.closed = False
+        self._lock = threading.Lock()
+        self._commands: deque[tuple[Any, ...]] = deque()
+        self._wanted: dict[Selection, tuple[int, Grab | None]] = {}
+        self._generation = 0
+        self._warned: dict[str, float] = {}
+        self.wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    # -- loop side -------------------------------------------------------------
+
+    def want(
+        self, selection: Selection, offer: tuple[tuple[ClipboardType, ...], Fetch] | None
+    ) -> None:
         with self._lock:
             self._generation += 1
             grab = None if offer is None else Grab(*offer, self._generation)
             self._wanted[selection] = (self._generation, grab)
-        if self._loop is None:
-            with contextlib.suppress(RuntimeError):
-                self._start()
         self._wake()
 
-    def _post(self, command: tuple[Any, ...], force: bool = False) -> bool:
+    def post(self, command: tuple[Any, ...], force: bool = False) -> bool:
         with self._lock:
-            if not self._accepting and not force:
+            if not self.accepting and not force:
                 return False
             self._commands.append(command)
         self._wake()
         return True
+
+    def stopped(self) -> None:
+        """The X thread ended: reads posted meanwhile are answered, none can come after."""
+        with self._lock:
+            self.accepting = False
+        for command in self.take_commands():
+            if command[0] == "read":
+                self.to_loop(self.deliver_read, command[3], None)
+
+    def close_pipe(self) -> None:
+        for fd in (self.wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError, OSError):
@@ -236,9 +263,9 @@ class X11Clipboard:
         if data is not None and len(data) > self.max_bytes:
             self.cap_hit(f"client {ctype.name} data", len(data))
             data = None
-        self._post(("fetched", key, data))
+        self.post(("fetched", key, data))
 
-    # ------------------------------------------------------------------ Bridge (X thread side)
+    # -- the Bridge protocol (called on the X thread, unless said otherwise) ---
 
     def take_commands(self) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -251,21 +278,22 @@ class X11Clipboard:
             return dict(self._wanted)
 
     def to_loop(self, fn: Callable[..., object], *args: object) -> None:
-        loop = self._loop
+        loop = self.loop
         if loop is None:
             return
         with contextlib.suppress(RuntimeError):  # the loop closed
             loop.call_soon_threadsafe(fn, *args)
 
     def start_fetch(self, key: tuple[Selection, int, ClipboardType], fetch: Fetch) -> None:
-        loop = self._loop
+        loop = self.loop
         coro = self._fetch(key, fetch)
         try:
-            assert loop is not None
+            if loop is None:
+                raise RuntimeError("no loop")
             asyncio.run_coroutine_threadsafe(coro, loop)
-        except (RuntimeError, AssertionError):
+        except RuntimeError:  # the loop closed
             coro.close()
-            self._post(("fetched", key, None))
+            self.post(("fetched", key, None))
 
     def cap_hit(self, what: str, size: int) -> None:
         self.warn(
@@ -277,6 +305,7 @@ class X11Clipboard:
         )
 
     def warn(self, key: str, message: str, *args: object) -> None:
+        """Any thread."""
         now = time.monotonic()
         with self._lock:
             last = self._warned.get(key)
@@ -286,19 +315,22 @@ class X11Clipboard:
         logger.warning(message, *args)
 
     def deliver_read(self, future: asyncio.Future[bytes | None], value: bytes | None) -> None:
+        """On the loop."""
         if not future.done():
             future.set_result(value)
 
     def desktop_grabbed(self, selection: Selection, types: tuple[ClipboardType, ...]) -> None:
-        if self._listener is not None and not self._closed:
+        """On the loop."""
+        if self.listener is not None and not self.closed:
             try:
-                self._listener.desktop_grabbed(selection, types)
+                self.listener.desktop_grabbed(selection, types)
             except Exception:
                 logger.exception("the clipboard listener failed")
 
     def desktop_released(self, selection: Selection) -> None:
-        if self._listener is not None and not self._closed:
+        """On the loop."""
+        if self.listener is not None and not self.closed:
             try:
-                self._listener.desktop_released(selection)
+                self.listener.desktop_released(selection)
             except Exception:
                 logger.exception("the clipboard listener failed")
