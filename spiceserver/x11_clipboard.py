@@ -15,11 +15,12 @@
   the owner goes).  :meth:`X11Clipboard.read` converts the selection into a property of our
   window, INCR included.
 
-Bounds: every exchange with another X client has a deadline (``timeout``), so an owner that
-never answers or a requestor that stops reading INCR only costs that; data over ``max_bytes``
-is refused in both directions (logged, at most once per :data:`WARN_INTERVAL` per kind);
-at most :data:`MAX_QUEUED_READS` reads wait per selection.  The X side runs on a thread of
-its own (:mod:`spiceserver.x11_selection`); nothing here blocks the event loop.  When the X
+Bounds: every exchange with another X client has a deadline (``timeout`` for each step, four
+times that for a whole transfer or a client's fetch), so an owner that never answers or a
+requestor that stops reading INCR only costs that; data over ``max_bytes`` is refused in both
+directions (logged, at most once per :data:`WARN_INTERVAL` per kind); at most
+:data:`MAX_QUEUED_READS` reads wait per selection.  The X side runs on a thread of its own
+(:mod:`spiceserver.x11_selection`); nothing here blocks the event loop.  When the X
 connection is lost, that is logged once and the backend goes inert (reads return None).
 """
 
@@ -46,8 +47,9 @@ logger = logging.getLogger("spiceserver.clipboard")
 
 #: Clipboard data larger than this is refused both ways (a screenshot PNG fits).
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
-#: Seconds an X owner may take to answer (per INCR chunk too), a requestor to read the next
-#: INCR chunk, and a client to hand over its data.
+#: Seconds an X owner may take to answer (per INCR chunk too) and a requestor to read the
+#: next INCR chunk; a whole conversion, and a client's fetch, get TRANSFER_TIMEOUTS (4) times
+#: that.
 DEFAULT_TIMEOUT = 5.0
 #: read() calls waiting per selection; more return None at once.
 MAX_QUEUED_READS = 4
@@ -64,7 +66,8 @@ class X11Clipboard:
     Args:
         display_name: The X display, as given to ``--source desktop:DISPLAY``.
         max_bytes: Largest clipboard data taken from or given to the desktop.
-        timeout: Seconds allowed to each X peer and to each client fetch (see module doc).
+        timeout: Seconds allowed to each step of an X peer; a whole transfer, and a client's
+            fetch, get four times that.
 
     Raises:
         ConfigError: Bad limits, or the display cannot be opened.
@@ -247,8 +250,9 @@ class _LoopBridge:
     async def _fetch(self, key: tuple[Selection, int, ClipboardType], fetch: Fetch) -> None:
         selection, _generation, ctype = key
         data: bytes | None = None
+        limit = self.timeout * TRANSFER_TIMEOUTS
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(limit):
                 data = await fetch(ctype)
         except TimeoutError:
             self.warn(
@@ -256,7 +260,7 @@ class _LoopBridge:
                 "the client did not hand over its %s %s data within %.1f s: X request refused",
                 selection.name,
                 ctype.name,
-                self.timeout,
+                limit,
             )
         except Exception:
             logger.exception("fetching the client's %s data failed", ctype.name)

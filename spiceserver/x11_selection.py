@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from spiceserver.clipboard import ClipboardType, Selection
 from spiceserver.x11_selection_serve import (
     INCR_CHUNK_CAP,
+    TRANSFER_TIMEOUTS,
     TYPE_TARGETS,
     Bridge,
     Conversion,
@@ -54,8 +55,6 @@ SELECTIONS = (Selection.CLIPBOARD, Selection.PRIMARY)
 #: a time, but a property an owner may still write into (it answered after our timeout, or we
 #: stopped an INCR transfer over the cap) is left alone for a while before reuse.
 PROPERTY_POOL = 8
-#: A conversion ends within this many timeouts in all, however steadily an INCR owner trickles.
-TRANSFER_TIMEOUTS = 4
 #: The select() timeout when nothing is due: the thread wakes at least this often.
 IDLE_WAKE = 1.0
 

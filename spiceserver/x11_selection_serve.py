@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import asyncio
 
 __all__ = [
+    "TRANSFER_TIMEOUTS",
     "TYPE_TARGETS",
     "Bridge",
     "Conversion",
@@ -60,6 +61,9 @@ INCR_CHUNK_CAP = 262_144
 MAX_SERVING = 32
 #: INCR transfers to requestors at once; more are refused at once.
 MAX_OUTGOING_INCR = 8
+#: A whole transfer gets this many timeouts: a conversion, however steadily an INCR owner
+#: trickles, and a client's fetch, which crosses the network (5 MB at 2 Mbit/s is 20 s).
+TRANSFER_TIMEOUTS = 4
 #: Slack on top of the fetch timeout the loop enforces, for the X thread's own deadline.
 SERVE_SLACK = 1.0
 
@@ -237,7 +241,7 @@ class Serving:
             )
             self._notify(req, ok=False)
             return
-        deadline = time.monotonic() + self.bridge.timeout + SERVE_SLACK
+        deadline = time.monotonic() + self.bridge.timeout * TRANSFER_TIMEOUTS + SERVE_SLACK
         self.serving.append(Pending(req, key, target_name, deadline))
         if key not in self.fetching:
             self.fetching.add(key)

@@ -623,7 +623,7 @@ def test_a_fetch_that_times_out_is_refused(display: str, caplog: pytest.LogCaptu
     caplog.set_level(logging.WARNING, "spiceserver.clipboard")
 
     async def scenario() -> None:
-        async with backend(display, timeout=1.0) as (clipboard, _listener):
+        async with backend(display, timeout=0.25) as (clipboard, _listener):  # fetches get 1 s
             never = asyncio.Event()
 
             async def fetch(ctype: ClipboardType) -> bytes | None:
