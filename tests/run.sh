@@ -20,7 +20,7 @@ DEBIAN_PACKAGES=(python3 python3-gi gir1.2-spiceclientglib-2.0 virt-viewer xvfb 
                  xserver-xorg-core xserver-xorg-video-dummy chromium spice-html5 nodejs
                  spice-client-gtk python3-venv pulseaudio pulseaudio-utils sox
                  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-pulseaudio
-                 gcc linux-libc-dev)
+                 gcc linux-libc-dev xclip)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" \

@@ -200,8 +200,11 @@ class SpiceServer:
         self._microphone = (
             None if microphone is None else MicrophoneHub(microphone, opus=config.audio_opus)
         )
-        if clipboard is None:
-            clipboard = source.clipboard_backend()  # a scenario's clipboard steps
+        if clipboard is None and config.agent:
+            # The X selections of a desktop, a scenario's clipboard steps.
+            clipboard = source.clipboard_backend(
+                config.clipboard_max_bytes, config.clipboard_timeout
+            )
         self._log_limiter = install_limiter(config.log_rate, config.log_burst)
         executor = ThreadPoolExecutor(
             max_workers=config.encoder_threads, thread_name_prefix="spice-encode"

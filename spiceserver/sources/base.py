@@ -162,10 +162,13 @@ class FramebufferSource:
         """Announce a new monitor layout to the listeners (call after ``replace_frame``)."""
         self._notify("on_heads", heads)
 
-    def clipboard_backend(self) -> ClipboardBackend | None:
-        """The clipboard that goes with these frames (a scenario's clipboard steps); None:
-        none.  The server shares it with the clients unless given another
-        (``SpiceServer(clipboard=...)``)."""
+    def clipboard_backend(
+        self, max_bytes: int = 32 * 1024 * 1024, timeout: float = 5.0
+    ) -> ClipboardBackend | None:
+        """The clipboard that goes with these frames (the X selections of a desktop, a
+        scenario's clipboard steps); None: none.  The server asks once, with its own size cap
+        and timeout, when its agent is on, and shares it with the clients unless given
+        another (``SpiceServer(clipboard=...)``)."""
         return None
 
     def audio_source(self) -> AudioSource | None:

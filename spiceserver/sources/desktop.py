@@ -84,6 +84,8 @@ from spiceserver.x11_randr import RandrWorker, describe, fix_xlib_errors, read_h
 if TYPE_CHECKING:
     from Xlib.display import Display
 
+    from spiceserver.clipboard import ClipboardBackend
+
 __all__ = ["DesktopSource", "changed_rects", "cursor_from_argb", "open_display", "tile_boxes"]
 
 logger = logging.getLogger("spiceserver.desktop")
@@ -215,6 +217,15 @@ class DesktopSource(FramebufferSource):
         self._randr = RandrWorker(name, open_display)
 
     # ------------------------------------------------------------------ monitors
+
+    def clipboard_backend(
+        self, max_bytes: int = 32 * 1024 * 1024, timeout: float = 5.0
+    ) -> ClipboardBackend | None:
+        """The X selections (CLIPBOARD and PRIMARY) of this display, on a connection and a
+        thread of their own (:mod:`spiceserver.x11_clipboard`)."""
+        from spiceserver.x11_clipboard import X11Clipboard
+
+        return X11Clipboard(self.display_name, max_bytes=max_bytes, timeout=timeout)
 
     def heads(self) -> tuple[Head, ...]:
         """The X screen's RandR monitors (one head for the whole screen without them)."""

@@ -234,7 +234,9 @@ class ScenarioSource(FramebufferSource):
         """The tone steps' sound (None without tone steps): the server plays it."""
         return self._sound
 
-    def clipboard_backend(self) -> MemoryClipboard | None:
+    def clipboard_backend(
+        self, max_bytes: int = 32 * 1024 * 1024, timeout: float = 5.0
+    ) -> MemoryClipboard | None:
         """The clipboard steps' clipboard (None without them): the server shares it with
         the clients, and what clients copy can be read from it (``fetch``)."""
         return self._clipboard
