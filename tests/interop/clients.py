@@ -795,7 +795,10 @@ class RemoteViewer:
         timeout: float = 30.0,
         vv_file: Path | None = None,
         env: dict[str, str] | None = None,
+        fullscreen: bool = False,
     ) -> None:
+        #: The connection file's ``fullscreen`` (it overrides ``--full-screen``).
+        self.fullscreen = fullscreen
         #: A connection file to open instead of the one written from host/port/password.
         self.vv_file = vv_file
         #: Added to remote-viewer's environment (PULSE_SINK=..., say).
@@ -817,7 +820,7 @@ class RemoteViewer:
             f"host={self.host}",
             f"port={self.port}",
             f"title={self.title}",
-            "fullscreen=0",
+            f"fullscreen={int(self.fullscreen)}",
             "enable-usbredir=0",
             "enable-smartcard=0",
         ]

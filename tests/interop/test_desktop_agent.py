@@ -5,7 +5,8 @@ ImageMagick), never with the server's own readers.
 - the clipboard both ways: text and PNG, CLIPBOARD and PRIMARY, 5 MB (INCR both ways);
 - an X clipboard owner that never answers blocks nothing;
 - the client's monitors config resizes the X screen (one head, then two RandR monitors), the
-  client gets the new surface pixel-exact, and the layout is put back when the client leaves.
+  client gets the new surface pixel-exact, and the layout is put back when the client leaves;
+- remote-viewer in full screen on another X server makes the desktop its screen's size.
 """
 
 from __future__ import annotations
@@ -17,15 +18,26 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from spiceserver.clipboard import ClipboardType, Selection
 from spiceserver.sources.desktop import DesktopSource
 from tests.conftest import CORPUS, data_file
-from tests.interop.clients import GtkClient, XorgDummy, have_tools, have_xorg_dummy, x_env
+from tests.interop.clients import (
+    GtkClient,
+    RemoteViewer,
+    XorgDummy,
+    Xvfb,
+    have_tools,
+    have_xorg_dummy,
+    screenshot_array,
+    x_env,
+)
 from tests.interop.serverthread import ServerThread
 from tests.interop.test_desktop import settled_screen
 from tests.interop.test_randr import current_size, listed_monitors
+from tests.interop.test_remote_viewer_tshark import ARTIFACTS
 from tests.spiceserver.test_x11_clipboard import SILENT_OWNER, big_text
 
 pytestmark = [
@@ -38,6 +50,8 @@ pytestmark = [
 PASSWORD = "desktop agent"
 WIDTH, HEIGHT = 1024, 768
 STEP = 30.0
+#: Rows at the top of remote-viewer's full screen that its toolbar covers (46 measured).
+TOOLBAR = 64
 
 
 @pytest.fixture
@@ -201,3 +215,33 @@ def test_the_desktop_follows_the_clients_monitors(desktop: str, tmp_path: Path) 
         client.wait_for_frame(settled_screen(desktop), timeout=STEP)
     # The only client left: the original layout is back.
     until(lambda: current_size(desktop) == (WIDTH, HEIGHT), "the original 1024x768")
+
+
+def test_remote_viewer_in_full_screen_resizes_the_desktop(desktop: str) -> None:
+    """remote-viewer full screen on a 1280x800 X server: the shared desktop takes that size and
+    the viewer's screen shows it unscaled, pixel for pixel."""
+    with (
+        ServerThread(DesktopSource(desktop), password=PASSWORD) as st,
+        Xvfb(width=1280, height=800) as viewer_display,
+        RemoteViewer(
+            viewer_display,
+            "127.0.0.1",
+            st.port,
+            PASSWORD,
+            title="full",
+            fullscreen=True,
+        ) as viewer,
+    ):
+        until(lambda: current_size(desktop) == (1280, 800), "the desktop at 1280x800", 60)
+        expected = settled_screen(desktop)  # B,G,R
+
+        def viewer_shows_it() -> bool:
+            # virt-viewer draws its full-screen toolbar over the top of the picture (it hides
+            # only once the pointer has moved): the rest must be the desktop, unscaled.
+            screen = screenshot_array(viewer_display)[..., ::-1]  # R,G,B → B,G,R
+            return screen.shape == expected.shape and np.array_equal(
+                screen[TOOLBAR:], expected[TOOLBAR:]
+            )
+
+        until(viewer_shows_it, "remote-viewer showing the desktop exactly", 60)
+        viewer.screenshot(ARTIFACTS / "remote-viewer-full-screen-desktop.png")
