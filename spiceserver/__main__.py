@@ -191,6 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="most updates per second per client (default 30)",
     )
     serve.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="close a connection that has not linked (sent its link message and ticket) "
+        "within this time (default 10)",
+    )
+    serve.add_argument(
         "--vv-file",
         type=Path,
         metavar="PATH",
@@ -408,6 +416,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
         disable_ticketing=args.disable_ticketing,
         image_compression=COMPRESSION_NAMES[args.image_compression],
         max_fps=args.max_fps,
+        handshake_timeout=args.handshake_timeout,
         tls_host=args.tls_listen[0] if args.tls_listen else None,
         tls_port=args.tls_listen[1] if args.tls_listen else None,
         tls_cert=args.tls_cert,

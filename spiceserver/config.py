@@ -298,6 +298,8 @@ class ServerConfig:
             raise ConfigError("audio_queue_bytes must be >= 4096, audio_max_delay positive")
         if not self.record_sink.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(f"record_sink {self.record_sink!r}: letters, digits, - and _ only")
+        if not self.handshake_timeout > 0:
+            raise ConfigError(f"handshake_timeout must be positive, not {self.handshake_timeout}")
         if self.clipboard_max_bytes < 1 or self.clipboard_timeout <= 0:
             raise ConfigError("clipboard_max_bytes and clipboard_timeout must be positive")
         if (
