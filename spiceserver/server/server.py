@@ -24,6 +24,7 @@ from spiceserver.protocol.enums import MAX_PASSWORD_LENGTH, KeyModifiers
 from spiceserver.record import JsonlRecorder, Recorder
 from spiceserver.server.audio import AudioHub
 from spiceserver.server.channels.inputs import InputsHandler
+from spiceserver.server.codecs import CODECS, jpeg_available
 from spiceserver.server.context import ServerContext
 from spiceserver.server.encode_cache import EncodeCache
 from spiceserver.server.fault_injection import FaultInjector
@@ -154,6 +155,10 @@ class SpiceServer:
             config = dataclasses.replace(config, **options)
         _check_config(config)
         self.config = config
+        if config.jpeg_wan_compression == "always" and not jpeg_available():
+            raise ConfigError(
+                "jpeg_wan_compression='always' needs simplejpeg: pip install 'spiceserver[jpeg]'"
+            )
         self.source = source
         self._tls = (
             None
@@ -233,7 +238,8 @@ class SpiceServer:
         self._warmup: EncoderWarmup | None = None
         if config.warmup_encoders:
             context = self.context
-            context.codecs_ready = {"raw"}
+            # Codecs without numba kernels (raw, jpeg) are ready at once.
+            context.codecs_ready = {name for name, codec in CODECS.items() if not codec.kernels}
             self._warmup = context.warmup = EncoderWarmup(context.codecs_ready)
 
     # ------------------------------------------------------------------ lifecycle

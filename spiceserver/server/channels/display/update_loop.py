@@ -24,7 +24,8 @@ from spiceserver.region import DirtyRegion, split_rows
 from spiceserver.scroll import PendingMoves, Scroll
 from spiceserver.server.channels.base import ChannelHandler
 from spiceserver.server.channels.display.encode import encode_bands
-from spiceserver.server.codecs import ImageEncoder
+from spiceserver.server.channels.display.lossy import LossyAreas, lossy_allowed
+from spiceserver.server.codecs import CODECS, CodecSettings, ImageEncoder, jpeg_available
 from spiceserver.server.fault_injection import ImageCorrupter
 from spiceserver.sources.base import Head, Rect
 
@@ -55,9 +56,13 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         super().__init__(*args, **kwargs)
         self.dirty = DirtyRegion()
         self.need_surface = True
-        self.encoder = ImageEncoder(
-            self.context.config.image_compression, ready=self.context.codecs_ready
-        )
+        config = self.context.config
+        self.encoder = ImageEncoder(config.image_compression, ready=self.context.codecs_ready)
+        self.encoder.settings = CodecSettings(jpeg_quality=config.jpeg_quality)
+        #: Areas this client holds lossy, re-sent losslessly once still (lossy.py).
+        self.lossy = LossyAreas(config.lossless_refresh)
+        self._jpeg = config.jpeg_wan_compression != "never" and jpeg_available()
+        self._refresh_timer: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -125,6 +130,8 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
     def on_damage(self, rects: list[Rect]) -> None:
         self.moves.damaged(self.context.source.version)
         self.dirty.add(rects)
+        if self.lossy:
+            self.lossy.damaged(rects, self.context.clock())
         self._wake.set()
 
     def on_heads(self, heads: tuple[Head, ...]) -> None:
@@ -134,12 +141,15 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         self.moves.reset()
         self.need_surface = True
         self.dirty.clear()
+        self.lossy.clear()  # the new surface is drawn whole
         self._wake.set()
 
     def on_scroll(self, rect: Rect, dy: int, damage: list[Rect]) -> None:
         # A COPY_BITS when this client holds what the move reads, else damage of rect.
         version, pending = self.context.source.version, self.dirty.rects()
         self.dirty.add(self.moves.scrolled(Scroll(rect, dy), damage, version, pending))
+        if self.lossy:  # a move carries lossy pixels along: the whole area waits again
+            self.lossy.damaged([rect], self.context.clock())
         self._wake.set()
 
     def on_cursor(self, shape: CursorShape | None) -> None: ...
@@ -150,7 +160,10 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         self._wake.set()
 
     def closed(self) -> None:
+        super().closed()
         self._closed = True
+        if self._refresh_timer is not None:
+            self._refresh_timer.cancel()
         self.context.source.remove_listener(self)
         if self._counted:
             self._counted = False
@@ -210,6 +223,7 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
             # jitter; a late update does not push the schedule back more than one slot.
             next_slot = max(next_slot + min_interval, loop.time())
             await self._send_update()
+            self._arm_refresh()
             if self.dirty:
                 self._wake.set()
 
@@ -222,9 +236,34 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         self.dirty.clear()
         self.dirty.add([Rect(0, 0, width, height)])
 
+    def _update_policy(self) -> None:
+        """Lossy allowed for the next update (the link may have changed: lossy.py)."""
+        config = self.context.config
+        self.encoder.lossy = self._jpeg and lossy_allowed(
+            config.jpeg_wan_compression,
+            self.channel.client_channel_caps,
+            self.session.metrics.link,
+            available=True,
+        )
+
+    def _arm_refresh(self) -> None:
+        """Wake the loop when the next lossy area falls due for its lossless copy."""
+        if self._refresh_timer is not None:
+            self._refresh_timer.cancel()
+            self._refresh_timer = None
+        due = self.lossy.next_due()
+        if due is not None and not self._closed:
+            delay = max(0.0, due - self.context.clock())
+            self._refresh_timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
+
     async def _send_update(self) -> None:
         """One update: queued moves, then the dirty region read now, encoded, drawn."""
         source = self.context.source
+        if self.lossy:
+            refresh = self.lossy.take_due(self.context.clock())
+            if refresh:  # through the dirty region: merged with damage, latest-wins
+                self.dirty.add(refresh)
+                self.session.metrics.lossless_refreshes += len(refresh)
         rects = self.dirty.take()
         # Queued moves go out after the previous update's draws and before this one's:
         # the order PendingMoves relies on.
@@ -257,19 +296,28 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
             snapshots = [(band, read(band)) for band in bands]
         self.moves.read(version)  # no await since dirty.take(): see PendingMoves
         metrics = self.session.metrics
+        self._update_policy()
+        lossless = [self.lossy.forced_lossless(band) for band in bands] if self.lossy else None
         started = time.perf_counter()
-        encoded = await encode_bands(self.context, self.encoder, snapshots, version, metrics)
+        encoded = await encode_bands(
+            self.context, self.encoder, snapshots, version, metrics, lossless
+        )
         metrics.encode_seconds += time.perf_counter() - started
         if self._closed:
             return
         # Even if the source was resized meanwhile, these images are sent (to the old
         # surface, destroyed right after): GLZ ids must reach the client without a gap.
+        now = self.context.clock()
         for band, image, codec in encoded:
             if self.corrupt_image is not None:  # fault injection (--fault corrupt-image)
                 image = self.corrupt_image(image)
             self.channel.draw_copy(band.x, band.y, image)
             metrics.bytes_by_codec[codec] += image.size
             metrics.draws += 1
+            lossy = CODECS[codec].lossy
+            if lossy or self.lossy:
+                self.lossy.sent(band, lossy, now)
+        self.lossy.update_done(now)
         self.channel.end_update()
         metrics.frames += 1
         self._update_sent(version, size, snapshots, moves)
