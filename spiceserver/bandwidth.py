@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 __all__ = ["LOW_BANDWIDTH_BPS", "NET_TEST_BYTES", "LinkEstimate"]
@@ -70,6 +71,8 @@ class LinkEstimate:
     _acks: dict[int, _Acks] = field(default_factory=dict)
     _paused_at: dict[int, float] = field(default_factory=dict)
     _low: bool = False
+    #: Called once the net test ends (the display's first frame waits for it).
+    _waiters: list[Callable[[], None]] = field(default_factory=list)
 
     # ------------------------------------------------------------------ the net test
 
@@ -82,17 +85,30 @@ class LinkEstimate:
         latency, its large one the bandwidth.  True when this PONG ended the net test."""
         if ping_id == self._rate_id and self.testing:
             self.testing = False
-            latency = self.round_trip
-            if latency is None or round_trip <= latency:
-                return True  # invalid (a loaded machine): libspice then assumes a fast link
-            self.net_test_bps = NET_TEST_BYTES * 8 / (round_trip - latency)
-            self._update_low()
+            waiters, self._waiters = self._waiters, []
+            self._rate(round_trip)
+            for waiter in waiters:
+                waiter()
             return True
         if ping_id == self._latency_id and (
             self.round_trip is None or round_trip < self.round_trip
         ):
             self.round_trip = round_trip
         return False
+
+    def when_tested(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the net test has ended (now, if it is not under way)."""
+        if self.testing:
+            self._waiters.append(callback)
+        else:
+            callback()
+
+    def _rate(self, round_trip: float) -> None:
+        latency = self.round_trip
+        if latency is None or round_trip <= latency:
+            return  # invalid (a loaded machine): libspice then assumes a fast link
+        self.net_test_bps = NET_TEST_BYTES * 8 / (round_trip - latency)
+        self._update_low()
 
     # ------------------------------------------------------------------ as it goes
 

@@ -155,10 +155,15 @@ class MemoryClient:
         self.protocol.data_received(data)
 
     def link(
-        self, channel_type: int, password: str, connection_id: int = 0, channel_id: int = 0
+        self,
+        channel_type: int,
+        password: str,
+        connection_id: int = 0,
+        channel_id: int = 0,
+        channel_caps: list[int] | None = None,
     ) -> int:
         """Link and authenticate; the SpiceLinkErr the server answered."""
-        self.send(link_message(channel_type, channel_id, connection_id))
+        self.send(link_message(channel_type, channel_id, connection_id, channel_caps=channel_caps))
         reply = self.transport.take()
         if not reply:
             return -1  # nothing yet (e.g. waiting for an RSA key)
@@ -215,11 +220,14 @@ async def linked(
     *,
     connection_id: int = 0,
     peer: tuple[str, int] = ("127.0.0.7", 40000),
+    channel_caps: list[int] | None = None,
 ) -> MemoryClient:
     """A channel linked with the right ticket (asserted)."""
     await key_ready(server)
     client = MemoryClient(server, peer)
-    code = client.link(channel_type, password, connection_id=connection_id)
+    code = client.link(
+        channel_type, password, connection_id=connection_id, channel_caps=channel_caps
+    )
     assert code == LinkError.OK, code
     return client
 

@@ -43,6 +43,9 @@ PACING_HEADROOM = 0.95
 #: Longest wait for the start-up PING's answer before the first frame (a client that never
 #: answers still gets its frame; spice-gtk answers within a round trip).
 SETTLE_TIMEOUT = 0.5
+#: Longest wait for the session's net test before the first frame, with JPEG on "auto": at
+#: 2 Mbit/s it takes about half a second, and decides between a JPEG and a QUIC first frame.
+NET_TEST_TIMEOUT = 1.5
 #: Longest wait for kernels loading from numba's cache before a first frame (seconds).
 CACHED_WARMUP_WAIT = 2.0
 
@@ -201,6 +204,12 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
             async with asyncio.timeout(SETTLE_TIMEOUT):
                 if self._settled is not None:
                     await asyncio.shield(self._settled)
+        if self._jpeg and self.context.config.jpeg_wan_compression == "auto":
+            tested = loop.create_future()
+            self.session.metrics.link.when_tested(lambda: _resolve(tested))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(NET_TEST_TIMEOUT):
+                    await tested
         warmup = self.context.warmup
         if warmup is not None and warmup.quick and not warmup.done:
             # The kernels load from numba's cache in about a second: a first frame in the
@@ -348,6 +357,11 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         if capture is not None:
             copies = [(move.dest, move.source.x, move.source.y) for move in moves]
             capture.display_update(size, snapshots, copies)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _consume(future: asyncio.Future[None]) -> None:
