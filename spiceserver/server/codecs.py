@@ -11,8 +11,9 @@ The choice mirrors spice-server's ``get_compression_for_bitmap`` (``spice:server
 spirit:
 
 * images under 54 bytes stay raw bitmaps, and QUIC needs at least 3×3 pixels;
-* ``auto-glz`` / ``auto-lz`` send photographic regions ("high graduality") as QUIC and
-  everything else as GLZ (when the client's window takes the image) or LZ;
+* ``auto-glz`` / ``auto-lz`` send photographic regions ("high graduality", or smooth: see
+  :func:`classify`) as QUIC and everything else as GLZ (when the client's window takes the
+  image) or LZ;
 * ``glz`` falls back to LZ when the image does not fit the client's GLZ window;
 * a client's PREFERRED_COMPRESSION replaces the server's default for that client;
 * with lossy allowed (:attr:`ImageEncoder.lossy`: the JPEG policy, display/lossy.py), smooth
@@ -305,13 +306,20 @@ NOT_PHOTOGRAPHIC = ImageClass()
 #: Steps above this (largest channel difference between neighbours) are hard edges: glyph
 #: strokes and UI borders have many (text 2-9 % of steps on tests/data/corpus, photos 0 %).
 HARD_EDGE = 64
-#: Lossy only with fewer hard-edge steps than this fraction ...
-MAX_HARD_EDGES = 0.002
-#: ... and at least this fraction of distinct colours among the sampled pixels (text and UI
-#: at most 1.5 % on the corpus; a photo's smooth sky 8 %) ...
+#: Lossy needs at least this fraction of distinct colours among the sampled pixels (text and
+#: UI at most 1.5 % on the corpus; a photo's smooth sky 8 %) ...
 MIN_DISTINCT_COLOURS = 0.05
-#: ... and at least this fraction of non-flat steps (not a flat fill with a few shades).
+#: ... and at least this fraction of non-flat steps (not a flat fill with a few shades) ...
 MIN_VARYING = 0.15
+#: ... and either hardly a hard edge (fewer than this fraction of steps) ...
+MAX_HARD_EDGES = 0.002
+#: ... or a few (fewer than this fraction), isolated: object outlines, a hue wrapping round.
+#: Glyphs are strokes, a hard edge with another within :data:`STROKE` pixels of the same row
+#: (92-99 % of text's hard edges, anti-aliased text drawn onto a photo included; 10 % of
+#: the animated pattern's gradient band), so no more than :data:`MAX_PAIRED` of them.
+MAX_ISOLATED_EDGES = 0.03
+STROKE = 4
+MAX_PAIRED = 0.3
 
 
 def classify(pixels: np.ndarray, sample_rows: int = 16) -> ImageClass:
@@ -320,9 +328,9 @@ def classify(pixels: np.ndarray, sample_rows: int = 16) -> ImageClass:
     Samples a few rows and looks at each pixel's largest channel step from its left
     neighbour: photos have few flat steps and many small ones; text, UI and flat colour have
     many flat steps and a few sharp edges.  (spice-server samples pixel segments for the same
-    decision in ``bitmap_get_graduality_level``.)  The lossy test is stricter in another
-    way: not one hard edge in 500 steps, and many colours (text anti-aliased onto a photo
-    has both hard edges and few colours near it).  About 1 ms for 16 rows of 1920 pixels.
+    decision in ``bitmap_get_graduality_level``.)  The lossy test (``smooth``) is stricter
+    in another way: many colours, and no hard edges but isolated ones (text, anti-aliased
+    onto a photo or not, is strokes: pairs of hard edges).  About 1 ms for 16 rows of 1920.
     """
     height, width = pixels.shape[:2]
     if width < 8 or height < 8:
@@ -332,12 +340,24 @@ def classify(pixels: np.ndarray, sample_rows: int = 16) -> ImageClass:
     flat = float(np.mean(steps == 0))
     small = float(np.mean((steps > 0) & (steps <= 24)))
     gradual = flat < 0.35 and small > 0.45
-    smooth = False
-    if 1.0 - flat >= MIN_VARYING and float(np.mean(steps > HARD_EDGE)) < MAX_HARD_EDGES:
-        colours = rows.reshape(-1, 3).astype(np.uint32)
-        packed = (colours[:, 0] << 16) | (colours[:, 1] << 8) | colours[:, 2]
-        smooth = len(np.unique(packed)) >= MIN_DISTINCT_COLOURS * len(packed)
-    return ImageClass(gradual=gradual, smooth=smooth)
+    return ImageClass(gradual=gradual, smooth=1.0 - flat >= MIN_VARYING and _smooth(rows, steps))
+
+
+def _smooth(rows: np.ndarray, steps: np.ndarray) -> bool:
+    hard = steps > HARD_EDGE
+    edges = int(hard.sum())
+    if edges >= MAX_HARD_EDGES * hard.size:
+        if edges >= MAX_ISOLATED_EDGES * hard.size:
+            return False
+        near = np.zeros_like(hard)
+        for k in range(1, STROKE + 1):
+            near[:, :-k] |= hard[:, k:]
+            near[:, k:] |= hard[:, :-k]
+        if int((hard & near).sum()) > MAX_PAIRED * edges:
+            return False
+    colours = rows.reshape(-1, 3).astype(np.uint32)
+    packed = (colours[:, 0] << 16) | (colours[:, 1] << 8) | colours[:, 2]
+    return len(np.unique(packed)) >= MIN_DISTINCT_COLOURS * len(packed)
 
 
 def is_photographic(pixels: np.ndarray, sample_rows: int = 16) -> bool:
@@ -425,8 +445,12 @@ class ImageEncoder:
         if lossy is not None and self.lossy and not lossless:  # noqa: SIM102 - cheap tests first
             if self._fits(lossy, width, height) and sample(pixels).smooth:
                 return lossy
-        if photo is not None and self._fits(photo, width, height) and sample(pixels).gradual:
-            return photo
+        if photo is not None and self._fits(photo, width, height):
+            # Smooth areas too: a photo's sky is no "gradual" image but QUIC takes half the
+            # bytes GLZ does (tests/data/corpus photo_dune, top bands: 437 KB vs 874 KB).
+            image_class = sample(pixels)
+            if image_class.gradual or image_class.smooth:
+                return photo
         for codec in mode.codecs:
             if self._fits(codec, width, height):
                 return codec

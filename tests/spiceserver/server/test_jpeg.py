@@ -88,12 +88,28 @@ def test_photo_bands_are_smooth_and_text_never_is(corpus: Path) -> None:
 
 
 def test_text_drawn_on_a_photo_is_not_smooth(corpus: Path) -> None:
-    photo = load_image(corpus / PHOTO)[600:856, 0:1024].copy()
-    text = load_image(corpus / TEXT_FRAMES[0])[0:256, 0:1024]
-    glyphs = text[..., :3].max(axis=2) > 128  # the terminal's light glyphs on dark
-    photo[glyphs] = (255, 255, 255, 0)
-    assert classify(load_image(corpus / PHOTO)[600:856, 0:1024]).smooth
-    assert not classify(photo).smooth
+    photo = load_image(corpus / PHOTO)[600:856, 0:1024]
+    assert classify(photo).smooth
+    terminal = load_image(corpus / TEXT_FRAMES[0])[0:256, 0:1024, :3].max(axis=2)
+    web = load_image(corpus / TEXT_FRAMES[1])[0:256, 0:1024, :3].min(axis=2)
+    white = photo.copy()
+    white[terminal > 128] = (255, 255, 255, 0)  # the terminal's light glyphs, solid
+    light = (terminal / 255.0)[..., None]  # anti-aliased, white onto the photo
+    blended = (photo[..., :3] * (1 - light) + 255 * light).astype(np.uint8)
+    dark = (1 - web / 255.0)[..., None]  # the web page's dark text, anti-aliased
+    darkened = (photo[..., :3] * (1 - dark)).astype(np.uint8)
+    for pixels in (white[..., :3], blended, darkened):
+        assert not classify(pixels).smooth
+
+
+def test_the_patterns_gradient_band_is_smooth() -> None:
+    # Its hue wraps round: hard edges, but isolated ones, not strokes.
+    from spiceserver import PatternSource
+
+    source = PatternSource(1024, 768)
+    band = source._band
+    frame = source.render(5)
+    assert classify(frame[band.y : band.bottom, band.x : band.right]).smooth
 
 
 def test_flat_and_tiny_areas_are_not_smooth() -> None:
