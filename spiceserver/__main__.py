@@ -170,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
         "always, never; needs the jpeg extra (simplejpeg)",
     )
     serve.add_argument(
+        "--zlib-glz-wan-compression",
+        choices=JPEG_POLICIES,
+        default="auto",
+        help="GLZ images wrapped in zlib when smaller: auto (default: while the link is "
+        "below 10 Mbit/s), always, never",
+    )
+    serve.add_argument(
         "--jpeg-quality",
         type=int,
         default=85,
@@ -367,6 +374,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
         image_compression=COMPRESSION_NAMES[args.image_compression],
         jpeg_wan_compression=args.jpeg_wan_compression,
         jpeg_quality=args.jpeg_quality,
+        zlib_glz_wan_compression=args.zlib_glz_wan_compression,
         lossless_refresh=args.lossless_refresh,
         max_fps=args.max_fps,
         tls_host=args.tls_listen[0] if args.tls_listen else None,

@@ -84,6 +84,9 @@ class ServerConfig:
     jpeg_wan_compression: str = "auto"
     #: libjpeg quality of those images, 1..100 (libspice and andris: 85).
     jpeg_quality: int = 85
+    #: GLZ images wrapped in zlib when smaller (libspice's zlib-glz-wan-compression), with
+    #: the same choices and the same slow-link test as ``jpeg_wan_compression``.
+    zlib_glz_wan_compression: str = "auto"
     #: Seconds an area sent lossy must stay still before it is re-sent losslessly.
     lossless_refresh: float = 0.5
     #: Name sent in MAIN NAME to clients that ask (NAME_AND_UUID).
@@ -228,11 +231,11 @@ class ServerConfig:
                     f"({', '.join(COMPRESSION_NAMES)})"
                 )
             object.__setattr__(self, "image_compression", COMPRESSION_NAMES[self.image_compression])
-        if self.jpeg_wan_compression not in JPEG_POLICIES:
-            raise ConfigError(
-                f"unknown jpeg_wan_compression {self.jpeg_wan_compression!r} "
-                f"({', '.join(JPEG_POLICIES)})"
-            )
+        for name in ("jpeg_wan_compression", "zlib_glz_wan_compression"):
+            if getattr(self, name) not in JPEG_POLICIES:
+                raise ConfigError(
+                    f"unknown {name} {getattr(self, name)!r} ({', '.join(JPEG_POLICIES)})"
+                )
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError("jpeg_quality must be within 1..100")
         if self.lossless_refresh < 0:

@@ -27,6 +27,7 @@ import importlib
 import logging
 import struct
 import weakref
+import zlib
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 from types import ModuleType
@@ -68,6 +69,11 @@ logger = logging.getLogger("spiceserver.codecs")
 
 _BITMAP = struct.Struct("<BBIIII")  # format, flags, x, y, stride, Palette* (0 = none)
 _DATA_SIZE = struct.Struct("<I")
+_ZLIB_GLZ = struct.Struct("<II")  # glz_data_size, data_size (spice.proto ZlibGlzRGBData)
+#: libspice wraps GLZ streams of at least this many bytes in zlib, at this level
+#: (``spice:server/image-encoders.cpp`` MIN_GLZ_SIZE_FOR_ZLIB, ZLIB_DEFAULT_COMPRESSION_LEVEL).
+MIN_GLZ_SIZE_FOR_ZLIB = 100
+ZLIB_GLZ_LEVEL = 3
 #: spice-server sends images smaller than this many bytes uncompressed.
 MIN_COMPRESS_BYTES = 54
 
@@ -224,6 +230,9 @@ CODECS: dict[str, Codec] = {
             kernels="encoders.lz",
         ),
         Codec("glz", ImageType.GLZ_RGB, None, False, 4 + 33, kernels="encoders.glz"),
+        # GLZ in zlib on slow links (libspice's zlib-glz-wan-compression): both sizes and the
+        # zlib header kept intact; its GLZ image still takes its place in the window.
+        Codec("zlib-glz", ImageType.ZLIB_GLZ_RGB, None, False, 8 + 2, kernels="encoders.glz"),
         # JPEG: u32 data_size, then SOI and the JFIF APP0 segment (20 bytes) kept intact.
         # Below 8x8 a JPEG is all header.
         Codec(
@@ -383,6 +392,8 @@ class ImageEncoder:
         #: Smooth photographic regions may go lossy (JPEG) in the auto modes: set per update
         #: by the display's JPEG policy (display/lossy.py).
         self.lossy = False
+        #: GLZ images go out wrapped in zlib when that is smaller (slow links: the policy's).
+        self.zlib_glz = False
         self.settings = DEFAULT_SETTINGS
         self._glz = glz
         self._glz_ref: weakref.ref[GlzDictionary] | None = None
@@ -468,6 +479,18 @@ class ImageEncoder:
             glz = self.glz
             if glz is not None:
                 height, width = pixels.shape[:2]
-                return _wrap(ImageType.GLZ_RGB, width, height, glz.encode(pixels)), codec
+                stream = glz.encode(pixels)
+                if self.zlib_glz and len(stream) >= MIN_GLZ_SIZE_FOR_ZLIB:
+                    wrapped = zlib.compress(stream, ZLIB_GLZ_LEVEL)
+                    if len(wrapped) < len(stream):  # else plain GLZ, as libspice does
+                        head = _ZLIB_GLZ.pack(len(stream), len(wrapped))
+                        image = EncodedImage(
+                            type=ImageType.ZLIB_GLZ_RGB,
+                            width=width,
+                            height=height,
+                            body=(head, wrapped),
+                        )
+                        return image, "zlib-glz"
+                return _wrap(ImageType.GLZ_RGB, width, height, stream), codec
             codec = "lz"  # its session ended while the update was encoding: nobody decodes it
         return encode_shared(pixels, codec, self.settings), codec

@@ -90,3 +90,18 @@ def test_text_stays_lossless_and_lossless_clients_get_no_jpeg(corpus: Path) -> N
             client.wait_for_frame(photo, timeout=60)
             sizes = codec_bytes(st)
             assert "jpeg" not in sizes and sizes.get("lz", 0) > 0, sizes  # its preference held
+
+
+def test_zlib_wrapped_glz_decodes_exactly(corpus: Path) -> None:
+    source = NumpySource(frame=load_image(corpus / TEXT))
+    with (
+        ServerThread(source, password=PASSWORD, zlib_glz_wan_compression="always") as st,
+        GtkClient(st.uri, PASSWORD, channels=["display"]) as client,
+    ):
+        client.wait_for_frame(source.frame, timeout=30)
+        for name in ("desktop_xapps_1280x800.png", "web_pydoc_tutorial_1920x1080.png", TEXT):
+            frame = load_image(corpus / name)
+            st.call(lambda frame=frame: source.update(frame))
+            client.wait_for_frame(frame, timeout=60)
+        sizes = codec_bytes(st)
+        assert sizes.get("zlib-glz", 0) > 0, sizes

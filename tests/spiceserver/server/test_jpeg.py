@@ -25,7 +25,7 @@ from spiceserver.protocol.enums import (
     DisplayServerMsg,
     ImageType,
 )
-from spiceserver.server.channels.display.lossy import LossyAreas, lossy_allowed, subtract
+from spiceserver.server.channels.display.lossy import LossyAreas, subtract, wan_allowed
 from spiceserver.server.codecs import ImageEncoder, classify, encode_shared, shared_codec_key
 from spiceserver.sources.base import Rect
 from spiceserver.sources.image import load_image
@@ -154,12 +154,12 @@ def test_policy_needs_a_jpeg_decoder_and_a_slow_link_on_auto() -> None:
     slow.pong(2, 0.010)
     slow.pong(3, 0.010 + NET_TEST_BYTES * 8 / 2e6)  # 2 Mbit/s
     assert slow.low_bandwidth() and not fast.low_bandwidth()
-    assert lossy_allowed("always", mjpeg, fast, available=True)
-    assert lossy_allowed("auto", mjpeg, slow, available=True)
-    assert not lossy_allowed("auto", mjpeg, fast, available=True)
-    assert not lossy_allowed("never", mjpeg, slow, available=True)
-    assert not lossy_allowed("always", (), slow, available=True)  # capsaicin: no caps
-    assert not lossy_allowed("always", mjpeg, slow, available=False)
+    assert wan_allowed("always", mjpeg, fast, available=True)
+    assert wan_allowed("auto", mjpeg, slow, available=True)
+    assert not wan_allowed("auto", mjpeg, fast, available=True)
+    assert not wan_allowed("never", mjpeg, slow, available=True)
+    assert not wan_allowed("always", (), slow, available=True)  # capsaicin: no caps
+    assert not wan_allowed("always", mjpeg, slow, available=False)
 
 
 def test_always_without_simplejpeg_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -380,3 +380,23 @@ def test_lossy_never_reaches(case: str, corpus: Path) -> None:
         await server.close()
 
     run(scenario())
+
+
+def test_zlib_glz_wraps_the_glz_stream_when_smaller(corpus: Path) -> None:
+    import zlib
+
+    from encoders import GlzDictionary
+
+    text = load_image(corpus / TEXT_FRAMES[0])[0:256, 0:1024]
+    plain = ImageEncoder(ImageCompression.GLZ, glz=GlzDictionary(1 << 20))
+    wrapped = ImageEncoder(ImageCompression.GLZ, glz=GlzDictionary(1 << 20))
+    wrapped.zlib_glz = True
+    glz_image, codec = plain.encode(text)
+    zlib_image, zcodec = wrapped.encode(text)
+    assert (codec, zcodec) == ("glz", "zlib-glz") and zlib_image.type == ImageType.ZLIB_GLZ_RGB
+    head, data = zlib_image.body
+    glz_size, data_size = struct.unpack("<II", head)
+    assert data_size == len(data) < glz_size
+    assert zlib.decompress(data) == bytes(glz_image.body[1])  # the same GLZ image inside
+    flat = np.zeros((20, 20, 4), np.uint8)  # a few bytes of GLZ: left alone
+    assert wrapped.encode(flat)[1] == "glz"

@@ -24,7 +24,7 @@ from spiceserver.region import DirtyRegion, split_rows
 from spiceserver.scroll import PendingMoves, Scroll
 from spiceserver.server.channels.base import ChannelHandler
 from spiceserver.server.channels.display.encode import encode_bands
-from spiceserver.server.channels.display.lossy import LossyAreas, lossy_allowed
+from spiceserver.server.channels.display.lossy import LossyAreas, wan_allowed
 from spiceserver.server.codecs import CODECS, CodecSettings, ImageEncoder, jpeg_available
 from spiceserver.server.fault_injection import ImageCorrupter
 from spiceserver.sources.base import Head, Rect
@@ -246,14 +246,11 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         self.dirty.add([Rect(0, 0, width, height)])
 
     def _update_policy(self) -> None:
-        """Lossy allowed for the next update (the link may have changed: lossy.py)."""
+        """JPEG and zlib-GLZ allowed for the next update (the link may have changed)."""
         config = self.context.config
-        self.encoder.lossy = self._jpeg and lossy_allowed(
-            config.jpeg_wan_compression,
-            self.channel.client_channel_caps,
-            self.session.metrics.link,
-            available=True,
-        )
+        caps, link = self.channel.client_channel_caps, self.session.metrics.link
+        self.encoder.lossy = wan_allowed(config.jpeg_wan_compression, caps, link, self._jpeg)
+        self.encoder.zlib_glz = wan_allowed(config.zlib_glz_wan_compression, caps, link, True)
 
     def _arm_refresh(self) -> None:
         """Wake the loop when the next lossy area falls due for its lossless copy."""
