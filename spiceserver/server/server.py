@@ -155,10 +155,13 @@ class SpiceServer:
             config = dataclasses.replace(config, **options)
         _check_config(config)
         self.config = config
-        if config.jpeg_wan_compression == "always" and not jpeg_available():
-            raise ConfigError(
-                "jpeg_wan_compression='always' needs simplejpeg: pip install 'spiceserver[jpeg]'"
-            )
+        if config.jpeg_wan_compression != "never" and not jpeg_available():
+            if config.jpeg_wan_compression == "always":
+                raise ConfigError(
+                    "jpeg_wan_compression='always' needs simplejpeg: "
+                    "pip install 'spiceserver[jpeg]'"
+                )
+            logger.info("no JPEG on slow links: simplejpeg is missing (the jpeg extra)")
         self.source = source
         self._tls = (
             None

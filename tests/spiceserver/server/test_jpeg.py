@@ -228,6 +228,15 @@ def test_lossy_areas_fall_due_when_still_and_leave_when_sent_lossless() -> None:
     assert not areas
 
 
+def test_a_move_over_lossy_pixels_makes_its_whole_area_lossy() -> None:
+    areas = LossyAreas(still=0.5)
+    areas.moved(Rect(0, 0, 50, 50), now=1.0)  # nothing lossy there: nothing to do
+    assert not areas
+    areas.sent(Rect(0, 40, 100, 20), True, now=1.0)
+    areas.moved(Rect(0, 0, 100, 100), now=2.0)  # a scroll reads the lossy strip
+    assert areas.rects() == [Rect(0, 0, 100, 100)] and areas.next_due() == 2.5
+
+
 def test_subtract_covers_the_rest_exactly() -> None:
     rect, cut = Rect(0, 0, 10, 10), Rect(3, 4, 4, 3)
     parts = subtract(rect, cut)

@@ -112,6 +112,12 @@ class LossyAreas:
             if not area.due and any(_overlaps(area.rect, rect) for rect in rects):
                 area.since = now
 
+    def moved(self, rect: Rect, now: float) -> None:
+        """A COPY_BITS within ``rect``: lossy pixels it carries may land anywhere in it, so
+        all of it is lossy now (refreshed once still)."""
+        if any(_overlaps(area.rect, rect) for area in self._areas):
+            self.sent(rect, True, now)
+
     def take_due(self, now: float) -> list[Rect]:
         """Areas still for ``still`` seconds, now due (they stay until sent losslessly)."""
         due = []

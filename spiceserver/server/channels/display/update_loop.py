@@ -152,7 +152,7 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         version, pending = self.context.source.version, self.dirty.rects()
         self.dirty.add(self.moves.scrolled(Scroll(rect, dy), damage, version, pending))
         if self.lossy:  # a move carries lossy pixels along: the whole area waits again
-            self.lossy.damaged([rect], self.context.clock())
+            self.lossy.moved(rect, self.context.clock())
         self._wake.set()
 
     def on_cursor(self, shape: CursorShape | None) -> None: ...
