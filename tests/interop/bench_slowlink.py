@@ -61,7 +61,7 @@ def psnr(a: Any, b: Any) -> float:
     return float("inf") if mse == 0 else 10 * float(np.log10(255**2 / mse))
 
 
-def bench_still(jpeg: str, timeout: float) -> dict[str, Any]:
+def bench_still(jpeg: str, quality: int, timeout: float) -> dict[str, Any]:
     import numpy as np
 
     from spiceserver import NumpySource
@@ -73,7 +73,9 @@ def bench_still(jpeg: str, timeout: float) -> dict[str, Any]:
     start = np.full_like(photo, 60)
     source = NumpySource(frame=start)
     with (
-        ServerThread(source, password="bench", jpeg_wan_compression=jpeg) as st,
+        ServerThread(
+            source, password="bench", jpeg_wan_compression=jpeg, jpeg_quality=quality
+        ) as st,
         GtkClient(st.uri, "bench", channels=["display"]) as client,
     ):
         client.wait_for_frame(start, timeout=timeout)
@@ -107,7 +109,7 @@ def bench_still(jpeg: str, timeout: float) -> dict[str, Any]:
     }
 
 
-def bench_pattern(jpeg: str, seconds: float) -> dict[str, Any]:
+def bench_pattern(jpeg: str, quality: int, seconds: float) -> dict[str, Any]:
     from spiceserver import PatternSource
     from tests.interop.clients import GtkClient
     from tests.interop.serverthread import ServerThread
@@ -115,7 +117,9 @@ def bench_pattern(jpeg: str, seconds: float) -> dict[str, Any]:
     source = PatternSource(1024, 768, fps=30)
     counter = (16, 16)  # the frame counter's rectangle: redrawn once per pattern frame
     with (
-        ServerThread(source, password="bench", jpeg_wan_compression=jpeg) as st,
+        ServerThread(
+            source, password="bench", jpeg_wan_compression=jpeg, jpeg_quality=quality
+        ) as st,
         GtkClient(st.uri, "bench", channels=["display"]) as client,
     ):
         client.wait_for("mark", timeout=60)
@@ -154,9 +158,9 @@ def bench_pattern(jpeg: str, seconds: float) -> dict[str, Any]:
 
 def inner(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.WARNING)
-    result = {"rate_mbit": args.rate, "jpeg": args.jpeg}
-    result["still"] = bench_still(args.jpeg, timeout=60)
-    result["pattern"] = bench_pattern(args.jpeg, args.seconds)
+    result = {"rate_mbit": args.rate, "jpeg": args.jpeg, "quality": args.jpeg_quality}
+    result["still"] = bench_still(args.jpeg, args.jpeg_quality, timeout=60)
+    result["pattern"] = bench_pattern(args.jpeg, args.jpeg_quality, args.seconds)
     print(json.dumps(result), flush=True)
 
 
@@ -173,6 +177,7 @@ def outer(args: argparse.Namespace) -> None:
                     command = ["ip", "netns", "exec", NAMESPACE, sys.executable, "-m"]
                     command += ["tests.interop.bench_slowlink", "--inner", "--rate", str(rate)]
                     command += ["--jpeg", jpeg, "--seconds", str(args.seconds)]
+                    command += ["--jpeg-quality", str(args.jpeg_quality)]
                     out = subprocess.run(
                         command, cwd=ROOT, check=True, capture_output=True, text=True
                     ).stdout
@@ -204,6 +209,7 @@ def main() -> None:
     parser.add_argument("--rates", default="2,5", help="Mbit/s, comma-separated")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--jpeg-quality", type=int, default=85)
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--jpeg", default="auto", help=argparse.SUPPRESS)
