@@ -214,7 +214,9 @@ def test_an_invalid_net_test_counts_as_fast() -> None:
 
 def test_lossy_areas_fall_due_when_still_and_leave_when_sent_lossless() -> None:
     areas = LossyAreas(still=0.5)
-    areas.sent(Rect(0, 0, 100, 100), True, now=10.0)
+    areas.sent(Rect(0, 0, 100, 100), True)  # in flight: not still yet
+    assert areas.next_due() is None and areas.take_due(20.0) == []
+    areas.delivered(10.0)  # the client has drawn it
     assert areas.next_due() == 10.5 and areas.take_due(10.3) == []
     areas.damaged([Rect(50, 50, 10, 10)], now=10.4)  # it changed: waits again
     assert areas.take_due(10.6) == []
@@ -226,6 +228,14 @@ def test_lossy_areas_fall_due_when_still_and_leave_when_sent_lossless() -> None:
     assert not areas.forced_lossless(Rect(0, 60, 100, 40)) and areas.next_due() == 11.5
     areas.sent(Rect(0, 0, 200, 200), False, now=11.1)
     assert not areas
+
+
+def test_refreshes_are_taken_oldest_first_a_few_at_a_time() -> None:
+    areas = LossyAreas(still=0.5)
+    areas.sent(Rect(0, 100, 10, 10), True, now=2.0)
+    areas.sent(Rect(0, 0, 10, 10), True, now=1.0)
+    assert areas.take_due(5.0, limit=1) == [Rect(0, 0, 10, 10)]
+    assert areas.take_due(5.0, limit=1) == [Rect(0, 100, 10, 10)]
 
 
 def test_a_move_over_lossy_pixels_makes_its_whole_area_lossy() -> None:
@@ -282,6 +292,7 @@ class Display:
     def __init__(self, client: MemoryClient, canvas: Canvas) -> None:
         self.client, self.canvas = client, canvas
         self.received = 0
+        self.pongs = 0
 
     def pump(self) -> None:
         for type_, body in self.client.messages():
@@ -290,6 +301,7 @@ class Display:
                 self.client.send(frame(BaseClientMsg.ACK))
             if type_ == BaseServerMsg.PING:
                 self.client.send(frame(BaseClientMsg.PONG, body[:12]))
+                self.pongs += 1
             elif type_ == DisplayServerMsg.DRAW_COPY:
                 self.canvas.apply(body)
             elif type_ == DisplayServerMsg.MARK:
@@ -337,7 +349,9 @@ def test_photo_goes_jpeg_and_is_refreshed_losslessly_once_still(corpus: Path) ->
         clock = FakeClock.install(server)
         _main, display = await open_display(server, [DisplayCap.CODEC_MJPEG], 160, 96)
         canvas = display.canvas
-        await display.until(lambda: canvas.marks)
+        # The start-up PING, then the one after the lossy update: its PONG starts the still
+        # time (the client has drawn it).
+        await display.until(lambda: canvas.marks and display.pongs == 2)
         assert canvas.types == [ImageType.JPEG]
         assert psnr(canvas.pixels, photo) >= 30
         assert not np.array_equal(canvas.pixels[..., :3], photo[..., :3])

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from spiceserver.protocol.display import DisplayChannel
-from spiceserver.protocol.events import CompressionPreferred, DisplayReady
+from spiceserver.protocol.events import CompressionPreferred, DisplayReady, PongReceived
 from spiceserver.protocol.messages import CursorShape
 from spiceserver.region import DirtyRegion, split_rows
 from spiceserver.scroll import PendingMoves, Scroll
@@ -46,6 +46,11 @@ SETTLE_TIMEOUT = 0.5
 #: Longest wait for the session's net test before the first frame, with JPEG on "auto": at
 #: 2 Mbit/s it takes about half a second, and decides between a JPEG and a QUIC first frame.
 NET_TEST_TIMEOUT = 1.5
+#: Lossless refreshes go out one area per round trip (see lossy.py) ...
+REFRESH_AREAS = 1
+#: ... and a client that does not answer that PING within this many seconds is taken to
+#: have drawn them anyway (so its areas still get their refresh).
+DELIVERY_TIMEOUT = 10.0
 #: Longest wait for kernels loading from numba's cache before a first frame (seconds).
 CACHED_WARMUP_WAIT = 2.0
 
@@ -66,6 +71,8 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         self.lossy = LossyAreas(config.lossless_refresh)
         self._jpeg = config.jpeg_wan_compression != "never" and jpeg_available()
         self._refresh_timer: asyncio.TimerHandle | None = None
+        #: The PING after the latest update with lossy or refresh bands, and when it went.
+        self._delivery: tuple[int, float] | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -100,7 +107,11 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
     def on_events(self, events: list[Any], now: float) -> None:
         super().on_events(events, now)
         for event in events:
-            if isinstance(event, DisplayReady) and self._task is None:
+            delivery = self._delivery
+            if isinstance(event, PongReceived) and delivery and event.id == delivery[0]:
+                self._delivery = None
+                self.lossy.delivered(now)
+            elif isinstance(event, DisplayReady) and self._task is None:
                 self._attach_glz(event)
                 name = f"display {self.connection.name}"
                 self._task = asyncio.create_task(self._run(), name=name)
@@ -258,6 +269,8 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
             self._refresh_timer.cancel()
             self._refresh_timer = None
         due = self.lossy.next_due()
+        if self._delivery is not None:  # woken by the PONG, or give up on it
+            due = self._delivery[1] + DELIVERY_TIMEOUT
         if due is not None and not self._closed:
             delay = max(0.0, due - self.context.clock())
             self._refresh_timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
@@ -266,10 +279,15 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         """One update: queued moves, then the dirty region read now, encoded, drawn."""
         source = self.context.source
         if self.lossy:
-            refresh = self.lossy.take_due(self.context.clock())
-            if refresh:  # through the dirty region: merged with damage, latest-wins
-                self.dirty.add(refresh)
-                self.session.metrics.lossless_refreshes += len(refresh)
+            now = self.context.clock()
+            if self._delivery is not None and now - self._delivery[1] > DELIVERY_TIMEOUT:
+                self._delivery = None  # no PONG: taken as drawn
+                self.lossy.delivered(now)
+            if self._delivery is None:
+                refresh = self.lossy.take_due(now, REFRESH_AREAS)
+                if refresh:  # through the dirty region: merged with damage, latest-wins
+                    self.dirty.add(refresh)
+                    self.session.metrics.lossless_refreshes += len(refresh)
         rects = self.dirty.take()
         # Queued moves go out after the previous update's draws and before this one's:
         # the order PendingMoves relies on.
@@ -314,6 +332,7 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         # Even if the source was resized meanwhile, these images are sent (to the old
         # surface, destroyed right after): GLZ ids must reach the client without a gap.
         now = self.context.clock()
+        tracked = False
         for band, image, codec in encoded:
             if self.corrupt_image is not None:  # fault injection (--fault corrupt-image)
                 image = self.corrupt_image(image)
@@ -322,9 +341,12 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
             metrics.draws += 1
             lossy = CODECS[codec].lossy
             if lossy or self.lossy:
-                self.lossy.sent(band, lossy, now)
+                tracked = True
+                self.lossy.sent(band, lossy)  # still from its delivery (the PING below)
         self.lossy.update_done(now)
         self.channel.end_update()
+        if tracked:  # its PONG: the client has drawn this update
+            self._delivery = (self.channel.ping(now), now)
         metrics.frames += 1
         self._update_sent(version, size, snapshots, moves)
 
