@@ -22,6 +22,7 @@ from spiceserver.config import (
     DEFAULT_ENCODE_CACHE_BYTES,
     DEFAULT_MAX_CLIENTS,
     INPUT_BACKENDS,
+    JPEG_POLICIES,
     RESIZE_MODES,
     ServerConfig,
     is_loopback,
@@ -183,6 +184,34 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto-glz",
         help="image codec for screen updates: auto-glz (default: GLZ, QUIC for "
         "photographic regions), auto-lz, glz, lz, quic, or off (raw)",
+    )
+    serve.add_argument(
+        "--jpeg-wan-compression",
+        choices=JPEG_POLICIES,
+        default="auto",
+        help="lossy JPEG for smooth photographic areas (the auto image compressions, "
+        "clients with a JPEG decoder): auto (default: while the link is below 10 Mbit/s), "
+        "always, never; needs the jpeg extra (simplejpeg)",
+    )
+    serve.add_argument(
+        "--zlib-glz-wan-compression",
+        choices=JPEG_POLICIES,
+        default="auto",
+        help="GLZ images wrapped in zlib when smaller: auto (default: while the link is "
+        "below 10 Mbit/s), always, never",
+    )
+    serve.add_argument(
+        "--jpeg-quality",
+        type=int,
+        default=85,
+        help="JPEG quality 1..100 (default 85)",
+    )
+    serve.add_argument(
+        "--lossless-refresh",
+        type=float,
+        default=0.5,
+        metavar="SECONDS",
+        help="re-send an area sent as JPEG losslessly once it was still this long (default 0.5)",
     )
     serve.add_argument(
         "--max-fps",
@@ -415,6 +444,10 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
         password=password,
         disable_ticketing=args.disable_ticketing,
         image_compression=COMPRESSION_NAMES[args.image_compression],
+        jpeg_wan_compression=args.jpeg_wan_compression,
+        jpeg_quality=args.jpeg_quality,
+        zlib_glz_wan_compression=args.zlib_glz_wan_compression,
+        lossless_refresh=args.lossless_refresh,
         max_fps=args.max_fps,
         handshake_timeout=args.handshake_timeout,
         tls_host=args.tls_listen[0] if args.tls_listen else None,

@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_ENCODE_CACHE_BYTES",
     "DEFAULT_MAX_CLIENTS",
     "INPUT_BACKENDS",
+    "JPEG_POLICIES",
     "RESIZE_MODES",
     "ServerConfig",
     "is_loopback",
@@ -33,6 +34,9 @@ COMPRESSION_NAMES = {
     "lz": ImageCompression.LZ,
 }
 
+
+#: ``--jpeg-wan-compression`` values (libspice's names).
+JPEG_POLICIES = ("auto", "always", "never")
 
 #: ``ServerConfig.audio`` values.
 AUDIO_MODES = ("auto", "desktop", "tone", "off")
@@ -82,6 +86,17 @@ class ServerConfig:
     disable_ticketing: bool = False
     #: Codec for screen updates; like libspice-server, GLZ/LZ with QUIC for photos.
     image_compression: ImageCompression = ImageCompression.AUTO_GLZ
+    #: Lossy JPEG for smooth photographic areas (libspice's jpeg-wan-compression): "auto"
+    #: while the link is below 10 Mbit/s, "always", or "never".  Only in the auto image
+    #: compressions, only to clients with a JPEG decoder (server/channels/display/lossy.py).
+    jpeg_wan_compression: str = "auto"
+    #: libjpeg quality of those images, 1..100 (libspice and andris: 85).
+    jpeg_quality: int = 85
+    #: GLZ images wrapped in zlib when smaller (libspice's zlib-glz-wan-compression), with
+    #: the same choices and the same slow-link test as ``jpeg_wan_compression``.
+    zlib_glz_wan_compression: str = "auto"
+    #: Seconds an area sent lossy must stay still before it is re-sent losslessly.
+    lossless_refresh: float = 0.5
     #: Name sent in MAIN NAME to clients that ask (NAME_AND_UUID).
     name: str = "spiceserver"
     #: Most screen updates per second sent to one client (up to 5% more from a faster source:
@@ -249,6 +264,15 @@ class ServerConfig:
                     f"({', '.join(COMPRESSION_NAMES)})"
                 )
             object.__setattr__(self, "image_compression", COMPRESSION_NAMES[self.image_compression])
+        for name in ("jpeg_wan_compression", "zlib_glz_wan_compression"):
+            if getattr(self, name) not in JPEG_POLICIES:
+                raise ConfigError(
+                    f"unknown {name} {getattr(self, name)!r} ({', '.join(JPEG_POLICIES)})"
+                )
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError("jpeg_quality must be within 1..100")
+        if self.lossless_refresh < 0:
+            raise ConfigError("lossless_refresh cannot be negative")
         if self.password is None and not self.disable_ticketing:
             raise ConfigError("set a password or disable ticketing explicitly")
         if self.password is not None:

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from spiceserver.bandwidth import LinkEstimate
 from spiceserver.protocol.channel import ChannelStats
 from spiceserver.protocol.enums import ChannelType, LinkError
 from spiceserver.protocol.link import LinkRequest
@@ -37,6 +38,10 @@ class SessionMetrics:
     input_events: int = 0
     #: The session's channels' counters (ACK lag and round-trip samples live there).
     channel_stats: list[ChannelStats] = field(default_factory=list)
+    #: Round trip and bandwidth (net test at connect, then ACKs and backpressure).
+    link: LinkEstimate = field(default_factory=LinkEstimate)
+    #: Areas sent lossy and re-sent losslessly once still (``lossless_refresh``).
+    lossless_refreshes: int = 0
 
     def summary(self, now: float | None = None) -> str:
         elapsed = max(1e-9, (now or time.monotonic()) - self.started)
@@ -47,9 +52,10 @@ class SessionMetrics:
         return (
             f"{elapsed:.1f}s fps={self.frames / elapsed:.1f} frames={self.frames} "
             f"draws={self.draws} shared={self.shared_draws} copy_bits={self.copy_bits} "
-            f"bytes[{codecs}] "
+            f"bytes[{codecs}] refreshes={self.lossless_refreshes} "
             f"encode={encode_ms:.2f}ms/frame "
-            f"ack_lag={lag * 1000:.1f}ms rtt={rtt * 1000:.1f}ms inputs={self.input_events}"
+            f"ack_lag={lag * 1000:.1f}ms rtt={rtt * 1000:.1f}ms inputs={self.input_events} "
+            f"{self.link.summary(now)}"
         )
 
 

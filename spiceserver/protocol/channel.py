@@ -86,6 +86,10 @@ class ChannelStats:
     messages_received: int = 0
     ack_lag: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=256))
     rtt: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=64))
+    #: Bytes sent up to the end of the newest ACKed window (``bytes_sent`` when its last
+    #: message was queued), and when that ACK came: the link estimate's delivery samples.
+    acked_bytes: int = 0
+    acked_at: float = 0.0
 
 
 Handler = Callable[[Any, Any, float], None]
@@ -124,6 +128,8 @@ class ChannelProtocol:
         self._client_generation = -1
         self._unacked = 0
         self._window_sent_at: collections.deque[float] = collections.deque(maxlen=1024)
+        #: ``stats.bytes_sent`` at the end of each window not yet ACKed (same bound).
+        self._window_bytes: collections.deque[int] = collections.deque(maxlen=1024)
         # PING state.
         self._ping_id = 0
         self._pings: dict[int, float] = {}
@@ -217,6 +223,7 @@ class ChannelProtocol:
             self._unacked += 1
             if self._unacked % self._ack_window == 0:
                 self._unstamped += 1  # stamped when it leaves: data_to_send(now)
+                self._window_bytes.append(self.stats.bytes_sent)
 
     def data_to_send(self, now: float | None = None) -> list[bytes | memoryview]:
         """Everything queued, as chunks of whole messages; ``now`` is when they are written
@@ -262,15 +269,21 @@ class ChannelProtocol:
         self._unacked = 0
         self._unstamped = 0
         self._window_sent_at.clear()
+        self._window_bytes.clear()
 
-    def ping(self, now: float) -> int:
+    def ping(self, now: float, padding: int = 0) -> int:
         """Send a PING; its PONG (a :class:`PongReceived` event) gives the round-trip time and
-        says the client has handled everything sent before it.  Returns the ping's id."""
+        says the client has handled everything sent before it.  Returns the ping's id.
+
+        ``padding`` zero bytes ride along (the client answers with 12 bytes whatever the
+        size): the net test's large PING, whose round trip minus a 0-byte one is the time
+        the link took to carry them (``spice:server/main-channel-client.cpp``)."""
         self._ping_id += 1
         if len(self._pings) >= 16:  # a client that never answers cannot grow this
             del self._pings[next(iter(self._pings))]  # forget the oldest unanswered one
         self._pings[self._ping_id] = now
-        self.send(m.Ping(id=self._ping_id, timestamp=int(now * 1e9) & 0xFFFF_FFFF_FFFF_FFFF))
+        stamp = int(now * 1e9) & 0xFFFF_FFFF_FFFF_FFFF
+        self.send(m.Ping(id=self._ping_id, timestamp=stamp, padding=bytes(padding)))
         return self._ping_id
 
     def set_time(self, now: float) -> None:
@@ -307,12 +320,15 @@ class ChannelProtocol:
         self._unacked = max(0, self._unacked - self._ack_window)
         if self._window_sent_at:
             self.stats.ack_lag.append(now - self._window_sent_at.popleft())
+        if self._window_bytes:
+            self.stats.acked_bytes = self._window_bytes.popleft()
+            self.stats.acked_at = now
 
     def _on_pong(self, message: m.Pong, now: float) -> None:
         sent = self._pings.pop(message.id, None)
         if sent is not None:
             self.stats.rtt.append(now - sent)
-            self._events.append(PongReceived(id=message.id))
+            self._events.append(PongReceived(id=message.id, round_trip=now - sent))
 
     def _on_disconnecting(self, message: m.ClientDisconnecting, now: float) -> None:
         self._events.append(ClientDisconnecting(reason=message.reason))

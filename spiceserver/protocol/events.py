@@ -141,6 +141,8 @@ class PongReceived:
     """The client answered our PING ``id``: it has handled every message sent before it."""
 
     id: int
+    #: Seconds from the PING being queued to its PONG (the link estimate's samples).
+    round_trip: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

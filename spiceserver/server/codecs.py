@@ -11,23 +11,31 @@ The choice mirrors spice-server's ``get_compression_for_bitmap`` (``spice:server
 spirit:
 
 * images under 54 bytes stay raw bitmaps, and QUIC needs at least 3×3 pixels;
-* ``auto-glz`` / ``auto-lz`` send photographic regions ("high graduality") as QUIC and
-  everything else as GLZ (when the client's window takes the image) or LZ;
+* ``auto-glz`` / ``auto-lz`` send photographic regions ("high graduality", or smooth: see
+  :func:`classify`) as QUIC and everything else as GLZ (when the client's window takes the
+  image) or LZ;
 * ``glz`` falls back to LZ when the image does not fit the client's GLZ window;
-* a client's PREFERRED_COMPRESSION replaces the server's default for that client.
+* a client's PREFERRED_COMPRESSION replaces the server's default for that client;
+* with lossy allowed (:attr:`ImageEncoder.lossy`: the JPEG policy, display/lossy.py), smooth
+  photographic regions go JPEG instead, as libspice replaces QUIC by JPEG on slow links
+  (``dcc_compress_image``), but only in the auto modes: a client that named a codec gets it.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import struct
 import weakref
+import zlib
 from collections.abc import Callable, Container
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from spiceserver.errors import ConfigError
 from spiceserver.protocol.display import EncodedImage
 from spiceserver.protocol.enums import (
     BITMAP_FLAG_TOP_DOWN,
@@ -44,12 +52,16 @@ __all__ = [
     "MODES",
     "Codec",
     "CodecKey",
+    "CodecSettings",
     "CompressionMode",
+    "ImageClass",
     "ImageEncoder",
+    "classify",
     "encode_bitmap",
     "encode_shared",
     "intact_prefix",
     "is_photographic",
+    "jpeg_available",
     "shared_codec_key",
 ]
 
@@ -57,11 +69,28 @@ logger = logging.getLogger("spiceserver.codecs")
 
 _BITMAP = struct.Struct("<BBIIII")  # format, flags, x, y, stride, Palette* (0 = none)
 _DATA_SIZE = struct.Struct("<I")
+_ZLIB_GLZ = struct.Struct("<II")  # glz_data_size, data_size (spice.proto ZlibGlzRGBData)
+#: libspice wraps GLZ streams of at least this many bytes in zlib, at this level
+#: (``spice:server/image-encoders.cpp`` MIN_GLZ_SIZE_FOR_ZLIB, ZLIB_DEFAULT_COMPRESSION_LEVEL).
+MIN_GLZ_SIZE_FOR_ZLIB = 100
+ZLIB_GLZ_LEVEL = 3
 #: spice-server sends images smaller than this many bytes uncompressed.
 MIN_COMPRESS_BYTES = 54
 
 #: A codec and the settings it encodes with: equal keys, equal pixels → equal bytes.
 CodecKey = tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CodecSettings:
+    """Server-wide encoder settings (from ServerConfig); a codec's share key names those it
+    depends on (:attr:`Codec.keyed_by`)."""
+
+    #: libjpeg quality, 1..100 (libspice: 85, fixed; andris ``--jpeg-quality`` 85).
+    jpeg_quality: int = 85
+
+
+DEFAULT_SETTINGS = CodecSettings()
 
 
 def encode_bitmap(pixels: np.ndarray) -> EncodedImage:
@@ -84,18 +113,61 @@ def _wrap(image_type: ImageType, width: int, height: int, stream: bytes) -> Enco
     )
 
 
-def _encode_quic(pixels: np.ndarray) -> EncodedImage:
+def _encode_raw(pixels: np.ndarray, settings: CodecSettings) -> EncodedImage:
+    return encode_bitmap(pixels)
+
+
+def _encode_quic(pixels: np.ndarray, settings: CodecSettings) -> EncodedImage:
     from encoders import quic_encode
 
     height, width = pixels.shape[:2]
     return _wrap(ImageType.QUIC, width, height, quic_encode(pixels))
 
 
-def _encode_lz(pixels: np.ndarray) -> EncodedImage:
+def _encode_lz(pixels: np.ndarray, settings: CodecSettings) -> EncodedImage:
     from encoders import lz_encode
 
     height, width = pixels.shape[:2]
     return _wrap(ImageType.LZ_RGB, width, height, lz_encode(pixels))
+
+
+#: The libjpeg-turbo binding (the ``jpeg`` extra): None until first asked for.
+_simplejpeg: ModuleType | None = None
+
+
+def jpeg_available() -> bool:
+    """Whether the ``jpeg`` extra (simplejpeg) is installed."""
+    try:
+        _jpeg()
+    except ConfigError:
+        return False
+    return True
+
+
+def _jpeg() -> ModuleType:
+    global _simplejpeg
+    if _simplejpeg is None:
+        try:
+            _simplejpeg = importlib.import_module("simplejpeg")
+        except ImportError as exc:
+            raise ConfigError(
+                "JPEG images need simplejpeg: pip install 'spiceserver[jpeg]'"
+            ) from exc
+    return _simplejpeg
+
+
+def _encode_jpeg(pixels: np.ndarray, settings: CodecSettings) -> EncodedImage:
+    # SpiceJPEGData is u32 data_size then a baseline JFIF stream (spice.proto); spice-gtk
+    # decodes it with libjpeg (spice-common:common/canvas_base.c canvas_get_jpeg), and so does
+    # libspice's encoder make it: 4:2:0, the quality alone tunable.  X is ignored (BGRX).
+    height, width = pixels.shape[:2]
+    stream = _jpeg().encode_jpeg(
+        np.ascontiguousarray(pixels),
+        quality=settings.jpeg_quality,
+        colorspace="BGRX",
+        colorsubsampling="420",
+    )
+    return _wrap(ImageType.JPEG, width, height, stream)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,16 +196,18 @@ class Codec:
     #: Smallest width and height it encodes.
     min_side: int = 1
     #: Pixels → image, for codecs without per-session state (None: see ImageEncoder).
-    encode: Callable[[np.ndarray], EncodedImage] | None = None
+    encode: Callable[[np.ndarray, CodecSettings], EncodedImage] | None = None
     #: The ``encoders`` module whose numba kernels must be compiled first (None: none).
     kernels: str | None = None
+    #: CodecSettings fields its encodings depend on (they join the share key).
+    keyed_by: tuple[str, ...] = ()
 
 
 #: Every codec, by the name used in metrics and the encode cache.
 CODECS: dict[str, Codec] = {
     codec.name: codec
     for codec in (
-        Codec("raw", ImageType.BITMAP, ("raw", "32bit"), False, 18, encode=encode_bitmap),
+        Codec("raw", ImageType.BITMAP, ("raw", "32bit"), False, 18, encode=_encode_raw),
         # QUIC and LZ are always RGB32 without alpha here; a new setting (QUIC alpha, an LZ4
         # level) must join the share key.
         Codec(
@@ -156,6 +230,21 @@ CODECS: dict[str, Codec] = {
             kernels="encoders.lz",
         ),
         Codec("glz", ImageType.GLZ_RGB, None, False, 4 + 33, kernels="encoders.glz"),
+        # GLZ in zlib on slow links (libspice's zlib-glz-wan-compression): both sizes and the
+        # zlib header kept intact; its GLZ image still takes its place in the window.
+        Codec("zlib-glz", ImageType.ZLIB_GLZ_RGB, None, False, 8 + 2, kernels="encoders.glz"),
+        # JPEG: u32 data_size, then SOI and the JFIF APP0 segment (20 bytes) kept intact.
+        # Below 8x8 a JPEG is all header.
+        Codec(
+            "jpeg",
+            ImageType.JPEG,
+            ("jpeg", "bgrx", "420"),
+            True,
+            4 + 20,
+            min_side=8,
+            encode=_encode_jpeg,
+            keyed_by=("jpeg_quality",),
+        ),
     )
 }
 _BY_IMAGE_TYPE = {codec.image_type: codec for codec in CODECS.values()}
@@ -169,23 +258,29 @@ class CompressionMode:
     codecs: tuple[str, ...]
     #: For photographic areas, when it can take them (the auto modes).
     photographic: str | None = None
+    #: For smooth photographic areas when lossy images are allowed (the auto modes: the
+    #: server chooses; a client that named a codec keeps it, lossless).
+    lossy: str | None = None
 
 
 #: The modes we serve (libspice-server's meanings); LZ4 (7) is not implemented, so a client
 #: asking for it keeps ours.
 MODES: dict[ImageCompression, CompressionMode] = {
     ImageCompression.OFF: CompressionMode(("raw",)),
-    ImageCompression.AUTO_GLZ: CompressionMode(("glz", "lz"), photographic="quic"),
-    ImageCompression.AUTO_LZ: CompressionMode(("lz",), photographic="quic"),
+    ImageCompression.AUTO_GLZ: CompressionMode(("glz", "lz"), photographic="quic", lossy="jpeg"),
+    ImageCompression.AUTO_LZ: CompressionMode(("lz",), photographic="quic", lossy="jpeg"),
     ImageCompression.QUIC: CompressionMode(("quic", "lz")),
     ImageCompression.GLZ: CompressionMode(("glz", "lz")),
     ImageCompression.LZ: CompressionMode(("lz",)),
 }
 
 
-def shared_codec_key(codec: str) -> CodecKey | None:
+def shared_codec_key(codec: str, settings: CodecSettings = DEFAULT_SETTINGS) -> CodecKey | None:
     """The key under which sessions may share images of ``codec``; None when they may not."""
-    return CODECS[codec].share_key
+    entry = CODECS[codec]
+    if entry.share_key is None or not entry.keyed_by:
+        return entry.share_key
+    return entry.share_key + tuple(f"{name}={getattr(settings, name)}" for name in entry.keyed_by)
 
 
 def intact_prefix(image_type: ImageType) -> int | None:
@@ -194,30 +289,89 @@ def intact_prefix(image_type: ImageType) -> int | None:
     return None if codec is None else codec.intact_prefix
 
 
-def encode_shared(pixels: np.ndarray, codec: str) -> EncodedImage:
-    """Encode with a codec that keeps no per-client state (``raw``, ``quic`` or ``lz``)."""
+def encode_shared(
+    pixels: np.ndarray, codec: str, settings: CodecSettings = DEFAULT_SETTINGS
+) -> EncodedImage:
+    """Encode with a codec that keeps no per-client state (``raw``, ``quic``, ``lz``,
+    ``jpeg``)."""
     encode = CODECS[codec].encode
     if encode is None:
         raise ValueError(f"{codec} images depend on the client: not shareable")
-    return encode(pixels)
+    return encode(pixels, settings)
 
 
-def is_photographic(pixels: np.ndarray, sample_rows: int = 16) -> bool:
+@dataclass(frozen=True, slots=True)
+class ImageClass:
+    """What the codec choice needs to know of a region (one sample, both answers)."""
+
+    #: Photo-like for QUIC: few flat steps, many small ones.
+    gradual: bool = False
+    #: Safe to send lossy: no hard edges at all and many colours (photos, skies,
+    #: gradients); text and UI never are.
+    smooth: bool = False
+
+
+NOT_PHOTOGRAPHIC = ImageClass()
+#: Steps above this (largest channel difference between neighbours) are hard edges: glyph
+#: strokes and UI borders have many (text 2-9 % of steps on tests/data/corpus, photos 0 %).
+HARD_EDGE = 64
+#: Lossy needs at least this fraction of distinct colours among the sampled pixels (text and
+#: UI at most 1.5 % on the corpus; a photo's smooth sky 8 %) ...
+MIN_DISTINCT_COLOURS = 0.05
+#: ... and at least this fraction of non-flat steps (not a flat fill with a few shades) ...
+MIN_VARYING = 0.15
+#: ... and either hardly a hard edge (fewer than this fraction of steps) ...
+MAX_HARD_EDGES = 0.002
+#: ... or a few (fewer than this fraction), isolated: object outlines, a hue wrapping round.
+#: Glyphs are strokes, a hard edge with another within :data:`STROKE` pixels of the same row
+#: (92-99 % of text's hard edges, anti-aliased text drawn onto a photo included; 10 % of
+#: the animated pattern's gradient band), so no more than :data:`MAX_PAIRED` of them.
+MAX_ISOLATED_EDGES = 0.03
+STROKE = 4
+MAX_PAIRED = 0.3
+
+
+def classify(pixels: np.ndarray, sample_rows: int = 16) -> ImageClass:
     """Whether a region looks like a photo (smooth, noisy colour) rather than text or UI.
 
     Samples a few rows and looks at each pixel's largest channel step from its left
     neighbour: photos have few flat steps and many small ones; text, UI and flat colour have
     many flat steps and a few sharp edges.  (spice-server samples pixel segments for the same
-    decision in ``bitmap_get_graduality_level``.)
+    decision in ``bitmap_get_graduality_level``.)  The lossy test (``smooth``) is stricter
+    in another way: many colours, and no hard edges but isolated ones (text, anti-aliased
+    onto a photo or not, is strokes: pairs of hard edges).  About 1 ms for 16 rows of 1920.
     """
     height, width = pixels.shape[:2]
     if width < 8 or height < 8:
-        return False
+        return NOT_PHOTOGRAPHIC
     rows = pixels[np.linspace(0, height - 1, min(sample_rows, height)).astype(np.intp), :, :3]
     steps = np.abs(np.diff(rows.astype(np.int16), axis=1)).max(axis=2)
     flat = float(np.mean(steps == 0))
     small = float(np.mean((steps > 0) & (steps <= 24)))
-    return flat < 0.35 and small > 0.45
+    gradual = flat < 0.35 and small > 0.45
+    return ImageClass(gradual=gradual, smooth=1.0 - flat >= MIN_VARYING and _smooth(rows, steps))
+
+
+def _smooth(rows: np.ndarray, steps: np.ndarray) -> bool:
+    hard = steps > HARD_EDGE
+    edges = int(hard.sum())
+    if edges >= MAX_HARD_EDGES * hard.size:
+        if edges >= MAX_ISOLATED_EDGES * hard.size:
+            return False
+        near = np.zeros_like(hard)
+        for k in range(1, STROKE + 1):
+            near[:, :-k] |= hard[:, k:]
+            near[:, k:] |= hard[:, :-k]
+        if int((hard & near).sum()) > MAX_PAIRED * edges:
+            return False
+    colours = rows.reshape(-1, 3).astype(np.uint32)
+    packed = (colours[:, 0] << 16) | (colours[:, 1] << 8) | colours[:, 2]
+    return len(np.unique(packed)) >= MIN_DISTINCT_COLOURS * len(packed)
+
+
+def is_photographic(pixels: np.ndarray, sample_rows: int = 16) -> bool:
+    """Whether QUIC suits a region better than LZ/GLZ (:func:`classify`'s ``gradual``)."""
+    return classify(pixels, sample_rows).gradual
 
 
 class ImageEncoder:
@@ -235,6 +389,12 @@ class ImageEncoder:
         ready: Container[str] | None = None,
     ) -> None:
         self.compression = compression
+        #: Smooth photographic regions may go lossy (JPEG) in the auto modes: set per update
+        #: by the display's JPEG policy (display/lossy.py).
+        self.lossy = False
+        #: GLZ images go out wrapped in zlib when that is smaller (slow links: the policy's).
+        self.zlib_glz = False
+        self.settings = DEFAULT_SETTINGS
         self._glz = glz
         self._glz_ref: weakref.ref[GlzDictionary] | None = None
         #: Codecs whose kernels are compiled (None: all; see ``SpiceServer.encoders_ready``):
@@ -282,17 +442,26 @@ class ImageEncoder:
     def choose(
         self,
         pixels: np.ndarray,
-        photographic: Callable[[np.ndarray], bool] = is_photographic,
+        sample: Callable[[np.ndarray], ImageClass] = classify,
+        *,
+        lossless: bool = False,
     ) -> str:
-        """The codec for one region (a sample, but not free: ``photographic`` may answer from
-        a memo shared by sessions)."""
+        """The codec for one region (a sample, but not free: ``sample`` may answer from a
+        memo shared by sessions).  ``lossless``: never lossy (a lossless refresh)."""
         height, width = pixels.shape[:2]
         if width * height * 4 < MIN_COMPRESS_BYTES:
             return "raw"
         mode = MODES[self.compression]
-        photo = mode.photographic
-        if photo is not None and self._fits(photo, width, height) and photographic(pixels):
-            return photo
+        photo, lossy = mode.photographic, mode.lossy
+        if lossy is not None and self.lossy and not lossless:  # noqa: SIM102 - cheap tests first
+            if self._fits(lossy, width, height) and sample(pixels).smooth:
+                return lossy
+        if photo is not None and self._fits(photo, width, height):
+            # Smooth areas too: a photo's sky is no "gradual" image but QUIC takes half the
+            # bytes GLZ does (tests/data/corpus photo_dune, top bands: 437 KB vs 874 KB).
+            image_class = sample(pixels)
+            if image_class.gradual or image_class.smooth:
+                return photo
         for codec in mode.codecs:
             if self._fits(codec, width, height):
                 return codec
@@ -310,6 +479,18 @@ class ImageEncoder:
             glz = self.glz
             if glz is not None:
                 height, width = pixels.shape[:2]
-                return _wrap(ImageType.GLZ_RGB, width, height, glz.encode(pixels)), codec
+                stream = glz.encode(pixels)
+                if self.zlib_glz and len(stream) >= MIN_GLZ_SIZE_FOR_ZLIB:
+                    wrapped = zlib.compress(stream, ZLIB_GLZ_LEVEL)
+                    if len(wrapped) < len(stream):  # else plain GLZ, as libspice does
+                        head = _ZLIB_GLZ.pack(len(stream), len(wrapped))
+                        image = EncodedImage(
+                            type=ImageType.ZLIB_GLZ_RGB,
+                            width=width,
+                            height=height,
+                            body=(head, wrapped),
+                        )
+                        return image, "zlib-glz"
+                return _wrap(ImageType.GLZ_RGB, width, height, stream), codec
             codec = "lz"  # its session ended while the update was encoding: nobody decodes it
-        return encode_shared(pixels, codec), codec
+        return encode_shared(pixels, codec, self.settings), codec

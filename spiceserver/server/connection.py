@@ -223,9 +223,13 @@ class SpiceConnection:
 
     def pause_writing(self) -> None:
         self.writing_paused = True
+        if self.session is not None:  # backpressure: the link estimate counts its time
+            self.session.metrics.link.writing_paused(id(self), True, self.context.clock())
 
     def resume_writing(self) -> None:
         self.writing_paused = False
+        if self.session is not None:
+            self.session.metrics.link.writing_paused(id(self), False, self.context.clock())
         if self.handler is not None:
             self.handler.on_writable()
 

@@ -17,7 +17,7 @@ this module each of them copies and encodes the very same pixels with the very s
 * **One encode, many waiters.** The first session that needs an encoding starts it on the
   worker pool and stores the future; the others await the same future, in flight or done.
   Waiters shield it, so a client leaving mid-encode does not cancel it for the rest.  The
-  codec choice's costly sample (``is_photographic``) is memoised per band the same way.
+  codec choice's costly sample (``classify``) is memoised per band the same way.
 * **Bounded.** Only the newest :data:`KEEP_VERSIONS` versions are kept, and fewer when their
   pixels and encodings exceed ``max_bytes`` (the newest version always stays).  A session
   asking for an older version (a client running behind) reads and encodes for itself.
@@ -31,7 +31,7 @@ import asyncio
 import collections
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from spiceserver.sources.base import Rect
 
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from spiceserver.server.codecs import CodecKey
 
 __all__ = ["KEEP_VERSIONS", "CacheStats", "EncodeCache"]
+
+T = TypeVar("T")
 
 #: Source versions whose bands stay shareable: a client one or two updates behind the others
 #: still shares, and a full frame for a newly joined client survives a few source ticks.
@@ -65,7 +67,8 @@ class CacheStats:
 @dataclass(eq=False, slots=True)
 class _Band:
     pixels: np.ndarray
-    photographic: bool | None = None
+    #: The codec choice's sample of the band (codecs.ImageClass), once taken.
+    photographic: Any = None
     encodings: dict[CodecKey, asyncio.Future[EncodedImage]] = field(default_factory=dict)
     nbytes: int = 0
     alive: bool = True
@@ -99,15 +102,16 @@ class EncodeCache:
         return band.pixels
 
     def photographic(
-        self, version: int, rect: Rect, pixels: np.ndarray, test: Callable[[np.ndarray], bool]
-    ) -> bool:
+        self, version: int, rect: Rect, pixels: np.ndarray, test: Callable[[np.ndarray], T]
+    ) -> T:
         """``test(pixels)``, computed once per band (the codec choice samples every band)."""
         band = self._band(version, rect, pixels)
         if band is None:
             return test(pixels)
         if band.photographic is None:
             band.photographic = test(pixels)
-        return band.photographic
+        result: T = band.photographic
+        return result
 
     def encoding(
         self,

@@ -26,6 +26,7 @@ from spiceserver.record import JsonlRecorder, Recorder
 from spiceserver.server.agent import AgentServices
 from spiceserver.server.audio import AudioHub
 from spiceserver.server.channels.inputs import InputsHandler
+from spiceserver.server.codecs import CODECS, jpeg_available
 from spiceserver.server.context import ServerContext
 from spiceserver.server.encode_cache import EncodeCache
 from spiceserver.server.fault_injection import FaultInjector
@@ -165,6 +166,13 @@ class SpiceServer:
             config = dataclasses.replace(config, **options)
         _check_config(config)
         self.config = config
+        if config.jpeg_wan_compression != "never" and not jpeg_available():
+            if config.jpeg_wan_compression == "always":
+                raise ConfigError(
+                    "jpeg_wan_compression='always' needs simplejpeg: "
+                    "pip install 'spiceserver[jpeg]'"
+                )
+            logger.info("no JPEG on slow links: simplejpeg is missing (the jpeg extra)")
         self.source = source
         self._tls = (
             None
@@ -252,7 +260,8 @@ class SpiceServer:
         self._warmup: EncoderWarmup | None = None
         if config.warmup_encoders:
             context = self.context
-            context.codecs_ready = {"raw"}
+            # Codecs without numba kernels (raw, jpeg) are ready at once.
+            context.codecs_ready = {name for name, codec in CODECS.items() if not codec.kernels}
             self._warmup = context.warmup = EncoderWarmup(context.codecs_ready)
 
     # ------------------------------------------------------------------ lifecycle

@@ -129,18 +129,18 @@ def test_display_closed_after_n_messages_leaves_the_session_alive() -> None:
 
 def test_main_closed_mid_session_ends_the_session() -> None:
     source = NumpySource(frame=make_frame(5))
-    # Main sends INIT, NAME, UUID, MULTI_MEDIA_TIME, PING, the first unknown message, then
-    # CHANNELS_LIST (7); the second unknown message, 12 s later, is the 8th: main closes then,
-    # with the display up (12 s: room for a loaded CI machine to show the first frame).
-    # The agent off: its messages (caps, tokens) would change the count.
-    with server(source, "close-after:main:8", "unknown-message:main:2:12", agent=False) as st:
+    # Main sends INIT, NAME, UUID, MULTI_MEDIA_TIME, PING, the net test's two PINGs, the first
+    # unknown message, then CHANNELS_LIST (9); the second unknown message, 12 s later, is the
+    # 10th: main closes then, with the display up (12 s: room for a loaded CI machine to show
+    # the first frame).  The agent off: its messages (caps, tokens) would change the count.
+    with server(source, "close-after:main:10", "unknown-message:main:2:12", agent=False) as st:
         with GtkClient(st.uri, PASSWORD) as client:
             client.wait_for_frame(source.frame, timeout=11)
             assert client.wait_exit(timeout=30) == 3  # the harness: "server disconnected"
             assert channel_events(client, "main") == ["opened", "closed"]
             disconnected = client.wait_for("disconnected", timeout=1, since=0)
             assert disconnected["main_error"] is None  # a clean close, not an I/O error
-            # Both unknown messages arrived (the 2nd is the 8th message), both were skipped.
+            # Both unknown messages arrived (the 2nd is the 10th message), both were skipped.
             assert logs(client, "critical") == ["failed to parse message: main-1:0 type 65535"] * 2
         serves_a_fresh_client(st, source)  # (its main will close too, 12 s in)
 

@@ -12,6 +12,7 @@ import pytest
 
 from spiceserver import ImageCompression, NumpySource, ServerConfig
 from spiceserver.__main__ import build_parser, config_from_args
+from spiceserver.bandwidth import NET_TEST_BYTES
 from spiceserver.errors import ConfigError
 from spiceserver.faults import UNKNOWN_MESSAGE_BODY, UNKNOWN_MESSAGE_TYPE, Fault, parse_faults
 from spiceserver.protocol.display import EncodedImage
@@ -249,8 +250,9 @@ def test_delay_holds_every_message_in_order(event_loop_name: str) -> None:
             main.send(104)  # ATTACH_CHANNELS
             await main.receive(104)  # CHANNELS_LIST
             assert loop.time() - sent >= delay - slack
-            # Held in order: MULTI_MEDIA_TIME and PING came with INIT, before the list.
-            assert [t for t, _ in main.pending] == [106, 4]
+            # Held in order: MULTI_MEDIA_TIME and PING came with INIT, before the list, and
+            # the net test's two PINGs (spiceserver.bandwidth).
+            assert [t for t, _ in main.pending] == [106, 4, 4, 4]
             # The display, delayed too, still gets exact frames, each at least `delay` late.
             display = await open_display(server.port, session_id)
             canvas = Canvas(64, 48)
@@ -304,18 +306,19 @@ def test_delay_pauses_production_above_the_write_buffer_mark() -> None:
 
 def test_close_after_n_messages(caplog: pytest.LogCaptureFixture, event_loop_name: str) -> None:
     async def scenario() -> None:
-        async with fault_server(NumpySource(64, 48), "close-after:main:4") as server:
+        async with fault_server(NumpySource(64, 48), "close-after:main:6") as server:
             for _ in range(2):  # the server keeps serving: the next session gets the same
                 main = await LoopbackClient.open(server.port)
                 assert await main.link(ChannelType.MAIN, PASSWORD) == LinkError.OK
-                await main.receive(103)  # INIT; MULTI_MEDIA_TIME and PING follow: 3 messages
-                main.send(104)  # ATTACH_CHANNELS: CHANNELS_LIST is the 4th and last
-                assert [t for t, _ in await read_to_eof(main)] == [106, 4, 104]
+                # INIT; MULTI_MEDIA_TIME, PING and the net test's two PINGs follow: 5 messages
+                await main.receive(103)
+                main.send(104)  # ATTACH_CHANNELS: CHANNELS_LIST is the 6th and last
+                assert [t for t, _ in await read_to_eof(main)] == [106, 4, 4, 4, 104]
                 await main.close()
 
     with caplog.at_level(logging.INFO, "spiceserver.faults"):
         run(scenario(), loop=event_loop_name)
-    assert caplog.text.count("fault close-after: closing after 4 messages") == 2
+    assert caplog.text.count("fault close-after: closing after 6 messages") == 2
 
 
 def test_close_after_cuts_a_display_update_between_messages() -> None:
@@ -401,7 +404,7 @@ def test_unknown_message_with_full_headers_has_the_next_serial() -> None:
             data = b""
             headers = []
             async with asyncio.timeout(10):
-                while len(headers) < 4:
+                while len(headers) < 6:
                     data += await main.reader.read(65536)
                     while len(data) >= 18:
                         serial, type_, size, sub_list = struct.unpack_from("<QHII", data)
@@ -409,14 +412,16 @@ def test_unknown_message_with_full_headers_has_the_next_serial() -> None:
                             break
                         headers.append((serial, type_, size, sub_list, data[18 : 18 + size]))
                         data = data[18 + size :]
-            # INIT, MULTI_MEDIA_TIME, PING, then the unknown message.
+            # INIT, MULTI_MEDIA_TIME, PING, the net test's two PINGs, the unknown message.
             assert [h[:4] for h in headers] == [
                 (1, 103, headers[0][2], 0),
                 (2, 106, 4, 0),
                 (3, 4, headers[2][2], 0),
-                (4, UNKNOWN_MESSAGE_TYPE, len(UNKNOWN_MESSAGE_BODY), 0),
+                (4, 4, 12, 0),
+                (5, 4, 12 + NET_TEST_BYTES, 0),
+                (6, UNKNOWN_MESSAGE_TYPE, len(UNKNOWN_MESSAGE_BODY), 0),
             ]
-            assert headers[3][4] == UNKNOWN_MESSAGE_BODY
+            assert headers[5][4] == UNKNOWN_MESSAGE_BODY
             await main.close()
 
     run(scenario())

@@ -44,6 +44,7 @@ class ChannelHandler(Generic[P]):
         self.channel = channel
         self.channel_id = channel_id
         self._pongs: dict[int, asyncio.Future[None]] = {}
+        self._acked_at = 0.0
 
     @classmethod
     def link_caps(cls, context: ServerContext) -> tuple[int, ...]:
@@ -64,6 +65,11 @@ class ChannelHandler(Generic[P]):
 
     def on_events(self, events: list[Any], now: float) -> None:
         """Events the channel protocol parsed from the client."""
+        stats = self.channel.stats
+        if stats.acked_at != self._acked_at:  # an ACK came: a delivery sample
+            self._acked_at = stats.acked_at
+            link = self.session.metrics.link
+            link.acked(id(self), stats.acked_bytes, stats.bytes_sent, stats.acked_at)
         if self.context.recorders:
             for event in events:
                 record = event_record(event)
@@ -84,6 +90,7 @@ class ChannelHandler(Generic[P]):
 
     def closed(self) -> None:
         """The connection is gone."""
+        self.session.metrics.link.forget(id(self))
 
     def record(self, event: dict[str, Any]) -> None:
         self.context.record(event, self.session.id, self.channel_name, self.channel_id)

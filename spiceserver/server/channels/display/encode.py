@@ -8,7 +8,7 @@ import functools
 import numpy as np
 
 from spiceserver.protocol.display import EncodedImage
-from spiceserver.server.codecs import ImageEncoder, encode_shared, is_photographic, shared_codec_key
+from spiceserver.server.codecs import ImageEncoder, classify, encode_shared, shared_codec_key
 from spiceserver.server.context import ServerContext
 from spiceserver.session import SessionMetrics
 from spiceserver.sources.base import Rect
@@ -24,6 +24,7 @@ async def encode_bands(
     snapshots: list[tuple[Rect, np.ndarray]],
     version: int,
     metrics: SessionMetrics,
+    lossless: list[bool] | None = None,
 ) -> list[Encoded]:
     """Encode every band on the worker threads; results in band order.
 
@@ -31,25 +32,30 @@ async def encode_bands(
     Bands of the other codecs come from the server's encode cache, shared with every
     session asking for the same band at the same ``version`` (each uncached one is a
     worker job of its own); those the cache cannot share are dealt out to the workers so
-    a full frame uses every core.
+    a full frame uses every core.  ``lossless[i]``: band ``i`` must not go lossy (its
+    lossless refresh is due).
     """
     loop = asyncio.get_running_loop()
     executor = context.executor
     cache = context.encode_cache
     codecs = [
         encoder.choose(
-            pixels, functools.partial(cache.photographic, version, band, test=is_photographic)
+            pixels,
+            functools.partial(cache.photographic, version, band, test=classify),
+            lossless=lossless is not None and lossless[i],
         )
-        for band, pixels in snapshots
+        for i, (band, pixels) in enumerate(snapshots)
     ]
     glz = [i for i, codec in enumerate(codecs) if codec == "glz"]
     shared: dict[int, asyncio.Future[EncodedImage]] = {}
     hits = cache.stats.hits
     for i, codec in enumerate(codecs):
-        key = shared_codec_key(codec)
+        key = shared_codec_key(codec, encoder.settings)
         if key is not None:
             band, pixels = snapshots[i]
-            start = functools.partial(loop.run_in_executor, executor, encode_shared, pixels, codec)
+            start = functools.partial(
+                loop.run_in_executor, executor, encode_shared, pixels, codec, encoder.settings
+            )
             future = cache.encoding(version, band, pixels, key, start)
             if future is not None:
                 shared[i] = future

@@ -18,13 +18,14 @@ from typing import Any
 import numpy as np
 
 from spiceserver.protocol.display import DisplayChannel
-from spiceserver.protocol.events import CompressionPreferred, DisplayReady
+from spiceserver.protocol.events import CompressionPreferred, DisplayReady, PongReceived
 from spiceserver.protocol.messages import CursorShape
 from spiceserver.region import DirtyRegion, split_rows
 from spiceserver.scroll import PendingMoves, Scroll
 from spiceserver.server.channels.base import ChannelHandler
 from spiceserver.server.channels.display.encode import encode_bands
-from spiceserver.server.codecs import ImageEncoder
+from spiceserver.server.channels.display.lossy import LossyAreas, wan_allowed
+from spiceserver.server.codecs import CODECS, CodecSettings, ImageEncoder, jpeg_available
 from spiceserver.server.fault_injection import ImageCorrupter
 from spiceserver.sources.base import Head, Rect
 
@@ -42,6 +43,14 @@ PACING_HEADROOM = 0.95
 #: Longest wait for the start-up PING's answer before the first frame (a client that never
 #: answers still gets its frame; spice-gtk answers within a round trip).
 SETTLE_TIMEOUT = 0.5
+#: Longest wait for the session's net test before the first frame, with JPEG on "auto": at
+#: 2 Mbit/s it takes about half a second, and decides between a JPEG and a QUIC first frame.
+NET_TEST_TIMEOUT = 1.5
+#: Lossless refreshes go out one area per round trip (see lossy.py) ...
+REFRESH_AREAS = 1
+#: ... and a client that does not answer that PING within this many seconds is taken to
+#: have drawn them anyway (so its areas still get their refresh).
+DELIVERY_TIMEOUT = 10.0
 #: Longest wait for kernels loading from numba's cache before a first frame (seconds).
 CACHED_WARMUP_WAIT = 2.0
 
@@ -55,9 +64,15 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         super().__init__(*args, **kwargs)
         self.dirty = DirtyRegion()
         self.need_surface = True
-        self.encoder = ImageEncoder(
-            self.context.config.image_compression, ready=self.context.codecs_ready
-        )
+        config = self.context.config
+        self.encoder = ImageEncoder(config.image_compression, ready=self.context.codecs_ready)
+        self.encoder.settings = CodecSettings(jpeg_quality=config.jpeg_quality)
+        #: Areas this client holds lossy, re-sent losslessly once still (lossy.py).
+        self.lossy = LossyAreas(config.lossless_refresh)
+        self._jpeg = config.jpeg_wan_compression != "never" and jpeg_available()
+        self._refresh_timer: asyncio.TimerHandle | None = None
+        #: The PING after the latest update with lossy or refresh bands, and when it went.
+        self._delivery: tuple[int, float] | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -93,7 +108,11 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
     def on_events(self, events: list[Any], now: float) -> None:
         super().on_events(events, now)
         for event in events:
-            if isinstance(event, DisplayReady) and self._task is None:
+            delivery = self._delivery
+            if isinstance(event, PongReceived) and delivery and event.id == delivery[0]:
+                self._delivery = None
+                self.lossy.delivered(now)
+            elif isinstance(event, DisplayReady) and self._task is None:
                 self._attach_glz(event)
                 name = f"display {self.connection.name}"
                 self._task = asyncio.create_task(self._run(), name=name)
@@ -126,6 +145,8 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
     def on_damage(self, rects: list[Rect]) -> None:
         self.moves.damaged(self.context.source.version)
         self.dirty.add(rects)
+        if self.lossy:
+            self.lossy.damaged(rects, self.context.clock())
         self._wake.set()
 
     def on_heads(self, heads: tuple[Head, ...]) -> None:
@@ -138,12 +159,15 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         self.moves.reset()
         self.need_surface = True
         self.dirty.clear()
+        self.lossy.clear()  # the new surface is drawn whole
         self._wake.set()
 
     def on_scroll(self, rect: Rect, dy: int, damage: list[Rect]) -> None:
         # A COPY_BITS when this client holds what the move reads, else damage of rect.
         version, pending = self.context.source.version, self.dirty.rects()
         self.dirty.add(self.moves.scrolled(Scroll(rect, dy), damage, version, pending))
+        if self.lossy:  # a move carries lossy pixels along: the whole area waits again
+            self.lossy.moved(rect, self.context.clock())
         self._wake.set()
 
     def on_cursor(self, shape: CursorShape | None) -> None: ...
@@ -154,7 +178,10 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         self._wake.set()
 
     def closed(self) -> None:
+        super().closed()
         self._closed = True
+        if self._refresh_timer is not None:
+            self._refresh_timer.cancel()
         self.context.source.remove_listener(self)
         if self._counted:
             self._counted = False
@@ -192,6 +219,12 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
             async with asyncio.timeout(SETTLE_TIMEOUT):
                 if self._settled is not None:
                     await asyncio.shield(self._settled)
+        if self._jpeg and self.context.config.jpeg_wan_compression == "auto":
+            tested = loop.create_future()
+            self.session.metrics.link.when_tested(lambda: _resolve(tested))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(NET_TEST_TIMEOUT):
+                    await tested
         warmup = self.context.warmup
         if warmup is not None and warmup.quick and not warmup.done:
             # The kernels load from numba's cache in about a second: a first frame in the
@@ -218,6 +251,7 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
             # jitter; a late update does not push the schedule back more than one slot.
             next_slot = max(next_slot + min_interval, loop.time())
             await self._send_update()
+            self._arm_refresh()
             if self.dirty:
                 self._wake.set()
 
@@ -241,9 +275,38 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         self.dirty.clear()
         self.dirty.add([Rect(0, 0, width, height)])
 
+    def _update_policy(self) -> None:
+        """JPEG and zlib-GLZ allowed for the next update (the link may have changed)."""
+        config = self.context.config
+        caps, link = self.channel.client_channel_caps, self.session.metrics.link
+        self.encoder.lossy = wan_allowed(config.jpeg_wan_compression, caps, link, self._jpeg)
+        self.encoder.zlib_glz = wan_allowed(config.zlib_glz_wan_compression, caps, link, True)
+
+    def _arm_refresh(self) -> None:
+        """Wake the loop when the next lossy area falls due for its lossless copy."""
+        if self._refresh_timer is not None:
+            self._refresh_timer.cancel()
+            self._refresh_timer = None
+        due = self.lossy.next_due()
+        if self._delivery is not None:  # woken by the PONG, or give up on it
+            due = self._delivery[1] + DELIVERY_TIMEOUT
+        if due is not None and not self._closed:
+            delay = max(0.0, due - self.context.clock())
+            self._refresh_timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
+
     async def _send_update(self) -> None:
         """One update: queued moves, then the dirty region read now, encoded, drawn."""
         source = self.context.source
+        if self.lossy:
+            now = self.context.clock()
+            if self._delivery is not None and now - self._delivery[1] > DELIVERY_TIMEOUT:
+                self._delivery = None  # no PONG: taken as drawn
+                self.lossy.delivered(now)
+            if self._delivery is None:
+                refresh = self.lossy.take_due(now, REFRESH_AREAS)
+                if refresh:  # through the dirty region: merged with damage, latest-wins
+                    self.dirty.add(refresh)
+                    self.session.metrics.lossless_refreshes += len(refresh)
         rects = self.dirty.take()
         # Queued moves go out after the previous update's draws and before this one's:
         # the order PendingMoves relies on.
@@ -276,20 +339,33 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
             snapshots = [(band, read(band)) for band in bands]
         self.moves.read(version)  # no await since dirty.take(): see PendingMoves
         metrics = self.session.metrics
+        self._update_policy()
+        lossless = [self.lossy.forced_lossless(band) for band in bands] if self.lossy else None
         started = time.perf_counter()
-        encoded = await encode_bands(self.context, self.encoder, snapshots, version, metrics)
+        encoded = await encode_bands(
+            self.context, self.encoder, snapshots, version, metrics, lossless
+        )
         metrics.encode_seconds += time.perf_counter() - started
         if self._closed:
             return
         # Even if the source was resized meanwhile, these images are sent (to the old
         # surface, destroyed right after): GLZ ids must reach the client without a gap.
+        now = self.context.clock()
+        tracked = False
         for band, image, codec in encoded:
             if self.corrupt_image is not None:  # fault injection (--fault corrupt-image)
                 image = self.corrupt_image(image)
             self.channel.draw_copy(band.x, band.y, image)
             metrics.bytes_by_codec[codec] += image.size
             metrics.draws += 1
+            lossy = CODECS[codec].lossy
+            if lossy or self.lossy:
+                tracked = True
+                self.lossy.sent(band, lossy)  # still from its delivery (the PING below)
+        self.lossy.update_done(now)
         self.channel.end_update()
+        if tracked:  # its PONG: the client has drawn this update
+            self._delivery = (self.channel.ping(now), now)
         metrics.frames += 1
         self._update_sent(version, size, snapshots, moves)
 
@@ -319,6 +395,11 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         if capture is not None:
             copies = [(move.dest, move.source.x, move.source.y) for move in moves]
             capture.display_update(size, snapshots, copies)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _consume(future: asyncio.Future[None]) -> None:
