@@ -26,8 +26,13 @@ __all__ = [
 def source_from_spec(spec: str, *, max_fps: float = 30.0) -> FramebufferSource:
     """Build a source from a CLI spec: ``pattern``, ``pattern:WxH``, ``image:PATH``,
     ``scenario:FILE`` (a JSON scenario, see :mod:`spiceserver.sources.scenario`) or
-    ``desktop[:DISPLAY]`` (the running X server; ``$DISPLAY`` by default)."""
+    ``desktop[:DISPLAY]`` (the running X server; ``$DISPLAY`` by default) or
+    ``gnome[:CONNECTOR]`` (a monitor of the GNOME Wayland session; the primary by default)."""
     kind, _, arg = spec.partition(":")
+    if kind == "gnome":
+        from spiceserver.sources.gnome import GnomeSource  # D-Bus and GStreamer only when needed
+
+        return GnomeSource(arg or None, max_fps=max_fps)
     if kind == "desktop":
         from spiceserver.sources.desktop import DesktopSource  # python-xlib only when needed
 
@@ -51,5 +56,5 @@ def source_from_spec(spec: str, *, max_fps: float = 30.0) -> FramebufferSource:
         return ScenarioSource.from_file(arg)
     raise ValueError(
         f"unknown source {spec!r} (pattern, pattern:WxH, image:PATH, scenario:FILE, "
-        "desktop[:DISPLAY])"
+        "desktop[:DISPLAY], gnome[:CONNECTOR])"
     )

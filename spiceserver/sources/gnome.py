@@ -1,0 +1,269 @@
+"""A GNOME Wayland desktop as a framebuffer source: mutter's ScreenCast through PipeWire.
+
+Theory of operation
+-------------------
+:meth:`GnomeSource.start` opens a remote desktop session with a screen cast of one monitor
+(:mod:`spiceserver.sources.mutter`; the primary monitor unless a connector is given) and
+reads the stream's PipeWire node through GStreamer (:mod:`spiceserver.sources.pipewire`).
+Everything that blocks runs on one thread of its own (``spice-gnome``); D-Bus runs on the
+server's loop.  Either setup step failing raises :class:`ConfigError` and leaves nothing
+running: the server never starts with a half-working source.
+
+* **What changed.**  mutter sends a frame only when the monitor was repainted (a still
+  screen costs nothing), but a repaint is of whole windows.  Each frame is compared with the
+  held one tile by tile (:func:`~spiceserver.sources.desktop.changed_rects`, as for X), so
+  only the pixels that really changed are reported.  (PipeWire's damage metadata would say
+  it sooner, but GStreamer's ``pipewiresrc`` neither asks for nor passes it on.)
+* **When.**  The newest frame wins: the appsink holds one, and the thread takes at most
+  ``max_fps`` a second.
+* **Exact frames.**  As in :mod:`~spiceserver.sources.desktop`, the thread never writes
+  :attr:`frame`: each update is applied on the loop in the callback that notifies the
+  listeners, and at most :data:`MAX_UNAPPLIED_UPDATES` wait there.
+* **Size.**  A frame of another size (a mode change of the monitor) is swapped in with
+  :meth:`replace_frame`, which re-creates the clients' surfaces.
+* **Cursor.**  The pointer is drawn into the frames (ScreenCast ``cursor-mode`` 1, embedded)
+  and the clients' own cursor is hidden: ``pipewiresrc`` does not pass PipeWire's cursor
+  metadata (``SPA_META_Cursor``) on, so shapes and positions cannot reach the cursor channel.
+* **Input** goes into the same session: :class:`spiceserver.gnome_input.GnomeInput`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+import time
+
+import numpy as np
+
+from spiceserver.errors import ConfigError
+from spiceserver.sources.base import FramebufferSource, Rect
+from spiceserver.sources.desktop import changed_rects
+from spiceserver.sources.mutter import CURSOR_EMBEDDED, MutterSession
+from spiceserver.sources.pipewire import PipeWireFrames, import_gst
+
+__all__ = ["GnomeSource"]
+
+logger = logging.getLogger("spiceserver.gnome")
+
+#: How long :meth:`GnomeSource.start` waits for the first frame after the stream started.
+START_TIMEOUT = 15.0
+#: Updates handed to the loop and not yet applied: past this the capture thread waits (and
+#: the appsink keeps only the newest frame meanwhile).
+MAX_UNAPPLIED_UPDATES = 2
+#: How often the capture thread looks at its stop flag and the pipeline's errors when no
+#: frame comes.
+PULL_SECONDS = 0.25
+
+_Writes = list[tuple[Rect, np.ndarray]]
+
+
+class GnomeSource(FramebufferSource):
+    """One monitor of the GNOME (mutter) Wayland session this process runs in.
+
+    Args:
+        connector: The monitor to show (``"Meta-0"``, ``"DP-1"`` …); None: the primary one.
+        bus_address: The session bus; None uses ``$DBUS_SESSION_BUS_ADDRESS``.
+        pipewire_remote: A PipeWire socket path; None uses the default
+            (``$XDG_RUNTIME_DIR/pipewire-0``).
+        max_fps: At most this many frames a second are compared and reported.
+
+    The size is known once :meth:`start` has the first frame (1×1 before that).
+    """
+
+    kind = "gnome"
+
+    def __init__(
+        self,
+        connector: str | None = None,
+        *,
+        bus_address: str | None = None,
+        pipewire_remote: str | None = None,
+        max_fps: float = 30.0,
+    ) -> None:
+        if max_fps <= 0:
+            raise ConfigError(f"max_fps must be positive, got {max_fps}")
+        super().__init__(1, 1)
+        self.connector = connector
+        self.bus_address = bus_address
+        self.pipewire_remote = pipewire_remote
+        self.max_fps = max_fps
+        #: The running session (for :class:`~spiceserver.gnome_input.GnomeInput`); None
+        #: before :meth:`start` and after :meth:`stop`.
+        self.session: MutterSession | None = None
+        #: Counters for benchmarks: frames compared, frames that changed something, pixels
+        #: reported changed.
+        self.stats = {"frames": 0, "updates": 0, "changed_pixels": 0, "resizes": 0}
+        self._frames: PipeWireFrames | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._unapplied = threading.BoundedSemaphore(MAX_UNAPPLIED_UPDATES)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Open the session, wait for the first frame, then follow changes.
+
+        Raises:
+            ConfigError: No GStreamer/PipeWire plugin, no session bus or mutter on it,
+                access refused, or no frame from PipeWire; nothing is left running.
+        """
+        await super().start()
+        if self._thread is not None:
+            return
+        await asyncio.to_thread(import_gst)  # missing bindings fail before any session
+        session = await MutterSession.open(
+            self.bus_address, connector=self.connector, cursor_mode=CURSOR_EMBEDDED
+        )
+        frames: PipeWireFrames | None = None
+        try:
+            frames = await asyncio.to_thread(
+                PipeWireFrames, session.stream.node_id, remote=self.pipewire_remote
+            )
+            first = await asyncio.to_thread(_first_frame, frames, START_TIMEOUT)
+        except BaseException:
+            if frames is not None:
+                await asyncio.to_thread(frames.close)
+            await session.close()
+            raise
+        # Input is taken once the session's devices are up (mutter.WARMUP_SECONDS).
+        await asyncio.sleep(max(0.0, session.ready_at - asyncio.get_running_loop().time()))
+        self.session = session
+        self._frames = frames
+        session.on_closed = self._session_closed
+        if first.shape != self.frame.shape and self._listeners:
+            self.replace_frame(first.copy())
+        else:
+            self.frame = first.copy()
+        # The pointer is in the frames (see Cursor): a client cursor too would be a second one.
+        self.set_cursor(None)
+        self._stopping.clear()
+        self._unapplied = threading.BoundedSemaphore(MAX_UNAPPLIED_UPDATES)
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._run, args=(frames, first, ready), name="spice-gnome", daemon=True
+        )
+        self._thread.start()
+        await asyncio.wrap_future(ready)
+        height, width = first.shape[:2]
+        logger.info("sharing GNOME monitor %s (%dx%d)", session.stream.connector, width, height)
+
+    async def stop(self) -> None:
+        """Stop capturing and end the session.  Idempotent."""
+        thread, self._thread = self._thread, None
+        self._stopping.set()
+        if thread is not None:
+            await asyncio.to_thread(thread.join, 10.0)
+            if thread.is_alive():
+                logger.warning("the GNOME capture thread did not stop within 10 s")
+        frames, self._frames = self._frames, None
+        if frames is not None:
+            await asyncio.to_thread(frames.close)
+        session, self.session = self.session, None
+        if session is not None:
+            await session.close()
+
+    def _session_closed(self) -> None:
+        logger.error("the GNOME session ended the screen cast: the picture stays as it was")
+        self._stopping.set()
+
+    # ------------------------------------------------------------------ capture thread
+
+    def _run(
+        self, frames: PipeWireFrames, first: np.ndarray, ready: concurrent.futures.Future[None]
+    ) -> None:
+        held = first
+        ready.set_result(None)
+        interval = 1.0 / self.max_fps
+        try:
+            while not self._stopping.is_set():
+                frame = frames.pull(PULL_SECONDS)
+                if frame is None:
+                    error = frames.error()
+                    if error is not None:
+                        logger.error("PipeWire capture stopped: %s", error)
+                        return
+                    continue
+                started = time.monotonic()
+                held = self._compare(held, frame)
+                # Latest wins: frames arriving meanwhile replace each other in the appsink.
+                self._stopping.wait(max(0.0, interval - (time.monotonic() - started)))
+        except Exception:
+            logger.exception("GNOME capture stopped")
+
+    def _compare(self, held: np.ndarray, frame: np.ndarray) -> np.ndarray:
+        """Report what ``frame`` changes against ``held``; returns the new held frame."""
+        self.stats["frames"] += 1
+        if frame.shape != held.shape:
+            height, width = frame.shape[:2]
+            logger.info("GNOME monitor is now %dx%d", width, height)
+            self.stats["resizes"] += 1
+            self._publish_frame(frame.copy())
+            return frame
+        rects = changed_rects(held, frame)
+        if not rects:
+            return held
+        writes: _Writes = []
+        for rect in rects:
+            pixels = frame[rect.y : rect.bottom, rect.x : rect.right]
+            held[rect.y : rect.bottom, rect.x : rect.right] = pixels
+            writes.append((rect, pixels))  # views of this frame, which nothing else writes
+        self.stats["updates"] += 1
+        self.stats["changed_pixels"] += sum(r.area for r in rects)
+        self._publish(writes, rects)
+        return held
+
+    def _publish(self, writes: _Writes, damage: list[Rect]) -> None:
+        loop = self._loop
+        if loop is None or threading.get_ident() == self._loop_thread:
+            self._apply(writes, damage)
+            return
+        while not self._unapplied.acquire(timeout=PULL_SECONDS):
+            if self._stopping.is_set() or loop.is_closed():
+                return
+        try:
+            loop.call_soon_threadsafe(self._apply_handed, writes, damage)
+        except RuntimeError:  # the loop closed meanwhile
+            self._unapplied.release()
+
+    def _apply_handed(self, writes: _Writes, damage: list[Rect]) -> None:
+        try:
+            self._apply(writes, damage)
+        finally:
+            self._unapplied.release()
+
+    def _apply(self, writes: _Writes, damage: list[Rect]) -> None:
+        frame = self.frame
+        for rect, pixels in writes:
+            if rect.bottom <= frame.shape[0] and rect.right <= frame.shape[1]:
+                frame[rect.y : rect.bottom, rect.x : rect.right] = pixels
+        self.damage(damage)
+
+    def _publish_frame(self, frame: np.ndarray) -> None:
+        loop = self._loop
+        if loop is None or threading.get_ident() == self._loop_thread:
+            self.replace_frame(frame)
+        elif not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.replace_frame, frame)
+
+
+def _first_frame(frames: PipeWireFrames, timeout: float) -> np.ndarray:
+    """Start the pipeline and wait for a frame with pixels; ConfigError if none comes."""
+    frames.start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        frame = frames.pull(PULL_SECONDS)
+        if frame is not None:
+            return frame
+        error = frames.error()
+        if error is not None:
+            raise ConfigError(
+                f"PipeWire capture failed: {error} (is PipeWire running for this session?)"
+            )
+    raise ConfigError(
+        f"no frame from PipeWire node {frames.node_id} within {timeout:.0f} s "
+        "(is PipeWire running for this session, with wireplumber?)"
+    )
