@@ -19,8 +19,11 @@ running: the server never starts with a half-working source.
 * **Exact frames.**  As in :mod:`~spiceserver.sources.desktop`, the thread never writes
   :attr:`frame`: each update is applied on the loop in the callback that notifies the
   listeners, and at most :data:`MAX_UNAPPLIED_UPDATES` wait there.
-* **Size.**  A frame of another size (a mode change of the monitor) is swapped in with
-  :meth:`replace_frame`, which re-creates the clients' surfaces.
+* **Size.**  mutter 43 ends the session when the monitor configuration changes (a new mode,
+  a rotation); the source then records the monitor again in a new session and swaps the
+  new frame in with :meth:`replace_frame` (a new size re-creates the clients' surfaces).
+  A frame of another size within one stream (a renegotiated PipeWire format) is followed
+  the same way.
 * **Cursor.**  The pointer is drawn into the frames (ScreenCast ``cursor-mode`` 1, embedded)
   and the clients' own cursor is hidden: ``pipewiresrc`` does not pass PipeWire's cursor
   metadata (``SPA_META_Cursor``) on, so shapes and positions cannot reach the cursor channel.
@@ -56,6 +59,11 @@ MAX_UNAPPLIED_UPDATES = 2
 #: How often the capture thread looks at its stop flag and the pipeline's errors when no
 #: frame comes.
 PULL_SECONDS = 0.25
+
+#: After mutter ends a session (monitors changed), this many tries to record again, the
+#: n-th after n × REOPEN_DELAY seconds (the monitor may still be reconfiguring).
+REOPEN_ATTEMPTS = 5
+REOPEN_DELAY = 0.5
 
 _Writes = list[tuple[Rect, np.ndarray]]
 
@@ -97,6 +105,8 @@ class GnomeSource(FramebufferSource):
         #: reported changed.
         self.stats = {"frames": 0, "updates": 0, "changed_pixels": 0, "resizes": 0}
         self._frames: PipeWireFrames | None = None
+        self._reopen_task: asyncio.Future[None] | None = None
+        self._stopped = False
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._unapplied = threading.BoundedSemaphore(MAX_UNAPPLIED_UPDATES)
@@ -114,6 +124,20 @@ class GnomeSource(FramebufferSource):
         if self._thread is not None:
             return
         await asyncio.to_thread(import_gst)  # missing bindings fail before any session
+        self._stopped = False
+        await self._open()
+
+    async def stop(self) -> None:
+        """Stop capturing and end the session.  Idempotent."""
+        self._stopped = True
+        task, self._reopen_task = self._reopen_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        await self._close()
+
+    async def _open(self) -> None:
         session = await MutterSession.open(
             self.bus_address, connector=self.connector, cursor_mode=CURSOR_EMBEDDED
         )
@@ -123,17 +147,17 @@ class GnomeSource(FramebufferSource):
                 PipeWireFrames, session.stream.node_id, remote=self.pipewire_remote
             )
             first = await asyncio.to_thread(_first_frame, frames, START_TIMEOUT)
+            # Input is taken once the session's devices are up (mutter.WARMUP_SECONDS).
+            await asyncio.sleep(max(0.0, session.ready_at - asyncio.get_running_loop().time()))
         except BaseException:
             if frames is not None:
                 await asyncio.to_thread(frames.close)
             await session.close()
             raise
-        # Input is taken once the session's devices are up (mutter.WARMUP_SECONDS).
-        await asyncio.sleep(max(0.0, session.ready_at - asyncio.get_running_loop().time()))
         self.session = session
         self._frames = frames
         session.on_closed = self._session_closed
-        if first.shape != self.frame.shape and self._listeners:
+        if self._listeners:  # a session again (see Size): new size or not, all is sent anew
             self.replace_frame(first.copy())
         else:
             self.frame = first.copy()
@@ -150,8 +174,7 @@ class GnomeSource(FramebufferSource):
         height, width = first.shape[:2]
         logger.info("sharing GNOME monitor %s (%dx%d)", session.stream.connector, width, height)
 
-    async def stop(self) -> None:
-        """Stop capturing and end the session.  Idempotent."""
+    async def _close(self) -> None:
         thread, self._thread = self._thread, None
         self._stopping.set()
         if thread is not None:
@@ -166,8 +189,26 @@ class GnomeSource(FramebufferSource):
             await session.close()
 
     def _session_closed(self) -> None:
-        logger.error("the GNOME session ended the screen cast: the picture stays as it was")
-        self._stopping.set()
+        """mutter ended the session (on the loop): it does so when the monitors change."""
+        if self._stopped or self._reopen_task is not None:
+            return
+        self._stopping.set()  # the capture thread stops pulling a stream that is gone
+        self._reopen_task = asyncio.ensure_future(self._reopen())
+
+    async def _reopen(self) -> None:
+        logger.info("mutter ended the screen cast (a monitor change?): recording again")
+        try:
+            await self._close()
+            for attempt in range(1, REOPEN_ATTEMPTS + 1):
+                try:
+                    await self._open()
+                    return
+                except ConfigError as exc:
+                    logger.warning("recording the GNOME monitor again (try %d): %s", attempt, exc)
+                    await asyncio.sleep(REOPEN_DELAY * attempt)
+            logger.error("cannot record the GNOME monitor again: the picture stays as it was")
+        finally:
+            self._reopen_task = None
 
     # ------------------------------------------------------------------ capture thread
 

@@ -261,3 +261,36 @@ def screenshot(session: GnomeSession, connector: str = "Meta-0", timeout: float 
     raw = np.fromfile(out, dtype=np.uint8)
     out.unlink()
     return raw.reshape(info["height"], info["width"], 4)
+
+
+def rotate_monitor(session: GnomeSession, transform: int) -> None:
+    """Apply a monitor configuration through mutter's DisplayConfig: the one monitor turned
+    by ``transform`` (0 normal, 1 = 90°: 1280×800 becomes 800×1280)."""
+    import asyncio
+
+    from dbus_fast import Message, MessageType
+    from dbus_fast.aio import MessageBus
+
+    dest, path = "org.gnome.Mutter.DisplayConfig", "/org/gnome/Mutter/DisplayConfig"
+
+    async def apply() -> None:
+        bus = await MessageBus(bus_address=session.bus_address).connect()
+        try:
+            state = await bus.call(
+                Message(destination=dest, path=path, interface=dest, member="GetCurrentState")
+            )
+            assert state is not None and state.message_type == MessageType.METHOD_RETURN
+            serial, monitors = state.body[0], state.body[1]
+            connector, mode = monitors[0][0][0], monitors[0][1][0][0]
+            logical = [[0, 0, 1.0, transform, True, [[connector, mode, {}]]]]
+            reply = await bus.call(
+                Message(
+                    destination=dest, path=path, interface=dest, member="ApplyMonitorsConfig",
+                    signature="uua(iiduba(ssa{sv}))a{sv}", body=[serial, 1, logical, {}],
+                )
+            )  # fmt: skip
+            assert reply is not None and reply.message_type == MessageType.METHOD_RETURN, reply
+        finally:
+            bus.disconnect()
+
+    asyncio.run(apply())

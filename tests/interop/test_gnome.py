@@ -20,7 +20,13 @@ from spiceserver.gnome_input import GnomeInput
 from spiceserver.sources.gnome import GnomeSource
 from spiceserver.sources.mutter import MutterSession
 from tests.interop.clients import BUTTON_LEFT, GtkClient, _poll_until
-from tests.interop.gnome import GnomeSession, have_gnome_tools, refusing_bus, screenshot
+from tests.interop.gnome import (
+    GnomeSession,
+    have_gnome_tools,
+    refusing_bus,
+    rotate_monitor,
+    screenshot,
+)
 from tests.interop.serverthread import ServerThread
 
 pytestmark = [
@@ -153,3 +159,19 @@ def test_errors_name_what_is_missing() -> None:
         asyncio.run(open_refused(address))
     with pytest.raises(ConfigError, match="cannot connect to the D-Bus session bus"):
         asyncio.run(open_refused("unix:path=/nonexistent/bus"))
+
+
+def test_a_monitor_size_change_recreates_the_client_surface(gnome: GnomeSession) -> None:
+    # mutter's virtual monitor has one mode, but it can be turned: 1280x800 becomes 800x1280.
+    # mutter 43 ends the screen cast then; the source records the monitor again.
+    with served(gnome) as (_st, client, source):
+        client.wait_for_frame(screenshot(gnome), timeout=20)
+        since = client.event_index
+        rotate_monitor(gnome, 1)
+        created = client.wait_for("primary-create", timeout=30, since=since)
+        assert (created["width"], created["height"]) == (800, 1280)
+        assert source.size == (800, 1280)
+        client.wait_for_frame(screenshot(gnome), timeout=20)
+        # Input goes to the new session.
+        type_keys(client, [0x23, 0x1C])
+        assert _poll_until(lambda: gnome.typed == "h\n", 20), repr(gnome.typed)
