@@ -60,6 +60,8 @@ MAX_UNAPPLIED_UPDATES = 2
 #: frame comes.
 PULL_SECONDS = 0.25
 
+#: Pause between two attempts to start the capture pipeline.
+RETRY_SECONDS = 0.2
 #: After mutter ends a session (monitors changed), this many tries to record again, the
 #: n-th after n × REOPEN_DELAY seconds (the monitor may still be reconfiguring).
 REOPEN_ATTEMPTS = 5
@@ -141,17 +143,13 @@ class GnomeSource(FramebufferSource):
         session = await MutterSession.open(
             self.bus_address, connector=self.connector, cursor_mode=CURSOR_EMBEDDED
         )
-        frames: PipeWireFrames | None = None
         try:
-            frames = await asyncio.to_thread(
-                PipeWireFrames, session.stream.node_id, remote=self.pipewire_remote
+            frames, first = await asyncio.to_thread(
+                _start_capture, session.stream.node_id, self.pipewire_remote, START_TIMEOUT
             )
-            first = await asyncio.to_thread(_first_frame, frames, START_TIMEOUT)
             # Input is taken once the session's devices are up (mutter.WARMUP_SECONDS).
             await asyncio.sleep(max(0.0, session.ready_at - asyncio.get_running_loop().time()))
         except BaseException:
-            if frames is not None:
-                await asyncio.to_thread(frames.close)
             await session.close()
             raise
         self.session = session
@@ -291,20 +289,36 @@ class GnomeSource(FramebufferSource):
                 loop.call_soon_threadsafe(self.replace_frame, frame)
 
 
-def _first_frame(frames: PipeWireFrames, timeout: float) -> np.ndarray:
-    """Start the pipeline and wait for a frame with pixels; ConfigError if none comes."""
-    frames.start()
+def _start_capture(
+    node: int, remote: str | None, timeout: float
+) -> tuple[PipeWireFrames, np.ndarray]:
+    """A running pipeline on ``node`` and its first frame with pixels; ConfigError if none
+    comes within ``timeout`` seconds.
+
+    A pipeline whose format negotiation fails is built anew: on a loaded machine pipewiresrc
+    sometimes gives up ("not-negotiated") on a stream mutter has only just announced.
+    """
     deadline = time.monotonic() + timeout
+    error = "no frame"
     while time.monotonic() < deadline:
-        frame = frames.pull(PULL_SECONDS)
-        if frame is not None:
-            return frame
-        error = frames.error()
-        if error is not None:
-            raise ConfigError(
-                f"PipeWire capture failed: {error} (is PipeWire running for this session?)"
-            )
+        frames = PipeWireFrames(node, remote=remote)
+        try:
+            frames.start()
+            while time.monotonic() < deadline:
+                frame = frames.pull(PULL_SECONDS)
+                if frame is not None:
+                    return frames, frame
+                failed = frames.error()
+                if failed is not None:
+                    error = failed
+                    break
+        except BaseException:
+            frames.close()
+            raise
+        frames.close()
+        logger.info("PipeWire capture of node %d failed (%s); trying again", node, error)
+        time.sleep(RETRY_SECONDS)
     raise ConfigError(
-        f"no frame from PipeWire node {frames.node_id} within {timeout:.0f} s "
-        "(is PipeWire running for this session, with wireplumber?)"
+        f"no frame from PipeWire node {node} within {timeout:.0f} s ({error}): is PipeWire "
+        "running for this session, with wireplumber?"
     )

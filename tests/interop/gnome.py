@@ -16,7 +16,7 @@ up in :attr:`GnomeSession.typed` once a line is complete (``cat`` in the tty's c
 The tests' server runs in the test process (as root, in the project's venv, which lives
 under root's 0700 home where the session's user cannot run it).  The session bus lets it in
 through one policy line (``<allow user="root"/>``, see :data:`BUS_CONFIG`); without it
-dbus-daemon drops root's connection, which :func:`refusing_bus` provides for the error test.
+dbus-daemon drops root's connection, which :func:`bare_bus` provides for the error test.
 PipeWire's socket is reached by path (root passes the runtime directory's mode).
 """
 
@@ -30,11 +30,12 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.interop.clients import _poll_until
 
-__all__ = ["USER", "GnomeSession", "have_gnome_tools", "refusing_bus"]
+__all__ = ["USER", "GnomeSession", "bare_bus", "have_gnome_tools", "rotate_monitor", "screenshot"]
 
 #: The session's user (created with useradd when missing).
 USER = "spicegnome"
@@ -56,8 +57,10 @@ _SESSION_SCRIPT = """
 set -e
 printf '%s' "$DBUS_SESSION_BUS_ADDRESS" > "$DIR/bus.tmp" && mv "$DIR/bus.tmp" "$DIR/bus"
 export XDG_RUNTIME_DIR="$DIR/run"
-pipewire > "$DIR/pipewire.log" 2>&1 &
-wireplumber > "$DIR/wireplumber.log" 2>&1 &
+if [ "$PIPEWIRE" = 1 ]; then
+    pipewire > "$DIR/pipewire.log" 2>&1 &
+    wireplumber > "$DIR/wireplumber.log" 2>&1 &
+fi
 mutter --headless --wayland --no-x11 --virtual-monitor "$SIZE" > "$DIR/mutter.log" 2>&1 &
 while [ ! -S "$XDG_RUNTIME_DIR/wayland-0" ]; do sleep 0.05; done
 WAYLAND_DISPLAY=wayland-0 foot --config=/dev/null -- sh -c \
@@ -84,8 +87,12 @@ def ensure_user() -> pwd.struct_passwd:
 class GnomeSession:
     """A private headless GNOME (mutter) session; see the module docstring."""
 
-    def __init__(self, width: int = 1280, height: int = 800, *, timeout: float = 60.0) -> None:
+    def __init__(
+        self, width: int = 1280, height: int = 800, *, pipewire: bool = True, timeout: float = 60.0
+    ) -> None:
         self.width, self.height = width, height
+        #: False: no pipewire and wireplumber (for the error test).
+        self.pipewire = pipewire
         self.timeout = timeout
         self.dir = Path(tempfile.mkdtemp(prefix="spiceserver-gnome-"))
         self.proc: subprocess.Popen[bytes] | None = None
@@ -138,6 +145,7 @@ class GnomeSession:
             "LANG": "C.UTF-8",
             "DIR": str(self.dir),
             "SIZE": f"{self.width}x{self.height}",
+            "PIPEWIRE": "1" if self.pipewire else "0",
         }
         self.proc = subprocess.Popen(
             ["runuser", "-u", USER, "--", "dbus-run-session", f"--config-file={config}",
@@ -184,7 +192,7 @@ class GnomeSession:
         left = max(1.0, deadline - time.monotonic())
         if not _poll_until(lambda: ready(self.dir / "term-ready"), left):
             raise TimeoutError(f"the terminal never started:\n{self.logs()}")
-        if not _poll_until(lambda: ready(Path(self.pipewire_remote)), left):
+        if self.pipewire and not _poll_until(lambda: ready(Path(self.pipewire_remote)), left):
             raise TimeoutError(f"no PipeWire socket:\n{self.logs()}")
 
     def stop(self) -> None:
@@ -211,14 +219,17 @@ class GnomeSession:
 
 
 @contextlib.contextmanager
-def refusing_bus() -> object:
-    """A bare session bus of :data:`USER` with the stock policy: root's connection is dropped.
-    Yields its address."""
+def bare_bus(*, allow_root: bool) -> Iterator[str]:
+    """A session bus of :data:`USER` with nothing on it; yields its address.  Without
+    ``allow_root`` it has the stock policy, and root's connection is dropped."""
     user = ensure_user()
     with tempfile.TemporaryDirectory(prefix="spiceserver-bus-") as tmp:
         os.chown(tmp, user.pw_uid, user.pw_gid)
+        Path(tmp).chmod(0o755)
+        config = Path(tmp) / "bus.conf"
+        config.write_text(BUS_CONFIG.format(extra=_ALLOW_ROOT if allow_root else ""))
         proc = subprocess.Popen(
-            ["runuser", "-u", USER, "--", "dbus-daemon", "--session", "--nofork",
+            ["runuser", "-u", USER, "--", "dbus-daemon", f"--config-file={config}", "--nofork",
              "--print-address=1", f"--address=unix:path={tmp}/bus"],
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,

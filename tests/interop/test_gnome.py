@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -19,11 +22,12 @@ from spiceserver.errors import ConfigError
 from spiceserver.gnome_input import GnomeInput
 from spiceserver.sources.gnome import GnomeSource
 from spiceserver.sources.mutter import MutterSession
-from tests.interop.clients import BUTTON_LEFT, GtkClient, _poll_until
+from tests.conftest import ROOT
+from tests.interop.clients import BUTTON_LEFT, GtkClient, _kill, _poll_until
 from tests.interop.gnome import (
     GnomeSession,
+    bare_bus,
     have_gnome_tools,
-    refusing_bus,
     rotate_monitor,
     screenshot,
 )
@@ -152,13 +156,58 @@ def terminal_grid(frame: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def test_errors_name_what_is_missing() -> None:
-    async def open_refused(address: str) -> None:
+    async def open_session(address: str) -> None:
         await MutterSession.open(address)
 
-    with refusing_bus() as address, pytest.raises(ConfigError, match="refused the connection"):
-        asyncio.run(open_refused(address))
+    with bare_bus(allow_root=False) as address:
+        with pytest.raises(ConfigError, match="refused the connection"):
+            asyncio.run(open_session(address))
+    with bare_bus(allow_root=True) as address:
+        with pytest.raises(ConfigError, match="RemoteDesktop is not on the session bus"):
+            asyncio.run(open_session(address))
     with pytest.raises(ConfigError, match="cannot connect to the D-Bus session bus"):
-        asyncio.run(open_refused("unix:path=/nonexistent/bus"))
+        asyncio.run(open_session("unix:path=/nonexistent/bus"))
+
+
+def serve_cli(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "spiceserver", "serve", "--listen", "127.0.0.1:0",
+         "--disable-ticketing", "--log-level", "info", *args],
+        env=dict(env, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+
+
+def test_without_pipewire_the_server_does_not_start() -> None:
+    with GnomeSession(pipewire=False) as gnome:
+        proc = serve_cli(gnome.env(), "--source", "gnome")
+        try:
+            output, _ = proc.communicate(timeout=60)
+        finally:
+            _kill(proc)
+        assert proc.returncode == 2, output
+        assert "PipeWire" in output, output
+
+
+def test_source_desktop_picks_gnome_in_a_wayland_session(gnome: GnomeSession) -> None:
+    env = gnome.env()
+    env.pop("DISPLAY", None)
+    proc = serve_cli(env, "--source", "desktop")
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        port = 0
+        for line in proc.stdout:  # bounded: the server prints its address or exits
+            lines.append(line)
+            if match := re.search(r"spice://127\.0\.0\.1:(\d+)", line):
+                port = int(match.group(1))
+                break
+        assert port, "".join(lines)
+        assert any("desktop: GNOME Wayland session" in line for line in lines), lines
+        with GtkClient(f"spice://127.0.0.1:{port}") as client:
+            client.wait_for_frame(screenshot(gnome), timeout=30)
+    finally:
+        _kill(proc)
 
 
 def test_a_monitor_size_change_recreates_the_client_surface(gnome: GnomeSession) -> None:
