@@ -11,7 +11,7 @@ running: the server never starts with a half-working source.
 
 * **What changed.**  mutter sends a frame only when the monitor was repainted (a still
   screen costs nothing), but a repaint is of whole windows.  Each frame is compared with the
-  held one tile by tile (:func:`~spiceserver.sources.desktop.changed_rects`, as for X), so
+  held one tile by tile (:func:`changed_rows_rects`, as for X), so
   only the pixels that really changed are reported.  (PipeWire's damage metadata would say
   it sooner, but GStreamer's ``pipewiresrc`` neither asks for nor passes it on.)
 * **When.**  The newest frame wins: the appsink holds one, and the thread takes at most
@@ -42,6 +42,7 @@ import time
 import numpy as np
 
 from spiceserver.errors import ConfigError
+from spiceserver.scroll import as_u32
 from spiceserver.sources.base import FramebufferSource, Rect
 from spiceserver.sources.desktop import changed_rects
 from spiceserver.sources.mutter import CURSOR_EMBEDDED, MutterSession
@@ -241,7 +242,7 @@ class GnomeSource(FramebufferSource):
             self.stats["resizes"] += 1
             self._publish_frame(frame.copy())
             return frame
-        rects = changed_rects(held, frame)
+        rects = changed_rows_rects(held, frame)
         if not rects:
             return held
         writes: _Writes = []
@@ -287,6 +288,24 @@ class GnomeSource(FramebufferSource):
         elif not loop.is_closed():
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self.replace_frame, frame)
+
+
+def changed_rows_rects(old: np.ndarray, new: np.ndarray) -> list[Rect]:
+    """:func:`~spiceserver.sources.desktop.changed_rects` of two whole frames, tiled only over
+    the band of rows that differ.
+
+    mutter hands over whole frames, so each one is compared in full.  One comparison of the
+    pixels as 32-bit words finds the changed rows (about 1 ms for 1280×800 here); the tiling,
+    about 20 ms over a whole 1280×800 frame, then covers only that band (a typed glyph: 14
+    rows)."""
+    rows = np.flatnonzero((as_u32(old) != as_u32(new)).any(axis=1))
+    if not rows.size:
+        return []
+    top, bottom = int(rows[0]), int(rows[-1]) + 1
+    return [
+        Rect(rect.x, rect.y + top, rect.width, rect.height)
+        for rect in changed_rects(old[top:bottom], new[top:bottom])
+    ]
 
 
 def _start_capture(

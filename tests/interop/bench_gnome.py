@@ -9,7 +9,9 @@ CLOCK_MONOTONIC):
 
 * ``session``: a key typed into the terminal by a second, independent remote desktop session
   (the change happens in GNOME; what is timed is mutter → PipeWire → source → client);
-* ``round_trip``: the key pressed in spice-gtk (client → server → mutter → terminal → back).
+* ``round_trip``: the key pressed in spice-gtk (client → server → mutter → terminal → back);
+* ``cause_to_source_damage``: for both, until the source reported the change on the loop
+  (the rest is encoding, sending and spice-gtk's decoding).
 
 Then the CPU time of this process (the server) while the screen stays still.  Prints one
 JSON line.
@@ -57,16 +59,30 @@ def main() -> None:
         ):
             client.wait_for_frame(screenshot(gnome), timeout=60)
             typist = st.run(MutterSession.open(gnome.bus_address))
+            damaged: list[float] = []
+
+            class Stamp:  # when the source reports a change, on the loop
+                def on_damage(self, rects: object) -> None:
+                    damaged.append(time.monotonic())
+
+                def on_resize(self, width: int, height: int) -> None: ...
+                def on_cursor(self, shape: object) -> None: ...
+                def on_cursor_move(self, x: int, y: int) -> None: ...
+
+            st.call(lambda: source.add_listener(Stamp()))
 
             def change(press: object) -> float:
                 time.sleep(0.2)  # the previous change is drawn and sent
-                since = client.event_index
+                since, stamps = client.event_index, len(damaged)
                 t0 = time.monotonic()
                 press()
                 event = client.wait_for("invalidate", timeout=30, since=since)
+                if len(damaged) > stamps:
+                    to_source.append(damaged[stamps] - t0)
                 return float(event["t"]) - t0
 
             session: list[float] = []
+            to_source: list[float] = []
             round_trip: list[float] = []
             for n in range(args.rounds):
                 code, scancode = KEYS[n % 2]
@@ -95,6 +111,7 @@ def main() -> None:
                 "rounds": args.rounds,
                 "session_to_client": percentiles(session[2:]),
                 "round_trip": percentiles(round_trip[2:]),
+                "cause_to_source_damage": percentiles(to_source[4:]),
                 "idle_cpu_percent": round(100 * idle_cpu, 2),
                 "idle_frames": frames_idle,
                 "source_stats": source.stats,
