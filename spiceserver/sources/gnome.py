@@ -188,11 +188,19 @@ class GnomeSource(FramebufferSource):
             await session.close()
 
     def _session_closed(self) -> None:
-        """mutter ended the session (on the loop): it does so when the monitors change."""
+        """mutter ended the session, or its stream broke (on the loop): mutter 43 ends it
+        when the monitors change.  Recorded again in a new session."""
         if self._stopped or self._reopen_task is not None:
             return
         self._stopping.set()  # the capture thread stops pulling a stream that is gone
         self._reopen_task = asyncio.ensure_future(self._reopen())
+
+    def _capture_failed(self) -> None:
+        """The stream broke while the session lives on (capture thread): start afresh."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed() and not self._stopping.is_set():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._session_closed)
 
     async def _reopen(self) -> None:
         logger.info("mutter ended the screen cast (a monitor change?): recording again")
@@ -223,7 +231,8 @@ class GnomeSource(FramebufferSource):
                 if frame is None:
                     error = frames.error()
                     if error is not None:
-                        logger.error("PipeWire capture stopped: %s", error)
+                        logger.warning("PipeWire capture stopped: %s", error)
+                        self._capture_failed()
                         return
                     continue
                 started = time.monotonic()
