@@ -323,15 +323,22 @@ def _start_capture(
     """A running pipeline on ``node`` and its first frame with pixels; ConfigError if none
     comes within ``timeout`` seconds.
 
-    A pipeline whose format negotiation fails is built anew: on a loaded machine pipewiresrc
-    sometimes gives up ("not-negotiated") on a stream mutter has only just announced.
+    A pipeline that fails to start or to negotiate is built anew: on a loaded machine
+    pipewiresrc sometimes gives up on a stream mutter has only just announced (its own
+    timeouts: "not-negotiated", or a failed state change without a message).
     """
     deadline = time.monotonic() + timeout
     error = "no frame"
     while time.monotonic() < deadline:
         frames = PipeWireFrames(node, remote=remote)
         try:
-            frames.start()
+            try:
+                frames.start()
+            except ConfigError as exc:  # closed already
+                error = str(exc)
+                logger.info("PipeWire capture of node %d: %s; trying again", node, error)
+                time.sleep(RETRY_SECONDS)
+                continue
             while time.monotonic() < deadline:
                 frame = frames.pull(PULL_SECONDS)
                 if frame is not None:
