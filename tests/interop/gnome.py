@@ -33,6 +33,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 from tests.interop.clients import _poll_until
 
 __all__ = ["USER", "GnomeSession", "bare_bus", "have_gnome_tools", "rotate_monitor", "screenshot"]
@@ -41,7 +43,10 @@ __all__ = ["USER", "GnomeSession", "bare_bus", "have_gnome_tools", "rotate_monit
 USER = "spicegnome"
 #: Programs the session needs (Debian: mutter, pipewire, wireplumber, foot, dbus-daemon,
 #: and util-linux's runuser).
-TOOLS = ("mutter", "pipewire", "wireplumber", "foot", "dbus-run-session", "runuser", "useradd")
+TOOLS = (
+    "mutter", "pipewire", "wireplumber", "pw-cli", "foot", "dbus-run-session", "runuser",
+    "useradd",
+)  # fmt: skip
 
 #: The session bus: Debian's session policy plus one rule letting root in (the test process).
 BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
@@ -192,8 +197,19 @@ class GnomeSession:
         left = max(1.0, deadline - time.monotonic())
         if not _poll_until(lambda: ready(self.dir / "term-ready"), left):
             raise TimeoutError(f"the terminal never started:\n{self.logs()}")
-        if self.pipewire and not _poll_until(lambda: ready(Path(self.pipewire_remote)), left):
-            raise TimeoutError(f"no PipeWire socket:\n{self.logs()}")
+        if self.pipewire and not _poll_until(self._wireplumber_up, left, interval=0.1):
+            raise TimeoutError(f"PipeWire or wireplumber never came up:\n{self.logs()}")
+
+    def _wireplumber_up(self) -> bool:
+        """wireplumber links a screen cast's consumer to mutter's node: it must be connected
+        (its export client exists once its modules are loaded)."""
+        if not Path(self.pipewire_remote).exists():
+            return False
+        result = subprocess.run(
+            ["pw-cli", "ls", "Client"], env=self.env(), capture_output=True, text=True,
+            timeout=10, check=False,
+        )  # fmt: skip
+        return '"WirePlumber [export]"' in result.stdout
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
@@ -247,12 +263,12 @@ def bare_bus(*, allow_root: bool) -> Iterator[str]:
             proc.wait(timeout=10)
 
 
-def screenshot(session: GnomeSession, connector: str = "Meta-0", timeout: float = 30.0) -> object:
+def screenshot(
+    session: GnomeSession, connector: str = "Meta-0", timeout: float = 30.0
+) -> np.ndarray:
     """The monitor as (H, W, 4) B,G,R,x, from :mod:`tests.interop.gnome_shot` (independent of
     the source: its own ScreenCast session, Gio and pipewiresrc, in Debian's python3)."""
     import json
-
-    import numpy as np
 
     from tests.interop.clients import SYSTEM_PYTHON
 

@@ -48,6 +48,7 @@ SHIFT = 0x2A
 def gnome() -> Iterator[GnomeSession]:
     with GnomeSession(1280, 800) as session:
         yield session
+        print(session.logs())  # shown when the test failed
 
 
 @contextlib.contextmanager
