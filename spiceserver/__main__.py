@@ -144,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
         "scenario:FILE (a JSON script of "
         "images, fills, pattern frames, resizes, cursors and waits, image "
         "paths relative to FILE; see README 'Scenarios') or "
-        "desktop[:DISPLAY] (the running X desktop, $DISPLAY by default); "
+        "desktop[:DISPLAY] (the running desktop: GNOME Wayland when $WAYLAND_DISPLAY is set "
+        "and mutter answers on the session bus, else X11 on $DISPLAY), "
+        "gnome[:CONNECTOR] (a monitor of the GNOME Wayland session, the primary by default); "
         "default pattern",
     )
     serve.add_argument(
@@ -480,7 +482,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
 
 async def serve(args: argparse.Namespace) -> int:
     config, generated = config_from_args(args)
-    source = source_from_spec(args.source, max_fps=args.max_fps)
+    source = source_from_spec(await _desktop_kind(args.source), max_fps=args.max_fps)
     if args.audio == "clicks":
         if not isinstance(source, PatternSource):
             raise ConfigError("--audio clicks goes with --source pattern (the frames it clicks)")
@@ -500,12 +502,34 @@ async def serve(args: argparse.Namespace) -> int:
             args.input, source.display_name, view_only=args.view_only
         ).start()
         on_input = desktop_input
+    elif source.kind == "gnome":
+        from spiceserver.gnome_input import GnomeInput
+        from spiceserver.sources.gnome import GnomeSource
+
+        assert isinstance(source, GnomeSource)
+        on_input = GnomeInput(source, view_only=args.view_only)
     try:
         await _serve(args, config, generated, source, on_input, desktop_input, clipboard)
     finally:
         if desktop_input is not None:
             await asyncio.to_thread(desktop_input.close)
     return 0
+
+
+async def _desktop_kind(spec: str) -> str:
+    """``desktop`` without a display becomes ``gnome`` in a GNOME Wayland session (mutter on
+    the session bus), else stays X11; logged either way."""
+    if spec != "desktop":
+        return spec
+    if os.environ.get("WAYLAND_DISPLAY"):
+        from spiceserver.sources.mutter import mutter_available
+
+        if await mutter_available():
+            logger.info("desktop: GNOME Wayland session ($WAYLAND_DISPLAY, mutter on D-Bus)")
+            return "gnome"
+        logger.info("desktop: $WAYLAND_DISPLAY is set but mutter does not answer: using X11")
+    logger.info("desktop: X11 display %s", os.environ.get("DISPLAY") or "(none set)")
+    return spec
 
 
 async def _serve(

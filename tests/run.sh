@@ -15,12 +15,18 @@ cd "$(dirname "$0")/.."
 # and the GStreamer elements spice-gtk plays sound through (appsrc, audioconvert, pulsesink).
 # gcc and linux-libc-dev: pynput (the test extra) pulls python-evdev on Linux, which pip
 # builds from source against linux/input.h.
+# The GNOME Wayland tests: headless mutter with pipewire + wireplumber under dbus-run-session,
+# foot as the window, PipeWire's GStreamer plugin, and what building PyGObject (the gnome
+# extra) needs.
 DEBIAN_PACKAGES=(python3 python3-gi gir1.2-spiceclientglib-2.0 virt-viewer xvfb x11-utils
                  xdotool imagemagick tshark xterm x11-apps x11-xserver-utils ffmpeg
                  xserver-xorg-core xserver-xorg-video-dummy chromium spice-html5 nodejs
                  spice-client-gtk python3-venv pulseaudio pulseaudio-utils sox
                  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-pulseaudio
-                 gcc linux-libc-dev xclip)
+                 gcc linux-libc-dev xclip
+                 mutter pipewire wireplumber gstreamer1.0-pipewire foot dbus-daemon
+                 gir1.2-gstreamer-1.0 libgirepository1.0-dev libcairo2-dev pkg-config
+                 python3-dev)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" \
@@ -39,7 +45,10 @@ fi
 
 source tests/venv.sh
 PYTHON=${PYTHON:-$(project_python)}
-"$PYTHON" -m pip install -q -e '.[test,capture]'
+# PyGObject from 3.51 on builds against GLib 2.80's girepository-2.0 (Debian 12 has 2.74).
+pygobject=()
+pkg-config --exists girepository-2.0 || pygobject=('PyGObject<3.51')
+"$PYTHON" -m pip install -q -e '.[test,capture,gnome]' "${pygobject[@]}"
 # The browser driver's one npm dependency, exactly as locked (no browser download).
 npm ci --prefix tests/interop/html5 --no-audit --no-fund --loglevel=error >/dev/null
 "$PYTHON" -m ruff check .

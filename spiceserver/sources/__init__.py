@@ -57,8 +57,13 @@ def source_from_spec(spec: str, *, max_fps: float = 30.0) -> FramebufferSource:
     """Build a source from a CLI spec: ``pattern``, ``pattern:WxH``, ``pattern:HEADS``
     (several monitors, ``WxH[+X+Y],...``: :func:`parse_heads`), ``image:PATH``,
     ``scenario:FILE`` (a JSON scenario, see :mod:`spiceserver.sources.scenario`) or
-    ``desktop[:DISPLAY]`` (the running X server; ``$DISPLAY`` by default)."""
+    ``desktop[:DISPLAY]`` (the running X server; ``$DISPLAY`` by default) or
+    ``gnome[:CONNECTOR]`` (a monitor of the GNOME Wayland session; the primary by default)."""
     kind, _, arg = spec.partition(":")
+    if kind == "gnome":
+        from spiceserver.sources.gnome import GnomeSource  # D-Bus and GStreamer only when needed
+
+        return GnomeSource(arg or None, max_fps=max_fps)
     if kind == "desktop":
         from spiceserver.sources.desktop import DesktopSource  # python-xlib only when needed
 
@@ -85,5 +90,5 @@ def source_from_spec(spec: str, *, max_fps: float = 30.0) -> FramebufferSource:
         return ScenarioSource.from_file(arg)
     raise ValueError(
         f"unknown source {spec!r} (pattern, pattern:WxH[,WxH...], image:PATH, scenario:FILE, "
-        "desktop[:DISPLAY])"
+        "desktop[:DISPLAY], gnome[:CONNECTOR])"
     )
