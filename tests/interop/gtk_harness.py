@@ -28,7 +28,7 @@ stdout: one JSON object per line, always flushed.  Every object has an
 * ``cursor-move``      {x, y}; ``cursor-hide``; ``cursor-reset``
 * ``mouse-mode``       {mode (1 = server, 2 = client), name}
 * ``inputs-modifiers`` {modifiers}
-* ``agent-update``     {connected}
+* ``agent-update``     {connected, caps0 (the agent's first caps word; 0 until they came)}
 * ``clipboard``        {selection, type, size, sha256, path}: the agent's CLIPBOARD data
   (``main-clipboard-selection``), written to ``path`` in ``--clipboard-dir``
 * ``clipboard-grab``   {selection, types}; ``clipboard-release`` {selection}
@@ -469,7 +469,13 @@ class Harness(AgentCommands):
         emit("mouse-mode", mode=mode, name=MOUSE_MODE_NAMES.get(mode, str(mode)))
 
     def on_agent_update(self, channel: SpiceClientGLib.MainChannel) -> None:
-        emit("agent-update", connected=bool(channel.get_property("agent-connected")))
+        # spice-gtk emits it again once the agent's capabilities arrived (caps0 then nonzero);
+        # before that it drops clipboard grabs.
+        emit(
+            "agent-update",
+            connected=bool(channel.get_property("agent-connected")),
+            caps0=int(channel.get_property("agent-caps-0")),
+        )
 
     def on_primary_create(
         self,

@@ -25,7 +25,7 @@ def agent_client(st: ServerThread, tmp_path: Path) -> GtkClient:
     clips = tmp_path / "clips"
     clips.mkdir(exist_ok=True)
     client = GtkClient(st.uri, PASSWORD, extra_args=["--clipboard-dir", str(clips)])
-    client.wait_for("agent-update", lambda e: e["connected"], timeout=20)
+    client.wait_for("agent-update", lambda e: e["connected"] and e["caps0"], timeout=20)
     return client
 
 

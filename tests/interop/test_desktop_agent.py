@@ -70,7 +70,7 @@ def served(desktop: str, tmp_path: Path) -> Iterator[tuple[str, ServerThread, Gt
         ServerThread(DesktopSource(desktop), password=PASSWORD) as st,
         GtkClient(st.uri, PASSWORD, extra_args=["--clipboard-dir", str(clips)]) as client,
     ):
-        client.wait_for("agent-update", lambda e: e["connected"], timeout=STEP)
+        client.wait_for("agent-update", lambda e: e["connected"] and e["caps0"], timeout=STEP)
         yield desktop, st, client
 
 
@@ -183,7 +183,7 @@ def test_the_desktop_follows_the_clients_monitors(desktop: str, tmp_path: Path) 
         ServerThread(DesktopSource(desktop), password=PASSWORD) as st,
         GtkClient(st.uri, PASSWORD) as client,
     ):
-        client.wait_for("agent-update", lambda e: e["connected"], timeout=STEP)
+        client.wait_for("agent-update", lambda e: e["connected"] and e["caps0"], timeout=STEP)
         client.wait_channel_open("display")
         since = len(client.events)
         client.command(

@@ -81,7 +81,10 @@ def test_spice_html5_shows_the_frame_exactly_and_sends_input(mode: str) -> None:
 
 def test_pattern_animates_in_the_browser_and_spice_gtk_shares_the_port() -> None:
     with (
-        RunningServer("pattern:320x240", password=PASSWORD, web_root=str(DEBIAN_SPICE_HTML5)) as st,
+        # The pattern keeps its size: spice-html5 asks for its window's (test_agent_html5).
+        RunningServer(
+            "pattern:320x240", password=PASSWORD, web_root=str(DEBIAN_SPICE_HTML5), resize="off"
+        ) as st,
         Html5Client() as browser,
     ):
         browser.open(html5_url(f"http://127.0.0.1:{st.port}/", "127.0.0.1", st.port, PASSWORD))
