@@ -62,6 +62,8 @@ def lz_encode(pixels: np.ndarray, /) -> bytes:
     try:
         if lanes == 1:
             end = lz_rgb32_compress(src, 0, npixels, htab, out, _HEADER.size)
+            if end < 0:
+                raise ValueError("output buffer overflow")
             return out[:end].tobytes()
         out_b = buffer("lz_b", literal_bound(npixels - split) + 16)
         htab_b = buffer("lz_htab_b", 1 << HASH_BITS, np.int32)[: 1 << HASH_BITS]
@@ -77,6 +79,8 @@ def lz_encode(pixels: np.ndarray, /) -> bytes:
             ends[1] = lz_rgb32_compress(src, split, npixels, htab_b, out_b, 0)
 
         _lanes.run_pair(lane_a, lane_b)
+        if min(ends) < 0:
+            raise ValueError("output buffer overflow")
     except ValueError as exc:  # a kernel bounds check: a bug, never expected
         raise EncoderError(f"lz: {exc}") from exc
     return b"".join((out[: ends[0]].data, out_b[: ends[1]].data))
