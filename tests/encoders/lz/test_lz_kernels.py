@@ -16,12 +16,13 @@ def _run(kernel: object, prime: object, img: np.ndarray, split: int | None = Non
     src = np.ascontiguousarray(img).view(np.uint32).reshape(-1)
     n = src.shape[0]
     out = np.zeros(4 * n + 64, dtype=np.uint8)
-    htab = np.zeros(1 << HASH_BITS, dtype=np.int32)
-    end = kernel(src, 0, n if split is None else split, htab, out, 0)  # type: ignore[operator]
+    # slots left by an "earlier image" (below base 1000) must be ignored
+    htab = np.full(1 << HASH_BITS, 999, dtype=np.int32)
+    end = kernel(src, 0, n if split is None else split, 1000, htab, out, 0)  # type: ignore[operator]
     if split is not None:
-        htab = np.zeros(1 << HASH_BITS, dtype=np.int32)
-        prime(src, split - 100, split, htab)  # type: ignore[operator]
-        end = kernel(src, split, n, htab, out, end)  # type: ignore[operator]
+        htab = np.full(1 << HASH_BITS, -1, dtype=np.int32)
+        prime(src, split - 100, split, 1000, htab)  # type: ignore[operator]
+        end = kernel(src, split, n, 1000, htab, out, end)  # type: ignore[operator]
     return out[:end].tobytes()
 
 
@@ -54,8 +55,8 @@ def test_output_overflow_is_reported() -> None:
     src = np.arange(100, dtype=np.uint32)
     for kernel in (lz_rgb32_compress, py_func(lz_rgb32_compress)):
         out = np.zeros(60, dtype=np.uint8)
-        htab = np.zeros(1 << HASH_BITS, dtype=np.int32)
-        assert kernel(src, 0, 100, htab, out[:50], 0) == -1
+        htab = np.full(1 << HASH_BITS, -1, dtype=np.int32)
+        assert kernel(src, 0, 100, 0, htab, out[:50], 0) == -1
         assert not out[50:].any()  # nothing written past the end
 
 
