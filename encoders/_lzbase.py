@@ -18,22 +18,34 @@ import sys
 
 import numpy as np
 
-from encoders._jit import kernel
+from encoders._jit import inline_kernel, kernel
 from encoders.errors import EncoderError
 
 __all__ = [
     "MASK24",
     "MAX_COPY",
+    "SAME_BLOCK",
+    "SAME_CHUNK",
+    "SAME_HEAD",
     "as_pixel_rows",
     "flush_literals",
     "hash3",
     "literal_bound",
+    "put_token",
+    "run_end",
+    "same_end",
 ]
 
 #: Colour bits of an RGB32 pixel word (B | G << 8 | R << 16); X is bits 24..31.
 MASK24 = 0xFFFFFF
 #: Longest literal run one control byte can announce (``MAX_COPY`` in ``lz_common.h``).
 MAX_COPY = 32
+#: Pixels compared per step by :func:`same_end` / :func:`run_end`: vector blocks, then the
+#: block that differs in chunks, then one by one.
+SAME_BLOCK = 64
+SAME_CHUNK = 16
+#: Pixels :func:`same_end` / :func:`run_end` compare one by one before going chunk-wise.
+SAME_HEAD = 4
 
 if sys.byteorder != "little":  # pragma: no cover - every supported host is little-endian
     raise ImportError("encoders.lz/glz read B,G,R,X bytes as little-endian uint32 words")
@@ -85,20 +97,24 @@ def hash3(a: int, b: int, c: int, shift: int) -> int:
     return x >> shift
 
 
-@kernel
+@inline_kernel
 def flush_literals(src: np.ndarray, start: int, end: int, out: np.ndarray, pos: int) -> int:
-    """Write ``src[start:end]`` as literal runs of at most 32 pixels; return the new ``pos``.
+    """Write ``src[start:end]`` as literal runs of at most 32 pixels; return the new ``pos``
+    (-1: ``out`` is too short, nothing written past it).
 
     Token: ``ctrl = count - 1`` then B, G, R per pixel (``decompress()`` copy branch).
+    One exit and no raise: inlined, a helper that can leave early keeps ``out``
+    reference-counted per call (see :func:`encoders._jit.inline_kernel`).
     """
-    cap = out.shape[0]
     i = start
+    npixels = end - start
+    if pos + 3 * npixels + (npixels + MAX_COPY - 1) // MAX_COPY > out.shape[0]:  # literal_bound
+        i = end
+        pos = -1
     while i < end:
         count = end - i
         if count > MAX_COPY:
             count = MAX_COPY
-        if pos + 1 + 3 * count > cap:
-            raise ValueError("output buffer overflow (literals)")
         out[pos] = count - 1
         pos += 1
         for k in range(i, i + count):
@@ -109,3 +125,106 @@ def flush_literals(src: np.ndarray, start: int, end: int, out: np.ndarray, pos: 
             pos += 3
         i += count
     return pos
+
+
+@inline_kernel
+def same_end(a: np.ndarray, i: int, b: np.ndarray, r: int, n: int) -> int:
+    """First ``j`` in ``[i, n]`` where ``a[j]`` and ``b[r + j - i]`` differ in colour (or ``n``).
+
+    Why this shape: most of a desktop frame is covered by long matches and runs (a 1080p
+    terminal frame: 2.07M pixels in ~28K tokens, runs of ~300 pixels), so this comparison is
+    the encoders' inner loop, while on photos most candidates fail within a pixel or two.  So:
+    ``SAME_HEAD`` pixels one by one, then blocks of ``SAME_BLOCK`` pixels XORed and ORed
+    together without an early exit (LLVM's loop vectorizer makes vector compares of that loop;
+    numba leaves the SLP vectorizer off, so shorter blocks stay scalar), then the block that
+    differs in ``SAME_CHUNK`` steps and one by one.  Indices are ``uint64``: numba wraps
+    negative signed indices around with a compare and select per access, which made this loop
+    5x slower.  The ranges may overlap (``r < i`` in the same array): both are only read.
+    """
+    j = np.uint64(i)
+    rb = np.uint64(r)
+    end = np.uint64(n)
+    mask = np.uint32(MASK24)
+    head = min(end, j + np.uint64(SAME_HEAD))
+    while j < head:
+        if ((a[j] ^ b[rb]) & mask) != 0:
+            return int(j)
+        j += np.uint64(1)
+        rb += np.uint64(1)
+    while j + np.uint64(SAME_BLOCK) <= end:
+        x = np.uint32(0)
+        for k in range(SAME_BLOCK):
+            x |= a[j + np.uint64(k)] ^ b[rb + np.uint64(k)]
+        if (x & mask) != 0:
+            break
+        j += np.uint64(SAME_BLOCK)
+        rb += np.uint64(SAME_BLOCK)
+    while j + np.uint64(SAME_CHUNK) <= end:
+        x = np.uint32(0)
+        for k in range(SAME_CHUNK):
+            x |= a[j + np.uint64(k)] ^ b[rb + np.uint64(k)]
+        if (x & mask) != 0:
+            break
+        j += np.uint64(SAME_CHUNK)
+        rb += np.uint64(SAME_CHUNK)
+    while j < end and ((a[j] ^ b[rb]) & mask) == 0:
+        j += np.uint64(1)
+        rb += np.uint64(1)
+    return int(j)
+
+
+@inline_kernel
+def run_end(a: np.ndarray, i: int, n: int, colour: int) -> int:
+    """First ``j`` in ``[i, n]`` where ``a[j]`` is not ``colour`` (masked), or ``n``; shaped
+    like :func:`same_end`."""
+    j = np.uint64(i)
+    end = np.uint64(n)
+    mask = np.uint32(MASK24)
+    c = np.uint32(colour) & mask
+    head = min(end, j + np.uint64(SAME_HEAD))
+    while j < head:
+        if ((a[j] ^ c) & mask) != 0:
+            return int(j)
+        j += np.uint64(1)
+    while j + np.uint64(SAME_BLOCK) <= end:
+        x = np.uint32(0)
+        for k in range(SAME_BLOCK):
+            x |= (a[j + np.uint64(k)] & mask) ^ c  # this form vectorizes, "(a ^ c) & m" not
+        if x != 0:
+            break
+        j += np.uint64(SAME_BLOCK)
+    while j + np.uint64(SAME_CHUNK) <= end:
+        x = np.uint32(0)
+        for k in range(SAME_CHUNK):
+            x |= a[j + np.uint64(k)] ^ c
+        if (x & mask) != 0:
+            break
+        j += np.uint64(SAME_CHUNK)
+    while j < end and ((a[j] ^ c) & mask) == 0:
+        j += np.uint64(1)
+    return int(j)
+
+
+@inline_kernel
+def put_token(out: np.ndarray, pos: int, ctrl: int, length: int, tail: int, ntail: int) -> int:
+    """Write a match token: ``ctrl``, then (``length >= 7``) the length extension (bytes 255,
+    then the rest below 255), then the ``ntail`` bytes of ``tail``, least significant first;
+    return the new ``pos``.  The layout both formats share (``lz_decompress_tmpl.c``,
+    ``decode-glz-tmpl.c``); each codec's ``match_code()`` gives ``ctrl`` and ``tail``.
+
+    The caller checks for room (``ntail + 2 + length // 255`` bytes): one exit and no raise, so
+    that inlined it leaves ``out`` alone (see :func:`encoders._jit.inline_kernel`).
+    """
+    out[pos] = ctrl
+    pos += 1
+    if length >= 7:
+        rest = length - 7
+        while rest >= 255:
+            out[pos] = 255
+            pos += 1
+            rest -= 255
+        out[pos] = rest
+        pos += 1
+    for k in range(ntail):
+        out[pos + k] = (tail >> (8 * k)) & 0xFF
+    return pos + ntail

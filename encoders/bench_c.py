@@ -1,16 +1,18 @@
 """Ours against the reference C encoders, interleaved in one process: ``python3 -m
 encoders.bench_c [--reps N] [--codecs quic,lz,glz] [IMAGE ...]``.
 
-Needs the shared harness built (``../shared/refcodec/build.sh --native``; ``--refcodec DIR``
-or ``$REFCODEC_DIR`` if it is elsewhere).  For each image and codec the contenders are called on
+Needs the shared harness built (``../shared/refcodec/build.sh --native``; ``--refcodec DIR`` or
+``$REFCODEC_DIR`` if it is elsewhere).  For each image and codec the contenders are called on
 the same frame in rounds, each round starting with the next contender (so none always runs right
 after another): ``c`` (gcc -O2) and ``c_native`` (-O3 -march=native; if built), the whole frame
 in one C call; ``ours`` the whole frame (``encoders.<codec>_encode``, or a fresh
 ``GlzDictionary`` for GLZ: the new-surface image the server sends first); ``ours_bands`` the
 frame as the server encodes a full update (``spiceserver.region.split_rows`` into
 ``MAX_BAND_PIXELS`` bands, copies made outside the timer; QUIC/LZ bands dealt out to the
-server's ``encoder_threads`` workers, GLZ bands in order into one session dictionary on one
-worker).  Printed: per image and codec the ratio ours/C (median over rounds of C time / our
+server's ``encoder_threads`` workers; GLZ bands stacked into one image per damaged area by the
+server's own ``glz_stacks`` and ``ImageEncoder.encode_glz_stack``, into one session dictionary
+on one worker); for GLZ also ``ours_each``, every band its own image (what the server did before
+stacking).  Printed: per image and codec the ratio ours/C (median over rounds of C time / our
 time; > 1: ours faster) against both C builds, and bytes against C; then geometric means.  Only
 ratios from one run mean anything on a shared machine.
 """
@@ -66,7 +68,8 @@ def _contenders(
 
     height, width = frame.shape[:2]
     window = 8 << 20
-    bands = [frame[r.y : r.bottom].copy() for r in split_rows(Rect(0, 0, width, height), band_px)]
+    rects = split_rows(Rect(0, 0, width, height), band_px)
+    bands = [frame[r.y : r.bottom].copy() for r in rects]
     out: dict[str, Callable[[], tuple[int, float]]] = {}
     for name, lib in (("c", rc), ("c_native", rc_native)):
         if lib is None:
@@ -85,11 +88,19 @@ def _contenders(
 
         out[name] = c_call
     if codec == "glz":
+        from spiceserver.protocol.enums import ImageCompression
+        from spiceserver.server.channels.display.encode import glz_stacks
+        from spiceserver.server.codecs import ImageEncoder
+
         whole = encoders.GlzDictionary(window)
         banded = encoders.GlzDictionary(window)
+        each = encoders.GlzDictionary(window)
+        # the server's path: its ImageEncoder and its stacking of GLZ bands (encode_bands())
+        encoder = ImageEncoder(ImageCompression.AUTO_GLZ, banded)
+        stacks = glz_stacks(rects, ["glz"] * len(bands), encoder.glz_fits)
         # commit every arena page first, as in a running session: on KVM guests a first touch
         # costs ~5 us a page, which would swamp the first rounds (compare.py does the same)
-        for d, images in ((whole, [frame]), (banded, bands)):
+        for d, images in ((whole, [frame]), (banded, [frame]), (each, bands)):
             while d._next_virt < 2 * max(d.arena_pixels, 1) + frame.size // 4:
                 for image in images:
                     d.encode(image)
@@ -101,13 +112,28 @@ def _contenders(
             return n, time.perf_counter() - t0
 
         def job() -> int:
-            return sum(len(banded.encode(b)) for b in bands)
+            n = 0
+            for stack in stacks:
+                image, _ = encoder.encode_glz_stack([bands[i] for i in stack])
+                n += len(image.body[-1])  # the stream, without data_size
+            return n
 
         def ours_bands() -> tuple[int, float]:
             banded.reset()
             t0 = time.perf_counter()
             n = pool.submit(job).result()
             return n, time.perf_counter() - t0
+
+        def job_each() -> int:
+            return sum(len(each.encode(b)) for b in bands)
+
+        def ours_each() -> tuple[int, float]:
+            each.reset()
+            t0 = time.perf_counter()
+            n = pool.submit(job_each).result()
+            return n, time.perf_counter() - t0
+
+        out["ours_each"] = ours_each
     else:
         encode = getattr(encoders, f"{codec}_encode")
         groups = [bands[k :: pool._max_workers] for k in range(pool._max_workers)]
@@ -167,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     name = names[(i + j) % len(names)]
                     samples[name].append(cs[name]())
             c_bytes = samples["c"][0][0]
-            for name in ("ours", "ours_bands"):
+            for name in [n for n in ("ours", "ours_bands", "ours_each") if n in samples]:
                 cells = []
                 for ref in ("c", "c_native"):
                     if ref not in samples:

@@ -1,10 +1,11 @@
 """numba kernels of the GLZ_RGB (RGB32) encoder: LZ matching within the image and into the window.
 
 Token format: ``spice-gtk:src/decode-glz-tmpl.c`` ``decode()``; the reference writer is
-``spice:server/glz-encode-match.tmpl.c`` ``encode_match()``.  The search follows the shape of
-``glz-encode.tmpl.c`` ``compress_seg()``/``do_match()``: a run check, one probe of a hash table
-shared by every image of the dictionary, greedy extension, acceptance when the match is longer
-than its token (``get_encode_ref_size()`` rule), hash updates on the last two matched pixels.
+``spice:server/glz-encode-match.tmpl.c`` ``encode_match()`` (here :func:`match_code`).  The
+search follows the shape of ``glz-encode.tmpl.c`` ``compress_seg()``/``do_match()``: a run
+check, one probe of a hash table shared by every image of the dictionary, greedy extension,
+acceptance when the match is longer than its token (``get_encode_ref_size()`` rule), hash
+updates on the last two matched pixels.
 
 Positions in the hash table are *virtual*: image ``k`` occupies ``[img_virt[k], img_virt[k] +
 img_size[k])`` of a number line that only grows (see :mod:`encoders.glz.dictionary`), so stale
@@ -16,17 +17,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from encoders._jit import kernel
-from encoders._lzbase import MASK24, flush_literals, hash3
+from encoders._jit import inline_kernel, kernel
+from encoders._lzbase import MASK24, flush_literals, hash3, put_token, run_end, same_end
 
 __all__ = [
     "MAX_IMAGE_DIST",
     "MAX_PIXEL_LONG_DISTANCE",
     "glz_prime",
+    "glz_rebase",
     "glz_rgb32_compress",
     "hash_long",
+    "match_code",
     "match_cost",
-    "put_glz_match",
 ]
 
 #: Pixel offsets (in-image distance - 1, or offset into an older image) stay below 2**25
@@ -72,52 +74,38 @@ def match_cost(offset: int, image_dist: int) -> int:
 
 
 @kernel
-def put_glz_match(out: np.ndarray, pos: int, length: int, offset: int, image_dist: int) -> int:
-    """Write a GLZ RGB32 match: ``length >= 1`` pixels at ``offset`` in image ``id - image_dist``.
+def match_code(length: int, offset: int, image_dist: int) -> tuple[int, int, int]:
+    """A GLZ RGB32 match token of ``length >= 1`` pixels at ``offset`` in image ``id -
+    image_dist``, as ``(ctrl, tail, ntail)``: the token is the byte ``ctrl``, then (when
+    ``length >= 7``) ``(length - 7) // 255`` bytes 255 and one byte ``(length - 7) % 255``,
+    then the ``ntail`` bytes of ``tail``, least significant first (``_lzbase.put_token``).
 
     ``offset`` is ``distance - 1`` when ``image_dist == 0`` and the absolute pixel offset in the
     older image otherwise.  Layout (``decode()``): ctrl = ``len << 5 | pixel_flag << 4 |
-    offset & 15`` ([255 ... < 255] length bytes when ``len == 7``), ``offset >> 4 & 255``, then
-    either (short, offset < 4096) ``image_flag << 6 | image_dist & 63`` + image_flag bytes of
-    image_dist bits 6.., or (long) ``image_flag << 6 | long << 5 | offset >> 12 & 31`` +
-    image_flag little-endian bytes of image_dist + (long) ``offset >> 17``.  RGB32 length bias 0.
+    offset & 15`` (len 7: length bytes follow), ``offset >> 4 & 255``, then either (short,
+    offset < 4096) ``image_flag << 6 | image_dist & 63`` + image_flag bytes of image_dist bits
+    6.., or (long) ``image_flag << 6 | long << 5 | offset >> 12 & 31`` + image_flag
+    little-endian bytes of image_dist + (long) ``offset >> 17``.  RGB32 length bias 0.
+
+    Integers only, so the kernel writes the bytes itself: a helper that takes the output array
+    costs an atomic reference-count increment and decrement per token (see
+    ``encoders._jit.inline_kernel``), 13% of the encoder's time on a text frame.
     """
-    if pos + 12 + length // 255 > out.shape[0]:
-        raise ValueError("output buffer overflow (match)")
     flag = 0 if offset < _SHORT else 16
-    if length < 7:
-        out[pos] = ((length << 5) | flag | (offset & 15)) & 0xFF
-        pos += 1
-    else:
-        out[pos] = ((7 << 5) | flag | (offset & 15)) & 0xFF
-        pos += 1
-        rest = length - 7
-        while rest >= 255:
-            out[pos] = 255
-            pos += 1
-            rest -= 255
-        out[pos] = rest
-        pos += 1
-    out[pos] = (offset >> 4) & 0xFF
-    pos += 1
+    ctrl = ((min(length, 7) << 5) | flag | (offset & 15)) & 0xFF
+    tail = (offset >> 4) & 0xFF
     if offset < _SHORT:
-        if image_dist < (1 << 6):
-            out[pos] = image_dist
-            return pos + 1
-        if image_dist < (1 << 14):
-            out[pos] = (1 << 6) | (image_dist & 63)
-            out[pos + 1] = (image_dist >> 6) & 0xFF
-            return pos + 2
-        if image_dist < (1 << 22):
-            out[pos] = (2 << 6) | (image_dist & 63)
-            out[pos + 1] = (image_dist >> 6) & 0xFF
-            out[pos + 2] = (image_dist >> 14) & 0xFF
-            return pos + 3
-        out[pos] = (3 << 6) | (image_dist & 63)
-        out[pos + 1] = (image_dist >> 6) & 0xFF
-        out[pos + 2] = (image_dist >> 14) & 0xFF
-        out[pos + 3] = (image_dist >> 22) & 0xFF
-        return pos + 4
+        # image_flag = how many bytes of image_dist follow its low 6 bits
+        nbytes = 0
+        if image_dist >= (1 << 22):
+            nbytes = 3
+        elif image_dist >= (1 << 14):
+            nbytes = 2
+        elif image_dist >= (1 << 6):
+            nbytes = 1
+        tail |= (((nbytes << 6) | (image_dist & 63)) & 0xFF) << 8
+        tail |= ((image_dist >> 6) & ((1 << (8 * nbytes)) - 1)) << 16
+        return ctrl, tail, 2 + nbytes
     nbytes = 0
     if image_dist >= (1 << 16):
         nbytes = 3
@@ -126,15 +114,13 @@ def put_glz_match(out: np.ndarray, pos: int, length: int, offset: int, image_dis
     elif image_dist > 0:
         nbytes = 1
     long_bit = 32 if offset >= _MEDIUM else 0
-    out[pos] = ((nbytes << 6) | long_bit | ((offset >> 12) & 31)) & 0xFF
-    pos += 1
-    for k in range(nbytes):
-        out[pos] = (image_dist >> (8 * k)) & 0xFF
-        pos += 1
+    tail |= (((nbytes << 6) | long_bit | ((offset >> 12) & 31)) & 0xFF) << 8
+    tail |= (image_dist & ((1 << (8 * nbytes)) - 1)) << 16
+    ntail = 2 + nbytes
     if long_bit:
-        out[pos] = (offset >> 17) & 0xFF
-        pos += 1
-    return pos
+        tail |= ((offset >> 17) & 0xFF) << (8 * ntail)
+        ntail += 1
+    return ctrl, tail, ntail
 
 
 @kernel
@@ -145,18 +131,7 @@ def hash_long(a: int, b: int, c: int, d: int, e: int, shift: int) -> int:
     return x >> shift
 
 
-@kernel
-def _extend_in_image(cur: np.ndarray, i: int, ref: int, n: int) -> int:
-    """Pixels equal from ``cur[i]`` and ``cur[ref]`` on (overlap allowed), up to the end."""
-    j = i
-    r = ref
-    while j < n and ((int(cur[j]) ^ int(cur[r])) & MASK24) == 0:
-        j += 1
-        r += 1
-    return j - i
-
-
-@kernel
+@inline_kernel
 def _find_image(img_virt: np.ndarray, oldest_id: int, cur_id: int, g: int) -> int:
     """Id of the kept image whose virtual range starts at or before ``g`` (binary search)."""
     ring = img_virt.shape[0] - 1
@@ -172,8 +147,11 @@ def _find_image(img_virt: np.ndarray, oldest_id: int, cur_id: int, g: int) -> in
 
 
 @kernel
-def glz_prime(cur: np.ndarray, start: int, stop: int, cur_virt: int, htab: np.ndarray) -> None:
-    """Enter the three-pixel hashes of ``cur[start:stop]`` into ``htab`` (virtual positions).
+def glz_prime(
+    cur: np.ndarray, start: int, stop: int, cur_virt: int, base: int, htab: np.ndarray
+) -> None:
+    """Enter the three-pixel hashes of ``cur[start:stop]`` into ``htab`` (virtual positions
+    minus ``base``, see :func:`glz_rgb32_compress`).
 
     A second lane (:mod:`encoders._lanes`) has its own table, which holds nothing of the first
     lane of this image; priming it with the pixels just before its start keeps the in-image
@@ -186,7 +164,7 @@ def glz_prime(cur: np.ndarray, start: int, stop: int, cur_virt: int, htab: np.nd
     end = min(stop, cur.shape[0] - 2)
     for q in range(max(start, 0), end):
         h = hash3(int(cur[q]) & MASK24, int(cur[q + 1]) & MASK24, int(cur[q + 2]) & MASK24, shift)
-        htab[h] = cur_virt + q
+        htab[h] = cur_virt - base + q
 
 
 @kernel
@@ -195,6 +173,7 @@ def glz_rgb32_compress(
     start: int,
     stop: int,
     cur_virt: int,
+    base: int,
     cur_id: int,
     arena: np.ndarray,
     htab: np.ndarray,
@@ -217,7 +196,12 @@ def glz_rgb32_compress(
             ``arena[img_aoff[k & m] : img_aoff[k & m] + img_size[k & m]]`` with virtual start
             ``img_virt[k & m]`` (``m`` = ring size - 1).  No kept image when
             ``oldest_id == cur_id``.
-        htab: int64 table of a power-of-two size: hash of 3 pixels -> virtual position (a hint),
+        base: the tables' origin on the virtual number line: a slot holds a virtual position
+            minus ``base`` (-1: empty), so int32 slots do (half the cache footprint of int64,
+            measured 10-20% faster); the dictionary moves the origin up before the difference
+            could reach 2**31 (:func:`glz_rebase`).  An empty slot reads as ``base - 1``,
+            which is below every kept image, so it is ignored like any stale hint.
+        htab: int32 table of a power-of-two size: hash of 3 pixels -> virtual position (a hint),
             updated at every probed position, as ``compress_seg()`` does.
         ltab: like ``htab`` for :func:`hash_long` strings, updated every ``LONG_STEP`` pixels
             and probed only when ``htab`` gave less than ``LONG_ENOUGH`` pixels.  The 3-pixel
@@ -231,7 +215,8 @@ def glz_rgb32_compress(
     the change without a table hit; when it gives ``LONG_ENOUGH`` pixels no hash is computed.
 
     Returns:
-        The end position of the stream in ``out``.
+        The end position of the stream in ``out``; -1 if ``out`` is too short (a bug: callers
+        size it for the worst case).
     """
     n = stop
     total = cur.shape[0]
@@ -244,6 +229,7 @@ def glz_rgb32_compress(
         lbits += 1
     lshift = 32 - lbits
     ring = img_virt.shape[0] - 1
+    cur_rel = cur_virt - base
     win_lo = cur_virt
     if oldest_id < cur_id:
         win_lo = int(img_virt[oldest_id & ring])
@@ -259,10 +245,7 @@ def glz_rgb32_compress(
         offset = 0
         idist = 0
         if i > 0 and p0 == p1 and p1 == p2 and (int(cur[i - 1]) & MASK24) == p0:
-            j = i + 3
-            while j < n and (int(cur[j]) & MASK24) == p0:
-                j += 1
-            length = j - i
+            length = run_end(cur, i + 3, n, p0) - i
         else:
             h = 0
             for probe in range(3):
@@ -275,8 +258,8 @@ def glz_rgb32_compress(
                     if length >= LONG_ENOUGH:
                         break
                     h = hash3(p0, p1, p2, shift)
-                    g = int(htab[h])
-                    htab[h] = cur_virt + i
+                    g = base + int(htab[h])
+                    htab[h] = cur_rel + i
                 else:
                     if length >= LONG_ENOUGH or i + LONG_PROBE_2 >= total:
                         break
@@ -288,16 +271,23 @@ def glz_rgb32_compress(
                         int(cur[i + LONG_PROBE_2]) & MASK24,
                         lshift,
                     )
-                    g = int(ltab[lh])
+                    g = base + int(ltab[lh])
                     if (i & (LONG_STEP - 1)) == 0:
-                        ltab[lh] = cur_virt + i
+                        ltab[lh] = cur_rel + i
                 cand_len = 0
                 cand_off = 0
                 cand_dist = 0
                 if g >= cur_virt:
                     ref = g - cur_virt
-                    if ref < i and i - ref - 1 < MAX_PIXEL_LONG_DISTANCE:
-                        cand_len = _extend_in_image(cur, i, ref, n)
+                    # the first two pixels here, the rest in same_end(): most candidates fail
+                    # at once (a 1-pixel match never pays, see do_match() below)
+                    if (
+                        ref < i
+                        and i - ref - 1 < MAX_PIXEL_LONG_DISTANCE
+                        and (int(cur[ref]) & MASK24) == p0
+                        and (int(cur[ref + 1]) & MASK24) == p1
+                    ):
+                        cand_len = same_end(cur, i + 2, cur, ref + 2, n) - i
                         cand_off = i - ref - 1
                 elif g >= win_lo:
                     # into an older image (ids are consecutive, virtual starts increase)
@@ -305,16 +295,16 @@ def glz_rgb32_compress(
                     slot = k & ring
                     off = g - int(img_virt[slot])
                     size = int(img_size[slot])
-                    if off < size:
+                    r = int(img_aoff[slot]) + off
+                    if (
+                        off + 1 < size
+                        and (int(arena[r]) & MASK24) == p0
+                        and (int(arena[r + 1]) & MASK24) == p1
+                    ):
                         stop_at = n
                         if size - off < n - i:
                             stop_at = i + size - off
-                        j = i
-                        r = int(img_aoff[slot]) + off
-                        while j < stop_at and ((int(cur[j]) ^ int(arena[r])) & MASK24) == 0:
-                            j += 1
-                            r += 1
-                        cand_len = j - i
+                        cand_len = same_end(cur, i + 2, arena, r + 2, stop_at) - i
                         cand_off = off
                         cand_dist = cur_id - k
                 # do_match(): a 1-2 pixel match must beat its token (3 bytes a pixel)
@@ -337,7 +327,13 @@ def glz_rgb32_compress(
             continue
         if lit < i:
             pos = flush_literals(cur, lit, i, out, pos)
-        pos = put_glz_match(out, pos, length, offset, idist)
+            if pos < 0:
+                return -1
+        # the match token, written here (see match_code())
+        if pos + 12 + length // 255 > out.shape[0]:
+            return -1
+        ctrl, tail, ntail = match_code(length, offset, idist)
+        pos = put_token(out, pos, ctrl, length, tail, ntail)
         end = i + length
         q = end - 2
         if q > i and q + 2 < total:
@@ -345,16 +341,28 @@ def glz_rgb32_compress(
                 hash3(
                     int(cur[q]) & MASK24, int(cur[q + 1]) & MASK24, int(cur[q + 2]) & MASK24, shift
                 )
-            ] = cur_virt + q
+            ] = cur_rel + q
         q = end - 1
         if q > i and q + 2 < total:
             htab[
                 hash3(
                     int(cur[q]) & MASK24, int(cur[q + 1]) & MASK24, int(cur[q + 2]) & MASK24, shift
                 )
-            ] = cur_virt + q
+            ] = cur_rel + q
         i = end
         lit = end
     if lit < n:
         pos = flush_literals(cur, lit, n, out, pos)
     return pos
+
+
+@kernel
+def glz_rebase(table: np.ndarray, delta: int) -> None:
+    """Move a table's origin up by ``delta``: slots below it become empty (-1).
+
+    Only slots below the oldest kept image are dropped, and those are ignored anyway, so the
+    output is the same as with 64-bit slots.
+    """
+    for k in range(table.shape[0]):
+        v = int(table[k])
+        table[k] = v - delta if v >= delta else -1

@@ -19,7 +19,7 @@ import numpy as np
 
 from encoders._lzbase import as_pixel_rows
 from encoders.errors import EncoderError
-from encoders.glz._kernels import MAX_PIXEL_LONG_DISTANCE, glz_prime
+from encoders.glz._kernels import MAX_PIXEL_LONG_DISTANCE, glz_prime, glz_rebase
 from encoders.glz.dictionary import (
     DEFAULT_HASH_BITS,
     GlzDictionary,
@@ -85,6 +85,7 @@ def warmup() -> None:
     dictionary.encode(frame)
     dictionary.encode(frame[1:3, 1:5])
     # the second lane's priming kernel (used only when LANE_MIN_PIXELS lets images split)
-    table = np.full(1 << 10, -1, dtype=np.int64)
-    glz_prime(frame.view(np.uint32).reshape(-1), 0, 8, 0, table)
-    glz_prime(np.zeros(8, dtype=np.uint32), 0, 8, 0, table)
+    table = np.full(1 << 10, -1, dtype=np.int32)
+    glz_prime(frame.view(np.uint32).reshape(-1), 0, 8, 0, 0, table)
+    glz_prime(np.zeros(8, dtype=np.uint32), 0, 8, 0, 0, table)
+    glz_rebase(table, 1)

@@ -21,9 +21,10 @@ kept pixels live in one ``uint32`` arena.  Each image is copied contiguously int
 that would straddle the arena's end starts again at 0, and older images are dropped from *our*
 window until the new one no longer overlaps any kept one.  Positions are recorded on a *virtual*
 number line (arena laps times arena size plus offset) that never goes back, so the hash tables
-(int64 slots: virtual position of the last three-pixel string with that hash) never need
-clearing: anything below the oldest kept image's virtual start is stale by construction, and
-everything else is re-verified pixel by pixel.
+(int32 slots: virtual position of the last three-pixel string with that hash, minus the
+tables' origin) never need clearing: anything below the oldest kept image's virtual start is
+stale by construction, and everything else is re-verified pixel by pixel.  Every 2**31
+positions or so the origin moves up to the oldest kept image (:meth:`LaneTables.reach`).
 
 Memory, by choice less than the client's window: the arena holds ``ARENA_IMAGES`` (4) times
 the largest of the last ``RECENT_IMAGES`` images, at least ``MIN_ARENA_PIXELS`` and at most
@@ -35,8 +36,8 @@ spice-gtk window (3,145,728 pixels, 12 MiB) would hold images nobody refers back
 whose first full frame is followed by small updates keeps 2 MiB of arena instead of the window's
 12-64 MiB (libspice instead keeps its drawables alive for the window;
 spice:server/glz-encoder-dict.c).  Hash tables: two lanes
-(:mod:`encoders._lanes`) of ``2 ** hash_bits`` + ``2 ** (hash_bits - 2)`` int64 slots, 1.25 MiB
-each at the default 17 bits; the second lane's tables are allocated only when an image is split
+(:mod:`encoders._lanes`) of ``2 ** hash_bits`` + 8,192 int32 slots, 544 KiB each at the
+default 17 bits; the second lane's tables are allocated only when an image is split
 (see ``LANE_MIN_PIXELS``).  Image records: 4096 x 3 int64 (96 KiB).
 
 Every successful :meth:`GlzDictionary.encode` must reach the client, in id order; a stream that
@@ -47,6 +48,7 @@ from __future__ import annotations
 
 import struct
 import threading
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -54,14 +56,19 @@ from encoders import _lanes
 from encoders._lzbase import as_pixel_rows, literal_bound
 from encoders._scratch import buffer
 from encoders.errors import EncoderError
-from encoders.glz._kernels import MAX_PIXEL_LONG_DISTANCE, glz_prime, glz_rgb32_compress
+from encoders.glz._kernels import (
+    MAX_PIXEL_LONG_DISTANCE,
+    glz_prime,
+    glz_rebase,
+    glz_rgb32_compress,
+)
 
 __all__ = [
     "DEFAULT_HASH_BITS",
     "DEFAULT_MAX_PIXELS",
     "GLZ_HEADER_SIZE",
     "LANE_MIN_PIXELS",
-    "LONG_TABLE_SHRINK",
+    "LONG_TABLE_BITS",
     "MIN_ARENA_PIXELS",
     "GlzDictionary",
     "LaneTables",
@@ -70,12 +77,14 @@ __all__ = [
 
 #: Default cap of the pixels kept per dictionary (a 3840x2160 frame fits).
 DEFAULT_MAX_PIXELS = 8 << 20
-#: log2 of the hash-table slots of each lane.  glz-encoder-priv.h uses 20, but 2**20 int64
-#: slots (8 MiB) miss the cache on every probe: 17 (1 MiB) is 4-5x faster on photos for +0.1%
+#: log2 of the hash-table slots of each lane.  glz-encoder-priv.h uses 20, but 2**20 slots
+#: miss the cache on every probe: 17 (512 KiB of int32) is 4-5x faster on photos for +0.1%
 #: bytes.
 DEFAULT_HASH_BITS = 17
-#: The long-string table has ``2 ** (hash_bits - LONG_TABLE_SHRINK)`` slots.
-LONG_TABLE_SHRINK = 2
+#: The long-string table has ``2 ** min(LONG_TABLE_BITS, hash_bits - 2)`` slots: 8,192 int32
+#: (32 KiB, it stays in L1/L2) cost 0.05-0.1% bytes on the corpus against 2**15, and the
+#: encoder's text-frame speed on a busy machine depended mostly on its cache misses.
+LONG_TABLE_BITS = 13
 #: Kept images at most (ring of image records); bounds image distances and the lookup.
 MAX_IMAGES = 4096
 #: Images of at least this many pixels would be searched in two lanes (:mod:`encoders._lanes`).
@@ -102,22 +111,41 @@ GLZ_HEADER_SIZE = _HEADER.size
 
 
 class LaneTables:
-    """The hash tables of the two lanes; the second lane's are made when first needed."""
+    """The hash tables of the two lanes; the second lane's are made when first needed.
+
+    Slots are int32: a virtual position minus :attr:`base` (see ``glz_rgb32_compress``).
+    :meth:`reach` moves the origin up before a position could overflow a slot.
+    """
+
+    #: Positions up to ``base + SLOT_LIMIT`` fit a slot (tests lower it to reach a rebase).
+    SLOT_LIMIT = (1 << 31) - 1
 
     def __init__(self, hash_bits: int) -> None:
         self.hash_bits = hash_bits
+        self.base = 0
         self.tables = [self._make()]
 
     def _make(self) -> tuple[np.ndarray, np.ndarray]:
         return (
-            np.full(1 << self.hash_bits, -1, dtype=np.int64),
-            np.full(1 << (self.hash_bits - LONG_TABLE_SHRINK), -1, dtype=np.int64),
+            np.full(1 << self.hash_bits, -1, dtype=np.int32),
+            np.full(1 << min(LONG_TABLE_BITS, self.hash_bits - 2), -1, dtype=np.int32),
         )
 
     def lane(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         while len(self.tables) <= k:
             self.tables.append(self._make())
         return self.tables[k]
+
+    def reach(self, lo: int, hi: int) -> None:
+        """Make virtual positions below ``hi`` storable, keeping every slot at ``lo`` or above
+        (the oldest kept image's start: slots below it are stale anyway)."""
+        if hi - self.base <= self.SLOT_LIMIT:
+            return
+        delta = lo - self.base
+        for htab, ltab in self.tables:
+            glz_rebase(htab, delta)
+            glz_rebase(ltab, delta)
+        self.base = lo
 
     @property
     def nbytes(self) -> int:
@@ -154,30 +182,37 @@ def encode_lanes(
         image_id,
         win_head_dist,
     )
+    win_lo = int(img_virt[oldest_id % img_virt.shape[0]]) if oldest_id < cur_id else cur_virt
+    tables.reach(win_lo, cur_virt + npixels)
+    base = tables.base
     htab, ltab = tables.lane(0)
     ends = [0, 0]
 
     def lane_a() -> None:
         ends[0] = glz_rgb32_compress(
-            cur, 0, split, cur_virt, cur_id, arena, htab, ltab,
+            cur, 0, split, cur_virt, base, cur_id, arena, htab, ltab,
             img_virt, img_aoff, img_size, oldest_id, out, GLZ_HEADER_SIZE,
         )  # fmt: skip
 
     try:
         if split == npixels:
             lane_a()
+            if ends[0] < 0:
+                raise ValueError("output buffer overflow")
             return out[: ends[0]].tobytes()
         out_b = buffer("glz_b", literal_bound(npixels - split) + 16)
         htab_b, ltab_b = tables.lane(1)
 
         def lane_b() -> None:
-            glz_prime(cur, split - PRIME_PIXELS, split, cur_virt, htab_b)
+            glz_prime(cur, split - PRIME_PIXELS, split, cur_virt, base, htab_b)
             ends[1] = glz_rgb32_compress(
-                cur, split, npixels, cur_virt, cur_id, arena, htab_b, ltab_b,
+                cur, split, npixels, cur_virt, base, cur_id, arena, htab_b, ltab_b,
                 img_virt, img_aoff, img_size, oldest_id, out_b, 0,
             )  # fmt: skip
 
         _lanes.run_pair(lane_a, lane_b)
+        if min(ends) < 0:
+            raise ValueError("output buffer overflow")
     except ValueError as exc:  # a kernel bounds check: a bug, never expected
         raise EncoderError(f"glz: {exc}") from exc
     return b"".join((out[: ends[0]].data, out_b[: ends[1]].data))
@@ -289,15 +324,35 @@ class GlzDictionary:
         Raises:
             EncoderError: bad pixels, or the image does not :meth:`fits`.
         """
-        rows = as_pixel_rows(pixels, "glz")
-        height, width = rows.shape
+        return self.encode_stack((pixels,))
+
+    def encode_stack(self, parts: Sequence[np.ndarray]) -> bytes:
+        """Encode ``parts`` stacked top to bottom (each (H_k, W, 4), one width) as one image.
+
+        Why: the server reads a damaged area in bands; sent as one GLZ image, as libspice-server
+        sends a drawable (``spice:server/image-encoders.cpp``), it costs one call and one header
+        instead of one per band, and its matches reach across band boundaries in-image.  The
+        parts are copied into the arena one after another, which the dictionary does for any
+        image anyway, so stacking costs no extra copy.
+
+        Raises:
+            EncoderError: no parts, bad pixels, widths differ, or the stack does not
+                :meth:`fits`.
+        """
+        rows = [as_pixel_rows(part, "glz") for part in parts]
+        if not rows:
+            raise EncoderError("glz: no image to encode")
+        width = rows[0].shape[1]
+        if any(r.shape[1] != width for r in rows):
+            raise EncoderError(f"glz: stacked parts differ in width ({[r.shape[1] for r in rows]})")
+        height = sum(r.shape[0] for r in rows)
         if not self.fits(width, height):
             raise EncoderError(
                 f"glz: {width}x{height} image does not fit a window of {self.window_pixels}"
                 f" pixels (dictionary cap {self.capacity})"
             )
         with self._lock:
-            return self._encode_locked(rows)
+            return self._encode_locked(rows, width, height)
 
     def reset(self) -> None:
         """Start a new client session: ids restart at 0 and nothing is referencable.
@@ -332,8 +387,7 @@ class GlzDictionary:
             self._kept_pixels = 0
             self._arena = np.empty(target, dtype=np.uint32)
 
-    def _encode_locked(self, rows: np.ndarray) -> bytes:
-        height, width = rows.shape
+    def _encode_locked(self, parts: list[np.ndarray], width: int, height: int) -> bytes:
         npixels = height * width
         image_id = self._next_id
         self._size_arena(npixels)
@@ -355,7 +409,11 @@ class GlzDictionary:
         win_head_dist = image_id - self._oldest_id if self._oldest_id < image_id else 0
 
         cur = self._arena[aoff : aoff + npixels]
-        cur.reshape(height, width)[...] = rows
+        at = 0
+        for rows in parts:
+            size = rows.size
+            cur[at : at + size].reshape(rows.shape)[...] = rows
+            at += size
         data = encode_lanes(
             cur,
             virt,

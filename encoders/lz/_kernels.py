@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from encoders._jit import kernel
-from encoders._lzbase import MASK24, flush_literals, hash3
+from encoders._lzbase import MASK24, flush_literals, hash3, put_token, run_end, same_end
 
 __all__ = [
     "HASH_BITS",
@@ -21,7 +21,7 @@ __all__ = [
     "MAX_NEAR_DISTANCE",
     "lz_prime",
     "lz_rgb32_compress",
-    "put_match",
+    "match_code",
 ]
 
 #: log2 of the hash-table size.  ``lz.c`` uses 13; 16 finds more of the 73,727-pixel window.
@@ -33,59 +33,42 @@ MAX_FAR_DISTANCE = 8191 + 1 + 65535
 
 
 @kernel
-def put_match(out: np.ndarray, pos: int, length: int, distance: int) -> int:
-    """Write one LZ RGB32 match token of ``length >= 1`` pixels copied from ``distance >= 1`` back.
+def match_code(length: int, distance: int) -> tuple[int, int, int]:
+    """An LZ RGB32 match token of ``length >= 1`` pixels copied from ``distance >= 1`` back, as
+    ``(ctrl, tail, ntail)``: the byte ``ctrl``, then (``length >= 7``) ``(length - 7) // 255``
+    bytes 255 and one byte ``(length - 7) % 255``, then the ``ntail`` bytes of ``tail``, least
+    significant first (``_lzbase.put_token``).
 
-    Layout (``decompress()``): ctrl = ``lcode << 5 | d_hi``, [length bytes], ``d_lo``,
-    [far hi, far lo].  For RGB32 the decoded length is ``lcode + extension`` (the C encoder's
-    ``len - 1 + 1``), so ``lcode = length`` below 7, else 7 and the excess as 255s plus a final
-    byte below 255.  ``d = distance - 1``; ``d_hi = 31, d_lo = 255`` escapes to ``d - 8191`` in
-    two big-endian bytes.
+    Layout (``decompress()``): ctrl = ``lcode << 5 | d_hi``, [length bytes], ``d_lo``, [far hi,
+    far lo].  For RGB32 the decoded length is ``lcode + extension`` (the C encoder's ``len - 1
+    + 1``), so ``lcode = length`` below 7, else 7 and the excess as 255s plus a final byte below
+    255.  ``d = distance - 1``; ``d_hi = 31, d_lo = 255`` escapes to ``d - 8191`` in two
+    big-endian bytes.  Integers only, so the kernel writes the bytes itself (see
+    ``encoders.glz._kernels.match_code`` for why).
     """
-    if pos + 6 + length // 255 > out.shape[0]:
-        raise ValueError("output buffer overflow (match)")
     d = distance - 1
     if d < MAX_NEAR_DISTANCE:
-        hi = d >> 8
-        lo = d & 0xFF
-    else:
-        hi = 31
-        lo = 255
-    if length < 7:
-        out[pos] = ((length << 5) | hi) & 0xFF
-        pos += 1
-    else:
-        out[pos] = ((7 << 5) | hi) & 0xFF
-        pos += 1
-        rest = length - 7
-        while rest >= 255:
-            out[pos] = 255
-            pos += 1
-            rest -= 255
-        out[pos] = rest
-        pos += 1
-    out[pos] = lo
-    pos += 1
-    if d >= MAX_NEAR_DISTANCE:
-        far = d - MAX_NEAR_DISTANCE
-        out[pos] = (far >> 8) & 0xFF
-        out[pos + 1] = far & 0xFF
-        pos += 2
-    return pos
+        return ((min(length, 7) << 5) | (d >> 8)) & 0xFF, d & 0xFF, 1
+    far = d - MAX_NEAR_DISTANCE
+    return ((min(length, 7) << 5) | 31) & 0xFF, 255 | (far & 0xFF00) | (far & 0xFF) << 16, 3
 
 
 @kernel
 def lz_rgb32_compress(
-    src: np.ndarray, start: int, stop: int, htab: np.ndarray, out: np.ndarray, pos: int
+    src: np.ndarray, start: int, stop: int, base: int, htab: np.ndarray, out: np.ndarray, pos: int
 ) -> int:
     """Encode ``src[start:stop]`` (uint32 pixels in stream order) as LZ RGB32 tokens from ``pos``.
 
-    ``htab`` is a zeroed int32 table of a power-of-two size: slot -> last stream position whose
-    three pixels hashed there (a hint, always re-verified).  Returns the end position in ``out``.
+    ``htab`` is an int32 table of a power-of-two size: slot -> ``base`` + the last stream
+    position whose three pixels hashed there (a hint, always re-verified).  Slots below ``base``
+    are stale (an earlier image's, or -1): the caller moves ``base`` past every image it
+    encoded instead of clearing the table per call (256 KiB, about 5% of a band's encode).
+    Returns the end position in ``out``.
 
     ``[start, stop)`` is one lane of the image (see :mod:`encoders._lanes`): matches may copy
     from any earlier pixel of ``src`` (the decoder holds them) but end at ``stop``; hashes may
-    read pixels past it.  The whole image is ``start = 0, stop = len(src)``.
+    read pixels past it.  The whole image is ``start = 0, stop = len(src)``.  Returns -1 if
+    ``out`` is too short (a bug: callers size it for the worst case).
     """
     total = src.shape[0]
     n = stop
@@ -103,32 +86,36 @@ def lz_rgb32_compress(
         dist = 0
         if i > 0 and p0 == p1 and p1 == p2 and (int(src[i - 1]) & MASK24) == p0:
             # a run: copy of the previous pixel (distance 1), as compress_seg() checks first
-            j = i + 3
-            while j < n and (int(src[j]) & MASK24) == p0:
-                j += 1
-            length = j - i
+            length = run_end(src, i + 3, n, p0) - i
             dist = 1
         else:
             h = hash3(p0, p1, p2, shift)
-            ref = int(htab[h])
-            htab[h] = i
+            ref = int(htab[h]) - base
+            htab[h] = base + i
             dist = i - ref
-            if 0 < dist <= MAX_FAR_DISTANCE and (int(src[ref]) & MASK24) == p0:
-                j = i + 1
-                r = ref + 1
-                while j < n and ((int(src[j]) ^ int(src[r])) & MASK24) == 0:
-                    j += 1
-                    r += 1
-                length = j - i
+            # the first two pixels here, the rest in same_end(): most candidates fail at once
+            if (
+                ref >= 0
+                and 0 < dist <= MAX_FAR_DISTANCE
+                and (int(src[ref]) & MASK24) == p0
+                and (int(src[ref + 1]) & MASK24) == p1
+            ):
+                length = same_end(src, i + 2, src, ref + 2, n) - i
                 # near tokens cost 2 bytes, far 4: demand a real saving over literals
-                if length < 2 or (dist > MAX_NEAR_DISTANCE and length < 3):
+                if dist > MAX_NEAR_DISTANCE and length < 3:
                     length = 0
         if length == 0:
             i += 1
             continue
         if lit < i:
             pos = flush_literals(src, lit, i, out, pos)
-        pos = put_match(out, pos, length, dist)
+            if pos < 0:
+                return -1
+        # the match token, written here (see match_code())
+        if pos + 6 + length // 255 > out.shape[0]:
+            return -1
+        ctrl, tail, ntail = match_code(length, dist)
+        pos = put_token(out, pos, ctrl, length, tail, ntail)
         end = i + length
         # remember the last two positions of the match (compress_seg() "match boundary")
         q = end - 2
@@ -137,14 +124,14 @@ def lz_rgb32_compress(
                 hash3(
                     int(src[q]) & MASK24, int(src[q + 1]) & MASK24, int(src[q + 2]) & MASK24, shift
                 )
-            ] = q
+            ] = base + q
         q = end - 1
         if q > i and q + 2 < total:
             htab[
                 hash3(
                     int(src[q]) & MASK24, int(src[q + 1]) & MASK24, int(src[q + 2]) & MASK24, shift
                 )
-            ] = q
+            ] = base + q
         i = end
         lit = end
     if lit < n:
@@ -153,8 +140,9 @@ def lz_rgb32_compress(
 
 
 @kernel
-def lz_prime(src: np.ndarray, start: int, stop: int, htab: np.ndarray) -> None:
-    """Enter the three-pixel hashes of positions ``[start, stop)`` into ``htab``, in order.
+def lz_prime(src: np.ndarray, start: int, stop: int, base: int, htab: np.ndarray) -> None:
+    """Enter the three-pixel hashes of positions ``[start, stop)`` into ``htab``, in order
+    (as ``base`` + position, see :func:`lz_rgb32_compress`).
 
     A second lane (:mod:`encoders._lanes`) starts with an empty table; priming it with the
     pixels just before its start gives it what the one-lane search would have had in reach.
@@ -166,4 +154,4 @@ def lz_prime(src: np.ndarray, start: int, stop: int, htab: np.ndarray) -> None:
     end = min(stop, src.shape[0] - 2)
     for q in range(max(start, 0), end):
         h = hash3(int(src[q]) & MASK24, int(src[q + 1]) & MASK24, int(src[q + 2]) & MASK24, shift)
-        htab[h] = q
+        htab[h] = base + q

@@ -10,6 +10,7 @@ exactly width x height pixels come out, and an assertion there aborts the client
 from __future__ import annotations
 
 import struct
+import threading
 
 import numpy as np
 
@@ -32,6 +33,24 @@ _HEADER = struct.Struct(">7I")
 #: (:mod:`encoders._lanes`): a whole 1080p frame, but not the server's bands of 262,144 pixels,
 #: which its two workers already encode side by side.
 LANE_MIN_PIXELS = 1 << 19
+
+
+#: Positions up to this fit a table slot (``base`` + position, int32).
+_SLOT_LIMIT = (1 << 31) - 1
+
+
+class _Tables(threading.local):
+    """This thread's hash tables (one per lane) and the origin of the next image's positions:
+    it advances by each image's size, so the slots earlier images left are below it and
+    ignored (the stream never depends on earlier calls) and no table is cleared per call."""
+
+    def __init__(self) -> None:
+        self.a = np.full(1 << HASH_BITS, -1, dtype=np.int32)
+        self.b = np.full(1 << HASH_BITS, -1, dtype=np.int32)
+        self.base = 0
+
+
+_tables = _Tables()
 
 
 def lz_encode(pixels: np.ndarray, /) -> bytes:
@@ -57,26 +76,35 @@ def lz_encode(pixels: np.ndarray, /) -> bytes:
     _HEADER.pack_into(
         out.data, 0, LZ_MAGIC, LZ_VERSION, LZ_IMAGE_TYPE_RGB32, width, height, 4 * width, 1
     )
-    htab = buffer("lz_htab", 1 << HASH_BITS, np.int32)[: 1 << HASH_BITS]
-    htab.fill(0)
+    tables = _tables
+    base = tables.base
+    if base + npixels > _SLOT_LIMIT:  # about every 2**31 pixels: start the tables afresh
+        for table in (tables.a, tables.b):
+            table.fill(-1)
+        base = 0
+    tables.base = base + npixels
+    htab = tables.a
     try:
         if lanes == 1:
-            end = lz_rgb32_compress(src, 0, npixels, htab, out, _HEADER.size)
+            end = lz_rgb32_compress(src, 0, npixels, base, htab, out, _HEADER.size)
+            if end < 0:
+                raise ValueError("output buffer overflow")
             return out[:end].tobytes()
         out_b = buffer("lz_b", literal_bound(npixels - split) + 16)
-        htab_b = buffer("lz_htab_b", 1 << HASH_BITS, np.int32)[: 1 << HASH_BITS]
-        htab_b.fill(0)
+        htab_b = tables.b
         ends = [0, 0]
 
         def lane_a() -> None:
-            ends[0] = lz_rgb32_compress(src, 0, split, htab, out, _HEADER.size)
+            ends[0] = lz_rgb32_compress(src, 0, split, base, htab, out, _HEADER.size)
 
         def lane_b() -> None:
             # every pixel of lane A that lane B may copy from is findable, as in one lane
-            lz_prime(src, split - MAX_FAR_DISTANCE, split, htab_b)
-            ends[1] = lz_rgb32_compress(src, split, npixels, htab_b, out_b, 0)
+            lz_prime(src, split - MAX_FAR_DISTANCE, split, base, htab_b)
+            ends[1] = lz_rgb32_compress(src, split, npixels, base, htab_b, out_b, 0)
 
         _lanes.run_pair(lane_a, lane_b)
+        if min(ends) < 0:
+            raise ValueError("output buffer overflow")
     except ValueError as exc:  # a kernel bounds check: a bug, never expected
         raise EncoderError(f"lz: {exc}") from exc
     return b"".join((out[: ends[0]].data, out_b[: ends[1]].data))

@@ -476,21 +476,32 @@ class ImageEncoder:
         """
         codec = codec or self.choose(pixels)
         if codec == "glz":
-            glz = self.glz
-            if glz is not None:
-                height, width = pixels.shape[:2]
-                stream = glz.encode(pixels)
-                if self.zlib_glz and len(stream) >= MIN_GLZ_SIZE_FOR_ZLIB:
-                    wrapped = zlib.compress(stream, ZLIB_GLZ_LEVEL)
-                    if len(wrapped) < len(stream):  # else plain GLZ, as libspice does
-                        head = _ZLIB_GLZ.pack(len(stream), len(wrapped))
-                        image = EncodedImage(
-                            type=ImageType.ZLIB_GLZ_RGB,
-                            width=width,
-                            height=height,
-                            body=(head, wrapped),
-                        )
-                        return image, "zlib-glz"
-                return _wrap(ImageType.GLZ_RGB, width, height, stream), codec
-            codec = "lz"  # its session ended while the update was encoding: nobody decodes it
+            return self.encode_glz_stack([pixels])
         return encode_shared(pixels, codec, self.settings), codec
+
+    def glz_fits(self, width: int, height: int) -> bool:
+        """Whether a ``width`` x ``height`` GLZ image fits this client's window now."""
+        return self._fits("glz", width, height)
+
+    def encode_glz_stack(self, parts: list[np.ndarray]) -> tuple[EncodedImage, str]:
+        """Encode bands of one width, stacked top to bottom, as one GLZ image (see
+        ``GlzDictionary.encode_stack``), wrapped in zlib on slow links when that is smaller;
+        LZ if the session's dictionary is gone meanwhile (the display is closing: nobody
+        decodes it).  Same ordering rule as :meth:`encode`."""
+        width = parts[0].shape[1]
+        height = sum(part.shape[0] for part in parts)
+        glz = self.glz
+        if glz is not None:
+            stream = glz.encode_stack(parts)
+            if self.zlib_glz and len(stream) >= MIN_GLZ_SIZE_FOR_ZLIB:
+                wrapped = zlib.compress(stream, ZLIB_GLZ_LEVEL)
+                if len(wrapped) < len(stream):  # else plain GLZ, as libspice does
+                    head = _ZLIB_GLZ.pack(len(stream), len(wrapped))
+                    image = EncodedImage(
+                        type=ImageType.ZLIB_GLZ_RGB, width=width, height=height,
+                        body=(head, wrapped),
+                    )  # fmt: skip
+                    return image, "zlib-glz"
+            return _wrap(ImageType.GLZ_RGB, width, height, stream), "glz"
+        pixels = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return encode_shared(pixels, "lz", self.settings), "lz"

@@ -55,7 +55,7 @@ MIB = 2**20
 #: One session's documented buffer limits (ServerConfig defaults, README "Security and
 #: limits"): queued output, a GLZ dictionary, and each channel's receive buffer.
 SESSION_OUTPUT = 64 * MIB  # max_session_write_buffer
-GLZ_DICTIONARY = 34_963_456  # GlzDictionary.nbytes at its 8 Mi-pixel cap
+GLZ_DICTIONARY = 34_209_792  # GlzDictionary.nbytes at its 8 Mi-pixel cap
 RECEIVE = (64 * 1024 + 3 * 4096) + 4 * (FULL_HEADER.size + DEFAULT_READ_SIZE)
 SESSION_LIMITS_MIB = (SESSION_OUTPUT + GLZ_DICTIONARY + RECEIVE) / MIB
 assert MIN_DICTIONARY_BYTES < GLZ_DICTIONARY

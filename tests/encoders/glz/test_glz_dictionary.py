@@ -107,6 +107,49 @@ def test_reset_starts_a_new_session() -> None:
     assert data == glz_encode(img)
 
 
+def test_table_origin_moves_without_changing_the_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    """int32 slots: with a tiny slot range the origin moves up every few images (kept images'
+    slots survive, stale ones go), and every stream is the same as without a move."""
+    rng = np.random.default_rng(7)
+    base = text_like(64, 64, seed=8)
+    crops = []
+    for _ in range(40):
+        h, wd = int(rng.integers(1, 40)), int(rng.integers(1, 64))
+        y, x = int(rng.integers(0, 64 - h + 1)), int(rng.integers(0, 64 - wd + 1))
+        crops.append(base[y : y + h, x : x + wd])
+    plain = GlzDictionary(9000, max_pixels=3000, hash_bits=11)
+    expected = [plain.encode(c) for c in crops]
+    assert plain._tables.base == 0
+    expected_fresh = [glz_encode(c) for c in crops[:3]] * 50
+    monkeypatch.setattr(dictionary_module.LaneTables, "SLOT_LIMIT", 5000)
+    moved = GlzDictionary(9000, max_pixels=3000, hash_bits=11)
+    w = GlzWindow()
+    assert [_send(moved, w, c)[0] for c in crops] == expected
+    assert moved._tables.base > 0
+    # the stand-alone encoder's tables move too (its virtual counter passes 5000)
+    assert [glz_encode(c) for c in crops[:3] * 50] == expected_fresh
+
+
+def test_a_stack_of_bands_is_one_image() -> None:
+    """encode_stack(bands) == encode(the bands stacked): one header, in-image matches across
+    the band boundaries; parts must share a width."""
+    img = text_like(50, 40, seed=9)
+    bands = [img[0:7].copy(), img[7:30], img[30:50, :]]
+    a = GlzDictionary(10_000, hash_bits=12)
+    b = GlzDictionary(10_000, hash_bits=12)
+    w = GlzWindow()
+    stacked = a.encode_stack(bands)
+    assert stacked == b.encode(img)
+    assert np.array_equal(w.decode(stacked).pixels[..., :3], rgb(img))
+    assert a.next_id == 1 and a.kept_pixels == 2000
+    with pytest.raises(EncoderError, match="width"):
+        a.encode_stack([img[:5], img[5:, :30]])
+    with pytest.raises(EncoderError, match="no image"):
+        a.encode_stack([])
+    with pytest.raises(EncoderError, match="does not fit"):
+        GlzDictionary(1999).encode_stack(bands)
+
+
 def test_fits_and_refusals() -> None:
     assert not GlzDictionary(0).fits(1, 1)
     d = GlzDictionary(100, max_pixels=50, hash_bits=10)

@@ -67,7 +67,7 @@ def test_glz_dictionaries_are_bounded_per_session_and_freed_when_it_ends() -> No
 
 def test_glz_memory_budget_is_shared_by_the_sessions() -> None:
     async def scenario() -> None:
-        full = 34_963_456  # a GLZ dictionary at its 8 Mi-pixel cap (GlzDictionary.max_nbytes)
+        full = 34_209_792  # a GLZ dictionary at its 8 Mi-pixel cap (GlzDictionary.max_nbytes)
         server = await ready(make_server(glz_memory_budget=full + MIN_DICTIONARY_BYTES + MIB))
         encoders = []
         mains = []

@@ -1,0 +1,43 @@
+"""GLZ bands of one damaged rectangle go out as one image (``encode.glz_stacks``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from encoders.glz import GlzDictionary
+from spiceserver.protocol.enums import ImageCompression
+from spiceserver.region import split_rows
+from spiceserver.server.channels.display.encode import glz_stacks
+from spiceserver.server.codecs import ImageEncoder
+from spiceserver.sources.base import Rect
+from tests.reference.glz_decode import GlzWindow
+
+
+def test_stacks_follow_the_rectangles_and_the_window() -> None:
+    a = split_rows(Rect(0, 0, 100, 50), 1000)  # 5 bands of 10 rows
+    b = split_rows(Rect(10, 60, 30, 20), 300)  # 2 bands of 10 rows, another rectangle
+    bands = [*a, *b]
+    codecs = ["glz", "glz", "quic", "glz", "glz", "glz", "glz"]
+    assert glz_stacks(bands, codecs, lambda w, h: True) == [[0, 1], [3, 4], [5, 6]]
+    # the window takes at most 2,000 pixels: stacks stop growing there
+    assert glz_stacks(a, ["glz"] * 5, lambda w, h: w * h <= 2000) == [[0, 1], [2, 3], [4]]
+    assert glz_stacks(a, ["lz"] * 5, lambda w, h: True) == []
+
+
+def test_a_full_update_is_one_glz_image_the_client_decodes() -> None:
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 4, size=(64, 48, 4), dtype=np.uint8) * 60
+    frame[..., 3] = 0
+    rects = split_rows(Rect(0, 0, 48, 64), 48 * 16)
+    encoder = ImageEncoder(ImageCompression.AUTO_GLZ, GlzDictionary(100_000))
+    stacks = glz_stacks(rects, ["glz"] * len(rects), encoder.glz_fits)
+    assert stacks == [[0, 1, 2, 3]]
+    image, codec = encoder.encode_glz_stack([frame[r.y : r.bottom].copy() for r in rects])
+    assert codec == "glz" and (image.width, image.height) == (48, 64)
+    stream = bytes(image.body[1])
+    decoded = GlzWindow().decode(stream)
+    assert np.array_equal(decoded.pixels[..., :3], frame[..., :3])
+    # the dictionary gone (the session ended meanwhile): the same stack as one LZ image
+    encoder.glz = None
+    image, codec = encoder.encode_glz_stack([frame[:20], frame[20:]])
+    assert codec == "lz" and (image.width, image.height) == (48, 64)
