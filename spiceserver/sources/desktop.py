@@ -18,8 +18,8 @@ reports through :meth:`FramebufferSource.damage` and friends, which hand over to
   the screen has been still for :data:`FLOOD_CALM_SECONDS`, and then makes delta exact by
   emptying the region *before* each grab with a round trip (DamageSubtract, then sync): drawing
   before the subtract is in the grab, drawing after it raises a new event.
-  Without DAMAGE the whole screen is polled.  Either way the grabbed
-  pixels are compared with the frame we hold, tile by tile (:func:`changed_rects`), so an
+  Without DAMAGE the whole screen is polled.  Either way the grabbed pixels are compared
+  with the frame we hold, tile by tile (:mod:`spiceserver.sources.tiles`), so an
   application that repaints the same pixels — a clock redrawing its face, a terminal redrawing a
   line — costs no bytes on the wire, and what is reported is tightened to the pixels that
   really changed.
@@ -77,8 +77,9 @@ import numpy as np
 
 from spiceserver.errors import ConfigError
 from spiceserver.protocol.messages import CursorShape
-from spiceserver.scroll import Scroll, apply_scroll, as_u32, detect_scroll
+from spiceserver.scroll import Scroll, apply_scroll, detect_scroll
 from spiceserver.sources.base import FramebufferSource, Head, Rect
+from spiceserver.sources.tiles import changed_rects, damage_boxes
 from spiceserver.x11_randr import RandrWorker, describe, fix_xlib_errors, read_heads, read_layout
 
 if TYPE_CHECKING:
@@ -86,15 +87,10 @@ if TYPE_CHECKING:
 
     from spiceserver.clipboard import ClipboardBackend
 
-__all__ = ["DesktopSource", "changed_rects", "cursor_from_argb", "open_display", "tile_boxes"]
+__all__ = ["DesktopSource", "cursor_from_argb", "open_display"]
 
 logger = logging.getLogger("spiceserver.desktop")
 
-#: Tile edge for change detection and grab planning (pixels).
-TILE = 32
-#: More separate grab boxes than this in one update, and one bounding box is grabbed instead
-#: (each box is a round trip to the X server).
-MAX_GRAB_BOXES = 8
 #: Without DAMAGE, the screen is polled this often when nothing changed for a second.
 IDLE_POLL_SECONDS = 0.25
 #: X events read in one pass of the capture loop before it grabs again.  Raw damage
@@ -770,112 +766,6 @@ class _Capture:
 
 
 # ---------------------------------------------------------------------- pure helpers
-
-
-def changed_rects(old: np.ndarray, new: np.ndarray, tile: int = TILE) -> list[Rect]:
-    """Rectangles covering every pixel whose B, G or R differs between two (H, W, 4) arrays.
-
-    Tiles of ``tile`` pixels are marked changed; runs of changed tiles in a tile row become
-    a rectangle, identical runs in consecutive tile rows merge, and each rectangle is then
-    shrunk to the changed pixels it holds.  The padding byte (X of B,G,R,X) is ignored.
-    """
-    if old.shape != new.shape:
-        raise ValueError(f"shapes differ: {old.shape} and {new.shape}")
-    a = as_u32(old)
-    b = as_u32(new)
-    diff = ((a ^ b) & 0x00FF_FFFF) != 0
-    if not diff.any():
-        return []
-    height, width = diff.shape
-    if height * width <= 16 * tile * tile:  # a glyph, a clock face: one tight box
-        return [_tighten(diff, Rect(0, 0, width, height))]
-    tiles = np.logical_or.reduceat(
-        np.logical_or.reduceat(diff, np.arange(0, height, tile), axis=0),
-        np.arange(0, width, tile),
-        axis=1,
-    )
-    return [_tighten(diff, box) for box in tile_boxes(tiles, tile, width, height)]
-
-
-def _tighten(diff: np.ndarray, box: Rect) -> Rect:
-    """``box`` shrunk to the true cells of ``diff`` inside it (there is at least one)."""
-    sub = diff[box.y : box.bottom, box.x : box.right]
-    rows = np.flatnonzero(sub.any(axis=1))
-    cols = np.flatnonzero(sub.any(axis=0))
-    return Rect(
-        box.x + int(cols[0]),
-        box.y + int(rows[0]),
-        int(cols[-1] - cols[0]) + 1,
-        int(rows[-1] - rows[0]) + 1,
-    )
-
-
-def tile_boxes(tiles: np.ndarray, tile: int, width: int, height: int) -> list[Rect]:
-    """Boxes (in pixels, clipped to ``width`` × ``height``) covering the true cells of a grid.
-
-    Each tile row's runs of true cells become boxes; a run spanning the same columns as one
-    in the tile row just above extends it downwards (a window, a scrolled band).
-    """
-    boxes: list[list[int]] = []  # [col0, col1, row0, row1] in tiles, exclusive ends
-    open_runs: dict[tuple[int, int], list[int]] = {}
-    for row in range(tiles.shape[0]):
-        cells = tiles[row]
-        if not cells.any():
-            open_runs = {}
-            continue
-        padded = np.concatenate(([False], cells, [False]))
-        edges = np.flatnonzero(padded[1:] != padded[:-1])
-        next_runs: dict[tuple[int, int], list[int]] = {}
-        for start, stop in zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True):
-            box = open_runs.get((start, stop))
-            if box is None:
-                box = [start, stop, row, row + 1]
-                boxes.append(box)
-            else:
-                box[3] = row + 1
-            next_runs[(start, stop)] = box
-        open_runs = next_runs
-    out = []
-    for c0, c1, r0, r1 in boxes:
-        x0, y0 = c0 * tile, r0 * tile
-        x1, y1 = min(c1 * tile, width), min(r1 * tile, height)
-        out.append(Rect(x0, y0, x1 - x0, y1 - y0))
-    return out
-
-
-def damage_boxes(rects: list[Rect], width: int, height: int, tile: int = TILE) -> list[Rect]:
-    """The few tile-aligned boxes to grab for a list of damage rectangles.
-
-    More than :data:`MAX_GRAB_BOXES` boxes become their bounding box: each grab is a round
-    trip, and XShm copies a big box about as fast as it answers a small one.
-    """
-    snapped = []
-    for rect in rects:
-        clipped = rect.clip(width, height)
-        if clipped is not None:
-            x0, y0 = clipped.x // tile * tile, clipped.y // tile * tile
-            x1 = min(-(-clipped.right // tile) * tile, width)
-            y1 = min(-(-clipped.bottom // tile) * tile, height)
-            snapped.append(Rect(x0, y0, x1 - x0, y1 - y0))
-    if len(snapped) <= 2:  # the usual case (a key echoed, a clock ticking): no grid
-        if len(snapped) == 2 and snapped[0].touches(snapped[1]):
-            return [snapped[0].union(snapped[1])]
-        return snapped
-    grid = np.zeros(((height + tile - 1) // tile, (width + tile - 1) // tile), dtype=bool)
-    for rect in rects:
-        clipped = rect.clip(width, height)
-        if clipped is not None:
-            grid[
-                clipped.y // tile : (clipped.bottom - 1) // tile + 1,
-                clipped.x // tile : (clipped.right - 1) // tile + 1,
-            ] = True
-    boxes = tile_boxes(grid, tile, width, height)
-    if len(boxes) > MAX_GRAB_BOXES:
-        bbox = boxes[0]
-        for box in boxes[1:]:
-            bbox = bbox.union(box)
-        return [bbox]
-    return boxes
 
 
 def cursor_from_argb(

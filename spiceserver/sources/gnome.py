@@ -44,9 +44,9 @@ import numpy as np
 from spiceserver.errors import ConfigError
 from spiceserver.scroll import as_u32
 from spiceserver.sources.base import FramebufferSource, Rect
-from spiceserver.sources.desktop import changed_rects
 from spiceserver.sources.mutter import CURSOR_EMBEDDED, MutterSession
 from spiceserver.sources.pipewire import PipeWireFrames, import_gst
+from spiceserver.sources.tiles import changed_rects
 
 __all__ = ["GnomeSource"]
 
@@ -300,7 +300,7 @@ class GnomeSource(FramebufferSource):
 
 
 def changed_rows_rects(old: np.ndarray, new: np.ndarray) -> list[Rect]:
-    """:func:`~spiceserver.sources.desktop.changed_rects` of two whole frames, tiled only over
+    """:func:`~spiceserver.sources.tiles.changed_rects` of two whole frames, tiled only over
     the band of rows that differ.
 
     mutter hands over whole frames, so each one is compared in full.  One comparison of the

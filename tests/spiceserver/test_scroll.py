@@ -30,7 +30,7 @@ from spiceserver.scroll import (
     row_hashes,
 )
 from spiceserver.sources.base import Rect
-from spiceserver.sources.desktop import changed_rects
+from spiceserver.sources.tiles import changed_rects
 
 
 def terminal(rows: int, width: int, seed: int, line: int = 16) -> np.ndarray:

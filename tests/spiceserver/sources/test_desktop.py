@@ -11,14 +11,8 @@ import pytest
 from spiceserver.errors import ConfigError
 from spiceserver.sources import source_from_spec
 from spiceserver.sources.base import Rect
-from spiceserver.sources.desktop import (
-    MAX_GRAB_BOXES,
-    DesktopSource,
-    changed_rects,
-    cursor_from_argb,
-    damage_boxes,
-    tile_boxes,
-)
+from spiceserver.sources.desktop import DesktopSource, cursor_from_argb
+from spiceserver.sources.tiles import MAX_GRAB_BOXES, changed_rects, damage_boxes, tile_boxes
 
 
 def frame(width: int, height: int, seed: int = 0) -> np.ndarray:
