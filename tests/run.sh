@@ -26,7 +26,7 @@ DEBIAN_PACKAGES=(python3 python3-gi gir1.2-spiceclientglib-2.0 virt-viewer xvfb 
                  gcc linux-libc-dev xclip
                  mutter pipewire wireplumber gstreamer1.0-pipewire foot dbus-daemon
                  gir1.2-gstreamer-1.0 libgirepository1.0-dev libcairo2-dev pkg-config
-                 python3-dev)
+                 python3-dev wl-clipboard)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" \
