@@ -24,7 +24,7 @@ from spiceserver.gnome_input import GnomeInput
 from spiceserver.sources.gnome import GnomeSource
 from tests.conftest import CORPUS, data_file
 from tests.interop.clients import GtkClient, _kill
-from tests.interop.gnome import GnomeSession, have_gnome_tools
+from tests.interop.gnome import GnomeSession, have_gnome_tools, rotate_monitor
 from tests.interop.serverthread import ServerThread
 from tests.spiceserver.test_x11_clipboard import big_text
 
@@ -131,3 +131,19 @@ def test_clipboard_both_ways_with_wayland_programs(
     big = big_text(3 * 1024 * 1024)  # many times a pipe's 64 KiB, both ways
     client_copies(gnome, client, tmp_path, ClipboardType.UTF8_TEXT, "UTF8_STRING", big)
     desktop_copies(gnome, client, ClipboardType.UTF8_TEXT, "text/plain", big)
+
+
+def test_the_clipboard_follows_the_session_a_monitor_change_brings(
+    served: tuple[GnomeSession, GtkClient], tmp_path: Path
+) -> None:
+    """mutter 43 ends the remote desktop session on a monitor change; the source opens a new
+    one, and the clipboard is enabled there anew, the client's grab with it."""
+    gnome, client = served
+    client_copies(gnome, client, tmp_path, ClipboardType.UTF8_TEXT, "text/plain", TEXT)
+    since = client.event_index
+    rotate_monitor(gnome, 1)
+    created = client.wait_for("primary-create", timeout=30, since=since)
+    assert (created["width"], created["height"]) == (768, 1024)
+    after = "after the monitor change ✓".encode()
+    client_copies(gnome, client, tmp_path, ClipboardType.UTF8_TEXT, "text/plain", after)
+    desktop_copies(gnome, client, ClipboardType.UTF8_TEXT, "text/plain;charset=utf-8", b"back")
