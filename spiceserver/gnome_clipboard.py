@@ -139,6 +139,16 @@ def _mimes_of(options: dict[str, Any]) -> list[str] | None:
     return [str(m) for m in value if isinstance(m, str)]
 
 
+def _close_late_fds(call: asyncio.Future[Any]) -> None:
+    """Done callback of a method call nobody waits for any more: close the fds it brought."""
+    if call.cancelled() or call.exception() is not None:
+        return
+    reply = call.result()
+    for fd in getattr(reply, "unix_fds", None) or ():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
 class _OverCap(Exception):
     """A pipe carried more than ``max_bytes``."""
 
@@ -508,11 +518,17 @@ class GnomeClipboard:
             signature=signature,
             body=body or [],
         )
+        # A reply that comes after we stopped waiting (a timeout, a cancelled read) may
+        # carry a pipe: the call runs on in a task of its own that closes such fds.
+        call = asyncio.ensure_future(session.bus.call(message))
         try:
-            reply = await asyncio.wait_for(session.bus.call(message), self.timeout)
-        except TimeoutError as exc:
-            raise ConfigError(f"{member}: no answer within {self.timeout:.1f} s") from exc
-        except Exception as exc:  # the connection went away
+            reply = await asyncio.wait_for(asyncio.shield(call), self.timeout)
+        except BaseException as exc:
+            call.add_done_callback(_close_late_fds)
+            if isinstance(exc, TimeoutError):
+                raise ConfigError(f"{member}: no answer within {self.timeout:.1f} s") from exc
+            if not isinstance(exc, Exception):
+                raise  # cancelled
             raise ConfigError(f"{member}: {exc!r}") from exc
         if reply is None:
             raise ConfigError(f"{member}: no reply")

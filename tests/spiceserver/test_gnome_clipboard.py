@@ -32,6 +32,7 @@ class FakeBus:
         self.handlers: list[Callable[[Any], None]] = []
         self.on_read: Callable[[str], int] | None = None
         self.written: dict[int, int] = {}  # serial → read end of the pipe handed out
+        self.delay = 0.0  # before answering SelectionRead
 
     async def call(self, message: Any) -> Any:
         self.calls.append((message.member, list(message.body)))
@@ -39,6 +40,7 @@ class FakeBus:
         body: list[Any] = []
         if message.member == "SelectionRead":
             assert self.on_read is not None
+            await asyncio.sleep(self.delay)
             fds, body = [self.on_read(message.body[0])], [0]
         elif message.member == "SelectionWrite":
             r, w = os.pipe()
@@ -191,6 +193,28 @@ def test_reads_come_through_the_pipe_bounded() -> None:
         assert asyncio.get_running_loop().time() - started < 1.0  # 4 × 0.05 s
         for fd in held:
             os.close(fd)
+        await clipboard.close()
+
+    asyncio.run(run())
+
+
+def test_a_pipe_that_comes_too_late_is_closed() -> None:
+    async def run() -> None:
+        clipboard, bus, _listener = await attached(timeout=0.05)
+        ends: list[int] = []
+
+        def on_read(mime: str) -> int:
+            r, w = os.pipe()
+            ends.append(w)
+            return r
+
+        bus.on_read, bus.delay = on_read, 0.3
+        bus.signal("SelectionOwnerChanged", owner(["text/plain"]))
+        assert await clipboard.read(Selection.CLIPBOARD, ClipboardType.UTF8_TEXT) is None
+        await asyncio.sleep(0.4)  # mutter's answer came meanwhile: its pipe is closed
+        with pytest.raises(BrokenPipeError):
+            os.write(ends[0], b"x")
+        os.close(ends[0])
         await clipboard.close()
 
     asyncio.run(run())
