@@ -256,6 +256,8 @@ class GnomeClipboard:
         self._read_lock = asyncio.Lock()
         self._reads = 0
         self._transfers = 0
+        #: Grabs sent to mutter and not answered yet (see _owner_changed).
+        self._grabs_in_flight = 0
         self._tasks: set[asyncio.Future[Any]] = set()
         self._closed = False
 
@@ -363,10 +365,13 @@ class GnomeClipboard:
             return  # applied by _enable when a session comes
         options = {"mime-types": Variant("as", mimes)} if mimes else {}
         logger.debug("GNOME clipboard: SetSelection(%s)", mimes)
+        self._grabs_in_flight += 1 if mimes else 0
         try:
             await self._call(session, "SetSelection", "a{sv}", [options])
         except ConfigError as exc:
             logger.warning("the GNOME clipboard refused the client's grab: %s", exc)
+        finally:
+            self._grabs_in_flight -= 1 if mimes else 0
 
     def _on_message(self, message: Message) -> None:
         from dbus_fast import MessageType
@@ -392,6 +397,11 @@ class GnomeClipboard:
         is_ours = options.get("session-is-owner")
         if is_ours is not None and bool(getattr(is_ours, "value", is_ours)):
             return  # our own SetSelection coming back
+        if self._grabs_in_flight:
+            # mutter sent this before it took our grab (one thread, messages in order): the
+            # grab replaces that owner, whose programs' copy the clients need not see.
+            logger.debug("GNOME clipboard: an owner change before our grab: ignored")
+            return
         mimes = _mimes_of(options)
         listener = self._listener
         types = () if mimes is None else types_from_mimes(mimes)

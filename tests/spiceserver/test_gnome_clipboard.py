@@ -33,11 +33,14 @@ class FakeBus:
         self.on_read: Callable[[str], int] | None = None
         self.written: dict[int, int] = {}  # serial → read end of the pipe handed out
         self.delay = 0.0  # before answering SelectionRead
+        self.hold: asyncio.Event | None = None  # SetSelection answers once it is set
 
     async def call(self, message: Any) -> Any:
         self.calls.append((message.member, list(message.body)))
         fds: list[int] = []
         body: list[Any] = []
+        if message.member == "SetSelection" and self.hold is not None:
+            await self.hold.wait()
         if message.member == "SelectionRead":
             assert self.on_read is not None
             await asyncio.sleep(self.delay)
@@ -89,6 +92,23 @@ class Listener:
 
     def desktop_released(self, selection: Selection) -> None:
         self.events.append(("released", selection, ()))
+
+
+async def drain(fd: int) -> bytes:
+    """The pipe's contents until EOF, read while the loop writes it (a pipe holds 64 KiB)."""
+    os.set_blocking(fd, False)
+    received = bytearray()
+    for _ in range(5000):
+        try:
+            chunk = os.read(fd, 1 << 20)
+        except BlockingIOError:
+            await asyncio.sleep(0.001)
+            continue
+        if not chunk:
+            break
+        received += chunk
+    os.close(fd)
+    return bytes(received)
 
 
 async def settle() -> None:
@@ -198,6 +218,32 @@ def test_reads_come_through_the_pipe_bounded() -> None:
     asyncio.run(run())
 
 
+def test_an_owner_change_sent_before_our_grab_was_taken_is_ignored() -> None:
+    async def run() -> list[Any]:
+        clipboard, bus, listener = await attached()
+        bus.hold = asyncio.Event()
+
+        async def fetch(ctype: ClipboardType) -> bytes | None:
+            return b"client"
+
+        clipboard.client_grabbed(Selection.CLIPBOARD, (ClipboardType.UTF8_TEXT,), fetch)
+        await settle()
+        bus.signal("SelectionOwnerChanged", owner(["text/plain"]))  # before mutter took it
+        bus.hold.set()
+        await settle()
+        bus.signal("SelectionTransfer", "text/plain", 3)  # still ours: served
+        for _ in range(100):
+            if 3 in bus.written:
+                break
+            await asyncio.sleep(0.005)
+        assert await drain(bus.written[3]) == b"client"
+        bus.signal("SelectionOwnerChanged", owner(["text/plain"]))  # a program took it since
+        await clipboard.close()
+        return listener.events
+
+    assert asyncio.run(run()) == [("grabbed", Selection.CLIPBOARD, (ClipboardType.UTF8_TEXT,))]
+
+
 def test_a_pipe_that_comes_too_late_is_closed() -> None:
     async def run() -> None:
         clipboard, bus, _listener = await attached(timeout=0.05)
@@ -248,20 +294,7 @@ def test_transfers_fetch_from_the_client_and_write_the_pipe() -> None:
             if 7 in bus.written:
                 break
             await asyncio.sleep(0.005)
-        reader = bus.written[7]
-        os.set_blocking(reader, False)
-        received = bytearray()
-        for _ in range(2000):  # read while the loop writes (a pipe holds 64 KiB)
-            try:
-                chunk = os.read(reader, 1 << 20)
-            except BlockingIOError:
-                await asyncio.sleep(0.001)
-                continue
-            if not chunk:
-                break
-            received += chunk
-        os.close(reader)
-        assert bytes(received) == big
+        assert await drain(bus.written[7]) == big
         bus.signal("SelectionTransfer", "image/png", 8)  # fetch times out: failed
         bus.signal("SelectionTransfer", "image/bmp", 9)  # not offered: failed at once
         await asyncio.sleep(0.4)
