@@ -19,7 +19,9 @@ org.gnome.Mutter.RemoteDesktop.xml``, mutter 43; what follows is how
   the pipe ``SelectionWrite(u serial) → h`` returns, and ``SelectionWriteDone(serial, b)``
   says how it went (false without a pipe when the client had nothing).  mutter's clipboard
   manager itself asks for the text right after each grab (it keeps a copy for when the owner
-  leaves), so one fetch from the client follows every text grab.
+  leaves), so one fetch from the client follows every text grab.  mutter gives up on a
+  transfer not answered within 15 s (``TRANSFER_REQUEST_CLEANUP_TIMEOUT_MS``): a client
+  slower than that finds its serial gone (``SelectionWrite`` fails, logged).
 
 Only the CLIPBOARD selection: mutter's session API has no PRIMARY (it follows
 ``META_SELECTION_CLIPBOARD`` only); grabs of other selections are ignored and reads of them
