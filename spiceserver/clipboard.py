@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from enum import IntEnum
 from typing import Protocol
 
+from spiceserver.errors import ConfigError
+
 __all__ = [
     "ClipboardBackend",
     "ClipboardListener",
@@ -25,6 +27,7 @@ __all__ = [
     "Fetch",
     "MemoryClipboard",
     "Selection",
+    "check_limits",
 ]
 
 
@@ -81,6 +84,14 @@ class ClipboardBackend(Protocol):
 
     async def close(self) -> None:
         """The server is closing: give up owned selections, stop threads."""
+
+
+def check_limits(max_bytes: int, timeout: float) -> None:
+    """A desktop backend's size cap and timeout, or a ConfigError saying which is wrong."""
+    if max_bytes <= 0:
+        raise ConfigError(f"the clipboard size cap must be positive, got {max_bytes}")
+    if timeout <= 0:
+        raise ConfigError(f"the clipboard timeout must be positive, got {timeout}")
 
 
 class MemoryClipboard:

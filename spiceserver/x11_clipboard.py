@@ -36,8 +36,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from spiceserver.clipboard import ClipboardListener, ClipboardType, Fetch, Selection
-from spiceserver.errors import ConfigError
+from spiceserver.clipboard import (
+    ClipboardListener,
+    ClipboardType,
+    Fetch,
+    Selection,
+    check_limits,
+)
 from spiceserver.sources.desktop import open_display
 from spiceserver.x11_selection import SELECTIONS, TRANSFER_TIMEOUTS, Grab, SelectionThread
 
@@ -80,10 +85,7 @@ class X11Clipboard:
         max_bytes: int = DEFAULT_MAX_BYTES,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        if max_bytes <= 0:
-            raise ConfigError(f"the clipboard size cap must be positive, got {max_bytes}")
-        if timeout <= 0:
-            raise ConfigError(f"the clipboard timeout must be positive, got {timeout}")
+        check_limits(max_bytes, timeout)
         self.display_name = display_name
         self.max_bytes = max_bytes
         self.timeout = timeout

@@ -16,8 +16,8 @@ cd "$(dirname "$0")/.."
 # gcc and linux-libc-dev: pynput (the test extra) pulls python-evdev on Linux, which pip
 # builds from source against linux/input.h.
 # The GNOME Wayland tests: headless mutter with pipewire + wireplumber under dbus-run-session,
-# foot as the window, PipeWire's GStreamer plugin, and what building PyGObject (the gnome
-# extra) needs.
+# foot as the window, PipeWire's GStreamer plugin, what building PyGObject (the gnome
+# extra) needs, and wl-clipboard (wl-copy, wl-paste) for the GNOME clipboard test.
 DEBIAN_PACKAGES=(python3 python3-gi gir1.2-spiceclientglib-2.0 virt-viewer xvfb x11-utils
                  xdotool imagemagick tshark xterm x11-apps x11-xserver-utils ffmpeg
                  xserver-xorg-core xserver-xorg-video-dummy chromium spice-html5 nodejs
@@ -26,7 +26,7 @@ DEBIAN_PACKAGES=(python3 python3-gi gir1.2-spiceclientglib-2.0 virt-viewer xvfb 
                  gcc linux-libc-dev xclip
                  mutter pipewire wireplumber gstreamer1.0-pipewire foot dbus-daemon
                  gir1.2-gstreamer-1.0 libgirepository1.0-dev libcairo2-dev pkg-config
-                 python3-dev)
+                 python3-dev wl-clipboard)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" \

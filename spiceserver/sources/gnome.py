@@ -28,6 +28,8 @@ running: the server never starts with a half-working source.
   and the clients' own cursor is hidden: ``pipewiresrc`` does not pass PipeWire's cursor
   metadata (``SPA_META_Cursor``) on, so shapes and positions cannot reach the cursor channel.
 * **Input** goes into the same session: :class:`spiceserver.gnome_input.GnomeInput`.
+* **Clipboard** too (:meth:`GnomeSource.clipboard_backend`,
+  :class:`spiceserver.gnome_clipboard.GnomeClipboard`), following each new session.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -67,6 +71,9 @@ RETRY_SECONDS = 0.2
 #: n-th after n × REOPEN_DELAY seconds (the monitor may still be reconfiguring).
 REOPEN_ATTEMPTS = 5
 REOPEN_DELAY = 0.5
+
+if TYPE_CHECKING:
+    from spiceserver.clipboard import ClipboardBackend
 
 _Writes = list[tuple[Rect, np.ndarray]]
 
@@ -110,9 +117,28 @@ class GnomeSource(FramebufferSource):
         self._frames: PipeWireFrames | None = None
         self._reopen_task: asyncio.Future[None] | None = None
         self._stopped = False
+        self._session_listeners: list[Callable[[MutterSession], None]] = []
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._unapplied = threading.BoundedSemaphore(MAX_UNAPPLIED_UPDATES)
+
+    def clipboard_backend(
+        self, max_bytes: int = 32 * 1024 * 1024, timeout: float = 5.0
+    ) -> ClipboardBackend | None:
+        """The session's CLIPBOARD through mutter's selection methods
+        (:mod:`spiceserver.gnome_clipboard`)."""
+        from spiceserver.gnome_clipboard import GnomeClipboard
+
+        return GnomeClipboard(self, max_bytes=max_bytes, timeout=timeout)
+
+    def add_session_listener(self, listener: Callable[[MutterSession], None]) -> None:
+        """Call ``listener`` (on the loop) with each session opened from now on: mutter 43
+        ends a session when the monitors change and the source opens another."""
+        self._session_listeners.append(listener)
+
+    def remove_session_listener(self, listener: Callable[[MutterSession], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._session_listeners.remove(listener)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -156,6 +182,11 @@ class GnomeSource(FramebufferSource):
         self.session = session
         self._frames = frames
         session.on_closed = self._session_closed
+        for listener in list(self._session_listeners):
+            try:
+                listener(session)
+            except Exception:
+                logger.exception("a GNOME session listener failed")
         if self._listeners:  # a session again (see Size): new size or not, all is sent anew
             self.replace_frame(first.copy())
         else:

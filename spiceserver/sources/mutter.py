@@ -142,7 +142,9 @@ async def connect_session_bus(address: str | None) -> MessageBus:
             "the GNOME session, as its user"
         )
     try:
-        return await asyncio.wait_for(MessageBus(bus_address=address).connect(), CALL_TIMEOUT)
+        # Unix fds: the clipboard's SelectionRead and SelectionWrite answer with a pipe.
+        bus = MessageBus(bus_address=address, negotiate_unix_fd=True)
+        return await asyncio.wait_for(bus.connect(), CALL_TIMEOUT)
     except (ConnectionResetError, BrokenPipeError, EOFError) as exc:
         # dbus-daemon closes the socket on a user its policy does not allow (EXTERNAL auth
         # with another uid): the usual case of a server started as root or as another user.

@@ -126,6 +126,14 @@ class GnomeSession:
             WAYLAND_DISPLAY="wayland-0",
         )
 
+    def user_command(self, *argv: str) -> list[str]:
+        """``argv`` as a Wayland client of the session: run as :data:`USER` (mutter lets only
+        its own user on its socket) with the session's runtime directory and display."""
+        return [
+            "runuser", "-u", USER, "--", "env", "-i", "PATH=/usr/bin:/bin", "LANG=C.UTF-8",
+            f"XDG_RUNTIME_DIR={self.runtime_dir}", "WAYLAND_DISPLAY=wayland-0", *argv,
+        ]  # fmt: skip
+
     def logs(self) -> str:
         parts = []
         for name in ("mutter", "pipewire", "wireplumber", "foot"):
