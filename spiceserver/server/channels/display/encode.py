@@ -18,6 +18,12 @@ __all__ = ["encode_bands", "glz_stacks"]
 
 Encoded = tuple[Rect, EncodedImage, str]
 
+#: An update of at most this many pixels (a typed glyph, a cursor blink, a clock's digits) is
+#: encoded right on the event loop: its encode takes tens of microseconds, less than the hop
+#: to a worker thread and back, which sits on the path of every small change (X damage →
+#: capture thread → loop → encoder thread → loop → socket).
+INLINE_MAX_PIXELS = 64 * 64
+
 
 def glz_stacks(
     bands: list[Rect], codecs: list[str], fits: Callable[[int, int], bool]
@@ -73,6 +79,15 @@ async def encode_bands(
     a full frame uses every core.  ``lossless[i]``: band ``i`` must not go lossy (its
     lossless refresh is due).
     """
+    # A lone display only (with more, the encode cache shares each band among them), and
+    # only once kernels are known compiled (``ready``): a first call compiling for seconds
+    # must never run on the loop.
+    if (
+        context.displays < 2
+        and encoder.ready is not None
+        and sum(band.area for band, _ in snapshots) <= INLINE_MAX_PIXELS
+    ):
+        return _encode_inline(encoder, snapshots, lossless)
     loop = asyncio.get_running_loop()
     executor = context.executor
     cache = context.encode_cache
@@ -125,3 +140,16 @@ async def encode_bands(
     for i, future in shared.items():
         results[i] = (snapshots[i][0], future.result(), codecs[i])
     return [result for result in results if result is not None]
+
+
+def _encode_inline(
+    encoder: ImageEncoder, snapshots: list[tuple[Rect, np.ndarray]], lossless: list[bool] | None
+) -> list[Encoded]:
+    """A tiny update of a lone display, encoded here and now (see INLINE_MAX_PIXELS); GLZ
+    bands in order."""
+    results: list[Encoded] = []
+    for i, (band, pixels) in enumerate(snapshots):
+        codec = encoder.choose(pixels, classify, lossless=lossless is not None and lossless[i])
+        image, used = encoder.encode(pixels, codec)
+        results.append((band, image, used))
+    return results
