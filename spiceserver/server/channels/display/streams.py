@@ -186,17 +186,16 @@ class VideoStream:
         """A frame is owed and the frame-rate cap allows it now."""
         if not self.pending:
             return False
-        if self.last_frame is None:
-            return True
-        interval = max(self.min_interval, 1.0 / max_fps)
-        return now - self.last_frame >= interval * 0.95  # the update loop's slot headroom
+        at = self.next_frame_at(max_fps)
+        return at is not None and now >= at
 
     def next_frame_at(self, max_fps: float) -> float | None:
         """When a pending frame may go (None: none pending)."""
         if not self.pending:
             return None
-        if self.last_frame is None:
-            return 0.0
+        if self.last_frame is None or self.rate_step == 0:
+            return 0.0  # the update loop paces to max_fps already
+        # The cap from rate control, less the update loop's slot headroom (jitter).
         return self.last_frame + max(self.min_interval, 1.0 / max_fps) * 0.95
 
     def sent(self, size: int, now: float) -> None:

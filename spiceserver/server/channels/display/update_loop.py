@@ -546,7 +546,8 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         stream, self.stream = self.stream, None
         metrics = self.session.metrics
         if stream is not None and metrics.stream_started is not None:
-            metrics.stream_seconds += max(0.0, now - metrics.stream_started)
+            # Its playing time: up to its last update, not its timeout (fps while it played).
+            metrics.stream_seconds += max(0.0, stream.last_damage - metrics.stream_started)
             metrics.stream_started = None
         return stream
 
