@@ -226,10 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--video-codecs",
-        default="mjpeg",
+        default="h264,vp8,mjpeg",
         metavar="LIST",
-        help="stream codecs in preference order, e.g. mjpeg,h264 (QEMU's "
-        "spice:mjpeg;gstreamer:h264 works too; default mjpeg)",
+        help="stream codecs in preference order among mjpeg, h264, vp8, vp9 (QEMU's "
+        "spice:mjpeg;gstreamer:h264 works too; default h264,vp8,mjpeg; h264/vp8/vp9 need "
+        "the video extra, PyAV)",
     )
     serve.add_argument(
         "--max-fps",

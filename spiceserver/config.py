@@ -127,7 +127,8 @@ class ServerConfig:
     streaming_video: str = "filter"
     #: Stream codecs in the server's preference order (a client's
     #: PREFERRED_VIDEO_CODEC_TYPE comes first); a string is parsed as ``--video-codecs``.
-    video_codecs: tuple[str, ...] = ("mjpeg",)
+    #: H.264, VP8 and VP9 need PyAV (the ``video`` extra); MJPEG is the fallback.
+    video_codecs: tuple[str, ...] = ("h264", "vp8", "mjpeg")
     #: Name sent in MAIN NAME to clients that ask (NAME_AND_UUID).
     name: str = "spiceserver"
     #: Most screen updates per second sent to one client (up to 5% more from a faster source:

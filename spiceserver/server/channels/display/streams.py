@@ -25,6 +25,7 @@ run of clean reports steps them back up.  A report of ``num_frames 0, num_drops 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from spiceserver.protocol.enums import VideoCodec
 from spiceserver.protocol.events import StreamReported
@@ -37,6 +38,7 @@ __all__ = [
     "StreamDetector",
     "VideoStream",
     "choose_codec",
+    "initial_bit_rate",
 ]
 
 #: Smallest area streamed, in pixels (spice:server/video-stream.h RED_STREAM_MIN_SIZE).
@@ -64,8 +66,25 @@ QUALITIES = (80, 70, 60, 50, 40, 30, 20)
 FRAME_RATES = (30.0, 20.0, 15.0, 10.0, 5.0)
 #: Clean reports in a row before a step back up.
 CLEAN_REPORTS_TO_RAISE = 3
-#: Codecs this server can encode, by ``--video-codecs`` name.
-ENCODERS: dict[str, VideoCodec] = {"mjpeg": VideoCodec.MJPEG}
+#: ``--video-codecs`` names.
+CODEC_NAMES: dict[str, VideoCodec] = {
+    "mjpeg": VideoCodec.MJPEG,
+    "vp8": VideoCodec.VP8,
+    "h264": VideoCodec.H264,
+    "vp9": VideoCodec.VP9,
+}
+#: Bits per pixel and frame a stream starts with (PyAV codecs): 1080p30 ~9 Mbit/s, 320x240
+#: ~0.35 Mbit/s; never above 80 % of the link's estimate (libspice get_initial_bit_rate
+#: keeps 20 % for other traffic), never below :data:`MIN_BIT_RATE`.
+BITS_PER_PIXEL = 0.15
+MIN_BIT_RATE = 200_000
+
+
+def initial_bit_rate(rect: Rect, link_bps: float | None) -> int:
+    rate = rect.area * 30 * BITS_PER_PIXEL
+    if link_bps is not None:
+        rate = min(rate, 0.8 * link_bps)
+    return int(max(MIN_BIT_RATE, rate))
 
 
 def choose_codec(
@@ -73,12 +92,13 @@ def choose_codec(
     client_ranked: bool,
     server: tuple[str, ...],
     refused: set[VideoCodec],
+    available: frozenset[VideoCodec] = frozenset({VideoCodec.MJPEG}),
 ) -> VideoCodec | None:
     """The stream codec: among those the client decodes (``client``, in its preference
-    order when ``client_ranked``) and the server encodes and allows (``server``, in its
-    order), not ``refused``; the client's order first, as libspice
+    order when ``client_ranked``) and the server encodes (``available``) and allows
+    (``server``, in its order), not ``refused``; the client's order first, as libspice
     (``dcc_create_video_encoder``)."""
-    allowed = [ENCODERS[name] for name in server if name in ENCODERS]
+    allowed = [CODEC_NAMES[name] for name in server if CODEC_NAMES.get(name) in available]
     usable = [codec for codec in allowed if codec in client and codec not in refused]
     if client_ranked:
         usable.sort(key=client.index)
@@ -169,6 +189,8 @@ class VideoStream:
     started: float = 0.0
     max_quality: int = QUALITIES[0]
     qualities: tuple[int, ...] = field(default=QUALITIES)
+    #: Its frame encoder (video.py): state of an inter-frame codec lives here.
+    encoder: Any = None
 
     @property
     def quality(self) -> int:
@@ -215,7 +237,8 @@ class VideoStream:
         late = report.last_frame_delay < 0
         if report.num_drops > 0 or late:
             self.clean_reports = 0
-            if self.quality_step < len(self.qualities) - 1:
+            mjpeg = self.codec == VideoCodec.MJPEG  # the others: frame rate only
+            if mjpeg and self.quality_step < len(self.qualities) - 1:
                 self.quality_step += 1
             elif self.rate_step < len(FRAME_RATES) - 1:
                 self.rate_step += 1

@@ -45,7 +45,9 @@ from spiceserver.server.channels.display.streams import (
     StreamDetector,
     VideoStream,
     choose_codec,
+    initial_bit_rate,
 )
+from spiceserver.server.channels.display.video import av_available, make_encoder
 from spiceserver.server.codecs import (
     CODECS,
     MODES,
@@ -53,7 +55,6 @@ from spiceserver.server.codecs import (
     ImageEncoder,
     classify,
     jpeg_available,
-    jpeg_frame,
 )
 from spiceserver.server.fault_injection import ImageCorrupter
 from spiceserver.sources.base import Head, Rect
@@ -412,7 +413,7 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
             stream_pixels = read(stream.rect)
             snapshots.append((stream.rect, stream_pixels))
             frame = asyncio.get_running_loop().run_in_executor(
-                self.context.executor, jpeg_frame, stream_pixels, stream.quality
+                self.context.executor, stream.encoder.encode, stream_pixels, stream.quality
             )
         self.moves.read(version)  # no await since dirty.take(): see PendingMoves
         metrics = self.session.metrics
@@ -491,8 +492,11 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
             return
         channel, config = self.channel, self.context.config
         ranked = bool(channel.preferred_video_codecs)
+        available = _ENCODABLE if rect.width % 2 == 0 and rect.height % 2 == 0 else _MJPEG_ONLY
+        if available is _ENCODABLE and not av_available():
+            available = _MJPEG_ONLY
         codec = choose_codec(
-            channel.video_codecs(), ranked, config.video_codecs, self._refused_codecs
+            channel.video_codecs(), ranked, config.video_codecs, self._refused_codecs, available
         )
         if codec is None or rect.clip(*self.context.source.size) != rect:
             self.detector.forget(rect)
@@ -503,6 +507,15 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
                 self.detector.reject(rect, now)
                 return
         self.detector.forget(rect)
+        link = self.session.metrics.link
+        try:
+            encoder = make_encoder(
+                codec, rect.width, rect.height, initial_bit_rate(rect, link.bandwidth())
+            )
+        except Exception:  # an FFmpeg build without the encoder, say: not this codec
+            logger.exception("%s: no %s encoder", self.connection.name, codec.name)
+            self._refused_codecs.add(codec)
+            return
         stream_id, report_id = next(self._stream_ids), next(self._report_ids)
         channel.stream_create(
             stream_id, codec, (rect.x, rect.y, rect.width, rect.height), mm_time(now)
@@ -516,6 +529,7 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
             report_id=report_id,
             started=now,
             max_quality=config.jpeg_quality,
+            encoder=encoder,
         )
         self.lossy.sent(rect, False)  # the stream paints it from here on
         metrics = self.session.metrics
@@ -616,6 +630,11 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         if capture is not None:
             copies = [(move.dest, move.source.x, move.source.y) for move in moves]
             capture.display_update(size, snapshots, copies)
+
+
+#: Stream codecs this server encodes (H.264, VP8 and VP9 need PyAV and an even size).
+_ENCODABLE = frozenset(VideoCodec) - {VideoCodec.H265}
+_MJPEG_ONLY = frozenset({VideoCodec.MJPEG})
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
