@@ -4,7 +4,7 @@ A NumpySource plays a deterministic photographic clip (a noisy gradient panning)
 one rectangle of a flat desktop.  spice-gtk 0.42 (Debian, with gstreamer1.0-plugins-good)
 receives it as an MJPEG stream, or a VP8 one (PyAV's libvpx; spice-gtk's vp8dec): the
 server's session metrics count the stream and its frames, the frame spice-gtk shows once the
-clip stops is close to the clip's last frame (PSNR >= 30 dB) and lossy, and one second later
+clip stops is close to one of its last frames (PSNR >= 30 dB) and lossy, and one second later
 the stream has ended and the area is pixel-exact (the lossless repaint).
 """
 
@@ -65,9 +65,10 @@ def area(frame: np.ndarray) -> np.ndarray:
     return frame[VIDEO.y : VIDEO.bottom, VIDEO.x : VIDEO.right]
 
 
-# spice-gtk decodes MJPEG itself; VP8 through GStreamer's vp8dec (gstreamer1.0-plugins-good),
-# which makes it advertise CODEC_VP8 with MULTI_CODEC.
-@pytest.mark.parametrize("codec", ["mjpeg", "vp8"])
+# spice-gtk decodes MJPEG itself, VP8 through GStreamer's vp8dec (gstreamer1.0-plugins-good),
+# H.264 through avdec_h264 + h264parse (gstreamer1.0-libav, gstreamer1.0-plugins-bad);
+# each installed decoder makes it advertise that codec's cap, with MULTI_CODEC.
+@pytest.mark.parametrize("codec", ["mjpeg", "vp8", "h264"])
 def test_spice_gtk_plays_a_stream_then_the_area_settles_exact(codec: str) -> None:
     desktop = np.zeros((H, W, 4), np.uint8)
     desktop[..., 2] = 70  # flat: lossless, cheap
@@ -94,16 +95,15 @@ def test_spice_gtk_plays_a_stream_then_the_area_settles_exact(codec: str) -> Non
         assert sizes.get(f"stream-{codec}", 0) > 0, sizes
         # The clip stopped: spice-gtk shows the stream's last frame (lossy) until the stream
         # ends a second later and the area is repainted losslessly.
-        last = frames[-1]
+        # Which of the clip's last frames it is depends on the decoder's latency (GStreamer's
+        # H.264 pipeline holds a frame or two back until more arrive), so the best of the last
+        # few counts.
         deadline = time.monotonic() + 0.8
         best = 0.0
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and best < 30:
             shown = area(client.dump_frame())
-            quality = psnr(shown, last)
-            if quality != float("inf"):
-                best = max(best, quality)
-            if best >= 30:
-                break
+            qualities = [psnr(shown, clip) for clip in frames[-4:]]
+            best = max([best, *(q for q in qualities if q != float("inf"))])
         assert best >= 30, best
         expected = source.frame.copy()
         client.wait_for_frame(expected, timeout=30)

@@ -25,10 +25,15 @@ from spiceserver.protocol.enums import (
     ImageType,
     VideoCodec,
 )
+from spiceserver.protocol.events import StreamReported
 from spiceserver.server.channels.display.streams import (
+    FRAME_RATES,
     MIN_AREA,
+    QUALITIES,
     StreamDetector,
+    VideoStream,
     choose_codec,
+    initial_bit_rate,
 )
 from spiceserver.sources.base import Rect
 from tests.conftest import run
@@ -126,6 +131,45 @@ def test_a_rectangle_updated_like_a_video_becomes_a_candidate() -> None:
     for k in range(10):  # 5 fps for 1.8 s: a slideshow, not a video
         slow.damaged([video], 200.0 + k * 0.2)
     assert slow.candidate(201.8) is None
+
+
+# ---------------------------------------------------------------------- rate control
+
+
+def report(unique_id: int, frames: int, drops: int, delay: int = 100) -> StreamReported:
+    return StreamReported(0, unique_id, frames, drops, delay)
+
+
+def test_drops_step_quality_then_frame_rate_down_and_clean_reports_step_back_up() -> None:
+    stream = VideoStream(0, Rect(0, 0, 320, 240), VideoCodec.MJPEG, 0.0, report_id=7)
+    assert stream.quality == QUALITIES[0] and stream.rate_step == 0
+    stream.report(report(6, 5, 5))  # another window's report: stale
+    assert stream.quality == QUALITIES[0]
+    stream.report(report(7, 5, 2))
+    assert stream.quality == QUALITIES[1]
+    stream.report(report(7, 5, 0, delay=-20))  # late frames count as trouble too
+    assert stream.quality == QUALITIES[2]
+    for _ in range(len(QUALITIES) - 2):  # to the lowest quality, then one frame-rate step
+        stream.report(report(7, 5, 3))
+    assert stream.quality == QUALITIES[-1] and stream.rate_step == 1
+    assert stream.min_interval == 1 / FRAME_RATES[1]
+    stream.last_frame, stream.pending = 10.0, True
+    assert not stream.frame_due(10.03, 30) and stream.frame_due(10.05, 30)
+    for _ in range(3):
+        stream.report(report(7, 5, 0))
+    assert stream.rate_step == 0  # the frame rate comes back first
+    for _ in range(3):
+        stream.report(report(7, 5, 0))
+    assert stream.quality == QUALITIES[-2]
+    h264 = VideoStream(1, Rect(0, 0, 320, 240), VideoCodec.H264, 0.0, report_id=1)
+    h264.report(report(1, 5, 1))
+    assert h264.quality_step == 0 and h264.rate_step == 1  # bit rate fixed: frames only
+
+
+def test_initial_bit_rate_follows_area_and_link() -> None:
+    assert initial_bit_rate(Rect(0, 0, 1920, 1080), None) == int(1920 * 1080 * 30 * 0.15)
+    assert initial_bit_rate(Rect(0, 0, 1920, 1080), 2e6) == 1_600_000
+    assert initial_bit_rate(Rect(0, 0, 96, 96), None) == 200_000
 
 
 # ---------------------------------------------------------------------- the stack in memory
