@@ -61,6 +61,16 @@ def metrics(st: ServerThread) -> tuple[int, int, dict[str, int]]:
     return streams, frames, sizes
 
 
+async def play(source: NumpySource, frames: list[np.ndarray]) -> None:
+    """The clip into the source at :data:`FPS` (on the server's loop)."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for k, pixels in enumerate(frames):
+        source.frame[VIDEO.y : VIDEO.bottom, VIDEO.x : VIDEO.right] = pixels
+        source.damage([VIDEO])
+        await asyncio.sleep(max(0.0, start + (k + 1) / FPS - loop.time()))
+
+
 def area(frame: np.ndarray) -> np.ndarray:
     return frame[VIDEO.y : VIDEO.bottom, VIDEO.x : VIDEO.right]
 
@@ -75,20 +85,12 @@ def test_spice_gtk_plays_a_stream_then_the_area_settles_exact(codec: str) -> Non
     source = NumpySource(frame=desktop)
     frames = clip_frames(75)  # 2.5 s of video
 
-    async def play() -> None:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        for k, pixels in enumerate(frames):
-            source.frame[VIDEO.y : VIDEO.bottom, VIDEO.x : VIDEO.right] = pixels
-            source.damage([VIDEO])
-            await asyncio.sleep(max(0.0, start + (k + 1) / FPS - loop.time()))
-
     with (
         ServerThread(source, password=PASSWORD, video_codecs=(codec,)) as st,
         GtkClient(st.uri, PASSWORD, channels=["display"]) as client,
     ):
         client.wait_for_frame(desktop, timeout=30)
-        st.run(play(), timeout=30)
+        st.run(play(source, frames), timeout=30)
         streams, stream_frames, sizes = metrics(st)
         assert streams == 1, (streams, sizes)
         assert stream_frames >= 30, stream_frames
