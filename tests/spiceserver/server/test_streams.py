@@ -19,6 +19,7 @@ from spiceserver.errors import ConfigError
 from spiceserver.protocol import messages as m
 from spiceserver.protocol.display import DisplayChannel
 from spiceserver.protocol.enums import (
+    BaseClientMsg,
     DisplayCap,
     DisplayClientMsg,
     DisplayServerMsg,
@@ -357,6 +358,46 @@ def test_no_stream(case: str, corpus: object) -> None:
         assert display.created == []
         if case != "off":  # off: JPEG images, as always; the others: lossless only
             assert ImageType.JPEG not in display.canvas.types
+        await server.close()
+
+    run(scenario())
+
+
+def test_a_backlogged_client_gets_the_newest_frame_not_a_queue() -> None:
+    async def scenario() -> None:
+        server, source, display, clock = await start()
+        k = 0
+        while not display.created:
+            await show(source, display, clock, k)
+            k += 1
+            assert k < 60
+        ack = frame(BaseClientMsg.ACK)
+        send, held = display.client.send, []
+
+        def hold_acks(data: bytes) -> None:  # the client stops acknowledging
+            if data == ack:
+                held.append(data)
+            else:
+                send(data)
+
+        display.client.send = hold_acks  # type: ignore[method-assign]
+        sent_before = len(display.frames)
+        handler = _handler(display)
+        for j in range(k, k + 60):
+            r = VIDEO
+            source.frame[r.y : r.bottom, r.x : r.right] = video_frame(j)
+            source.damage([r])
+            clock.advance(1 / 30)
+            await display.until(lambda: not handler.updating)
+        # The ACK window (2 x 20 messages) stopped the stream: no queue of 60 frames.
+        assert len(display.frames) - sent_before <= 41
+        display.client.send = send  # type: ignore[method-assign]
+        for data in held:
+            send(data)
+        newest = video_frame(k + 59)
+        await display.until(lambda: idle(display) and len(display.frames) > sent_before)
+        await display.until(lambda: psnr(display.frames[-1], newest) >= 30)
+        assert display.destroyed == []  # still the same stream
         await server.close()
 
     run(scenario())
