@@ -220,9 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--streaming-video",
         choices=STREAMING_VIDEO_MODES,
-        default="filter",
-        help="video streams for regions updated like a video (MJPEG, lossy; clients that "
-        "may get JPEG): off, all, or filter (default: photographic regions only)",
+        default="off",
+        help="video streams for regions updated like a video (lossy: clients that may get "
+        "JPEG): off (default), all, or filter (photographic regions only, libspice's default)",
     )
     serve.add_argument(
         "--video-codecs",

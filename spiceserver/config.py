@@ -122,9 +122,11 @@ class ServerConfig:
     #: Seconds an area sent lossy must stay still before it is re-sent losslessly.
     lossless_refresh: float = 0.5
     #: Video streams for regions updated like a video (server/channels/display/streams.py):
-    #: "off", "all", or "filter" (the default: photographic regions only).  Lossy, so only
-    #: to clients that may get JPEG (auto image compression, jpeg_wan_compression not never).
-    streaming_video: str = "filter"
+    #: "off" (for now the default: the animated pattern's band would stream, and many tests
+    #: compare its frames exactly), "all", or "filter" (photographic regions only; libspice's
+    #: default).  Lossy, so only to clients that may get JPEG (auto image compression,
+    #: jpeg_wan_compression not never).
+    streaming_video: str = "off"
     #: Stream codecs in the server's preference order (a client's
     #: PREFERRED_VIDEO_CODEC_TYPE comes first); a string is parsed as ``--video-codecs``.
     #: H.264, VP8 and VP9 need PyAV (the ``video`` extra); MJPEG is the fallback.

@@ -102,7 +102,9 @@ def test_spice_gtk_plays_a_stream_then_the_area_settles_exact(codec: str) -> Non
     frames = clip_frames(75)  # 2.5 s of video
 
     with (
-        ServerThread(source, password=PASSWORD, video_codecs=(codec,)) as st,
+        ServerThread(
+            source, password=PASSWORD, streaming_video="filter", video_codecs=(codec,)
+        ) as st,
         GtkClient(st.uri, PASSWORD, channels=["display"]) as client,
     ):
         client.wait_for_frame(desktop, timeout=30)

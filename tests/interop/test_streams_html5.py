@@ -35,7 +35,11 @@ def test_spice_html5_plays_a_stream_then_the_area_settles_exact(codec: str) -> N
 
     with (
         RunningServer(
-            source, password=PASSWORD, web_root=str(DEBIAN_SPICE_HTML5), video_codecs=(codec,)
+            source,
+            password=PASSWORD,
+            web_root=str(DEBIAN_SPICE_HTML5),
+            streaming_video="filter",
+            video_codecs=(codec,),
         ) as st,
         Html5Client() as browser,
     ):

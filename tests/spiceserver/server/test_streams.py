@@ -232,6 +232,7 @@ def stream_server(source: NumpySource, **options: object) -> SpiceServer:
     # decodes fast (its QUIC decoder is pure Python: 0.5 s an image).
     options.setdefault("image_compression", ImageCompression.AUTO_LZ)
     options.setdefault("jpeg_wan_compression", "always")
+    options.setdefault("streaming_video", "filter")
     return SpiceServer(source, password=PASSWORD, warmup_encoders=False, port=0, **options)  # type: ignore[arg-type]
 
 
