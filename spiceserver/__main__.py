@@ -24,8 +24,10 @@ from spiceserver.config import (
     INPUT_BACKENDS,
     JPEG_POLICIES,
     RESIZE_MODES,
+    STREAMING_VIDEO_MODES,
     ServerConfig,
     is_loopback,
+    parse_video_codecs,
 )
 from spiceserver.connect_info import (
     ConnectionFile,
@@ -214,6 +216,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.5,
         metavar="SECONDS",
         help="re-send an area sent as JPEG losslessly once it was still this long (default 0.5)",
+    )
+    serve.add_argument(
+        "--streaming-video",
+        choices=STREAMING_VIDEO_MODES,
+        default="off",
+        help="video streams for regions updated like a video (lossy: clients that may get "
+        "JPEG): off (default), all, or filter (photographic regions only, libspice's default)",
+    )
+    serve.add_argument(
+        "--video-codecs",
+        default="h264,vp8,mjpeg",
+        metavar="LIST",
+        help="stream codecs in preference order among mjpeg, h264, vp8, vp9 (QEMU's "
+        "spice:mjpeg;gstreamer:h264 works too; default h264,vp8,mjpeg; h264/vp8/vp9 need "
+        "the video extra, PyAV)",
     )
     serve.add_argument(
         "--max-fps",
@@ -450,6 +467,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
         jpeg_quality=args.jpeg_quality,
         zlib_glz_wan_compression=args.zlib_glz_wan_compression,
         lossless_refresh=args.lossless_refresh,
+        streaming_video=args.streaming_video,
+        video_codecs=parse_video_codecs(args.video_codecs),
         max_fps=args.max_fps,
         handshake_timeout=args.handshake_timeout,
         tls_host=args.tls_listen[0] if args.tls_listen else None,

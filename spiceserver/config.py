@@ -38,6 +38,30 @@ COMPRESSION_NAMES = {
 #: ``--jpeg-wan-compression`` values (libspice's names).
 JPEG_POLICIES = ("auto", "always", "never")
 
+#: ``--streaming-video`` values (QEMU's and libspice's names): never stream, stream every
+#: region updated like a video, or only those that look like one (photographic content).
+STREAMING_VIDEO_MODES = ("off", "all", "filter")
+#: ``--video-codecs`` names (SpiceVideoCodecType; only those with an encoder here are used).
+VIDEO_CODEC_NAMES = ("mjpeg", "vp8", "h264", "vp9")
+
+
+def parse_video_codecs(text: str) -> tuple[str, ...]:
+    """``--video-codecs``: names in preference order, ``mjpeg,h264`` or QEMU's
+    ``spice:mjpeg;gstreamer:h264`` (the encoder prefix is dropped)."""
+    names: list[str] = []
+    for item in text.replace(";", ",").split(","):
+        name = item.strip().lower().rpartition(":")[2]
+        if not name:
+            continue
+        if name not in VIDEO_CODEC_NAMES:
+            raise ConfigError(f"unknown video codec {name!r} ({', '.join(VIDEO_CODEC_NAMES)})")
+        if name not in names:
+            names.append(name)
+    if not names:
+        raise ConfigError("no video codec given")
+    return tuple(names)
+
+
 #: ``ServerConfig.audio`` values.
 AUDIO_MODES = ("auto", "desktop", "tone", "off")
 
@@ -97,6 +121,16 @@ class ServerConfig:
     zlib_glz_wan_compression: str = "auto"
     #: Seconds an area sent lossy must stay still before it is re-sent losslessly.
     lossless_refresh: float = 0.5
+    #: Video streams for regions updated like a video (server/channels/display/streams.py):
+    #: "off" (for now the default: the animated pattern's band would stream, and many tests
+    #: compare its frames exactly), "all", or "filter" (photographic regions only; libspice's
+    #: default).  Lossy, so only to clients that may get JPEG (auto image compression,
+    #: jpeg_wan_compression not never).
+    streaming_video: str = "off"
+    #: Stream codecs in the server's preference order (a client's
+    #: PREFERRED_VIDEO_CODEC_TYPE comes first); a string is parsed as ``--video-codecs``.
+    #: H.264, VP8 and VP9 need PyAV (the ``video`` extra); MJPEG is the fallback.
+    video_codecs: tuple[str, ...] = ("h264", "vp8", "mjpeg")
     #: Name sent in MAIN NAME to clients that ask (NAME_AND_UUID).
     name: str = "spiceserver"
     #: Most screen updates per second sent to one client (up to 5% more from a faster source:
@@ -269,6 +303,17 @@ class ServerConfig:
                 raise ConfigError(
                     f"unknown {name} {getattr(self, name)!r} ({', '.join(JPEG_POLICIES)})"
                 )
+        if self.streaming_video not in STREAMING_VIDEO_MODES:
+            raise ConfigError(
+                f"unknown streaming_video {self.streaming_video!r} "
+                f"({', '.join(STREAMING_VIDEO_MODES)})"
+            )
+        if isinstance(self.video_codecs, str):
+            object.__setattr__(self, "video_codecs", parse_video_codecs(self.video_codecs))
+        else:
+            object.__setattr__(
+                self, "video_codecs", parse_video_codecs(",".join(self.video_codecs))
+            )
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError("jpeg_quality must be within 1..100")
         if self.lossless_refresh < 0:

@@ -42,6 +42,18 @@ class SessionMetrics:
     link: LinkEstimate = field(default_factory=LinkEstimate)
     #: Areas sent lossy and re-sent losslessly once still (``lossless_refresh``).
     lossless_refreshes: int = 0
+    #: Video streams created, their frames, and the seconds they lived (ended ones, plus the
+    #: live one's since ``stream_started``).
+    streams: int = 0
+    stream_frames: int = 0
+    stream_seconds: float = 0.0
+    stream_started: float | None = None
+
+    def stream_fps(self, now: float) -> float:
+        seconds = self.stream_seconds
+        if self.stream_started is not None:
+            seconds += max(0.0, now - self.stream_started)
+        return self.stream_frames / seconds if seconds > 0 else 0.0
 
     def summary(self, now: float | None = None) -> str:
         elapsed = max(1e-9, (now or time.monotonic()) - self.started)
@@ -53,6 +65,8 @@ class SessionMetrics:
             f"{elapsed:.1f}s fps={self.frames / elapsed:.1f} frames={self.frames} "
             f"draws={self.draws} shared={self.shared_draws} copy_bits={self.copy_bits} "
             f"bytes[{codecs}] refreshes={self.lossless_refreshes} "
+            f"streams={self.streams} stream_frames={self.stream_frames} "
+            f"stream_fps={self.stream_fps(time.monotonic()):.1f} "
             f"encode={encode_ms:.2f}ms/frame "
             f"ack_lag={lag * 1000:.1f}ms rtt={rtt * 1000:.1f}ms inputs={self.input_events} "
             f"{self.link.summary(now)}"

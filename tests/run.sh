@@ -23,6 +23,7 @@ DEBIAN_PACKAGES=(python3 python3-gi gir1.2-spiceclientglib-2.0 virt-viewer xvfb 
                  xserver-xorg-core xserver-xorg-video-dummy chromium spice-html5 nodejs
                  spice-client-gtk python3-venv pulseaudio pulseaudio-utils sox
                  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-pulseaudio
+                 gstreamer1.0-plugins-bad gstreamer1.0-libav
                  gcc linux-libc-dev xclip
                  mutter pipewire wireplumber gstreamer1.0-pipewire foot dbus-daemon
                  gir1.2-gstreamer-1.0 libgirepository1.0-dev libcairo2-dev pkg-config

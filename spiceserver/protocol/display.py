@@ -23,20 +23,39 @@ from spiceserver.protocol.channel import ChannelProtocol, Handler
 from spiceserver.protocol.enums import (
     ROPD_OP_PUT,
     SURFACE_FLAG_PRIMARY,
+    VIDEO_CODEC_CAPS,
     ChannelType,
     DisplayCap,
     DisplayServerMsg,
     ImageType,
     SurfaceFormat,
+    VideoCodec,
     has_cap,
 )
-from spiceserver.protocol.events import CompressionPreferred, DisplayReady
+from spiceserver.protocol.events import CompressionPreferred, DisplayReady, StreamReported
 
-__all__ = ["MAX_MONITORS", "SERVER_DISPLAY_CAPS", "DisplayChannel", "EncodedImage", "HeadArea"]
+__all__ = [
+    "MAX_MONITORS",
+    "MAX_STREAMS",
+    "SERVER_DISPLAY_CAPS",
+    "DisplayChannel",
+    "EncodedImage",
+    "HeadArea",
+]
 
-#: What we advertise: we send MONITORS_CONFIG to clients that know it, and honour
-#: PREFERRED_COMPRESSION (pitfall 22: advertise only what is handled).
-SERVER_DISPLAY_CAPS: tuple[int, ...] = (DisplayCap.MONITORS_CONFIG, DisplayCap.PREF_COMPRESSION)
+#: What we advertise: we send MONITORS_CONFIG to clients that know it, honour
+#: PREFERRED_COMPRESSION and PREFERRED_VIDEO_CODEC_TYPE, and take STREAM_REPORTs (spice-gtk
+#: sends reports and its codec preference only to a server with these caps:
+#: spice-gtk:src/channel-display.c; pitfall 22: advertise only what is handled).
+SERVER_DISPLAY_CAPS: tuple[int, ...] = (
+    DisplayCap.MONITORS_CONFIG,
+    DisplayCap.PREF_COMPRESSION,
+    DisplayCap.STREAM_REPORT,
+    DisplayCap.PREF_VIDEO_CODEC_TYPE,
+)
+#: Stream ids are below this (spice-gtk keeps a table of streams indexed by id; libspice
+#: allocates at most 50: spice:server/video-stream.h NUM_STREAMS).
+MAX_STREAMS = 64
 
 _DRAW_COPY = struct.Struct("<I4iBI4iHBBiiI")  # 57 bytes, clip NONE, no mask
 _COPY_BITS = struct.Struct("<I4iBii")  # 29 bytes, clip NONE
@@ -91,6 +110,10 @@ class DisplayChannel(ChannelProtocol):
         #: The MONITORS_CONFIG last sent for the current surface (areas, max_allowed).
         self.heads_sent: tuple[tuple[HeadArea, ...], int] | None = None
         self._next_image_id = 1
+        #: PREFERRED_VIDEO_CODEC_TYPE: the client's codecs, best first (empty: no preference).
+        self.preferred_video_codecs: tuple[VideoCodec, ...] = ()
+        #: Streams created and not yet destroyed.
+        self.streams: set[int] = set()
 
     @property
     def client_has_monitors_config(self) -> bool:
@@ -109,6 +132,8 @@ class DisplayChannel(ChannelProtocol):
         """SURFACE_CREATE for surface 0 (x8r8g8b8), then its MONITORS_CONFIG (see
         :meth:`send_monitors_config`; no heads: one covering the surface)."""
         if self.surface_size is not None:
+            for stream_id in sorted(self.streams):  # streams live on the surface
+                self.stream_destroy(stream_id)
             self.send(m.SurfaceDestroy(surface_id=PRIMARY_SURFACE))
         self.surface_size = (width, height)
         self.send(
@@ -182,6 +207,76 @@ class DisplayChannel(ChannelProtocol):
         body = _COPY_BITS.pack(PRIMARY_SURFACE, y, x, y + height, x + width, 0, src_x, src_y)
         self.send_raw(DisplayServerMsg.COPY_BITS, (body,))
 
+    # ------------------------------------------------------------------ video streams
+
+    def video_codecs(self) -> tuple[VideoCodec, ...]:
+        """The codecs the client decodes (its caps), in its preference order when it sent
+        one.  Anything but MJPEG needs MULTI_CODEC too (spice:server/dcc.cpp
+        ``dcc_create_video_encoder``)."""
+        caps = self.client_channel_caps
+        multi = has_cap(caps, DisplayCap.MULTI_CODEC)
+        usable = [
+            codec
+            for codec, cap in VIDEO_CODEC_CAPS.items()
+            if has_cap(caps, cap) and (multi or codec == VideoCodec.MJPEG)
+        ]
+        ranked = [codec for codec in self.preferred_video_codecs if codec in usable]
+        return tuple(ranked + [codec for codec in usable if codec not in ranked])
+
+    def stream_create(
+        self,
+        stream_id: int,
+        codec: VideoCodec,
+        box: m.Box,
+        stamp: int,
+        clip: tuple[m.Box, ...] | None = None,
+    ) -> None:
+        """STREAM_CREATE: frames of ``box``'s size (x, y, w, h) shown unscaled at ``box`` on
+        the primary surface, rows top-down."""
+        if not 0 <= stream_id < MAX_STREAMS or stream_id in self.streams:
+            raise ValueError(f"stream id {stream_id} in use or out of range")
+        self.streams.add(stream_id)
+        _x, _y, w, h = box
+        self.send(
+            m.StreamCreate(
+                surface_id=PRIMARY_SURFACE,
+                id=stream_id,
+                flags=m.STREAM_TOP_DOWN,
+                codec=codec,
+                stamp=stamp,
+                stream_width=w,
+                stream_height=h,
+                src_width=w,
+                src_height=h,
+                dest=box,
+                clip=clip,
+            )
+        )
+
+    def stream_data(self, stream_id: int, mm_time: int, frame: bytes) -> None:
+        """STREAM_DATA: one encoded frame, to be shown at ``mm_time`` (main channel clock)."""
+        header = struct.pack("<III", stream_id, mm_time & 0xFFFF_FFFF, len(frame))
+        self.send_raw(DisplayServerMsg.STREAM_DATA, (header, frame))
+
+    def stream_clip(self, stream_id: int, clip: tuple[m.Box, ...] | None) -> None:
+        """STREAM_CLIP: the stream paints only within ``clip`` (None: all its destination)."""
+        self.send(m.StreamClip(id=stream_id, clip=clip))
+
+    def stream_activate_report(
+        self, stream_id: int, unique_id: int, window: int, timeout_ms: int
+    ) -> bool:
+        """Ask for STREAM_REPORTs, if the client sends them (cap STREAM_REPORT)."""
+        if not has_cap(self.client_channel_caps, DisplayCap.STREAM_REPORT):
+            return False
+        self.send(m.StreamActivateReport(stream_id, unique_id, window, timeout_ms))
+        return True
+
+    def stream_destroy(self, stream_id: int) -> None:
+        """STREAM_DESTROY: the client keeps the last frame painted on the surface."""
+        if stream_id in self.streams:
+            self.streams.discard(stream_id)
+            self.send(m.StreamDestroy(id=stream_id))
+
     def _take_id(self) -> int:
         self._next_image_id += 1
         return self._next_image_id
@@ -204,10 +299,29 @@ class DisplayChannel(ChannelProtocol):
         self.preferred_compression = message.image_compression
         self._events.append(CompressionPreferred(compression=message.image_compression))
 
+    def _on_stream_report(self, message: m.StreamReport, now: float) -> None:
+        if message.stream_id not in self.streams:
+            return  # a report racing the stream's destruction: nothing to adjust
+        self._events.append(
+            StreamReported(
+                stream_id=message.stream_id,
+                unique_id=message.unique_id,
+                num_frames=message.num_frames,
+                num_drops=message.num_drops,
+                last_frame_delay=message.last_frame_delay,
+            )
+        )
+
+    def _on_preferred_video_codecs(self, message: m.PreferredVideoCodecType, now: float) -> None:
+        known = {int(codec) for codec in VideoCodec}
+        self.preferred_video_codecs = tuple(
+            VideoCodec(code) for code in dict.fromkeys(message.codecs) if code in known
+        )
+
     _handlers: ClassVar[dict[type[m.Message], Handler]] = {
         m.DisplayInit: _on_init,
         m.PreferredCompression: _on_preferred_compression,
-        m.StreamReport: ChannelProtocol._ignore,  # we never create streams
+        m.StreamReport: _on_stream_report,
         m.GlDrawDone: ChannelProtocol._ignore,
-        m.PreferredVideoCodecType: ChannelProtocol._ignore,
+        m.PreferredVideoCodecType: _on_preferred_video_codecs,
     }

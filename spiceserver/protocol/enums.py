@@ -171,7 +171,30 @@ class DisplayServerMsg(IntEnum):
     DRAW_BLEND = 305
     SURFACE_CREATE = 314
     SURFACE_DESTROY = 315
+    STREAM_DATA_SIZED = 316
     MONITORS_CONFIG = 317
+    STREAM_ACTIVATE_REPORT = 319
+
+
+class VideoCodec(IntEnum):
+    """SpiceVideoCodecType (spice-protocol:spice/enums.h): STREAM_CREATE's codec_type and the
+    entries of PREFERRED_VIDEO_CODEC_TYPE."""
+
+    MJPEG = 1
+    VP8 = 2
+    H264 = 3
+    VP9 = 4
+    H265 = 5
+
+
+#: The display cap a client advertises for each codec it decodes (spice-protocol:spice/enums.h).
+VIDEO_CODEC_CAPS: dict[VideoCodec, DisplayCap] = {
+    VideoCodec.MJPEG: DisplayCap.CODEC_MJPEG,
+    VideoCodec.VP8: DisplayCap.CODEC_VP8,
+    VideoCodec.H264: DisplayCap.CODEC_H264,
+    VideoCodec.VP9: DisplayCap.CODEC_VP9,
+    VideoCodec.H265: DisplayCap.CODEC_H265,
+}
 
 
 class DisplayClientMsg(IntEnum):

@@ -37,6 +37,7 @@ __all__ = [
     "PointerMotion",
     "PointerPosition",
     "PongReceived",
+    "StreamReported",
     "WheelEvent",
 ]
 
@@ -109,6 +110,23 @@ class CompressionPreferred:
     """PREFERRED_COMPRESSION: the client asked for a SpiceImageCompression."""
 
     compression: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReported:
+    """STREAM_REPORT for one of our streams (``spice.proto`` DisplayChannel stream_report)."""
+
+    stream_id: int
+    unique_id: int
+    num_frames: int
+    num_drops: int
+    #: end_frame_mm_time minus the client's mm-time when it got the last frame: negative = late.
+    last_frame_delay: int
+
+    @property
+    def cannot_decode(self) -> bool:
+        """The client cannot play this stream (num_frames 0, num_drops 0xFFFFFFFF)."""
+        return self.num_frames == 0 and self.num_drops == 0xFFFF_FFFF
 
 
 @dataclass(frozen=True, slots=True)

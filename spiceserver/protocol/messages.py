@@ -408,6 +408,124 @@ class MonitorsConfig(Message):
         return bytes(body)
 
 
+# Streams (spice-common:spice.proto, DisplayChannel): stream_id_t is u32, stream_flags a u8,
+# video_codec_type a u8; a Rect is top, left, bottom, right (i32 each); a Clip is its u8 type,
+# then for RECTS (1) its ClipRects inline: u32 count and the rects.
+_RECT = struct.Struct("<iiii")
+CLIP_NONE = 0
+CLIP_RECTS = 1
+#: STREAM_CREATE flags: rows come top-down (spice.proto stream_flags TOP_DOWN).
+STREAM_TOP_DOWN = 1
+
+#: A rectangle as (x, y, width, height), the form the stream messages take it in.
+Box = tuple[int, int, int, int]
+
+
+def _pack_rect(box: Box) -> bytes:
+    x, y, w, h = box
+    return _RECT.pack(y, x, y + h, x + w)
+
+
+def _pack_clip(rects: tuple[Box, ...] | None) -> bytes:
+    """Clip NONE (``None``) or RECTS (the rects the stream shows through; empty: none)."""
+    if rects is None:
+        return bytes((CLIP_NONE,))
+    return struct.pack("<BI", CLIP_RECTS, len(rects)) + b"".join(map(_pack_rect, rects))
+
+
+@message(ChannelType.DISPLAY, DisplayServerMsg.STREAM_CREATE)
+class StreamCreate(Message):
+    """STREAM_CREATE: a stream of ``codec`` frames of stream_w x stream_h, scaled to ``dest``
+    on ``surface_id``; 51 bytes with clip NONE."""
+
+    surface_id: int
+    id: int
+    flags: int
+    codec: int
+    stamp: int
+    stream_width: int
+    stream_height: int
+    src_width: int
+    src_height: int
+    dest: Box
+    clip: tuple[Box, ...] | None = None
+
+    def _pack(self) -> bytes:
+        head = struct.pack(
+            "<IIBBQIIII",
+            self.surface_id,
+            self.id,
+            self.flags,
+            self.codec,
+            self.stamp,
+            self.stream_width,
+            self.stream_height,
+            self.src_width,
+            self.src_height,
+        )
+        return head + _pack_rect(self.dest) + _pack_clip(self.clip)
+
+
+@message(ChannelType.DISPLAY, DisplayServerMsg.STREAM_DATA, "III", tail=True)
+class StreamData(Message):
+    """STREAM_DATA: one encoded frame, to be shown at ``mm_time`` (the main channel's clock)."""
+
+    id: int
+    mm_time: int
+    size: int
+    data: bytes
+
+
+@message(ChannelType.DISPLAY, DisplayServerMsg.STREAM_DATA_SIZED)
+class StreamDataSized(Message):
+    """STREAM_DATA_SIZED (client cap SIZED_STREAM): a frame of its own size and destination."""
+
+    id: int
+    mm_time: int
+    width: int
+    height: int
+    dest: Box
+    data: bytes
+
+    def _pack(self) -> bytes:
+        head = struct.pack("<IIII", self.id, self.mm_time, self.width, self.height)
+        return head + _pack_rect(self.dest) + struct.pack("<I", len(self.data)) + self.data
+
+
+@message(ChannelType.DISPLAY, DisplayServerMsg.STREAM_CLIP)
+class StreamClip(Message):
+    """STREAM_CLIP: the parts of the stream's destination it may paint (None: all of it)."""
+
+    id: int
+    clip: tuple[Box, ...] | None = None
+
+    def _pack(self) -> bytes:
+        return struct.pack("<I", self.id) + _pack_clip(self.clip)
+
+
+@message(ChannelType.DISPLAY, DisplayServerMsg.STREAM_DESTROY, "I")
+class StreamDestroy(Message):
+    """STREAM_DESTROY."""
+
+    id: int
+
+
+@message(ChannelType.DISPLAY, DisplayServerMsg.STREAM_DESTROY_ALL)
+class StreamDestroyAll(Message):
+    """STREAM_DESTROY_ALL."""
+
+
+@message(ChannelType.DISPLAY, DisplayServerMsg.STREAM_ACTIVATE_REPORT, "IIII")
+class StreamActivateReport(Message):
+    """STREAM_ACTIVATE_REPORT (client cap STREAM_REPORT): report every ``max_window_size``
+    frames or ``timeout_ms``, tagged ``unique_id``."""
+
+    stream_id: int
+    unique_id: int
+    max_window_size: int
+    timeout_ms: int
+
+
 @message(ChannelType.DISPLAY, DisplayClientMsg.INIT, "BqBi")
 class DisplayInit(Message):
     """DISPLAY INIT: the client's image cache and GLZ window, in pixels."""
@@ -420,7 +538,8 @@ class DisplayInit(Message):
 
 @message(ChannelType.DISPLAY, DisplayClientMsg.STREAM_REPORT, "IIIIIIiI")
 class StreamReport(Message):
-    """STREAM_REPORT: no video streams are sent; ignored."""
+    """STREAM_REPORT: how the frames of ``unique_id``'s window fared on the client;
+    ``num_frames == 0`` with ``num_drops == 0xFFFFFFFF``: it cannot decode the stream."""
 
     stream_id: int
     unique_id: int
@@ -446,7 +565,7 @@ class GlDrawDone(Message):
 
 @message(ChannelType.DISPLAY, DisplayClientMsg.PREFERRED_VIDEO_CODEC_TYPE, tail=True)
 class PreferredVideoCodecType(Message):
-    """PREFERRED_VIDEO_CODEC_TYPE: u8 count then codecs; ignored (no streams)."""
+    """PREFERRED_VIDEO_CODEC_TYPE: u8 count then the codecs (SpiceVideoCodecType), best first."""
 
     codecs: bytes
 

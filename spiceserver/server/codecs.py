@@ -62,6 +62,7 @@ __all__ = [
     "intact_prefix",
     "is_photographic",
     "jpeg_available",
+    "jpeg_frame",
     "shared_codec_key",
 ]
 
@@ -156,18 +157,25 @@ def _jpeg() -> ModuleType:
     return _simplejpeg
 
 
-def _encode_jpeg(pixels: np.ndarray, settings: CodecSettings) -> EncodedImage:
-    # SpiceJPEGData is u32 data_size then a baseline JFIF stream (spice.proto); spice-gtk
-    # decodes it with libjpeg (spice-common:common/canvas_base.c canvas_get_jpeg), and so does
-    # libspice's encoder make it: 4:2:0, the quality alone tunable.  X is ignored (BGRX).
-    height, width = pixels.shape[:2]
-    stream = _jpeg().encode_jpeg(
-        np.ascontiguousarray(pixels),
-        quality=settings.jpeg_quality,
-        colorspace="BGRX",
-        colorsubsampling="420",
+def jpeg_frame(pixels: np.ndarray, quality: int) -> bytes:
+    """A baseline JFIF stream of BGRX ``pixels``, 4:2:0, as libspice's encoders make them:
+    for JPEG images and MJPEG stream frames alike (spice-gtk decodes both with libjpeg:
+    spice-common:common/canvas_base.c canvas_get_jpeg, spice-gtk:src/channel-display-mjpeg.c).
+    X is ignored."""
+    return bytes(
+        _jpeg().encode_jpeg(
+            np.ascontiguousarray(pixels),
+            quality=quality,
+            colorspace="BGRX",
+            colorsubsampling="420",
+        )
     )
-    return _wrap(ImageType.JPEG, width, height, stream)
+
+
+def _encode_jpeg(pixels: np.ndarray, settings: CodecSettings) -> EncodedImage:
+    # SpiceJPEGData is u32 data_size then the JFIF stream (spice.proto).
+    height, width = pixels.shape[:2]
+    return _wrap(ImageType.JPEG, width, height, jpeg_frame(pixels, settings.jpeg_quality))
 
 
 @dataclass(frozen=True, slots=True)

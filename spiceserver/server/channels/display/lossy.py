@@ -36,7 +36,7 @@ from spiceserver.bandwidth import LinkEstimate
 from spiceserver.protocol.enums import DisplayCap, has_cap
 from spiceserver.sources.base import Rect
 
-__all__ = ["LossyAreas", "subtract", "wan_allowed"]
+__all__ = ["LossyAreas", "overlaps", "subtract", "wan_allowed"]
 
 
 def wan_allowed(
@@ -71,7 +71,7 @@ def subtract(rect: Rect, cut: Rect) -> list[Rect]:
     return parts
 
 
-def _overlaps(a: Rect, b: Rect) -> bool:
+def overlaps(a: Rect, b: Rect) -> bool:
     return a.x < b.right and b.x < a.right and a.y < b.bottom and b.y < a.bottom
 
 
@@ -122,13 +122,13 @@ class LossyAreas:
         """Damage: the areas it touches are not still (whatever is sent next replaces them)."""
         for area in self._areas:
             moving = not area.due and area.since is not None
-            if moving and any(_overlaps(area.rect, rect) for rect in rects):
+            if moving and any(overlaps(area.rect, rect) for rect in rects):
                 area.since = now
 
     def moved(self, rect: Rect, now: float) -> None:
         """A COPY_BITS within ``rect``: lossy pixels it carries may land anywhere in it, so
         all of it is lossy now (refreshed once still)."""
-        if any(_overlaps(area.rect, rect) for area in self._areas):
+        if any(overlaps(area.rect, rect) for area in self._areas):
             self.sent(rect, True, now)
 
     def take_due(self, now: float, limit: int | None = None) -> list[Rect]:
@@ -156,7 +156,7 @@ class LossyAreas:
 
     def forced_lossless(self, band: Rect) -> bool:
         """Whether ``band`` covers an area due for its lossless refresh."""
-        return any(area.due and _overlaps(area.rect, band) for area in self._areas)
+        return any(area.due and overlaps(area.rect, band) for area in self._areas)
 
     def update_done(self, now: float) -> None:
         """After an update: a due area it did not cover (the surface changed meanwhile)
@@ -171,7 +171,7 @@ class LossyAreas:
     def _cut(self, band: Rect) -> None:
         areas = []
         for area in self._areas:
-            if not _overlaps(area.rect, band):
+            if not overlaps(area.rect, band):
                 areas.append(area)
                 continue
             areas.extend(_Area(part, area.since, area.due) for part in subtract(area.rect, band))

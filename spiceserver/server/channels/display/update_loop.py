@@ -11,21 +11,51 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from typing import Any
 
 import numpy as np
 
-from spiceserver.protocol.display import DisplayChannel
-from spiceserver.protocol.events import CompressionPreferred, DisplayReady, PongReceived
+from spiceserver.protocol.display import MAX_STREAMS, DisplayChannel
+from spiceserver.protocol.enums import VideoCodec
+from spiceserver.protocol.events import (
+    CompressionPreferred,
+    DisplayReady,
+    PongReceived,
+    StreamReported,
+)
+from spiceserver.protocol.main import mm_time
 from spiceserver.protocol.messages import CursorShape
 from spiceserver.region import DirtyRegion, split_rows
 from spiceserver.scroll import PendingMoves, Scroll
 from spiceserver.server.channels.base import ChannelHandler
 from spiceserver.server.channels.display.encode import encode_bands
-from spiceserver.server.channels.display.lossy import LossyAreas, wan_allowed
-from spiceserver.server.codecs import CODECS, CodecSettings, ImageEncoder, jpeg_available
+from spiceserver.server.channels.display.lossy import (
+    LossyAreas,
+    overlaps,
+    subtract,
+    wan_allowed,
+)
+from spiceserver.server.channels.display.streams import (
+    REPORT_TIMEOUT_MS,
+    REPORT_WINDOW,
+    STREAM_TIMEOUT,
+    StreamDetector,
+    VideoStream,
+    choose_codec,
+    initial_bit_rate,
+)
+from spiceserver.server.channels.display.video import av_available, make_encoder
+from spiceserver.server.codecs import (
+    CODECS,
+    MODES,
+    CodecSettings,
+    ImageEncoder,
+    classify,
+    jpeg_available,
+)
 from spiceserver.server.fault_injection import ImageCorrupter
 from spiceserver.sources.base import Head, Rect
 
@@ -53,6 +83,9 @@ REFRESH_AREAS = 1
 DELIVERY_TIMEOUT = 10.0
 #: Longest wait for kernels loading from numba's cache before a first frame (seconds).
 CACHED_WARMUP_WAIT = 2.0
+#: Stream frames are stamped this far ahead of the mm-clock, plus the round trip: a frame
+#: stamped in the past is late and spice-gtk drops it (spice-gtk:src/channel-display.c).
+STREAM_LATENCY = 0.1
 
 
 class DisplayHandler(ChannelHandler[DisplayChannel]):
@@ -73,7 +106,16 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         self._refresh_timer: asyncio.TimerHandle | None = None
         #: The PING after the latest update with lossy or refresh bands, and when it went.
         self._delivery: tuple[int, float] | None = None
+        #: Video streams (streams.py): candidates, the live stream, codecs the client
+        #: said it cannot decode.
+        self.detector = StreamDetector()
+        self.stream: VideoStream | None = None
+        self._refused_codecs: set[VideoCodec] = set()
+        self._stream_ids = itertools.cycle(range(MAX_STREAMS))
+        self._report_ids = itertools.count(1)
         self._wake = asyncio.Event()
+        #: An update is being read, encoded or sent (tests wait for it to end).
+        self.updating = False
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._counted = False
@@ -116,6 +158,8 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
                 self._attach_glz(event)
                 name = f"display {self.connection.name}"
                 self._task = asyncio.create_task(self._run(), name=name)
+            elif isinstance(event, StreamReported):
+                self._stream_reported(event, now)
             elif isinstance(event, CompressionPreferred):
                 accepted = self.encoder.prefer(event.compression)
                 logger.info(
@@ -143,10 +187,15 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
 
     # Source listener: called on the loop thread.
     def on_damage(self, rects: list[Rect]) -> None:
+        now = self.context.clock()
         self.moves.damaged(self.context.source.version)
+        if self.stream is not None:
+            rects = self._stream_damage(self.stream, rects, now)
+        elif self._may_stream():
+            self.detector.damaged(rects, now)
         self.dirty.add(rects)
         if self.lossy:
-            self.lossy.damaged(rects, self.context.clock())
+            self.lossy.damaged(rects, now)
         self._wake.set()
 
     def on_heads(self, heads: tuple[Head, ...]) -> None:
@@ -156,6 +205,7 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         self._wake.set()
 
     def on_resize(self, width: int, height: int) -> None:
+        self.detector.clear()  # the stream itself goes with the surface (_create_surface)
         self.moves.reset()
         self.need_surface = True
         self.dirty.clear()
@@ -166,6 +216,8 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         # A COPY_BITS when this client holds what the move reads, else damage of rect.
         version, pending = self.context.source.version, self.dirty.rects()
         self.dirty.add(self.moves.scrolled(Scroll(rect, dy), damage, version, pending))
+        if self.stream is not None and self.stream.rect.touches(rect):
+            self._end_stream(self.context.clock())  # the video moves: no longer one stream
         if self.lossy:  # a move carries lossy pixels along: the whole area waits again
             self.lossy.moved(rect, self.context.clock())
         self._wake.set()
@@ -250,7 +302,11 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
             # Slots follow a schedule, so a source ticking at max_fps is never throttled by
             # jitter; a late update does not push the schedule back more than one slot.
             next_slot = max(next_slot + min_interval, loop.time())
-            await self._send_update()
+            self.updating = True
+            try:
+                await self._send_update()
+            finally:
+                self.updating = False
             self._arm_refresh()
             if self.dirty:
                 self._wake.set()
@@ -268,6 +324,7 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
     def _create_surface(self) -> None:
         width, height = self.context.source.size
         self._heads_changed = False
+        self._stream_gone(self.context.clock())  # create_primary destroys it on the client
         self.channel.create_primary(width, height, *self._monitors())
         self.need_surface = False
         self._whole_surface_next = True
@@ -290,6 +347,11 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         due = self.lossy.next_due()
         if self._delivery is not None:  # woken by the PONG, or give up on it
             due = self._delivery[1] + DELIVERY_TIMEOUT
+        stream = self.stream
+        if stream is not None:  # its next frame, or its end
+            times = [due, stream.last_damage + STREAM_TIMEOUT]
+            times.append(stream.next_frame_at(self.context.config.max_fps))
+            due = min(t for t in times if t is not None)
         if due is not None and not self._closed:
             delay = max(0.0, due - self.context.clock())
             self._refresh_timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
@@ -297,8 +359,12 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
     async def _send_update(self) -> None:
         """One update: queued moves, then the dirty region read now, encoded, drawn."""
         source = self.context.source
+        now = self.context.clock()
+        if self.stream is not None and self.stream.timed_out(now):
+            self._end_stream(now)
+        elif self.stream is None:
+            self._start_stream(now)
         if self.lossy:
-            now = self.context.clock()
             if self._delivery is not None and now - self._delivery[1] > DELIVERY_TIMEOUT:
                 self._delivery = None  # no PONG: taken as drawn
                 self.lossy.delivered(now)
@@ -308,10 +374,14 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
                     self.dirty.add(refresh)
                     self.session.metrics.lossless_refreshes += len(refresh)
         rects = self.dirty.take()
+        stream = self.stream
+        frame_due = stream is not None and stream.frame_due(now, self.context.config.max_fps)
+        if stream is not None:  # its area goes as the stream's frames
+            rects = [part for rect in rects for part in subtract(rect, stream.rect)]
         # Queued moves go out after the previous update's draws and before this one's:
         # the order PendingMoves relies on.
         moves = self._send_moves()
-        if not rects:
+        if not rects and not frame_due:
             if moves:  # the moves are the whole update: the client holds moves.version
                 self._update_sent(self.moves.version, source.size, [], moves)
             return
@@ -337,17 +407,28 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
             snapshots = [(band, cache.read(version, band, read)) for band in bands]
         else:
             snapshots = [(band, read(band)) for band in bands]
+        frame: asyncio.Future[bytes] | None = None
+        if stream is not None and frame_due:  # read with the bands: one version
+            stream.pending = False  # damage from here on owes the next frame
+            stream_pixels = read(stream.rect)
+            snapshots.append((stream.rect, stream_pixels))
+            frame = asyncio.get_running_loop().run_in_executor(
+                self.context.executor, stream.encoder.encode, stream_pixels, stream.quality
+            )
         self.moves.read(version)  # no await since dirty.take(): see PendingMoves
         metrics = self.session.metrics
         self._update_policy()
         lossless = [self.lossy.forced_lossless(band) for band in bands] if self.lossy else None
         started = time.perf_counter()
         encoded = await encode_bands(
-            self.context, self.encoder, snapshots, version, metrics, lossless
+            self.context, self.encoder, snapshots[: len(bands)], version, metrics, lossless
         )
+        frame_bytes = None if frame is None else await frame
         metrics.encode_seconds += time.perf_counter() - started
         if self._closed:
             return
+        if stream is not None and frame_bytes is not None and stream is self.stream:
+            self._send_frame(stream, frame_bytes, self.context.clock())
         # Even if the source was resized meanwhile, these images are sent (to the old
         # surface, destroyed right after): GLZ ids must reach the client without a gap.
         now = self.context.clock()
@@ -368,6 +449,160 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
             self._delivery = (self.channel.ping(now), now)
         metrics.frames += 1
         self._update_sent(version, size, snapshots, moves)
+
+    # ------------------------------------------------------------------ video streams
+
+    def _may_stream(self) -> bool:
+        """Streams are lossy: only where JPEG may go (an auto image compression, JPEG not
+        "never", simplejpeg there) and ``streaming_video`` is not off."""
+        config = self.context.config
+        return (
+            config.streaming_video != "off"
+            and self._jpeg
+            and MODES[self.encoder.compression].lossy is not None
+        )
+
+    def _stream_damage(self, stream: VideoStream, rects: list[Rect], now: float) -> list[Rect]:
+        """Damage inside the stream owes it a frame; damage across its edge ends it (the
+        area changed shape, or a window came over it).  Returns the rest."""
+        area = stream.rect
+        rest = []
+        for rect in rects:
+            inside = (
+                area.x <= rect.x
+                and area.y <= rect.y
+                and rect.right <= area.right
+                and rect.bottom <= area.bottom
+            )
+            if inside:
+                stream.damaged(now)
+            else:
+                rest.append(rect)
+        if any(overlaps(area, rect) for rect in rest):
+            self._end_stream(now)
+            self.detector.damaged(rects, now)
+        return rest
+
+    def _start_stream(self, now: float) -> None:
+        """Create a stream for the detector's candidate, if this client may get one."""
+        if not self._may_stream():
+            return
+        rect = self.detector.candidate(now)
+        if rect is None:
+            return
+        channel, config = self.channel, self.context.config
+        ranked = bool(channel.preferred_video_codecs)
+        available = _ENCODABLE if rect.width % 2 == 0 and rect.height % 2 == 0 else _MJPEG_ONLY
+        if available is _ENCODABLE and not av_available():
+            available = _MJPEG_ONLY
+        codec = choose_codec(
+            channel.video_codecs(), ranked, config.video_codecs, self._refused_codecs, available
+        )
+        if codec is None or rect.clip(*self.context.source.size) != rect:
+            self.detector.forget(rect)
+            return
+        if config.streaming_video == "filter":
+            kind = classify(self.context.source.read(rect))
+            if not (kind.gradual or kind.smooth):
+                self.detector.reject(rect, now)
+                return
+        self.detector.forget(rect)
+        link = self.session.metrics.link
+        try:
+            encoder = make_encoder(
+                codec, rect.width, rect.height, initial_bit_rate(rect, link.bandwidth())
+            )
+        except Exception:  # an FFmpeg build without the encoder, say: not this codec
+            logger.exception("%s: no %s encoder", self.connection.name, codec.name)
+            self._refused_codecs.add(codec)
+            return
+        stream_id, report_id = next(self._stream_ids), next(self._report_ids)
+        channel.stream_create(
+            stream_id, codec, (rect.x, rect.y, rect.width, rect.height), mm_time(now)
+        )
+        channel.stream_activate_report(stream_id, report_id, REPORT_WINDOW, REPORT_TIMEOUT_MS)
+        self.stream = VideoStream(
+            stream_id,
+            rect,
+            codec,
+            last_damage=now,
+            report_id=report_id,
+            started=now,
+            max_quality=config.jpeg_quality,
+            encoder=encoder,
+        )
+        self.lossy.sent(rect, False)  # the stream paints it from here on
+        metrics = self.session.metrics
+        metrics.streams += 1
+        metrics.stream_started = now
+        logger.info(
+            "%s: stream %d (%s) for %dx%d at %d,%d",
+            self.connection.name,
+            stream_id,
+            codec.name,
+            rect.width,
+            rect.height,
+            rect.x,
+            rect.y,
+        )
+
+    def _send_frame(self, stream: VideoStream, frame: bytes, now: float) -> None:
+        link = self.session.metrics.link
+        latency = STREAM_LATENCY + (link.round_trip or 0.0)
+        self.channel.stream_data(stream.id, mm_time(now + latency), frame)
+        stream.sent(len(frame), now)
+        metrics = self.session.metrics
+        metrics.stream_frames += 1
+        metrics.bytes_by_codec[f"stream-{stream.codec.name.lower()}"] += len(frame) + 12
+
+    def _stream_gone(self, now: float) -> VideoStream | None:
+        """Forget the live stream (its metrics kept); returns it."""
+        stream, self.stream = self.stream, None
+        metrics = self.session.metrics
+        if stream is not None and metrics.stream_started is not None:
+            # Its playing time: up to its last update, not its timeout (fps while it played).
+            metrics.stream_seconds += max(0.0, stream.last_damage - metrics.stream_started)
+            metrics.stream_started = None
+        return stream
+
+    def _end_stream(self, now: float, refuse: bool = False) -> None:
+        """STREAM_DESTROY; the client keeps its last (lossy) frame, so the area is due for its
+        lossless refresh at once (libspice dcc_detach_stream_gracefully re-sends it too)."""
+        stream = self._stream_gone(now)
+        if stream is None:
+            return
+        self.channel.stream_destroy(stream.id)
+        if refuse:
+            self._refused_codecs.add(stream.codec)
+        self.lossy.sent(stream.rect, True, now - self.lossy.still)
+        logger.info(
+            "%s: stream %d ended after %d frames (%d bytes)%s",
+            self.connection.name,
+            stream.id,
+            stream.frames,
+            stream.bytes,
+            ": the client cannot decode it" if refuse else "",
+        )
+        self._wake.set()
+
+    def _stream_reported(self, report: StreamReported, now: float) -> None:
+        stream = self.stream
+        if stream is None or report.stream_id != stream.id:
+            return
+        if report.cannot_decode:
+            self._end_stream(now, refuse=True)
+            return
+        stream.report(report)
+        logger.debug(
+            "%s: stream %d report: %d frames, %d drops, delay %d ms -> quality %d, %.0f fps",
+            self.connection.name,
+            stream.id,
+            report.num_frames,
+            report.num_drops,
+            report.last_frame_delay,
+            stream.quality,
+            1 / stream.min_interval,
+        )
 
     def _send_moves(self) -> list[Scroll]:
         """Send the queued moves as COPY_BITS (not flushed)."""
@@ -395,6 +630,11 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         if capture is not None:
             copies = [(move.dest, move.source.x, move.source.y) for move in moves]
             capture.display_update(size, snapshots, copies)
+
+
+#: Stream codecs this server encodes (H.264, VP8 and VP9 need PyAV and an even size).
+_ENCODABLE = frozenset(VideoCodec) - {VideoCodec.H265}
+_MJPEG_ONLY = frozenset({VideoCodec.MJPEG})
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -1,0 +1,252 @@
+"""Video streams for one display client: which regions play like a video, and how each
+stream fares.  Pure bookkeeping, time passed in; the update loop (update_loop.py) encodes and
+sends.
+
+**Detection** (libspice's rules, ``spice:server/video-stream.h`` and ``video-stream.cpp``,
+made quicker): a rectangle the source damages again and again, the same one each time, each
+update at most :data:`DETECTION_MAX_DELTA` after the last, for at least :data:`START_SECONDS`
+at :data:`START_FPS` or more, and at least :data:`MIN_AREA` pixels (libspice:
+``RED_STREAM_MIN_SIZE`` 96×96, 20 frames each ≤ 200 ms apart).  With ``streaming_video
+= filter`` (QEMU's default) its pixels must also look photographic (codecs.classify: gradual or
+smooth): text scrolling in a terminal stays lossless.
+
+**Lifecycle**: damage inside the stream's rectangle becomes its next frame (latest wins: one
+frame is encoded from the pixels of the moment, none queue); damage that crosses its edge (a
+window over the video, the video moving) ends the stream, as does a second of stillness
+(``RED_STREAM_TIMEOUT``).  An ended stream's area is then repainted losslessly, so the screen
+settles to exact pixels (libspice ``dcc_detach_stream_gracefully`` does the same upgrade).
+
+**Rate control** from STREAM_REPORT (``spice:server/mjpeg-encoder.c`` steps quality and frame
+rate the same way): drops or late frames step the JPEG quality down, then the frame rate; a
+run of clean reports steps them back up.  A report of ``num_frames 0, num_drops 0xFFFFFFFF``
+(the client cannot decode the stream) ends it and that codec is not tried again for the client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from spiceserver.protocol.enums import VideoCodec
+from spiceserver.protocol.events import StreamReported
+from spiceserver.sources.base import Rect
+
+__all__ = [
+    "DETECTION_MAX_DELTA",
+    "MIN_AREA",
+    "STREAM_TIMEOUT",
+    "StreamDetector",
+    "VideoStream",
+    "choose_codec",
+    "initial_bit_rate",
+]
+
+#: Smallest area streamed, in pixels (spice:server/video-stream.h RED_STREAM_MIN_SIZE).
+MIN_AREA = 96 * 96
+#: Longest gap between two updates of a candidate (libspice DETECTION_MAX_DELTA, 200 ms).
+DETECTION_MAX_DELTA = 0.2
+#: A candidate streams once updated for this long ...
+START_SECONDS = 0.5
+#: ... at this rate or more ...
+START_FPS = 10.0
+#: ... and at least this often (libspice waits for 20 frames: ~0.7 s at 30 fps).
+START_FRAMES = 6
+#: A stream not updated for this long ends (libspice RED_STREAM_TIMEOUT, 1 s).
+STREAM_TIMEOUT = 1.0
+#: A region the filter refused is not looked at again for this long.
+REJECT_SECONDS = 2.0
+#: Candidates tracked at once (the oldest go first).
+MAX_CANDIDATES = 16
+#: STREAM_ACTIVATE_REPORT: a report every this many frames or milliseconds (libspice
+#: RED_STREAM_CLIENT_REPORT_WINDOW 5, RED_STREAM_CLIENT_REPORT_TIMEOUT 1000).
+REPORT_WINDOW = 5
+REPORT_TIMEOUT_MS = 1000
+#: MJPEG quality steps, best first, and the frame-rate caps (frames per second), best first.
+QUALITIES = (80, 70, 60, 50, 40, 30, 20)
+FRAME_RATES = (30.0, 20.0, 15.0, 10.0, 5.0)
+#: Clean reports in a row before a step back up.
+CLEAN_REPORTS_TO_RAISE = 3
+#: ``--video-codecs`` names.
+CODEC_NAMES: dict[str, VideoCodec] = {
+    "mjpeg": VideoCodec.MJPEG,
+    "vp8": VideoCodec.VP8,
+    "h264": VideoCodec.H264,
+    "vp9": VideoCodec.VP9,
+}
+#: Bits per pixel and frame a stream starts with (PyAV codecs): 1080p30 ~9 Mbit/s, 320x240
+#: ~0.35 Mbit/s; never above 80 % of the link's estimate (libspice get_initial_bit_rate
+#: keeps 20 % for other traffic), never below :data:`MIN_BIT_RATE`.
+BITS_PER_PIXEL = 0.15
+MIN_BIT_RATE = 200_000
+
+
+def initial_bit_rate(rect: Rect, link_bps: float | None) -> int:
+    rate = rect.area * 30 * BITS_PER_PIXEL
+    if link_bps is not None:
+        rate = min(rate, 0.8 * link_bps)
+    return int(max(MIN_BIT_RATE, rate))
+
+
+def choose_codec(
+    client: tuple[VideoCodec, ...],
+    client_ranked: bool,
+    server: tuple[str, ...],
+    refused: set[VideoCodec],
+    available: frozenset[VideoCodec] = frozenset({VideoCodec.MJPEG}),
+) -> VideoCodec | None:
+    """The stream codec: among those the client decodes (``client``, in its preference
+    order when ``client_ranked``) and the server encodes (``available``) and allows
+    (``server``, in its order), not ``refused``; the client's order first, as libspice
+    (``dcc_create_video_encoder``)."""
+    allowed = [CODEC_NAMES[name] for name in server if CODEC_NAMES.get(name) in available]
+    usable = [codec for codec in allowed if codec in client and codec not in refused]
+    if client_ranked:
+        usable.sort(key=client.index)
+    return usable[0] if usable else None
+
+
+@dataclass(slots=True)
+class _Candidate:
+    rect: Rect
+    first: float
+    last: float
+    frames: int = 1
+    rejected_until: float = 0.0
+
+
+class StreamDetector:
+    """Rectangles damaged like a video (see the module's rules)."""
+
+    def __init__(self) -> None:
+        self._candidates: dict[Rect, _Candidate] = {}
+
+    def damaged(self, rects: list[Rect], now: float) -> None:
+        for rect in rects:
+            if rect.area < MIN_AREA:
+                continue
+            candidate = self._candidates.get(rect)
+            if candidate is None or now - candidate.last > DETECTION_MAX_DELTA:
+                rejected = candidate.rejected_until if candidate else 0.0
+                self._candidates[rect] = _Candidate(rect, now, now, rejected_until=rejected)
+            elif now > candidate.last:  # several reports in one instant are one update
+                candidate.frames += 1
+                candidate.last = now
+        if len(self._candidates) > MAX_CANDIDATES:
+            oldest = sorted(self._candidates.values(), key=lambda c: c.last)
+            for candidate in oldest[: len(oldest) - MAX_CANDIDATES]:
+                del self._candidates[candidate.rect]
+
+    def candidate(self, now: float) -> Rect | None:
+        """The largest rectangle that plays like a video now (None: none)."""
+        best: _Candidate | None = None
+        for c in self._candidates.values():
+            span = c.last - c.first
+            if (
+                now - c.last <= DETECTION_MAX_DELTA
+                and now >= c.rejected_until
+                and c.frames >= START_FRAMES
+                and span >= START_SECONDS - 1e-6
+                and (c.frames - 1) / span >= START_FPS - 1e-6
+                and (best is None or c.rect.area > best.rect.area)
+            ):
+                best = c
+        return None if best is None else best.rect
+
+    def reject(self, rect: Rect, now: float) -> None:
+        """The filter refused ``rect`` (not photographic): leave it for a while."""
+        candidate = self._candidates.get(rect)
+        if candidate is not None:
+            candidate.rejected_until = now + REJECT_SECONDS
+
+    def forget(self, rect: Rect) -> None:
+        self._candidates.pop(rect, None)
+
+    def clear(self) -> None:
+        self._candidates.clear()
+
+
+@dataclass(slots=True)
+class VideoStream:
+    """One stream sent to the client: its area, codec, and rate control state."""
+
+    id: int
+    rect: Rect
+    codec: VideoCodec
+    #: Last damage inside the area (the stream ends :data:`STREAM_TIMEOUT` after it).
+    last_damage: float
+    #: Damage since the last frame: a frame is owed.
+    pending: bool = True
+    #: When the last frame was sent (None: none yet).
+    last_frame: float | None = None
+    frames: int = 0
+    bytes: int = 0
+    #: Steps into QUALITIES and FRAME_RATES (0: best).
+    quality_step: int = 0
+    rate_step: int = 0
+    clean_reports: int = 0
+    #: The unique_id of the latest STREAM_ACTIVATE_REPORT (reports of another are stale).
+    report_id: int = 0
+    started: float = 0.0
+    max_quality: int = QUALITIES[0]
+    qualities: tuple[int, ...] = field(default=QUALITIES)
+    #: Its frame encoder (video.py): state of an inter-frame codec lives here.
+    encoder: Any = None
+
+    @property
+    def quality(self) -> int:
+        return min(self.max_quality, self.qualities[self.quality_step])
+
+    @property
+    def min_interval(self) -> float:
+        return 1.0 / FRAME_RATES[self.rate_step]
+
+    def damaged(self, now: float) -> None:
+        self.pending = True
+        self.last_damage = now
+
+    def frame_due(self, now: float, max_fps: float) -> bool:
+        """A frame is owed and the frame-rate cap allows it now."""
+        if not self.pending:
+            return False
+        at = self.next_frame_at(max_fps)
+        return at is not None and now >= at
+
+    def next_frame_at(self, max_fps: float) -> float | None:
+        """When a pending frame may go (None: none pending)."""
+        if not self.pending:
+            return None
+        if self.last_frame is None or self.rate_step == 0:
+            return 0.0  # the update loop paces to max_fps already
+        # The cap from rate control, less the update loop's slot headroom (jitter).
+        return self.last_frame + max(self.min_interval, 1.0 / max_fps) * 0.95
+
+    def sent(self, size: int, now: float) -> None:
+        self.pending = False
+        self.last_frame = now
+        self.frames += 1
+        self.bytes += size
+
+    def timed_out(self, now: float) -> bool:
+        return now - self.last_damage >= STREAM_TIMEOUT
+
+    def report(self, report: StreamReported) -> None:
+        """Rate control: drops or late frames step down (quality first, then frame rate);
+        :data:`CLEAN_REPORTS_TO_RAISE` clean reports in a row step back up."""
+        if report.unique_id != self.report_id:
+            return
+        late = report.last_frame_delay < 0
+        if report.num_drops > 0 or late:
+            self.clean_reports = 0
+            mjpeg = self.codec == VideoCodec.MJPEG  # the others: frame rate only
+            if mjpeg and self.quality_step < len(self.qualities) - 1:
+                self.quality_step += 1
+            elif self.rate_step < len(FRAME_RATES) - 1:
+                self.rate_step += 1
+            return
+        self.clean_reports += 1
+        if self.clean_reports >= CLEAN_REPORTS_TO_RAISE:
+            self.clean_reports = 0
+            if self.rate_step > 0:
+                self.rate_step -= 1
+            elif self.quality_step > 0:
+                self.quality_step -= 1
