@@ -130,8 +130,9 @@ class GnomeSession:
         """``argv`` as a Wayland client of the session: run as :data:`USER` (mutter lets only
         its own user on its socket) with the session's runtime directory and display."""
         return [
-            "runuser", "-u", USER, "--", "env", "-i", "PATH=/usr/bin:/bin", "LANG=C.UTF-8",
-            f"XDG_RUNTIME_DIR={self.runtime_dir}", "WAYLAND_DISPLAY=wayland-0", *argv,
+            "runuser", "-u", USER, "--", "env", "-C", "/", "-i", "PATH=/usr/bin:/bin",
+            "LANG=C.UTF-8", f"XDG_RUNTIME_DIR={self.runtime_dir}", "WAYLAND_DISPLAY=wayland-0",
+            *argv,
         ]  # fmt: skip
 
     def logs(self) -> str:
@@ -164,6 +165,9 @@ class GnomeSession:
             ["runuser", "-u", USER, "--", "dbus-run-session", f"--config-file={config}",
              "--", "sh", "-c", _SESSION_SCRIPT],
             env=env,
+            # The session user may not enter the checkout (a fresh clone under a 0700 temp
+            # directory): foot's shell failed to start in an inherited working directory.
+            cwd="/",
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -255,6 +259,7 @@ def bare_bus(*, allow_root: bool) -> Iterator[str]:
         proc = subprocess.Popen(
             ["runuser", "-u", USER, "--", "dbus-daemon", f"--config-file={config}", "--nofork",
              "--print-address=1", f"--address=unix:path={tmp}/bus"],
+            cwd="/",
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
