@@ -21,7 +21,9 @@ Encoded = tuple[Rect, EncodedImage, str]
 #: An update of at most this many pixels (a typed glyph, a cursor blink, a clock's digits) is
 #: encoded right on the event loop: its encode takes tens of microseconds, less than the hop
 #: to a worker thread and back, which sits on the path of every small change (X damage →
-#: capture thread → loop → encoder thread → loop → socket).
+#: capture thread → loop → encoder thread → loop → socket).  ``python -m
+#: tests.interop.bench_inline`` (a 24x16 update, interleaved, busy 2-core machine): GLZ 100 µs
+#: inline vs 118 µs through a worker (p95 146 vs 219), LZ 55 vs 111 (p95 97 vs 200).
 INLINE_MAX_PIXELS = 64 * 64
 
 
