@@ -6,6 +6,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from spiceserver.clipboard import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
 from spiceserver.errors import ConfigError
 from spiceserver.faults import Fault, parse_faults
 from spiceserver.protocol.channel import ChannelLimits
@@ -275,9 +276,9 @@ class ServerConfig:
     agent: bool = True
     #: Largest clipboard data taken from or given to a client (bytes); larger is refused,
     #: with a log line.  Also bounds one client's agent reassembly and output queue.
-    clipboard_max_bytes: int = 32 * 1024 * 1024
+    clipboard_max_bytes: int = DEFAULT_MAX_BYTES
     #: Seconds a client has to send the clipboard data the desktop asked for.
-    clipboard_timeout: float = 5.0
+    clipboard_timeout: float = DEFAULT_TIMEOUT
     #: Where files dropped into a client go: a directory; "" (the default) the XDG download
     #: directory (``xdg-user-dir DOWNLOAD``, else ``~/Downloads``); None: file transfer off.
     #: ``SpiceServer(on_file=...)`` takes files instead.

@@ -47,6 +47,8 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from spiceserver.clipboard import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_TIMEOUT,
     ClipboardListener,
     ClipboardType,
     Fetch,
@@ -243,7 +245,11 @@ class GnomeClipboard:
     """
 
     def __init__(
-        self, source: GnomeSource, *, max_bytes: int = 32 * 1024 * 1024, timeout: float = 5.0
+        self,
+        source: GnomeSource,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         check_limits(max_bytes, timeout)
         self.source = source

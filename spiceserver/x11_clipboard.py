@@ -37,6 +37,8 @@ from collections.abc import Callable
 from typing import Any
 
 from spiceserver.clipboard import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_TIMEOUT,
     ClipboardListener,
     ClipboardType,
     Fetch,
@@ -46,16 +48,13 @@ from spiceserver.clipboard import (
 from spiceserver.sources.desktop import open_display
 from spiceserver.x11_selection import SELECTIONS, TRANSFER_TIMEOUTS, Grab, SelectionThread
 
-__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_TIMEOUT", "X11Clipboard"]
+__all__ = ["X11Clipboard"]
 
 logger = logging.getLogger("spiceserver.clipboard")
 
-#: Clipboard data larger than this is refused both ways (a screenshot PNG fits).
-DEFAULT_MAX_BYTES = 32 * 1024 * 1024
-#: Seconds an X owner may take to answer (per INCR chunk too) and a requestor to read the
-#: next INCR chunk; a whole conversion, and a client's fetch, get TRANSFER_TIMEOUTS (4) times
-#: that.
-DEFAULT_TIMEOUT = 5.0
+# DEFAULT_TIMEOUT (spiceserver.clipboard), here: seconds an X owner may take to answer (per
+# INCR chunk too) and a requestor to read the next INCR chunk; a whole conversion, and a
+# client's fetch, get TRANSFER_TIMEOUTS (4) times that.
 #: read() calls waiting per selection; more return None at once.
 MAX_QUEUED_READS = 4
 #: A warning (over the cap, no answer in time, too many waiting) is repeated at most this

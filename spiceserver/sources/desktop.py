@@ -75,6 +75,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from spiceserver.clipboard import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
 from spiceserver.errors import ConfigError
 from spiceserver.protocol.messages import CursorShape
 from spiceserver.scroll import Scroll, apply_scroll, detect_scroll
@@ -215,7 +216,7 @@ class DesktopSource(FramebufferSource):
     # ------------------------------------------------------------------ monitors
 
     def clipboard_backend(
-        self, max_bytes: int = 32 * 1024 * 1024, timeout: float = 5.0
+        self, max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = DEFAULT_TIMEOUT
     ) -> ClipboardBackend | None:
         """The X selections (CLIPBOARD and PRIMARY) of this display, on a connection and a
         thread of their own (:mod:`spiceserver.x11_clipboard`)."""

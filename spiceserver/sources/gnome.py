@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from spiceserver.clipboard import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
 from spiceserver.errors import ConfigError
 from spiceserver.scroll import as_u32
 from spiceserver.sources.base import FramebufferSource, Rect
@@ -123,7 +124,7 @@ class GnomeSource(FramebufferSource):
         self._unapplied = threading.BoundedSemaphore(MAX_UNAPPLIED_UPDATES)
 
     def clipboard_backend(
-        self, max_bytes: int = 32 * 1024 * 1024, timeout: float = 5.0
+        self, max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = DEFAULT_TIMEOUT
     ) -> ClipboardBackend | None:
         """The session's CLIPBOARD through mutter's selection methods
         (:mod:`spiceserver.gnome_clipboard`)."""

@@ -41,7 +41,13 @@ from typing import Any
 
 import numpy as np
 
-from spiceserver.clipboard import ClipboardType, MemoryClipboard, Selection
+from spiceserver.clipboard import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_TIMEOUT,
+    ClipboardType,
+    MemoryClipboard,
+    Selection,
+)
 from spiceserver.protocol.display import DisplayChannel
 from spiceserver.protocol.messages import CursorShape
 from spiceserver.sources._scenario_script import (
@@ -235,7 +241,7 @@ class ScenarioSource(FramebufferSource):
         return self._sound
 
     def clipboard_backend(
-        self, max_bytes: int = 32 * 1024 * 1024, timeout: float = 5.0
+        self, max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = DEFAULT_TIMEOUT
     ) -> MemoryClipboard | None:
         """The clipboard steps' clipboard (None without them): the server shares it with
         the clients, and what clients copy can be read from it (``fetch``)."""

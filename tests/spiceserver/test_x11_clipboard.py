@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
-from spiceserver.clipboard import ClipboardType, Selection
-from spiceserver.x11_clipboard import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, X11Clipboard
+from spiceserver.clipboard import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, ClipboardType, Selection
+from spiceserver.x11_clipboard import X11Clipboard
 from tests.conftest import DATA, data_file, run
 from tests.interop.clients import XorgDummy, Xvfb, have_xorg_dummy, x_env
 
