@@ -33,6 +33,7 @@ from spiceserver.scroll import PendingMoves, Scroll
 from spiceserver.server.channels.base import ChannelHandler
 from spiceserver.server.channels.display.encode import encode_bands
 from spiceserver.server.channels.display.lossy import (
+    JpegBudget,
     LossyAreas,
     overlaps,
     subtract,
@@ -102,6 +103,7 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         self.encoder.settings = CodecSettings(jpeg_quality=config.jpeg_quality)
         #: Areas this client holds lossy, re-sent losslessly once still (lossy.py).
         self.lossy = LossyAreas(config.lossless_refresh)
+        self.jpeg_budget = JpegBudget(config.jpeg_quality)
         self._jpeg = config.jpeg_wan_compression != "never" and jpeg_available()
         self._refresh_timer: asyncio.TimerHandle | None = None
         #: The PING after the latest update with lossy or refresh bands, and when it went.
@@ -339,6 +341,18 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         self.encoder.lossy = wan_allowed(config.jpeg_wan_compression, caps, link, self._jpeg)
         self.encoder.zlib_glz = wan_allowed(config.zlib_glz_wan_compression, caps, link, True)
 
+    def _set_jpeg_quality(self, bands: list[Rect], lossless: list[bool] | None) -> None:
+        """The quality this update's JPEGs get: its first paint within the link's budget
+        (lossy.JpegBudget); counted over every band that may go lossy (bands that turn out
+        lossless only make it cautious)."""
+        pixels = sum(
+            band.area for i, band in enumerate(bands) if lossless is None or not lossless[i]
+        )
+        quality = self.jpeg_budget.quality(pixels, self.session.metrics.link.bandwidth())
+        if quality != self.encoder.settings.jpeg_quality:
+            self.encoder.settings = CodecSettings(jpeg_quality=quality)
+            logger.debug("JPEG quality %d for %d pixels", quality, pixels)
+
     def _arm_refresh(self) -> None:
         """Wake the loop when the next lossy area falls due for its lossless copy."""
         if self._refresh_timer is not None:
@@ -419,6 +433,8 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         metrics = self.session.metrics
         self._update_policy()
         lossless = [self.lossy.forced_lossless(band) for band in bands] if self.lossy else None
+        if self.encoder.lossy:
+            self._set_jpeg_quality(bands, lossless)
         started = time.perf_counter()
         encoded = await encode_bands(
             self.context, self.encoder, snapshots[: len(bands)], version, metrics, lossless
@@ -433,6 +449,7 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         # surface, destroyed right after): GLZ ids must reach the client without a gap.
         now = self.context.clock()
         tracked = False
+        jpeg_pixels = jpeg_bytes = 0
         for band, image, codec in encoded:
             if self.corrupt_image is not None:  # fault injection (--fault corrupt-image)
                 image = self.corrupt_image(image)
@@ -440,10 +457,14 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
             metrics.bytes_by_codec[codec] += image.size
             metrics.draws += 1
             lossy = CODECS[codec].lossy
+            if codec == "jpeg":
+                jpeg_pixels, jpeg_bytes = jpeg_pixels + band.area, jpeg_bytes + image.size
             if lossy or self.lossy:
                 tracked = True
                 self.lossy.sent(band, lossy)  # still from its delivery (the PING below)
         self.lossy.update_done(now)
+        if jpeg_pixels:
+            self.jpeg_budget.observed(jpeg_pixels, jpeg_bytes, self.encoder.settings.jpeg_quality)
         self.channel.end_update()
         if tracked:  # its PONG: the client has drawn this update
             self._delivery = (self.channel.ping(now), now)
