@@ -36,7 +36,7 @@ from spiceserver.bandwidth import LinkEstimate
 from spiceserver.protocol.enums import DisplayCap, has_cap
 from spiceserver.sources.base import Rect
 
-__all__ = ["LossyAreas", "overlaps", "subtract", "wan_allowed"]
+__all__ = ["LossyAreas", "contains", "overlaps", "subtract", "wan_allowed"]
 
 
 def wan_allowed(
@@ -73,6 +73,15 @@ def subtract(rect: Rect, cut: Rect) -> list[Rect]:
 
 def overlaps(a: Rect, b: Rect) -> bool:
     return a.x < b.right and b.x < a.right and a.y < b.bottom and b.y < a.bottom
+
+
+def contains(outer: Rect, inner: Rect) -> bool:
+    return (
+        outer.x <= inner.x
+        and outer.y <= inner.y
+        and inner.right <= outer.right
+        and inner.bottom <= outer.bottom
+    )
 
 
 @dataclass(slots=True)

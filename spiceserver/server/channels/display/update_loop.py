@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from spiceserver.protocol.display import MAX_STREAMS, DisplayChannel
-from spiceserver.protocol.enums import VideoCodec
+from spiceserver.protocol.enums import DisplayCap, VideoCodec, has_cap
 from spiceserver.protocol.events import (
     CompressionPreferred,
     DisplayReady,
@@ -34,6 +34,7 @@ from spiceserver.server.channels.base import ChannelHandler
 from spiceserver.server.channels.display.encode import encode_bands
 from spiceserver.server.channels.display.lossy import (
     LossyAreas,
+    contains,
     overlaps,
     subtract,
     wan_allowed,
@@ -421,7 +422,13 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         lossless = [self.lossy.forced_lossless(band) for band in bands] if self.lossy else None
         started = time.perf_counter()
         encoded = await encode_bands(
-            self.context, self.encoder, snapshots[: len(bands)], version, metrics, lossless
+            self.context,
+            self.encoder,
+            snapshots[: len(bands)],
+            version,
+            metrics,
+            lossless,
+            self._candidate_bands(bands, now),
         )
         frame_bytes = None if frame is None else await frame
         metrics.encode_seconds += time.perf_counter() - started
@@ -461,6 +468,19 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
             and self._jpeg
             and MODES[self.encoder.compression].lossy is not None
         )
+
+    def _candidate_bands(self, bands: list[Rect], now: float) -> list[bool] | None:
+        """Which bands are frames of a stream candidate, to go lossy as its stream would
+        (JPEG, refreshed losslessly once still): where this client may get a stream and
+        decodes JPEG (CODEC_MJPEG), whatever the link.  None: none."""
+        if not self._may_stream() or not has_cap(
+            self.channel.client_channel_caps, DisplayCap.CODEC_MJPEG
+        ):
+            return None
+        playing = self.detector.playing(now)
+        if not playing:
+            return None
+        return [any(contains(rect, band) for rect in playing) for band in bands]
 
     def _stream_damage(self, stream: VideoStream, rects: list[Rect], now: float) -> list[Rect]:
         """Damage inside the stream owes it a frame; damage across its edge ends it (the
