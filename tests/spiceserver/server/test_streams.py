@@ -197,6 +197,7 @@ class StreamDisplay(Display):
         self.destroyed: list[int] = []
         self.reports: list[tuple[int, int, int, int]] = []
         self.frames: list[np.ndarray] = []
+        self.jpegs: list[bytes] = []  # the frames as sent
         self.mm_times: list[int] = []
 
     def pump(self) -> None:
@@ -219,6 +220,7 @@ class StreamDisplay(Display):
                 assert pixels.shape[:2] == (h, w)
                 self.canvas.pixels[y : y + h, x : x + w, :3] = pixels[..., :3]
                 self.frames.append(pixels)
+                self.jpegs.append(body[12:])
                 self.mm_times.append(mm_time)
             elif type_ == DisplayServerMsg.STREAM_DESTROY:
                 (stream_id,) = struct.unpack("<I", body)
@@ -254,10 +256,12 @@ async def start(
 
 
 def idle(display: StreamDisplay) -> bool:
-    """Nothing left for the server to send this client (its update loop is waiting)."""
+    """Nothing left for the server to send this client now (its update loop is waiting; a
+    frame owed may wait for its slot when rate control caps the frame rate)."""
     handler = _handler(display)
-    stream = handler.stream
-    return not handler.updating and not handler.dirty and (stream is None or not stream.pending)
+    stream, now, fps = handler.stream, handler.context.clock(), handler.context.config.max_fps
+    waiting = not handler.updating and not handler.dirty and not handler._wake.is_set()
+    return waiting and (stream is None or not stream.frame_due(now, fps))
 
 
 def _handler(display: StreamDisplay) -> Any:

@@ -7,16 +7,22 @@ ending it, and the toolkit (record, fault, metrics) sees streams.  The whole sta
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from spiceserver import ImageCompression
-from spiceserver.protocol.enums import DisplayCap, ImageType
+from spiceserver.protocol.enums import DisplayCap, ImageType, VideoCodec
+from spiceserver.server.channels.display.streams import BITS_PER_PIXEL, QUALITIES, VideoStream
+from spiceserver.sources.base import Rect
 from tests.conftest import run
+from tests.spiceserver.server.test_jpeg import psnr
 from tests.spiceserver.server.test_streams import (
+    VIDEO,
     StreamDisplay,
     _handler,
     idle,
     show,
     start,
+    video_frame,
 )
 
 
@@ -74,3 +80,95 @@ def test_a_candidate_that_stops_before_streaming_settles_pixel_exact() -> None:
         await server.close()
 
     run(scenario())
+
+
+# ---------------------------------------------------------------------- rate from the link
+
+
+def test_mjpeg_follows_the_link_frame_rate_first_then_quality_and_back() -> None:
+    stream = VideoStream(0, Rect(0, 0, 320, 240), VideoCodec.MJPEG, 0.0)
+    assert stream.follow_link(None, 0.0) is None and not stream.throttled
+    t = 10.0
+    for _ in range(3):
+        stream.sent(20_000, t)  # 160 kbit a frame
+        t += 1 / 30
+    stream.follow_link(2e6, t)  # 1.6 Mbit/s for the stream: 10 fps
+    assert stream.link_fps == pytest.approx(10.0) and stream.throttled
+    assert stream.min_interval == pytest.approx(0.1) and stream.quality == QUALITIES[0]
+    stream.last_frame, stream.pending = t, True
+    assert not stream.frame_due(t + 0.05, 30) and stream.frame_due(t + 0.1, 30)
+    stream.follow_link(1e6, t)  # 5 fps at this quality: step quality down
+    assert stream.quality == QUALITIES[1]
+    stream.follow_link(1e6, t + 0.1)  # no second step before frames at it were measured
+    assert stream.quality == QUALITIES[1]
+    for _ in range(8):
+        stream.sent(5_000, t)  # 40 kbit: 20 fps fit
+        t += 0.1
+    stream.follow_link(1e6, t)
+    assert stream.quality == QUALITIES[1] and stream.link_fps is not None
+    assert 10 < stream.link_fps < 20  # the running mean of sizes moves towards 40 kbit
+    stream.follow_link(100e6, t + 1)  # a fast link again: quality back, no cap
+    assert stream.quality == QUALITIES[0] and not stream.throttled
+
+
+def test_an_inter_frame_encoder_is_rebuilt_at_the_links_share_not_too_often() -> None:
+    rect = Rect(0, 0, 640, 480)
+    stream = VideoStream(0, rect, VideoCodec.H264, 0.0, bit_rate=1_382_400, bit_rate_at=0.0)
+    assert stream.follow_link(100e6, 0.5) is None  # its natural rate: nothing to change
+    assert stream.follow_link(1e6, 1.0) is None  # too soon after the last change
+    assert stream.follow_link(1e6, 2.5) == 800_000
+    assert stream.follow_link(0.9e6, 5.0) is None  # within the slack
+    assert stream.follow_link(0.1e6, 3.0) is None  # held
+    assert stream.follow_link(0.1e6, 4.6) == 200_000  # never below MIN_BIT_RATE
+    assert stream.follow_link(50e6, 9.0) == int(rect.area * 30 * BITS_PER_PIXEL)
+
+
+def test_a_slow_link_mid_stream_drops_frames_and_quality_and_keeps_the_newest() -> None:
+    async def scenario() -> None:
+        server, source, display, clock = await start()
+        k = 0
+        while not display.created:
+            await show(source, display, clock, k)
+            k += 1
+            assert k < 60
+        for _ in range(10):  # a fast link: every frame
+            await show(source, display, clock, k)
+            k += 1
+        (session,) = server.sessions()
+        sizes = [len(f) for f in display.jpegs[-5:]]
+        # The link slows to what carries 5 of these frames a second (the stream gets 80 %).
+        link_bps = 5 * 8 * float(np.mean(sizes)) / 0.8
+        session.metrics.link.net_test_bps = link_bps
+        sent_before, bytes_before = len(display.frames), sum(map(len, display.jpegs))
+        for _ in range(60):  # 2 s of video
+            await show(source, display, clock, k)
+            k += 1
+        frames = len(display.frames) - sent_before
+        sent = sum(map(len, display.jpegs)) - bytes_before
+        assert 6 <= frames <= 20, frames  # 60 updates, ~5-10 frames a second as it adapts
+        assert sent * 8 / 2.0 <= 1.2 * link_bps, (sent, link_bps)
+        stream = _handler(display).stream
+        assert stream is not None and stream.quality < QUALITIES[0]
+        assert display.destroyed == []
+        newest = video_frame(k - 1)
+        clock.advance(0.3)  # the next frame slot: the newest pixels, not a queue
+        _handler(display)._wake.set()
+        await display.until(lambda: idle(display))
+        assert psnr(display.frames[-1], newest) >= 28
+        await server.close()
+
+    run(scenario())
+
+
+def test_a_rebuilt_h264_encoder_starts_with_a_keyframe() -> None:
+    from spiceserver.server.channels.display.update_loop import _encode_frame
+    from spiceserver.server.channels.display.video import make_encoder
+
+    rect = Rect(0, 0, VIDEO.width, VIDEO.height)
+    encoder = make_encoder(VideoCodec.H264, rect.width, rect.height, 1_000_000)
+    stream = VideoStream(0, rect, VideoCodec.H264, 0.0, encoder=encoder, bit_rate=1_000_000)
+    first = [_encode_frame(stream, video_frame(k), None) for k in range(3)]
+    assert stream.encoder is encoder and all(first)
+    rebuilt = _encode_frame(stream, video_frame(3), 300_000)
+    assert stream.encoder is not encoder
+    assert rebuilt.startswith(b"\0\0\0\1") and b"\0\0\0\1\x67" in rebuilt  # SPS: a keyframe

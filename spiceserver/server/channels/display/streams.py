@@ -18,7 +18,14 @@ settles to exact pixels (libspice ``dcc_detach_stream_gracefully`` does the same
 
 **Rate control** from STREAM_REPORT (``spice:server/mjpeg-encoder.c`` steps quality and frame
 rate the same way): drops or late frames step the JPEG quality down, then the frame rate; a
-run of clean reports steps them back up.  A report of ``num_frames 0, num_drops 0xFFFFFFFF``
+run of clean reports steps them back up.  And from the link estimate (bandwidth.py), all the
+while the stream plays (:meth:`VideoStream.follow_link`; libspice only starts from it,
+``get_initial_bit_rate``): a stream may use :data:`LINK_SHARE` of it.  Its frames' measured
+size says how many a second fit; fewer than the report's rate caps the frame rate (a frame
+not sent is never encoded: frames drop, none queue), fewer than :data:`LINK_MIN_FPS` steps
+MJPEG quality down (back up once twice the full rate fits), and an H.264/VP8/VP9 encoder
+whose bit rate is far from the share is rebuilt at it (a keyframe: not more often than
+:data:`BIT_RATE_HOLD`).  A report of ``num_frames 0, num_drops 0xFFFFFFFF``
 (the client cannot decode the stream) ends it and that codec is not tried again for the client.
 """
 
@@ -78,6 +85,18 @@ CODEC_NAMES: dict[str, VideoCodec] = {
     "h264": VideoCodec.H264,
     "vp9": VideoCodec.VP9,
 }
+#: The share of the link's estimate a stream may use (libspice keeps 20 % for the rest).
+LINK_SHARE = 0.8
+#: Below this many frames a second within the share, MJPEG quality steps down ...
+LINK_MIN_FPS = 10.0
+#: ... at most once in this many seconds (the next frames' size must show the step's effect).
+LINK_STEP_SECONDS = 0.5
+#: An encoder's bit rate is rebuilt when the share is off by this factor either way ...
+BIT_RATE_SLACK = 1.3
+#: ... at most once in this many seconds.
+BIT_RATE_HOLD = 2.0
+#: Weight of the newest frame in the running mean of frame sizes.
+FRAME_SIZE_WEIGHT = 0.25
 #: Bits per pixel and frame a stream starts with (PyAV codecs): 1080p30 ~9 Mbit/s, 320x240
 #: ~0.35 Mbit/s; never above 80 % of the link's estimate (libspice get_initial_bit_rate
 #: keeps 20 % for other traffic), never below :data:`MIN_BIT_RATE`.
@@ -88,7 +107,7 @@ MIN_BIT_RATE = 200_000
 def initial_bit_rate(rect: Rect, link_bps: float | None) -> int:
     rate = rect.area * 30 * BITS_PER_PIXEL
     if link_bps is not None:
-        rate = min(rate, 0.8 * link_bps)
+        rate = min(rate, LINK_SHARE * link_bps)
     return int(max(MIN_BIT_RATE, rate))
 
 
@@ -208,14 +227,35 @@ class VideoStream:
     qualities: tuple[int, ...] = field(default=QUALITIES)
     #: Its frame encoder (video.py): state of an inter-frame codec lives here.
     encoder: Any = None
+    #: The encoder's bit rate (H.264, VP8, VP9) and when it was set.
+    bit_rate: int = 0
+    bit_rate_at: float = 0.0
+    #: Rate control from the link: the share in bits per second (None: no estimate), the
+    #: frame rate it allows, MJPEG's quality step from it, when that last moved.
+    link_budget: float | None = None
+    link_fps: float | None = None
+    link_quality_step: int = 0
+    link_step_at: float = 0.0
+    #: Running mean of the frames' size in bits (0: no frame yet) and frames at this quality.
+    frame_bits: float = 0.0
+    frames_at_quality: int = 0
 
     @property
     def quality(self) -> int:
-        return min(self.max_quality, self.qualities[self.quality_step])
+        step = max(self.quality_step, self.link_quality_step)
+        return min(self.max_quality, self.qualities[step])
 
     @property
     def min_interval(self) -> float:
-        return 1.0 / FRAME_RATES[self.rate_step]
+        interval = 1.0 / FRAME_RATES[self.rate_step]
+        if self.link_fps is not None:
+            interval = max(interval, 1.0 / self.link_fps)
+        return interval
+
+    @property
+    def throttled(self) -> bool:
+        """Its frame rate is capped below the update loop's (by reports or the link)."""
+        return self.rate_step > 0 or (self.link_fps is not None and self.link_fps < FRAME_RATES[0])
 
     def damaged(self, now: float) -> None:
         self.pending = True
@@ -232,7 +272,7 @@ class VideoStream:
         """When a pending frame may go (None: none pending)."""
         if not self.pending:
             return None
-        if self.last_frame is None or self.rate_step == 0:
+        if self.last_frame is None or not self.throttled:
             return 0.0  # the update loop paces to max_fps already
         # The cap from rate control, less the update loop's slot headroom (jitter).
         return self.last_frame + max(self.min_interval, 1.0 / max_fps) * 0.95
@@ -242,6 +282,52 @@ class VideoStream:
         self.last_frame = now
         self.frames += 1
         self.bytes += size
+        bits = size * 8.0
+        if self.frame_bits:
+            bits = FRAME_SIZE_WEIGHT * bits + (1 - FRAME_SIZE_WEIGHT) * self.frame_bits
+        self.frame_bits = bits
+        self.frames_at_quality += 1
+
+    def follow_link(self, link_bps: float | None, now: float) -> int | None:
+        """Rate control from the link's estimate (see the module's rules); returns the bit
+        rate to rebuild the encoder at, or None to keep it."""
+        if link_bps is None:
+            self.link_budget = self.link_fps = None
+            return None
+        budget = self.link_budget = LINK_SHARE * link_bps
+        if self.frame_bits:  # at least one a second: below that, latest-wins drops them
+            self.link_fps = max(1.0, budget / self.frame_bits)
+        if self.codec == VideoCodec.MJPEG:
+            self._link_quality(now)
+            return None
+        wanted = int(max(MIN_BIT_RATE, min(self.natural_bit_rate, budget)))
+        off = max(wanted, self.bit_rate) / max(1, min(wanted, self.bit_rate))
+        if off < BIT_RATE_SLACK or now - self.bit_rate_at < BIT_RATE_HOLD:
+            return None
+        self.bit_rate, self.bit_rate_at = wanted, now
+        self.frame_bits = 0.0  # the rebuilt encoder's frames differ: measure afresh
+        return wanted
+
+    @property
+    def natural_bit_rate(self) -> float:
+        """The bit rate it starts with on an unknown link (BITS_PER_PIXEL at 30 fps)."""
+        return self.rect.area * 30 * BITS_PER_PIXEL
+
+    def _link_quality(self, now: float) -> None:
+        fps = self.link_fps
+        if fps is None or now - self.link_step_at < LINK_STEP_SECONDS:
+            return
+        if self.frames_at_quality < 2:
+            return  # the size of frames at this quality is not known yet
+        step = self.link_quality_step
+        if fps < LINK_MIN_FPS and step < len(self.qualities) - 1:
+            step += 1
+        elif fps > 2 * FRAME_RATES[0] and step > 0:
+            step -= 1
+        else:
+            return
+        self.link_quality_step, self.link_step_at = step, now
+        self.frames_at_quality = 0
 
     def timed_out(self, now: float) -> bool:
         return now - self.last_damage >= STREAM_TIMEOUT
@@ -257,6 +343,7 @@ class VideoStream:
             mjpeg = self.codec == VideoCodec.MJPEG  # the others: frame rate only
             if mjpeg and self.quality_step < len(self.qualities) - 1:
                 self.quality_step += 1
+                self.frames_at_quality = 0
             elif self.rate_step < len(FRAME_RATES) - 1:
                 self.rate_step += 1
             return
@@ -267,3 +354,4 @@ class VideoStream:
                 self.rate_step -= 1
             elif self.quality_step > 0:
                 self.quality_step -= 1
+                self.frames_at_quality = 0

@@ -48,7 +48,7 @@ from spiceserver.server.channels.display.streams import (
     choose_codec,
     initial_bit_rate,
 )
-from spiceserver.server.channels.display.video import av_available, make_encoder
+from spiceserver.server.channels.display.video import FrameEncoder, av_available, make_encoder
 from spiceserver.server.codecs import (
     CODECS,
     MODES,
@@ -376,6 +376,9 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
                     self.session.metrics.lossless_refreshes += len(refresh)
         rects = self.dirty.take()
         stream = self.stream
+        rebuild = None
+        if stream is not None:  # rate control from the link, as it is now
+            rebuild = stream.follow_link(self.session.metrics.link.bandwidth(now), now)
         frame_due = stream is not None and stream.frame_due(now, self.context.config.max_fps)
         if stream is not None:  # its area goes as the stream's frames
             rects = [part for rect in rects for part in subtract(rect, stream.rect)]
@@ -414,7 +417,7 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
             stream_pixels = read(stream.rect)
             snapshots.append((stream.rect, stream_pixels))
             frame = asyncio.get_running_loop().run_in_executor(
-                self.context.executor, stream.encoder.encode, stream_pixels, stream.quality
+                self.context.executor, _encode_frame, stream, stream_pixels, rebuild
             )
         self.moves.read(version)  # no await since dirty.take(): see PendingMoves
         metrics = self.session.metrics
@@ -528,10 +531,9 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
                 return
         self.detector.forget(rect)
         link = self.session.metrics.link
+        bit_rate = initial_bit_rate(rect, link.bandwidth(now))
         try:
-            encoder = make_encoder(
-                codec, rect.width, rect.height, initial_bit_rate(rect, link.bandwidth())
-            )
+            encoder = make_encoder(codec, rect.width, rect.height, bit_rate)
         except Exception:  # an FFmpeg build without the encoder, say: not this codec
             logger.exception("%s: no %s encoder", self.connection.name, codec.name)
             self._refused_codecs.add(codec)
@@ -550,6 +552,8 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
             started=now,
             max_quality=config.jpeg_quality,
             encoder=encoder,
+            bit_rate=bit_rate,
+            bit_rate_at=now,
         )
         self.lossy.sent(rect, False)  # the stream paints it from here on
         metrics = self.session.metrics
@@ -655,6 +659,22 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
 #: Stream codecs this server encodes (H.264, VP8 and VP9 need PyAV and an even size).
 _ENCODABLE = frozenset(VideoCodec) - {VideoCodec.H265}
 _MJPEG_ONLY = frozenset({VideoCodec.MJPEG})
+
+
+def _encode_frame(stream: VideoStream, pixels: np.ndarray, rebuild: int | None) -> bytes:
+    """A stream's next frame, on a worker thread; first its encoder rebuilt at bit rate
+    ``rebuild`` (rate control from the link: opening one takes milliseconds, not for the
+    loop).  The update loop awaits each frame before the next: one at a time per stream."""
+    if rebuild is not None:
+        rect = stream.rect
+        try:
+            stream.encoder = make_encoder(stream.codec, rect.width, rect.height, rebuild)
+        except Exception:  # keep the one that works
+            logger.exception("stream %d: rebuilding its encoder failed", stream.id)
+        else:
+            logger.debug("stream %d: bit rate %d from the link", stream.id, rebuild)
+    encoder: FrameEncoder = stream.encoder
+    return encoder.encode(pixels, stream.quality)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
