@@ -278,6 +278,16 @@ async def show(source: NumpySource, display: StreamDisplay, clock: FakeClock, k:
     await display.until(lambda: idle(display))
 
 
+async def until_streaming(source: NumpySource, display: StreamDisplay, clock: FakeClock) -> int:
+    """Play the clip until its stream is created; returns the next frame's number."""
+    k = 0
+    while not display.created:
+        await show(source, display, clock, k)
+        k += 1
+        assert k < 60
+    return k
+
+
 def test_a_video_region_streams_then_settles_pixel_exact() -> None:
     async def scenario() -> None:
         server, source, display, clock = await start()
@@ -309,11 +319,7 @@ def test_a_video_region_streams_then_settles_pixel_exact() -> None:
 def test_a_client_that_cannot_decode_the_stream_gets_images() -> None:
     async def scenario() -> None:
         server, source, display, clock = await start()
-        k = 0
-        while not display.created:
-            await show(source, display, clock, k)
-            k += 1
-            assert k < 60
+        k = await until_streaming(source, display, clock)
         (stream_id, unique_id, _window, _timeout) = display.reports[-1]
         report = struct.pack("<6IiI", stream_id, unique_id, 0, 0, 0, 0xFFFF_FFFF, 0, 0xFFFF_FFFF)
         display.client.send(frame(DisplayClientMsg.STREAM_REPORT, report))
@@ -371,11 +377,7 @@ def test_no_stream(case: str, corpus: object) -> None:
 def test_a_backlogged_client_gets_the_newest_frame_not_a_queue() -> None:
     async def scenario() -> None:
         server, source, display, clock = await start()
-        k = 0
-        while not display.created:
-            await show(source, display, clock, k)
-            k += 1
-            assert k < 60
+        k = await until_streaming(source, display, clock)
         ack = frame(BaseClientMsg.ACK)
         send, held = display.client.send, []
 

@@ -22,6 +22,7 @@ from tests.spiceserver.server.test_streams import (
     idle,
     show,
     start,
+    until_streaming,
     video_frame,
 )
 
@@ -126,11 +127,7 @@ def test_an_inter_frame_encoder_is_rebuilt_at_the_links_share_not_too_often() ->
 def test_a_slow_link_mid_stream_drops_frames_and_quality_and_keeps_the_newest() -> None:
     async def scenario() -> None:
         server, source, display, clock = await start()
-        k = 0
-        while not display.created:
-            await show(source, display, clock, k)
-            k += 1
-            assert k < 60
+        k = await until_streaming(source, display, clock)
         for _ in range(10):  # a fast link: every frame
             await show(source, display, clock, k)
             k += 1
