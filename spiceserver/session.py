@@ -48,6 +48,8 @@ class SessionMetrics:
     stream_frames: int = 0
     stream_seconds: float = 0.0
     stream_started: float | None = None
+    #: STREAM_CLIPs sent (something came over a stream, or went away).
+    stream_clips: int = 0
 
     def stream_fps(self, now: float) -> float:
         seconds = self.stream_seconds

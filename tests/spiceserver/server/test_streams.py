@@ -188,7 +188,7 @@ def video_frame(k: int) -> np.ndarray:
 
 class StreamDisplay(Display):
     """Display that also plays streams as spice-gtk does: each MJPEG frame painted at the
-    stream's destination (the last one stays when it is destroyed)."""
+    stream's destination, within its clip (the last one stays when it is destroyed)."""
 
     def __init__(self, *args: object) -> None:
         super().__init__(*args)  # type: ignore[arg-type]
@@ -199,6 +199,9 @@ class StreamDisplay(Display):
         self.frames: list[np.ndarray] = []
         self.jpegs: list[bytes] = []  # the frames as sent
         self.mm_times: list[int] = []
+        #: Each stream's clip (x, y, w, h rectangles; None: all of it), and every one sent.
+        self.clips: dict[int, list[tuple[int, int, int, int]] | None] = {}
+        self.clip_messages: list[list[tuple[int, int, int, int]] | None] = []
 
     def pump(self) -> None:
         pending = self.client.messages()
@@ -218,10 +221,21 @@ class StreamDisplay(Display):
                 x, y, w, h = self.streams[stream_id]
                 pixels = simplejpeg.decode_jpeg(body[12:], colorspace="BGRX")
                 assert pixels.shape[:2] == (h, w)
-                self.canvas.pixels[y : y + h, x : x + w, :3] = pixels[..., :3]
+                for cx, cy, cw, ch in self.clips.get(stream_id) or [(x, y, w, h)]:
+                    part = pixels[cy - y : cy - y + ch, cx - x : cx - x + cw, :3]
+                    self.canvas.pixels[cy : cy + ch, cx : cx + cw, :3] = part
                 self.frames.append(pixels)
                 self.jpegs.append(body[12:])
                 self.mm_times.append(mm_time)
+            elif type_ == DisplayServerMsg.STREAM_CLIP:
+                stream_id, kind = struct.unpack_from("<IB", body)
+                clip = None
+                if kind == 1:  # SPICE_CLIP_TYPE_RECTS
+                    (count,) = struct.unpack_from("<I", body, 5)
+                    boxes = struct.iter_unpack("<4i", body[9 : 9 + 16 * count])
+                    clip = [(left, top, r - left, b - top) for top, left, b, r in boxes]
+                self.clips[stream_id] = clip
+                self.clip_messages.append(clip)
             elif type_ == DisplayServerMsg.STREAM_DESTROY:
                 (stream_id,) = struct.unpack("<I", body)
                 del self.streams[stream_id]

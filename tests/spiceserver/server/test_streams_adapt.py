@@ -11,6 +11,7 @@ import pytest
 
 from spiceserver import ImageCompression
 from spiceserver.protocol.enums import DisplayCap, ImageType, VideoCodec
+from spiceserver.server.channels.display.lossy import subtract
 from spiceserver.server.channels.display.streams import BITS_PER_PIXEL, QUALITIES, VideoStream
 from spiceserver.sources.base import Rect
 from tests.conftest import run
@@ -169,3 +170,63 @@ def test_a_rebuilt_h264_encoder_starts_with_a_keyframe() -> None:
     rebuilt = _encode_frame(stream, video_frame(3), 300_000)
     assert stream.encoder is not encoder
     assert rebuilt.startswith(b"\0\0\0\1") and b"\0\0\0\1\x67" in rebuilt  # SPS: a keyframe
+
+
+# ---------------------------------------------------------------------- clips
+
+WINDOW = Rect(VIDEO.right - 60, VIDEO.y + 30, 100, 50)  # over the video's right edge
+
+
+def test_a_window_over_the_video_clips_the_stream_and_stays_exact() -> None:
+    async def scenario() -> None:
+        server, source, display, clock = await start()
+        k = await until_streaming(source, display, clock)
+        background = source.frame.copy()
+        window = np.zeros((WINDOW.height, WINDOW.width, 4), np.uint8)
+        window[..., 0], window[::4, :, 2] = 200, 255  # a flat window with lines: lossless
+        source.frame[WINDOW.y : WINDOW.bottom, WINDOW.x : WINDOW.right] = window
+        source.damage([WINDOW])
+        frames = len(display.frames)
+        visible = subtract(VIDEO, WINDOW)
+        for _ in range(15):  # the video plays on under the window, as X reports it
+            pixels = video_frame(k)
+            for part in visible:
+                rows = slice(part.y - VIDEO.y, part.bottom - VIDEO.y)
+                cols = slice(part.x - VIDEO.x, part.right - VIDEO.x)
+                source.frame[part.y : part.bottom, part.x : part.right] = pixels[rows, cols]
+            source.damage(visible)
+            clock.advance(1 / 30)
+            await display.until(lambda: idle(display))
+            k += 1
+        assert display.destroyed == [] and len(display.frames) >= frames + 10
+        boxes = sorted((r.x, r.y, r.width, r.height) for r in visible)
+        assert display.clip_messages and sorted(display.clip_messages[-1] or []) == boxes
+        shown = display.canvas.pixels[WINDOW.y : WINDOW.bottom, WINDOW.x : WINDOW.right, :3]
+        assert np.array_equal(shown, window[..., :3])  # lossless, never painted over
+        # The window closes: the desktop and the whole video frame are drawn again.
+        source.frame[WINDOW.y : WINDOW.bottom, WINDOW.x : WINDOW.right] = background[
+            WINDOW.y : WINDOW.bottom, WINDOW.x : WINDOW.right
+        ]
+        source.damage([WINDOW])
+        await show(source, display, clock, k)  # and the video frame
+        assert display.clip_messages[-1] is None and display.destroyed == []
+        (session,) = server.sessions()
+        assert session.metrics.stream_clips == 2
+        clock.advance(1.1)  # still: the stream ends, all of it repainted losslessly
+        _handler(display)._wake.set()
+        expected = source.frame[..., :3]
+        await display.until(lambda: np.array_equal(display.canvas.pixels[..., :3], expected))
+        await server.close()
+
+    run(scenario())
+
+
+def test_a_stream_mostly_covered_ends() -> None:
+    stream = VideoStream(0, VIDEO, VideoCodec.MJPEG, 0.0)
+    stream.cover(Rect(0, 0, 10, 10))  # elsewhere
+    assert stream.clip() is None and not stream.clip_changed
+    stream.cover(WINDOW)
+    assert stream.clip_changed and not stream.clipped_away()
+    stream.cover(Rect(VIDEO.x - 5, VIDEO.y - 5, VIDEO.width * 3 // 4, VIDEO.height + 10))
+    assert stream.clipped_away()
+    assert stream.uncover(VIDEO) and stream.clip() is None and not stream.clipped_away()

@@ -11,8 +11,22 @@ at :data:`START_FPS` or more, and at least :data:`MIN_AREA` pixels (libspice:
 smooth): text scrolling in a terminal stays lossless.
 
 **Lifecycle**: damage inside the stream's rectangle becomes its next frame (latest wins: one
-frame is encoded from the pixels of the moment, none queue); damage that crosses its edge (a
-window over the video, the video moving) ends the stream, as does a second of stillness
+frame is encoded from the pixels of the moment, none queue).  Damage that crosses its edge
+is something over the video (a window, a menu): its part of the rectangle is cut out of the
+stream's visible region, sent to the client as STREAM_CLIP, and goes as lossless images; the
+stream plays on around it.  libspice does the same (``spice:server/display-channel.cpp``
+``streams_update_visible_region`` excludes every other drawable from the stream's clip), and
+gives the area back when a frame of the stream covers it again
+(``spice:server/video-stream.cpp`` ``video_stream_add_frame``): here, damage inside the
+rectangle that reaches the visible region is a frame, and uncovers the hidden parts it
+covers (an X server reports no damage under a window, so the window went away); damage
+only within the hidden part is the covering window's own, sent as images.  spice-gtk
+applies the clip when it shows a frame (``spice-gtk:src/channel-display.c``
+``stream_display_frame``), so frames already queued respect it too; spice-html5 ignores
+clips (``display.js`` draws each frame whole), but a frame holds the screen's pixels, the
+window's included, so it shows them lossy until the lossless repaint.  A stream clipped to
+less than :data:`MIN_VISIBLE` of its area or into more than :data:`MAX_CLIP_RECTS`
+rectangles ends (the video moved, or is mostly hidden), as does a second of stillness
 (``RED_STREAM_TIMEOUT``).  An ended stream's area is then repainted losslessly, so the screen
 settles to exact pixels (libspice ``dcc_detach_stream_gracefully`` does the same upgrade).
 
@@ -36,6 +50,7 @@ from typing import Any
 
 from spiceserver.protocol.enums import VideoCodec
 from spiceserver.protocol.events import StreamReported
+from spiceserver.server.channels.display.lossy import contains, intersection, subtract
 from spiceserver.sources.base import Rect
 
 __all__ = [
@@ -73,6 +88,10 @@ MAX_CANDIDATES = 16
 #: RED_STREAM_CLIENT_REPORT_WINDOW 5, RED_STREAM_CLIENT_REPORT_TIMEOUT 1000).
 REPORT_WINDOW = 5
 REPORT_TIMEOUT_MS = 1000
+#: A stream clipped to less than this share of its area ends ...
+MIN_VISIBLE = 0.25
+#: ... and so does one whose visible region takes more rectangles than this.
+MAX_CLIP_RECTS = 16
 #: MJPEG quality steps, best first, and the frame-rate caps (frames per second), best first.
 QUALITIES = (80, 70, 60, 50, 40, 30, 20)
 FRAME_RATES = (30.0, 20.0, 15.0, 10.0, 5.0)
@@ -239,6 +258,10 @@ class VideoStream:
     #: Running mean of the frames' size in bits (0: no frame yet) and frames at this quality.
     frame_bits: float = 0.0
     frames_at_quality: int = 0
+    #: Parts of ``rect`` something covers (cut out of its clip), and whether the client's
+    #: clip is out of date (a STREAM_CLIP is owed).
+    hidden: list[Rect] = field(default_factory=list)
+    clip_changed: bool = False
 
     @property
     def quality(self) -> int:
@@ -260,6 +283,45 @@ class VideoStream:
     def damaged(self, now: float) -> None:
         self.pending = True
         self.last_damage = now
+
+    def visible(self) -> list[Rect]:
+        """Its rectangle less the hidden parts: disjoint rectangles."""
+        parts = [self.rect]
+        for hidden in self.hidden:
+            parts = [part for rect in parts for part in subtract(rect, hidden)]
+        return parts
+
+    def clip(self) -> tuple[tuple[int, int, int, int], ...] | None:
+        """STREAM_CLIP's rectangles (x, y, w, h); None: all of it (clip NONE)."""
+        if not self.hidden:
+            return None
+        return tuple((r.x, r.y, r.width, r.height) for r in self.visible())
+
+    def cover(self, rect: Rect) -> None:
+        """``rect`` lies over the video: cut its part out of the clip."""
+        cut = intersection(rect, self.rect)
+        if cut is None or any(contains(hidden, cut) for hidden in self.hidden):
+            return
+        self.hidden = [hidden for hidden in self.hidden if not contains(cut, hidden)]
+        self.hidden.append(cut)
+        self.clip_changed = True
+
+    def uncover(self, rect: Rect) -> list[Rect]:
+        """A frame paints ``rect``: hidden parts within it are the video's again.  Returns
+        them."""
+        shown = [cut for hidden in self.hidden if (cut := intersection(hidden, rect))]
+        if shown:
+            self.hidden = [part for hidden in self.hidden for part in subtract(hidden, rect)]
+            self.clip_changed = True
+        return shown
+
+    def clipped_away(self) -> bool:
+        """Too little of it is visible, or in too many pieces (see the module's rules)."""
+        if not self.hidden:
+            return False
+        visible = self.visible()
+        area = sum(part.area for part in visible)
+        return area < MIN_VISIBLE * self.rect.area or len(visible) > MAX_CLIP_RECTS
 
     def frame_due(self, now: float, max_fps: float) -> bool:
         """A frame is owed and the frame-rate cap allows it now."""

@@ -380,14 +380,21 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         if stream is not None:  # rate control from the link, as it is now
             rebuild = stream.follow_link(self.session.metrics.link.bandwidth(now), now)
         frame_due = stream is not None and stream.frame_due(now, self.context.config.max_fps)
-        if stream is not None:  # its area goes as the stream's frames
-            rects = [part for rect in rects for part in subtract(rect, stream.rect)]
+        if stream is not None:  # its visible area goes as the stream's frames
+            for visible in stream.visible():
+                rects = [part for rect in rects for part in subtract(rect, visible)]
+            if stream.clip_changed:  # before this update's frame and images
+                stream.clip_changed = False
+                self.channel.stream_clip(stream.id, stream.clip())
+                self.session.metrics.stream_clips += 1
         # Queued moves go out after the previous update's draws and before this one's:
         # the order PendingMoves relies on.
         moves = self._send_moves()
         if not rects and not frame_due:
             if moves:  # the moves are the whole update: the client holds moves.version
                 self._update_sent(self.moves.version, source.size, [], moves)
+            else:
+                self.connection.flush()  # a STREAM_CLIP, if any
             return
         size = source.size
         if self._whole_surface_next:
@@ -486,22 +493,24 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         return [any(contains(rect, band) for rect in playing) for band in bands]
 
     def _stream_damage(self, stream: VideoStream, rects: list[Rect], now: float) -> list[Rect]:
-        """Damage inside the stream owes it a frame; damage across its edge ends it (the
-        area changed shape, or a window came over it).  Returns the rest."""
+        """Damage inside the stream owes it a frame (and uncovers what it paints); damage
+        across its edge covers part of it (the stream is clipped), damage only within the
+        covered part is the cover's own (streams.py has the rules).  Returns the damage
+        that goes as images."""
         area = stream.rect
         rest = []
         for rect in rects:
-            inside = (
-                area.x <= rect.x
-                and area.y <= rect.y
-                and rect.right <= area.right
-                and rect.bottom <= area.bottom
-            )
-            if inside:
-                stream.damaged(now)
-            else:
+            if not contains(area, rect):
                 rest.append(rect)
-        if any(overlaps(area, rect) for rect in rest):
+                if overlaps(area, rect):
+                    stream.cover(rect)
+            elif stream.hidden and not any(overlaps(rect, part) for part in stream.visible()):
+                rest.append(rect)
+            else:
+                stream.damaged(now)
+                for part in stream.uncover(rect):
+                    self.lossy.sent(part, False)  # the stream paints it again
+        if stream.clipped_away():
             self._end_stream(now)
             self.detector.damaged(rects, now)
         return rest
