@@ -6,15 +6,22 @@ ending it, and the toolkit (record, fault, metrics) sees streams.  The whole sta
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pytest
 
 from spiceserver import ImageCompression
-from spiceserver.protocol.enums import DisplayCap, ImageType, VideoCodec
+from spiceserver.errors import ConfigError
+from spiceserver.faults import Fault
+from spiceserver.protocol.enums import DisplayCap, DisplayClientMsg, ImageType, VideoCodec
+from spiceserver.protocol.main import mm_time
+from spiceserver.record import MemoryRecorder
 from spiceserver.server.channels.display.lossy import subtract
 from spiceserver.server.channels.display.streams import BITS_PER_PIXEL, QUALITIES, VideoStream
 from spiceserver.sources.base import Rect
 from tests.conftest import run
+from tests.fakeclient import frame
 from tests.spiceserver.server.test_jpeg import psnr
 from tests.spiceserver.server.test_streams import (
     VIDEO,
@@ -224,9 +231,90 @@ def test_a_window_over_the_video_clips_the_stream_and_stays_exact() -> None:
 def test_a_stream_mostly_covered_ends() -> None:
     stream = VideoStream(0, VIDEO, VideoCodec.MJPEG, 0.0)
     stream.cover(Rect(0, 0, 10, 10))  # elsewhere
-    assert stream.clip() is None and not stream.clip_changed
+    assert stream.clip() is None and not stream.clip_owed()
     stream.cover(WINDOW)
-    assert stream.clip_changed and not stream.clipped_away()
+    assert stream.clip_owed() and not stream.clip_owed() and not stream.clipped_away()
     stream.cover(Rect(VIDEO.x - 5, VIDEO.y - 5, VIDEO.width * 3 // 4, VIDEO.height + 10))
     assert stream.clipped_away()
     assert stream.uncover(VIDEO) and stream.clip() is None and not stream.clipped_away()
+
+
+# ---------------------------------------------------------------------- toolkit
+
+
+def test_the_record_logs_streams_and_their_reports_and_metrics_count_them() -> None:
+    async def scenario() -> None:
+        recorder = MemoryRecorder()
+        server, source, display, clock = await start(recorders=[recorder])
+        await until_streaming(source, display, clock)
+        stream_id, unique_id, _window, _timeout = display.reports[-1]
+        body = struct.pack("<6IiI", stream_id, unique_id, 1000, 1160, 5, 1, 95, 0xFFFF_FFFF)
+        display.client.send(frame(DisplayClientMsg.STREAM_REPORT, body))
+        await recorder.wait_for(lambda e: e["event"] == "stream_report", timeout=10)
+        source.frame[WINDOW.y : WINDOW.bottom, WINDOW.x : WINDOW.right] = 255
+        source.damage([WINDOW])
+        await display.until(lambda: idle(display) and display.clip_messages)
+        clock.advance(1.1)
+        _handler(display)._wake.set()
+        await recorder.wait_for(lambda e: e["event"] == "stream_destroy", timeout=10)
+        events = [e for e in recorder.events if e["event"].startswith("stream_")]
+        create, report, clip, destroy = events[0], events[1], events[2], events[-1]
+        assert create["event"] == "stream_create" and create["codec"] == "mjpeg"
+        assert create["rect"] == [VIDEO.x, VIDEO.y, VIDEO.width, VIDEO.height]
+        assert create["channel"] == "display" and create["stream"] == stream_id
+        assert report == {
+            **{key: report[key] for key in ("t", "session", "channel", "channel_id")},
+            "event": "stream_report",
+            "stream": stream_id,
+            "unique_id": unique_id,
+            "start_frame_mm_time": 1000,
+            "end_frame_mm_time": 1160,
+            "num_frames": 5,
+            "num_drops": 1,
+            "last_frame_delay": 95,
+            "audio_delay": None,
+            "cannot_decode": False,
+        }
+        assert clip["event"] == "stream_clip" and clip["visible"]
+        assert destroy["reason"] == "still" and destroy["frames"] == len(display.frames)
+        (session,) = server.sessions()
+        line = session.metrics.summary()
+        assert "stream_clips=1" in line and "stream-mjpeg=" in line and "stream_kbps=" in line
+        await server.close()
+
+    run(scenario())
+
+
+def test_fault_specs_for_stream_frames() -> None:
+    assert Fault.parse("drop-frames") == Fault("drop-frames", "display", every=2)
+    assert Fault.parse("drop-frames:5") == Fault("drop-frames", "display", every=5)
+    assert Fault.parse("delay-frames:-0.5") == Fault("delay-frames", "display", seconds=-0.5)
+    for spec in ("drop-frames:3", "delay-frames:0.25", "delay-frames:-1"):
+        fault = Fault.parse(spec)
+        assert Fault.parse(str(fault)) == fault and fault.describe().startswith(str(fault))
+    for bad in ("delay-frames", "delay-frames:0", "delay-frames:1e9", "drop-frames:0"):
+        with pytest.raises(ConfigError):
+            Fault.parse(bad)
+    with pytest.raises(ConfigError):
+        Fault("drop-frames", "inputs")
+
+
+def test_dropped_and_delayed_frames_still_end_pixel_exact() -> None:
+    async def scenario() -> None:
+        server, source, display, clock = await start(faults=["drop-frames:3", "delay-frames:2"])
+        k = await until_streaming(source, display, clock)
+        start_mm = mm_time(clock.now)
+        for j in range(k, k + 30):
+            await show(source, display, clock, j)
+        handler = _handler(display)
+        fault = handler.frame_fault
+        assert fault is not None and fault.dropped >= 9
+        assert len(display.frames) == fault.frames - fault.dropped
+        assert all(stamp - start_mm >= 2000 for stamp in display.mm_times)  # 2 s later
+        clock.advance(1.1)  # still: the stream ends, its area repainted losslessly
+        handler._wake.set()
+        expected = source.frame[..., :3]
+        await display.until(lambda: np.array_equal(display.canvas.pixels[..., :3], expected))
+        await server.close()
+
+    run(scenario())

@@ -258,10 +258,10 @@ class VideoStream:
     #: Running mean of the frames' size in bits (0: no frame yet) and frames at this quality.
     frame_bits: float = 0.0
     frames_at_quality: int = 0
-    #: Parts of ``rect`` something covers (cut out of its clip), and whether the client's
-    #: clip is out of date (a STREAM_CLIP is owed).
+    #: Parts of ``rect`` something covers (cut out of its clip), and the clip the client
+    #: was last sent (None: all of it).
     hidden: list[Rect] = field(default_factory=list)
-    clip_changed: bool = False
+    client_clip: tuple[tuple[int, int, int, int], ...] | None = None
 
     @property
     def quality(self) -> int:
@@ -304,7 +304,6 @@ class VideoStream:
             return
         self.hidden = [hidden for hidden in self.hidden if not contains(cut, hidden)]
         self.hidden.append(cut)
-        self.clip_changed = True
 
     def uncover(self, rect: Rect) -> list[Rect]:
         """A frame paints ``rect``: hidden parts within it are the video's again.  Returns
@@ -312,8 +311,16 @@ class VideoStream:
         shown = [cut for hidden in self.hidden if (cut := intersection(hidden, rect))]
         if shown:
             self.hidden = [part for hidden in self.hidden for part in subtract(hidden, rect)]
-            self.clip_changed = True
         return shown
+
+    def clip_owed(self) -> bool:
+        """The client's clip differs from :meth:`clip` (a STREAM_CLIP is owed); from now on
+        it is taken as sent."""
+        clip = self.clip()
+        if clip == self.client_clip:
+            return False
+        self.client_clip = clip
+        return True
 
     def clipped_away(self) -> bool:
         """Too little of it is visible, or in too many pieces (see the module's rules)."""

@@ -28,6 +28,7 @@ from spiceserver.protocol.events import (
 )
 from spiceserver.protocol.main import mm_time
 from spiceserver.protocol.messages import CursorShape
+from spiceserver.record import stream_record
 from spiceserver.region import DirtyRegion, split_rows
 from spiceserver.scroll import PendingMoves, Scroll
 from spiceserver.server.channels.base import ChannelHandler
@@ -57,7 +58,7 @@ from spiceserver.server.codecs import (
     classify,
     jpeg_available,
 )
-from spiceserver.server.fault_injection import ImageCorrupter
+from spiceserver.server.fault_injection import FrameFault, ImageCorrupter
 from spiceserver.sources.base import Head, Rect
 
 __all__ = ["MAX_BAND_PIXELS", "DisplayHandler"]
@@ -134,6 +135,10 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         faults = self.context.faults
         self.corrupt_image: ImageCorrupter | None = (
             None if faults is None else faults.image_corrupter(self.connection.name)
+        )
+        #: Fault injection on stream frames (--fault drop-frames, delay-frames); None: off.
+        self.frame_fault: FrameFault | None = (
+            None if faults is None else faults.frame_fault(self.connection.name)
         )
 
     def start(self, now: float) -> None:
@@ -218,7 +223,7 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         version, pending = self.context.source.version, self.dirty.rects()
         self.dirty.add(self.moves.scrolled(Scroll(rect, dy), damage, version, pending))
         if self.stream is not None and self.stream.rect.touches(rect):
-            self._end_stream(self.context.clock())  # the video moves: no longer one stream
+            self._end_stream(self.context.clock(), "moved")  # no longer one stream
         if self.lossy:  # a move carries lossy pixels along: the whole area waits again
             self.lossy.moved(rect, self.context.clock())
         self._wake.set()
@@ -325,7 +330,7 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
     def _create_surface(self) -> None:
         width, height = self.context.source.size
         self._heads_changed = False
-        self._stream_gone(self.context.clock())  # create_primary destroys it on the client
+        self._stream_gone(self.context.clock(), "surface")  # create_primary destroys it
         self.channel.create_primary(width, height, *self._monitors())
         self.need_surface = False
         self._whole_surface_next = True
@@ -362,7 +367,7 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         source = self.context.source
         now = self.context.clock()
         if self.stream is not None and self.stream.timed_out(now):
-            self._end_stream(now)
+            self._end_stream(now, "still")
         elif self.stream is None:
             self._start_stream(now)
         if self.lossy:
@@ -383,10 +388,13 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         if stream is not None:  # its visible area goes as the stream's frames
             for visible in stream.visible():
                 rects = [part for rect in rects for part in subtract(rect, visible)]
-            if stream.clip_changed:  # before this update's frame and images
-                stream.clip_changed = False
-                self.channel.stream_clip(stream.id, stream.clip())
+            if stream.clip_owed():  # before this update's frame and images
+                clip = stream.client_clip
+                self.channel.stream_clip(stream.id, clip)
                 self.session.metrics.stream_clips += 1
+                if self.context.recorders:
+                    boxes = None if clip is None else [list(box) for box in clip]
+                    self.record(stream_record("stream_clip", stream.id, visible=boxes))
         # Queued moves go out after the previous update's draws and before this one's:
         # the order PendingMoves relies on.
         moves = self._send_moves()
@@ -511,7 +519,7 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
                 for part in stream.uncover(rect):
                     self.lossy.sent(part, False)  # the stream paints it again
         if stream.clipped_away():
-            self._end_stream(now)
+            self._end_stream(now, "covered")
             self.detector.damaged(rects, now)
         return rest
 
@@ -568,6 +576,10 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         metrics = self.session.metrics
         metrics.streams += 1
         metrics.stream_started = now
+        if self.context.recorders:
+            area = [rect.x, rect.y, rect.width, rect.height]
+            name = codec.name.lower()
+            self.record(stream_record("stream_create", stream_id, codec=name, rect=area))
         logger.info(
             "%s: stream %d (%s) for %dx%d at %d,%d",
             self.connection.name,
@@ -582,26 +594,37 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
     def _send_frame(self, stream: VideoStream, frame: bytes, now: float) -> None:
         link = self.session.metrics.link
         latency = STREAM_LATENCY + (link.round_trip or 0.0)
+        fault = self.frame_fault
+        if fault is not None:  # fault injection: as if sent, for pacing and rate control
+            if fault.drop():
+                stream.sent(len(frame), now)
+                return
+            latency += fault.shift
         self.channel.stream_data(stream.id, mm_time(now + latency), frame)
         stream.sent(len(frame), now)
         metrics = self.session.metrics
         metrics.stream_frames += 1
         metrics.bytes_by_codec[f"stream-{stream.codec.name.lower()}"] += len(frame) + 12
 
-    def _stream_gone(self, now: float) -> VideoStream | None:
+    def _stream_gone(self, now: float, reason: str) -> VideoStream | None:
         """Forget the live stream (its metrics kept); returns it."""
         stream, self.stream = self.stream, None
         metrics = self.session.metrics
+        if stream is not None and self.context.recorders:
+            frames, size = stream.frames, stream.bytes
+            self.record(
+                stream_record("stream_destroy", stream.id, frames=frames, bytes=size, reason=reason)
+            )
         if stream is not None and metrics.stream_started is not None:
             # Its playing time: up to its last update, not its timeout (fps while it played).
             metrics.stream_seconds += max(0.0, stream.last_damage - metrics.stream_started)
             metrics.stream_started = None
         return stream
 
-    def _end_stream(self, now: float, refuse: bool = False) -> None:
+    def _end_stream(self, now: float, reason: str, refuse: bool = False) -> None:
         """STREAM_DESTROY; the client keeps its last (lossy) frame, so the area is due for its
         lossless refresh at once (libspice dcc_detach_stream_gracefully re-sends it too)."""
-        stream = self._stream_gone(now)
+        stream = self._stream_gone(now, reason)
         if stream is None:
             return
         self.channel.stream_destroy(stream.id)
@@ -623,7 +646,7 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         if stream is None or report.stream_id != stream.id:
             return
         if report.cannot_decode:
-            self._end_stream(now, refuse=True)
+            self._end_stream(now, "cannot_decode", refuse=True)
             return
         stream.report(report)
         logger.debug(
