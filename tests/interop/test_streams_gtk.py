@@ -5,7 +5,13 @@ one rectangle of a flat desktop.  spice-gtk 0.42 (Debian, with gstreamer1.0-plug
 receives it as an MJPEG stream, or a VP8 one (PyAV's libvpx; spice-gtk's vp8dec): the
 server's session metrics count the stream and its frames, the frame spice-gtk shows once the
 clip stops is close to one of its last frames (PSNR >= 30 dB) and lossy, and one second later
-the stream has ended and the area is pixel-exact (the lossless repaint).
+the stream has ended and the area is pixel-exact (the lossless repaint).  While the stream
+is being detected, its frames went as JPEG images, not QUIC ones.
+
+Two more runs: a window drawn over the playing video clips the stream (STREAM_CLIP) and
+spice-gtk shows the window's pixels exactly while the video plays on around it; and with
+``--fault drop-frames`` an H.264 stream loses every third frame, and the client still ends
+pixel-exact.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import numpy as np
 import pytest
 
 from spiceserver import NumpySource
+from spiceserver.server.channels.display.lossy import subtract
 from spiceserver.sources.base import Rect
 from tests.interop.clients import GtkClient
 from tests.interop.serverthread import ServerThread
@@ -113,6 +120,9 @@ def test_spice_gtk_plays_a_stream_then_the_area_settles_exact(codec: str) -> Non
         assert streams == 1, (streams, sizes)
         assert stream_frames >= 30, stream_frames
         assert sizes.get(f"stream-{codec}", 0) > 0, sizes
+        # Detection: its first frame lossless (one QUIC image, ~115 KB), the rest JPEG
+        # (before: 16 QUIC images, 1.75 MB).
+        assert sizes.get("jpeg", 0) > 0 and sizes.get("quic", 0) < 200_000, sizes
         # The clip stopped: spice-gtk shows the stream's last frame (lossy) until the stream
         # ends a second later and the area is repainted losslessly.
         # Which of the clip's last frames it is depends on the decoder's latency (GStreamer's
@@ -127,3 +137,78 @@ def test_spice_gtk_plays_a_stream_then_the_area_settles_exact(codec: str) -> Non
         (session,) = server.sessions()
         assert session.metrics.lossless_refreshes >= 1
         print(session.metrics.summary())
+
+
+WINDOW = Rect(VIDEO.right - 120, VIDEO.y + 60, 200, 100)  # over the video's right edge
+
+
+def window_pixels() -> np.ndarray:
+    window = np.zeros((WINDOW.height, WINDOW.width, 4), np.uint8)
+    window[..., 1] = 180
+    window[::3, :, 0] = 255  # lines: lossless material, not a photo
+    return window
+
+
+async def play_under_window(source: NumpySource, frames: list[np.ndarray]) -> None:
+    """The clip, with a window opened over it halfway, the video's damage as an X server
+    reports it (only what shows)."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    visible = [VIDEO]
+    for k, pixels in enumerate(frames):
+        if k == len(frames) // 2:
+            source.frame[WINDOW.y : WINDOW.bottom, WINDOW.x : WINDOW.right] = window_pixels()
+            source.damage([WINDOW])
+            visible = subtract(VIDEO, WINDOW)
+        for part in visible:
+            rows = slice(part.y - VIDEO.y, part.bottom - VIDEO.y)
+            cols = slice(part.x - VIDEO.x, part.right - VIDEO.x)
+            source.frame[part.y : part.bottom, part.x : part.right] = pixels[rows, cols]
+        source.damage(visible)
+        await asyncio.sleep(max(0.0, start + (k + 1) / FPS - loop.time()))
+
+
+def test_spice_gtk_keeps_a_window_over_the_stream_exact() -> None:
+    desktop = np.zeros((H, W, 4), np.uint8)
+    desktop[..., 2] = 70
+    source = NumpySource(frame=desktop)
+    frames = clip_frames(90)
+
+    with (
+        ServerThread(
+            source, password=PASSWORD, streaming_video="filter", video_codecs=("mjpeg",)
+        ) as st,
+        GtkClient(st.uri, PASSWORD, channels=["display"]) as client,
+    ):
+        client.wait_for_frame(desktop, timeout=30)
+        st.run(play_under_window(source, frames), timeout=30)
+        server = st.server
+        assert server is not None
+        (session,) = server.sessions()
+        shown = client.dump_frame()  # the video's last frames under the window, still playing
+        assert session.metrics.streams == 1 and session.metrics.stream_clips == 1
+        assert session.metrics.stream_started is not None  # not ended by the window
+        window = shown[WINDOW.y : WINDOW.bottom, WINDOW.x : WINDOW.right, :3]
+        assert np.array_equal(window, window_pixels()[..., :3])
+        client.wait_for_frame(source.frame.copy(), timeout=30)
+
+
+def test_spice_gtk_ends_exact_when_h264_frames_are_dropped() -> None:
+    desktop = np.zeros((H, W, 4), np.uint8)
+    desktop[..., 2] = 70
+    source = NumpySource(frame=desktop)
+    with (
+        ServerThread(
+            source,
+            password=PASSWORD,
+            streaming_video="filter",
+            video_codecs=("h264",),
+            faults=["drop-frames:3"],
+        ) as st,
+        GtkClient(st.uri, PASSWORD, channels=["display"]) as client,
+    ):
+        client.wait_for_frame(desktop, timeout=30)
+        st.run(play(source, clip_frames(60)), timeout=30)
+        client.wait_for_frame(source.frame.copy(), timeout=30)
+        streams, stream_frames, _sizes = metrics(st)
+        assert streams == 1 and stream_frames >= 15, (streams, stream_frames)
