@@ -56,6 +56,13 @@ def clip_frames(count: int) -> list[np.ndarray]:
     return [base[:, 4 * k : 4 * k + VIDEO.width].copy() for k in range(count)]
 
 
+def flat_desktop() -> tuple[np.ndarray, NumpySource]:
+    """A flat desktop (lossless, cheap) and a source showing it."""
+    desktop = np.zeros((H, W, 4), np.uint8)
+    desktop[..., 2] = 70
+    return desktop, NumpySource(frame=desktop.copy())
+
+
 def metrics(st: ServerThread) -> tuple[int, int, dict[str, int]]:
     server = st.server
     assert server is not None
@@ -103,9 +110,7 @@ def area(frame: np.ndarray) -> np.ndarray:
 # each installed decoder makes it advertise that codec's cap, with MULTI_CODEC.
 @pytest.mark.parametrize("codec", ["mjpeg", "vp8", "h264"])
 def test_spice_gtk_plays_a_stream_then_the_area_settles_exact(codec: str) -> None:
-    desktop = np.zeros((H, W, 4), np.uint8)
-    desktop[..., 2] = 70  # flat: lossless, cheap
-    source = NumpySource(frame=desktop)
+    desktop, source = flat_desktop()
     frames = clip_frames(75)  # 2.5 s of video
 
     with (
@@ -169,9 +174,7 @@ async def play_under_window(source: NumpySource, frames: list[np.ndarray]) -> No
 
 
 def test_spice_gtk_keeps_a_window_over_the_stream_exact() -> None:
-    desktop = np.zeros((H, W, 4), np.uint8)
-    desktop[..., 2] = 70
-    source = NumpySource(frame=desktop)
+    desktop, source = flat_desktop()
     frames = clip_frames(90)
 
     with (
@@ -194,9 +197,7 @@ def test_spice_gtk_keeps_a_window_over_the_stream_exact() -> None:
 
 
 def test_spice_gtk_ends_exact_when_h264_frames_are_dropped() -> None:
-    desktop = np.zeros((H, W, 4), np.uint8)
-    desktop[..., 2] = 70
-    source = NumpySource(frame=desktop)
+    desktop, source = flat_desktop()
     with (
         ServerThread(
             source,
