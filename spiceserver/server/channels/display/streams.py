@@ -326,6 +326,8 @@ class VideoStream:
         """Too little of it is visible, or in too many pieces (see the module's rules)."""
         if not self.hidden:
             return False
+        if len(self.hidden) > 4 * MAX_CLIP_RECTS:  # bounds the bookkeeping too
+            return True
         visible = self.visible()
         area = sum(part.area for part in visible)
         return area < MIN_VISIBLE * self.rect.area or len(visible) > MAX_CLIP_RECTS
