@@ -28,9 +28,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from spiceserver.server.channels.display import streams
-from tests.interop.clients import GtkClient
 from tests.interop.serverthread import ServerThread
-from tests.interop.test_streams_gtk import PASSWORD, clip_frames, flat_desktop, metrics, play
+from tests.interop.test_streams_gtk import clip_frames, metrics, play, streaming
 
 
 @contextmanager
@@ -44,15 +43,8 @@ def patched(name: str, value: object, owner: object = streams) -> Iterator[None]
 
 
 def play_clip(frames: int, report: Callable[[ServerThread, float], str]) -> str:
-    desktop, source = flat_desktop()
     clip = clip_frames(frames)
-    with (
-        ServerThread(
-            source, password=PASSWORD, streaming_video="filter", video_codecs=("mjpeg",)
-        ) as st,
-        GtkClient(st.uri, PASSWORD, channels=["display"]) as client,
-    ):
-        client.wait_for_frame(desktop, timeout=60)
+    with streaming("mjpeg") as (st, client, source):
         st.run(play(source, clip), timeout=60)
         stopped = time.monotonic()
         client.wait_for_frame(source.frame.copy(), timeout=60)  # the lossless repaint

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import pytest
@@ -61,6 +63,24 @@ def flat_desktop() -> tuple[np.ndarray, NumpySource]:
     desktop = np.zeros((H, W, 4), np.uint8)
     desktop[..., 2] = 70
     return desktop, NumpySource(frame=desktop.copy())
+
+
+@contextmanager
+def streaming(codec: str, **options: Any) -> Iterator[tuple[ServerThread, GtkClient, NumpySource]]:
+    """A server on a flat desktop that streams with ``codec``, and spice-gtk showing it."""
+    desktop, source = flat_desktop()
+    with (
+        ServerThread(
+            source,
+            password=PASSWORD,
+            streaming_video="filter",
+            video_codecs=(codec,),
+            **options,
+        ) as st,
+        GtkClient(st.uri, PASSWORD, channels=["display"]) as client,
+    ):
+        client.wait_for_frame(desktop, timeout=30)
+        yield st, client, source
 
 
 def metrics(st: ServerThread) -> tuple[int, int, dict[str, int]]:
@@ -110,16 +130,8 @@ def area(frame: np.ndarray) -> np.ndarray:
 # each installed decoder makes it advertise that codec's cap, with MULTI_CODEC.
 @pytest.mark.parametrize("codec", ["mjpeg", "vp8", "h264"])
 def test_spice_gtk_plays_a_stream_then_the_area_settles_exact(codec: str) -> None:
-    desktop, source = flat_desktop()
     frames = clip_frames(75)  # 2.5 s of video
-
-    with (
-        ServerThread(
-            source, password=PASSWORD, streaming_video="filter", video_codecs=(codec,)
-        ) as st,
-        GtkClient(st.uri, PASSWORD, channels=["display"]) as client,
-    ):
-        client.wait_for_frame(desktop, timeout=30)
+    with streaming(codec) as (st, client, source):
         st.run(play(source, frames), timeout=30)
         streams, stream_frames, sizes = metrics(st)
         assert streams == 1, (streams, sizes)
@@ -174,17 +186,8 @@ async def play_under_window(source: NumpySource, frames: list[np.ndarray]) -> No
 
 
 def test_spice_gtk_keeps_a_window_over_the_stream_exact() -> None:
-    desktop, source = flat_desktop()
-    frames = clip_frames(90)
-
-    with (
-        ServerThread(
-            source, password=PASSWORD, streaming_video="filter", video_codecs=("mjpeg",)
-        ) as st,
-        GtkClient(st.uri, PASSWORD, channels=["display"]) as client,
-    ):
-        client.wait_for_frame(desktop, timeout=30)
-        st.run(play_under_window(source, frames), timeout=30)
+    with streaming("mjpeg") as (st, client, source):
+        st.run(play_under_window(source, clip_frames(90)), timeout=30)
         server = st.server
         assert server is not None
         (session,) = server.sessions()
@@ -197,18 +200,7 @@ def test_spice_gtk_keeps_a_window_over_the_stream_exact() -> None:
 
 
 def test_spice_gtk_ends_exact_when_h264_frames_are_dropped() -> None:
-    desktop, source = flat_desktop()
-    with (
-        ServerThread(
-            source,
-            password=PASSWORD,
-            streaming_video="filter",
-            video_codecs=("h264",),
-            faults=["drop-frames:3"],
-        ) as st,
-        GtkClient(st.uri, PASSWORD, channels=["display"]) as client,
-    ):
-        client.wait_for_frame(desktop, timeout=30)
+    with streaming("h264", faults=["drop-frames:3"]) as (st, client, source):
         st.run(play(source, clip_frames(60)), timeout=30)
         client.wait_for_frame(source.frame.copy(), timeout=30)
         streams, stream_frames, _sizes = metrics(st)
