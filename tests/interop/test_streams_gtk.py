@@ -2,11 +2,12 @@
 
 A NumpySource plays a deterministic photographic clip (a noisy gradient panning) at 30 fps in
 one rectangle of a flat desktop.  spice-gtk 0.42 (Debian, with gstreamer1.0-plugins-good)
-receives it as an MJPEG stream, or a VP8 one (PyAV's libvpx; spice-gtk's vp8dec): the
-server's session metrics count the stream and its frames, the frame spice-gtk shows once the
-clip stops is close to one of its last frames (PSNR >= 30 dB) and lossy, and one second later
-the stream has ended and the area is pixel-exact (the lossless repaint).  While the stream
-is being detected, its frames went as JPEG images, not QUIC ones.
+receives it as an MJPEG stream, a VP8 one (PyAV's libvpx; spice-gtk's vp8dec) or an H.264 one:
+the server's session metrics count the stream and its frames, the session record logs it and
+spice-gtk's STREAM_REPORTs, the frame spice-gtk shows once the clip stops is close to one of
+its last frames (PSNR >= 30 dB) and lossy, and one second later the stream has ended and the
+area is pixel-exact (the lossless repaint).  While the stream was being detected, its frames
+went as JPEG images, not QUIC ones.
 
 Two more runs: a window drawn over the playing video clips the stream (STREAM_CLIP) and
 spice-gtk shows the window's pixels exactly while the video plays on around it; and with
@@ -154,6 +155,15 @@ def test_spice_gtk_plays_a_stream_then_the_area_settles_exact(codec: str) -> Non
         (session,) = server.sessions()
         assert session.metrics.lossless_refreshes >= 1
         print(session.metrics.summary())
+        # The session record: the stream's life and spice-gtk's own STREAM_REPORTs.
+        events = [e for e in list(st.recorder.events) if e["event"].startswith("stream_")]
+        kinds = [e["event"] for e in events]
+        assert kinds[0] == "stream_create" and events[0]["codec"] == codec, kinds
+        reports = [e for e in events if e["event"] == "stream_report"]
+        assert reports and all(r["num_frames"] > 0 and not r["cannot_decode"] for r in reports)
+        assert reports[0]["end_frame_mm_time"] >= reports[0]["start_frame_mm_time"] > 0
+        assert reports[0]["audio_delay"] is None  # no audio channel: 0xFFFFFFFF
+        assert kinds[-1] == "stream_destroy" and events[-1]["reason"] == "still", events[-1]
 
 
 WINDOW = Rect(VIDEO.right - 120, VIDEO.y + 60, 200, 100)  # over the video's right edge
