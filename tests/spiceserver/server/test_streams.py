@@ -227,6 +227,11 @@ class StreamDisplay(Display):
                 self.frames.append(pixels)
                 self.jpegs.append(body[12:])
                 self.mm_times.append(mm_time)
+            elif type_ == DisplayServerMsg.COPY_BITS:
+                _surface, top, left, bottom, right, _clip, sx, sy = struct.unpack("<I4iBii", body)
+                pixels = self.canvas.pixels
+                moved = pixels[sy : sy + bottom - top, sx : sx + right - left].copy()
+                pixels[top:bottom, left:right] = moved
             elif type_ == DisplayServerMsg.STREAM_CLIP:
                 stream_id, kind = struct.unpack_from("<IB", body)
                 clip = None

@@ -201,6 +201,7 @@ def test_a_window_over_the_video_clips_the_stream_and_stays_exact() -> None:
         background = source.frame.copy()
         window = np.zeros((WINDOW.height, WINDOW.width, 4), np.uint8)
         window[..., 0], window[::4, :, 2] = 200, 255  # a flat window with lines: lossless
+        window[:, :, 1] = (np.arange(WINDOW.height) * 5)[:, None]  # each row its own
         source.frame[WINDOW.y : WINDOW.bottom, WINDOW.x : WINDOW.right] = window
         source.damage([WINDOW])
         frames = len(display.frames)
@@ -220,6 +221,17 @@ def test_a_window_over_the_video_clips_the_stream_and_stays_exact() -> None:
         assert display.clip_messages and sorted(display.clip_messages[-1] or []) == boxes
         shown = display.canvas.pixels[WINDOW.y : WINDOW.bottom, WINDOW.x : WINDOW.right, :3]
         assert np.array_equal(shown, window[..., :3])  # lossless, never painted over
+        # The window's content scrolls (a terminal): a move within what covers the stream.
+        window = np.roll(window, -4, axis=0)
+        window[-4:] = (0, 0, 90, 0)
+        source.frame[WINDOW.y : WINDOW.bottom, WINDOW.x : WINDOW.right] = window
+        strip = Rect(WINDOW.x, WINDOW.bottom - 4, WINDOW.width, 4)
+        source.scroll(WINDOW, -4, [strip])
+        clock.advance(1 / 30)
+        await display.until(lambda: idle(display))
+        shown = display.canvas.pixels[WINDOW.y : WINDOW.bottom, WINDOW.x : WINDOW.right, :3]
+        assert np.array_equal(shown, window[..., :3]) and display.destroyed == []
+        assert _handler(display).session.metrics.copy_bits == 1
         # The window closes: the desktop and the whole video frame are drawn again.
         source.frame[WINDOW.y : WINDOW.bottom, WINDOW.x : WINDOW.right] = background[
             WINDOW.y : WINDOW.bottom, WINDOW.x : WINDOW.right

@@ -222,8 +222,11 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         # A COPY_BITS when this client holds what the move reads, else damage of rect.
         version, pending = self.context.source.version, self.dirty.rects()
         self.dirty.add(self.moves.scrolled(Scroll(rect, dy), damage, version, pending))
-        if self.stream is not None and self.stream.rect.touches(rect):
+        stream = self.stream
+        if stream is not None and any(overlaps(rect, part) for part in stream.visible()):
             self._end_stream(self.context.clock(), "moved")  # no longer one stream
+        # (A move only within what covers the stream, a terminal over the video scrolling,
+        # leaves it be: spice-gtk paints no frame there, its clip says so.)
         if self.lossy:  # a move carries lossy pixels along: the whole area waits again
             self.lossy.moved(rect, self.context.clock())
         self._wake.set()
