@@ -136,6 +136,7 @@ def test_an_inter_frame_encoder_is_rebuilt_at_the_links_share_not_too_often() ->
     assert stream.follow_link(100e6, 0.5) is None  # its natural rate: nothing to change
     assert stream.follow_link(1e6, 1.0) is None  # too soon after the last change
     assert stream.follow_link(1e6, 2.5) == 800_000
+    assert stream.rebuild_bit_rate == 800_000  # until the next frame takes it
     assert stream.follow_link(0.9e6, 5.0) is None  # within the slack
     assert stream.follow_link(0.1e6, 3.0) is None  # held
     assert stream.follow_link(0.1e6, 4.6) == 200_000  # never below MIN_BIT_RATE

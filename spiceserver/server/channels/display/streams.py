@@ -246,9 +246,11 @@ class VideoStream:
     qualities: tuple[int, ...] = field(default=QUALITIES)
     #: Its frame encoder (video.py): state of an inter-frame codec lives here.
     encoder: Any = None
-    #: The encoder's bit rate (H.264, VP8, VP9) and when it was set.
+    #: The encoder's bit rate (H.264, VP8, VP9) and when it was set; a new one the encoder
+    #: is to be rebuilt at before its next frame (None: keep it).
     bit_rate: int = 0
     bit_rate_at: float = 0.0
+    rebuild_bit_rate: int | None = None
     #: Rate control from the link: the share in bits per second (None: no estimate), the
     #: frame rate it allows, MJPEG's quality step from it, when that last moved.
     link_budget: float | None = None
@@ -361,7 +363,8 @@ class VideoStream:
 
     def follow_link(self, link_bps: float | None, now: float) -> int | None:
         """Rate control from the link's estimate (see the module's rules); returns the bit
-        rate to rebuild the encoder at, or None to keep it."""
+        rate to rebuild the encoder at (also kept in :attr:`rebuild_bit_rate` until its next
+        frame), or None to keep it."""
         if link_bps is None:
             self.link_budget = self.link_fps = None
             return None
@@ -377,6 +380,7 @@ class VideoStream:
             return None
         self.bit_rate, self.bit_rate_at = wanted, now
         self.frame_bits = 0.0  # the rebuilt encoder's frames differ: measure afresh
+        self.rebuild_bit_rate = wanted
         return wanted
 
     @property

@@ -384,9 +384,8 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
                     self.session.metrics.lossless_refreshes += len(refresh)
         rects = self.dirty.take()
         stream = self.stream
-        rebuild = None
         if stream is not None:  # rate control from the link, as it is now
-            rebuild = stream.follow_link(self.session.metrics.link.bandwidth(now), now)
+            stream.follow_link(self.session.metrics.link.bandwidth(now), now)
         frame_due = stream is not None and stream.frame_due(now, self.context.config.max_fps)
         if stream is not None:  # its visible area goes as the stream's frames
             for visible in stream.visible():
@@ -434,6 +433,7 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
             stream.pending = False  # damage from here on owes the next frame
             stream_pixels = read(stream.rect)
             snapshots.append((stream.rect, stream_pixels))
+            rebuild, stream.rebuild_bit_rate = stream.rebuild_bit_rate, None
             frame = asyncio.get_running_loop().run_in_executor(
                 self.context.executor, _encode_frame, stream, stream_pixels, rebuild
             )
