@@ -17,7 +17,7 @@ stream's visible region, sent to the client as STREAM_CLIP, and goes as lossless
 stream plays on around it.  libspice does the same (``spice:server/display-channel.cpp``
 ``streams_update_visible_region`` excludes every other drawable from the stream's clip), and
 gives the area back when a frame of the stream covers it again
-(``spice:server/video-stream.cpp`` ``video_stream_add_frame``): here, damage inside the
+(``spice:server/video-stream.cpp`` ``attach_stream``): here, damage inside the
 rectangle that reaches the visible region is a frame, and uncovers the hidden parts it
 covers (an X server reports no damage under a window, so the window went away); damage
 only within the hidden part is the covering window's own, sent as images.  spice-gtk
