@@ -323,7 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
         "connection after N messages (a channel dying mid-session); "
         "unknown-message:CHANNEL[:COUNT[:INTERVAL]] sends message type 0xFFFF, which no "
         "spec defines (skipping unknown messages); corrupt-image[:EVERY_N] corrupts the "
-        "coded data of every Nth display image, lengths kept valid (the image decoders)",
+        "coded data of every Nth display image, lengths kept valid (the image decoders); "
+        "drop-frames[:EVERY_N] leaves out every Nth video stream frame (default 2); "
+        "delay-frames:SECONDS stamps stream frames that much later (negative: late)",
     )
     serve.add_argument(
         "--capture",

@@ -453,17 +453,20 @@ class ImageEncoder:
         sample: Callable[[np.ndarray], ImageClass] = classify,
         *,
         lossless: bool = False,
+        lossy: bool | None = None,
     ) -> str:
         """The codec for one region (a sample, but not free: ``sample`` may answer from a
-        memo shared by sessions).  ``lossless``: never lossy (a lossless refresh)."""
+        memo shared by sessions).  ``lossless``: never lossy (a lossless refresh);
+        ``lossy``: lossy allowed or not whatever :attr:`lossy` says (None: as it says)."""
         height, width = pixels.shape[:2]
         if width * height * 4 < MIN_COMPRESS_BYTES:
             return "raw"
         mode = MODES[self.compression]
-        photo, lossy = mode.photographic, mode.lossy
-        if lossy is not None and self.lossy and not lossless:  # noqa: SIM102 - cheap tests first
-            if self._fits(lossy, width, height) and sample(pixels).smooth:
-                return lossy
+        photo, lossy_codec = mode.photographic, mode.lossy
+        allowed = self.lossy if lossy is None else lossy
+        if lossy_codec is not None and allowed and not lossless:  # noqa: SIM102 - cheap first
+            if self._fits(lossy_codec, width, height) and sample(pixels).smooth:
+                return lossy_codec
         if photo is not None and self._fits(photo, width, height):
             # Smooth areas too: a photo's sky is no "gradual" image but QUIC takes half the
             # bytes GLZ does (tests/data/corpus photo_dune, top bands: 437 KB vs 874 KB).

@@ -69,6 +69,7 @@ async def encode_bands(
     version: int,
     metrics: SessionMetrics,
     lossless: list[bool] | None = None,
+    lossy: list[bool] | None = None,
 ) -> list[Encoded]:
     """Encode every band on the worker threads; results in band order.
 
@@ -79,7 +80,8 @@ async def encode_bands(
     session asking for the same band at the same ``version`` (each uncached one is a
     worker job of its own); those the cache cannot share are dealt out to the workers so
     a full frame uses every core.  ``lossless[i]``: band ``i`` must not go lossy (its
-    lossless refresh is due).
+    lossless refresh is due); ``lossy[i]``: band ``i`` may go lossy whatever the encoder's
+    policy (a frame of a stream candidate, display/update_loop.py).
     """
     # A lone display only (with more, the encode cache shares each band among them), and
     # only once kernels are known compiled (``ready``): a first call compiling for seconds
@@ -89,7 +91,7 @@ async def encode_bands(
         and encoder.ready is not None
         and sum(band.area for band, _ in snapshots) <= INLINE_MAX_PIXELS
     ):
-        return _encode_inline(encoder, snapshots, lossless)
+        return _encode_inline(encoder, snapshots, lossless, lossy)
     loop = asyncio.get_running_loop()
     executor = context.executor
     cache = context.encode_cache
@@ -98,6 +100,7 @@ async def encode_bands(
             pixels,
             functools.partial(cache.photographic, version, band, test=classify),
             lossless=lossless is not None and lossless[i],
+            lossy=True if lossy is not None and lossy[i] else None,
         )
         for i, (band, pixels) in enumerate(snapshots)
     ]
@@ -145,13 +148,21 @@ async def encode_bands(
 
 
 def _encode_inline(
-    encoder: ImageEncoder, snapshots: list[tuple[Rect, np.ndarray]], lossless: list[bool] | None
+    encoder: ImageEncoder,
+    snapshots: list[tuple[Rect, np.ndarray]],
+    lossless: list[bool] | None,
+    lossy: list[bool] | None,
 ) -> list[Encoded]:
     """A tiny update of a lone display, encoded here and now (see INLINE_MAX_PIXELS); GLZ
     bands in order."""
     results: list[Encoded] = []
     for i, (band, pixels) in enumerate(snapshots):
-        codec = encoder.choose(pixels, classify, lossless=lossless is not None and lossless[i])
+        codec = encoder.choose(
+            pixels,
+            classify,
+            lossless=lossless is not None and lossless[i],
+            lossy=True if lossy is not None and lossy[i] else None,
+        )
         image, used = encoder.encode(pixels, codec)
         results.append((band, image, used))
     return results

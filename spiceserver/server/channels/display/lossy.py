@@ -36,7 +36,15 @@ from spiceserver.bandwidth import LinkEstimate
 from spiceserver.protocol.enums import DisplayCap, has_cap
 from spiceserver.sources.base import Rect
 
-__all__ = ["JpegBudget", "LossyAreas", "overlaps", "subtract", "wan_allowed"]
+__all__ = [
+    "JpegBudget",
+    "LossyAreas",
+    "contains",
+    "intersection",
+    "overlaps",
+    "subtract",
+    "wan_allowed",
+]
 
 
 def wan_allowed(
@@ -145,6 +153,21 @@ def subtract(rect: Rect, cut: Rect) -> list[Rect]:
 
 def overlaps(a: Rect, b: Rect) -> bool:
     return a.x < b.right and b.x < a.right and a.y < b.bottom and b.y < a.bottom
+
+
+def intersection(a: Rect, b: Rect) -> Rect | None:
+    x0, y0 = max(a.x, b.x), max(a.y, b.y)
+    x1, y1 = min(a.right, b.right), min(a.bottom, b.bottom)
+    return Rect(x0, y0, x1 - x0, y1 - y0) if x0 < x1 and y0 < y1 else None
+
+
+def contains(outer: Rect, inner: Rect) -> bool:
+    return (
+        outer.x <= inner.x
+        and outer.y <= inner.y
+        and inner.right <= outer.right
+        and inner.bottom <= outer.bottom
+    )
 
 
 @dataclass(slots=True)
