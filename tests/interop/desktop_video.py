@@ -37,9 +37,12 @@ from tests.interop.clients import _kill, x_env
 CLIP_WIDTH, CLIP_HEIGHT, CLIP_FPS = 320, 240, 25
 
 
-def make_clip(path: Path, seconds: float = 4.0) -> Path:
-    """Write the clip (``seconds`` long) to ``path`` (``.mkv``); the same pixels every time."""
-    size = f"{CLIP_WIDTH}x{CLIP_HEIGHT}"
+def make_clip(
+    path: Path, seconds: float = 4.0, width: int = CLIP_WIDTH, height: int = CLIP_HEIGHT
+) -> Path:
+    """Write the clip (``seconds`` long, ``width``×``height``) to ``path`` (``.mkv``); the same
+    pixels every time."""
+    size = f"{width}x{height}"
     gradient = (
         f"gradients=s={size}:r={CLIP_FPS}:d={seconds}:seed=16:n=4:speed=0.04"
         ":c0=0x3050a0:c1=0xc08040:c2=0x40a060:c3=0xe0e0b0,format=yuv420p"
@@ -56,10 +59,19 @@ def make_clip(path: Path, seconds: float = 4.0) -> Path:
 
 
 class Player:
-    """``ffplay`` showing ``clip`` on ``display`` with its top-left corner at ``(x, y)``."""
+    """``ffplay`` showing ``clip`` (``width``×``height``, unscaled) on ``display`` with its
+    top-left corner at ``(x, y)``."""
 
-    def __init__(self, display: str, clip: Path, x: int, y: int) -> None:
-        self.rect = Rect(x, y, CLIP_WIDTH, CLIP_HEIGHT)
+    def __init__(
+        self,
+        display: str,
+        clip: Path,
+        x: int,
+        y: int,
+        width: int = CLIP_WIDTH,
+        height: int = CLIP_HEIGHT,
+    ) -> None:
+        self.rect = Rect(x, y, width, height)
         env = x_env(display)
         # SDL's software renderer: no GL on Xvfb, and the least CPU beside the servers.
         env.update(SDL_AUDIODRIVER="dummy", SDL_RENDER_DRIVER="software")
