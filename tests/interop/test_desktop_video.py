@@ -67,7 +67,7 @@ def best_lossy_psnr(client: GtkClient, grabber: AreaGrabber, rect: Rect) -> floa
     PSNR, exact copies left out (a lossless repaint is no stream frame)."""
     shown = client.dump_frame()[rect.y : rect.bottom, rect.x : rect.right]
     qualities = [psnr(shown, frame) for frame in grabber.fresh()]
-    return max([0.0, *(q for q in qualities if q != float("inf"))])
+    return float(max([0.0, *(q for q in qualities if q != float("inf"))]))
 
 
 @contextlib.contextmanager
