@@ -163,7 +163,10 @@ def table(results: list[dict[str, Any]], servers: list[str]) -> str:
         cells = [kind, str(len(runs))]
         for key, _heading in COLUMNS:
             values = [r[key] for r in runs if r.get(key) is not None]
-            cells.append(f"{statistics.median(values):g}" if values else "-")
+            median = statistics.median(values) if values else None
+            cells.append(
+                "-" if median is None else f"{median:.0f}" if median >= 1000 else f"{median:g}"
+            )
         rows.append(cells)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
