@@ -41,7 +41,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -194,12 +194,22 @@ def first_equal(client: GtkClient, expected: np.ndarray, timeout: float) -> floa
 
 
 @contextlib.contextmanager
-def server_process(kind: str, display: str, port: int, args: argparse.Namespace) -> Iterator[int]:
+def server_process(
+    kind: str,
+    display: str,
+    port: int,
+    args: argparse.Namespace,
+    argv_for: Callable[[Path], list[str]] | None = None,
+) -> Iterator[int]:
+    """The server ``kind`` on ``display``, listening on ``port``; yields its pid.  ``argv_for``
+    (given the ticket file) replaces the command line built here (bench_video's servers)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-desktop-"))
     ticket = tmp / "ticket"
     ticket.write_text(PASSWORD + "\n")
     ticket.chmod(0o600)
-    if kind.startswith("spiceserver"):
+    if argv_for is not None:
+        argv = argv_for(ticket)
+    elif kind.startswith("spiceserver"):
         argv = [
             sys.executable,
             "-m",
