@@ -79,26 +79,26 @@ def lz_rgb32_compress(
     lit = start  # first pixel not yet written
     i = start
     while i + 2 < n:
-        p0 = int(src[i]) & MASK24
-        p1 = int(src[i + 1]) & MASK24
-        p2 = int(src[i + 2]) & MASK24
+        p0 = int(src[np.uint64(i)]) & MASK24
+        p1 = int(src[np.uint64(i + 1)]) & MASK24
+        p2 = int(src[np.uint64(i + 2)]) & MASK24
         length = 0
         dist = 0
-        if i > 0 and p0 == p1 and p1 == p2 and (int(src[i - 1]) & MASK24) == p0:
+        if i > 0 and p0 == p1 and p1 == p2 and (int(src[np.uint64(i - 1)]) & MASK24) == p0:
             # a run: copy of the previous pixel (distance 1), as compress_seg() checks first
             length = run_end(src, i + 3, n, p0) - i
             dist = 1
         else:
             h = hash3(p0, p1, p2, shift)
-            ref = int(htab[h]) - base
-            htab[h] = base + i
+            ref = int(htab[np.uint64(h)]) - base
+            htab[np.uint64(h)] = base + i
             dist = i - ref
             # the first two pixels here, the rest in same_end(): most candidates fail at once
             if (
                 ref >= 0
                 and 0 < dist <= MAX_FAR_DISTANCE
-                and (int(src[ref]) & MASK24) == p0
-                and (int(src[ref + 1]) & MASK24) == p1
+                and (int(src[np.uint64(ref)]) & MASK24) == p0
+                and (int(src[np.uint64(ref + 1)]) & MASK24) == p1
             ):
                 length = same_end(src, i + 2, src, ref + 2, n) - i
                 # near tokens cost 2 bytes, far 4: demand a real saving over literals
@@ -120,16 +120,28 @@ def lz_rgb32_compress(
         # remember the last two positions of the match (compress_seg() "match boundary")
         q = end - 2
         if q > i and q + 2 < total:
+            uq = np.uint64(q)
             htab[
-                hash3(
-                    int(src[q]) & MASK24, int(src[q + 1]) & MASK24, int(src[q + 2]) & MASK24, shift
+                np.uint64(
+                    hash3(
+                        int(src[uq]) & MASK24,
+                        int(src[uq + np.uint64(1)]) & MASK24,
+                        int(src[uq + np.uint64(2)]) & MASK24,
+                        shift,
+                    )
                 )
             ] = base + q
         q = end - 1
         if q > i and q + 2 < total:
+            uq = np.uint64(q)
             htab[
-                hash3(
-                    int(src[q]) & MASK24, int(src[q + 1]) & MASK24, int(src[q + 2]) & MASK24, shift
+                np.uint64(
+                    hash3(
+                        int(src[uq]) & MASK24,
+                        int(src[uq + np.uint64(1)]) & MASK24,
+                        int(src[uq + np.uint64(2)]) & MASK24,
+                        shift,
+                    )
                 )
             ] = base + q
         i = end
