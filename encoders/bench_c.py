@@ -8,10 +8,12 @@ after another): ``c`` (gcc -O2) and ``c_native`` (-O3 -march=native; if built), 
 in one C call; ``ours`` the whole frame (``encoders.<codec>_encode``, or a fresh
 ``GlzDictionary`` for GLZ: the new-surface image the server sends first); ``ours_bands`` the
 frame as the server encodes a full update (``spiceserver.region.split_rows`` into
-``MAX_BAND_PIXELS`` bands, copies made outside the timer; QUIC/LZ bands dealt out to the
-server's ``encoder_threads`` workers; GLZ bands stacked into one image per damaged area by the
-server's own ``glz_stacks`` and ``ImageEncoder.encode_glz_stack``, into one session dictionary
-on one worker); for GLZ also ``ours_each``, every band its own image (what the server did before
+``MAX_BAND_PIXELS`` bands, copies made outside the timer; QUIC/LZ bands stacked into one
+image per damaged area by the server's ``stacks`` and ``codecs.encode_stack``, the stacks
+dealt out to the server's ``encoder_threads`` workers; GLZ bands stacked into one image per
+damaged area by the server's own ``glz_stacks`` and ``ImageEncoder.encode_glz_stack``, into one
+session dictionary on one worker); for GLZ also ``ours_each``, every band its own image (what the
+server did before
 stacking).  Printed: per image and codec the ratio ours/C (median over rounds of C time / our
 time; > 1: ours faster) against both C builds, and bytes against C; then geometric means.  Only
 ratios from one run mean anything on a shared machine.
@@ -53,10 +55,6 @@ def _server_layout() -> tuple[int, int]:
     threads = ServerConfig.__dataclass_fields__["encoder_threads"].default
     assert isinstance(threads, int)
     return int(MAX_BAND_PIXELS), threads
-
-
-def _encode_all(encode: Callable[[np.ndarray], bytes], images: list[np.ndarray]) -> int:
-    return sum(len(encode(image)) for image in images)
 
 
 def _contenders(
@@ -135,17 +133,28 @@ def _contenders(
 
         out["ours_each"] = ours_each
     else:
+        from spiceserver.server.channels.display.encode import stacks as server_stacks
+        from spiceserver.server.codecs import encode_stack
+
         encode = getattr(encoders, f"{codec}_encode")
-        groups = [bands[k :: pool._max_workers] for k in range(pool._max_workers)]
+        # the server's path (encode_bands()): the bands of one damaged area stacked into one
+        # image where the codec allows (codecs.STACKED), the stacks dealt out to the workers
+        own = server_stacks(rects, [codec] * len(rects), lambda codec, width, height: True)
+        workers = pool._max_workers
+        groups = [own[k::workers] for k in range(workers) if own[k::workers]]
 
         def ours() -> tuple[int, float]:
             t0 = time.perf_counter()
             n = len(encode(frame))
             return n, time.perf_counter() - t0
 
+        def encode_group(group: list[list[int]]) -> int:
+            images = [encode_stack([bands[i] for i in stack], codec) for stack in group]
+            return sum(len(image.body[-1]) for image in images)
+
         def ours_bands() -> tuple[int, float]:
             t0 = time.perf_counter()
-            futures = [pool.submit(_encode_all, encode, g) for g in groups]
+            futures = [pool.submit(encode_group, g) for g in groups]
             n = sum(f.result() for f in futures)
             return n, time.perf_counter() - t0
 
