@@ -30,9 +30,12 @@ MAX_IMAGE_BYTES = 1024 * 1024 * 1024 - 1
 
 _HEADER = struct.Struct(">7I")
 #: Images of at least this many pixels are searched in two lanes on two threads
-#: (:mod:`encoders._lanes`): a whole 1080p frame, but not the server's bands of 262,144 pixels,
-#: which its two workers already encode side by side.
-LANE_MIN_PIXELS = 1 << 19
+#: (:mod:`encoders._lanes`): a 4K frame, not a 1080p one.  The server sends a damaged area as
+#: one image (``spiceserver.server.codecs.STACKED``) from a worker thread; there, on 2 shared
+#: cores, one lane was faster than two on every corpus frame (``python -m encoders.bench_c``
+#: path, interleaved, load ~2.5: terminal_manpage 1.24-1.28x of C's speed against 0.96-1.02x,
+#: web_pydoc 1.10-1.30x against 0.81-0.88x): the second lane's thread found no free core.
+LANE_MIN_PIXELS = 1 << 22
 
 
 #: Positions up to this fit a table slot (``base`` + position, int32).
@@ -118,7 +121,9 @@ def warmup() -> None:
     lz_encode(frame[1:3, 1:5])
     frame.flags.writeable = False  # read-only input (np.frombuffer, mmap): its own signature
     lz_encode(frame)
-    big = np.zeros((LANE_MIN_PIXELS // 1024, 1024, 4), dtype=np.uint8)  # two lanes, priming
-    lz_encode(big)
-    big.flags.writeable = False
-    lz_encode(big)
+    # the second lane's priming kernel, on both kinds of input
+    src = frame.view(np.uint32).reshape(-1)
+    table = np.full(1 << 10, -1, dtype=np.int32)
+    lz_prime(src, 0, src.shape[0], 0, table)
+    src = np.zeros(8, dtype=np.uint32)
+    lz_prime(src, 0, 8, 0, table)

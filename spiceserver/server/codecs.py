@@ -284,9 +284,9 @@ _BY_IMAGE_TYPE = {codec.image_type: codec for codec in CODECS.values()}
 #: where bands started every model and window afresh (terminal_manpage 1080p: QUIC 697,124
 #: bytes in 8 bands against 664,116 whole; LZ 158,834 against C's 156,570).  One kernel call
 #: and header; QUIC codes the bands one after another without copying them into one
-#: (``encoders.quic.quic_encode_stack``); LZ searches an area of 2**19 pixels or more in two
-#: lanes (``encoders.lz.api.LANE_MIN_PIXELS``).  Not raw (its body is a view of the pixels)
-#: nor JPEG (lossy areas are tracked per band).
+#: (``encoders.quic.quic_encode_stack``); LZ copies the bands into one buffer (its matches
+#: reach 73,727 pixels back).  Not raw (its body is a view of the pixels) nor JPEG (lossy
+#: areas are tracked per band).
 STACKED = frozenset(name for name, codec in CODECS.items() if codec.encode_stack is not None)
 
 
