@@ -21,6 +21,7 @@ __all__ = [
     "MAX_NEAR_DISTANCE",
     "lz_prime",
     "lz_rgb32_compress",
+    "lz_rgb32_compress_after",
     "match_code",
 ]
 
@@ -57,20 +58,44 @@ def match_code(length: int, distance: int) -> tuple[int, int, int]:
 def lz_rgb32_compress(
     src: np.ndarray, start: int, stop: int, base: int, htab: np.ndarray, out: np.ndarray, pos: int
 ) -> int:
-    """Encode ``src[start:stop]`` (uint32 pixels in stream order) as LZ RGB32 tokens from ``pos``.
+    """Encode ``src[start:stop]`` (uint32 pixels in stream order) as LZ RGB32 tokens from ``pos``:
+    :func:`lz_rgb32_compress_after` with nothing before ``src``.
+
+    ``[start, stop)`` is one lane of the image (see :mod:`encoders._lanes`): matches may copy
+    from any earlier pixel of ``src`` (the decoder holds them) but end at ``stop``; hashes may
+    read pixels past it.  The whole image is ``start = 0, stop = len(src)``.
+    """
+    return lz_rgb32_compress_after(src[:0], src, 0, start, stop, base, htab, out, pos)
+
+
+@kernel
+def lz_rgb32_compress_after(
+    prev: np.ndarray,
+    cur: np.ndarray,
+    origin: int,
+    start: int,
+    stop: int,
+    base: int,
+    htab: np.ndarray,
+    out: np.ndarray,
+    pos: int,
+) -> int:
+    """Encode ``cur[start:stop]`` as LZ RGB32 tokens from ``out[pos]``, where ``cur`` holds the
+    image's pixels from stream position ``origin`` on and ``prev`` the ``len(prev)`` pixels
+    just before it (the band above, for an image coded band by band: ``api.lz_encode_stack``);
+    matches may copy from either, and end at ``stop``.
 
     ``htab`` is an int32 table of a power-of-two size: slot -> ``base`` + the last stream
     position whose three pixels hashed there (a hint, always re-verified).  Slots below ``base``
     are stale (an earlier image's, or -1): the caller moves ``base`` past every image it
     encoded instead of clearing the table per call (256 KiB, about 5% of a band's encode).
-    Returns the end position in ``out``.
-
-    ``[start, stop)`` is one lane of the image (see :mod:`encoders._lanes`): matches may copy
-    from any earlier pixel of ``src`` (the decoder holds them) but end at ``stop``; hashes may
-    read pixels past it.  The whole image is ``start = 0, stop = len(src)``.  Returns -1 if
-    ``out`` is too short (a bug: callers size it for the worst case).
+    Positions before ``prev`` are not reachable either (with ``prev`` at least
+    ``MAX_FAR_DISTANCE`` long no match could use them).  Returns the end position in ``out``,
+    or -1 if ``out`` is too short (a bug: callers size it for the worst case).
     """
-    total = src.shape[0]
+    total = cur.shape[0]
+    nprev = prev.shape[0]
+    lo = origin - nprev  # stream position of prev[0]
     n = stop
     nbits = 0
     while (1 << nbits) < htab.shape[0]:
@@ -79,28 +104,49 @@ def lz_rgb32_compress(
     lit = start  # first pixel not yet written
     i = start
     while i + 2 < n:
-        p0 = int(src[np.uint64(i)]) & MASK24
-        p1 = int(src[np.uint64(i + 1)]) & MASK24
-        p2 = int(src[np.uint64(i + 2)]) & MASK24
+        # uint64 indices: no negative-index wrap-around code (see _lzbase.same_end())
+        p0 = int(cur[np.uint64(i)]) & MASK24
+        p1 = int(cur[np.uint64(i + 1)]) & MASK24
+        p2 = int(cur[np.uint64(i + 2)]) & MASK24
         length = 0
         dist = 0
-        if i > 0 and p0 == p1 and p1 == p2 and (int(src[np.uint64(i - 1)]) & MASK24) == p0:
+        before = -1  # the pixel before i, if there is one
+        if i > 0:
+            before = int(cur[np.uint64(i - 1)]) & MASK24
+        elif nprev > 0:
+            before = int(prev[np.uint64(nprev - 1)]) & MASK24
+        if p0 == p1 and p1 == p2 and before == p0:
             # a run: copy of the previous pixel (distance 1), as compress_seg() checks first
-            length = run_end(src, i + 3, n, p0) - i
+            length = run_end(cur, i + 3, n, p0) - i
             dist = 1
         else:
-            h = hash3(p0, p1, p2, shift)
-            ref = int(htab[np.uint64(h)]) - base
-            htab[np.uint64(h)] = base + i
-            dist = i - ref
-            # the first two pixels here, the rest in same_end(): most candidates fail at once
-            if (
-                ref >= 0
-                and 0 < dist <= MAX_FAR_DISTANCE
-                and (int(src[np.uint64(ref)]) & MASK24) == p0
-                and (int(src[np.uint64(ref + 1)]) & MASK24) == p1
-            ):
-                length = same_end(src, i + 2, src, ref + 2, n) - i
+            h = np.uint64(hash3(p0, p1, p2, shift))
+            ref = int(htab[h]) - base
+            htab[h] = base + origin + i
+            dist = origin + i - ref
+            if ref >= 0 and ref >= lo and 0 < dist <= MAX_FAR_DISTANCE:
+                # the first two pixels here, the rest in same_end(): most candidates fail at once
+                if ref >= origin:
+                    r = ref - origin
+                    if (int(cur[np.uint64(r)]) & MASK24) == p0 and (
+                        int(cur[np.uint64(r + 1)]) & MASK24
+                    ) == p1:
+                        length = same_end(cur, i + 2, cur, r + 2, n) - i
+                else:
+                    r = ref - lo
+                    q1 = int(prev[np.uint64(r + 1)]) if r + 1 < nprev else int(cur[0])
+                    if (int(prev[np.uint64(r)]) & MASK24) == p0 and (q1 & MASK24) == p1:
+                        # along prev to its end, then on in cur from its first pixel
+                        j = i + 2
+                        r += 2
+                        if r < nprev:
+                            lim = min(n, j + nprev - r)
+                            j = same_end(cur, j, prev, r, lim)
+                            if j == lim and lim < n:
+                                j = same_end(cur, j, cur, 0, n)
+                        else:
+                            j = same_end(cur, j, cur, r - nprev, n)
+                        length = j - i
                 # near tokens cost 2 bytes, far 4: demand a real saving over literals
                 if dist > MAX_NEAR_DISTANCE and length < 3:
                     length = 0
@@ -108,7 +154,7 @@ def lz_rgb32_compress(
             i += 1
             continue
         if lit < i:
-            pos = flush_literals(src, lit, i, out, pos)
+            pos = flush_literals(cur, lit, i, out, pos)
             if pos < 0:
                 return -1
         # the match token, written here (see match_code())
@@ -118,36 +164,20 @@ def lz_rgb32_compress(
         pos = put_token(out, pos, ctrl, length, tail, ntail)
         end = i + length
         # remember the last two positions of the match (compress_seg() "match boundary")
-        q = end - 2
-        if q > i and q + 2 < total:
-            uq = np.uint64(q)
-            htab[
-                np.uint64(
-                    hash3(
-                        int(src[uq]) & MASK24,
-                        int(src[uq + np.uint64(1)]) & MASK24,
-                        int(src[uq + np.uint64(2)]) & MASK24,
-                        shift,
-                    )
+        for q in range(max(end - 2, i + 1), end):
+            if q + 2 < total:
+                uq = np.uint64(q)
+                g = hash3(
+                    int(cur[uq]) & MASK24,
+                    int(cur[uq + np.uint64(1)]) & MASK24,
+                    int(cur[uq + np.uint64(2)]) & MASK24,
+                    shift,
                 )
-            ] = base + q
-        q = end - 1
-        if q > i and q + 2 < total:
-            uq = np.uint64(q)
-            htab[
-                np.uint64(
-                    hash3(
-                        int(src[uq]) & MASK24,
-                        int(src[uq + np.uint64(1)]) & MASK24,
-                        int(src[uq + np.uint64(2)]) & MASK24,
-                        shift,
-                    )
-                )
-            ] = base + q
+                htab[np.uint64(g)] = base + origin + q
         i = end
         lit = end
     if lit < n:
-        pos = flush_literals(src, lit, n, out, pos)
+        pos = flush_literals(cur, lit, n, out, pos)
     return pos
 
 

@@ -143,8 +143,10 @@ def _stack_quic(parts: list[np.ndarray], settings: CodecSettings) -> EncodedImag
 
 
 def _stack_lz(parts: list[np.ndarray], settings: CodecSettings) -> EncodedImage:
-    # LZ's matches reach any pixel of the last 73,727: one contiguous copy of the area
-    return _encode_lz(stacked_pixels(parts), settings)
+    from encoders.lz import lz_encode_stack
+
+    width, height = parts[0].shape[1], sum(part.shape[0] for part in parts)
+    return _wrap(ImageType.LZ_RGB, width, height, lz_encode_stack(parts))
 
 
 #: The libjpeg-turbo binding (the ``jpeg`` extra): None until first asked for.
@@ -284,9 +286,9 @@ _BY_IMAGE_TYPE = {codec.image_type: codec for codec in CODECS.values()}
 #: where bands started every model and window afresh (terminal_manpage 1080p: QUIC 697,124
 #: bytes in 8 bands against 664,116 whole; LZ 158,834 against C's 156,570).  One kernel call
 #: and header; QUIC codes the bands one after another without copying them into one
-#: (``encoders.quic.quic_encode_stack``); LZ copies the bands into one buffer (its matches
-#: reach 73,727 pixels back).  Not raw (its body is a view of the pixels) nor JPEG (lossy
-#: areas are tracked per band).
+#: (``encoders.quic.quic_encode_stack``), and so does LZ (``encoders.lz.lz_encode_stack``,
+#: its matches reaching into the band above).  Not raw (its body is a view of the pixels)
+#: nor JPEG (lossy areas are tracked per band).
 STACKED = frozenset(name for name, codec in CODECS.items() if codec.encode_stack is not None)
 
 
