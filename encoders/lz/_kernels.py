@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from encoders._jit import kernel
+from encoders._jit import inline_kernel, kernel
 from encoders._lzbase import MASK24, flush_literals, hash3, put_token, run_end, same_end
 
 __all__ = [
@@ -65,7 +65,35 @@ def lz_rgb32_compress(
     from any earlier pixel of ``src`` (the decoder holds them) but end at ``stop``; hashes may
     read pixels past it.  The whole image is ``start = 0, stop = len(src)``.
     """
-    return lz_rgb32_compress_after(src[:0], src, 0, start, stop, base, htab, out, pos)
+    # reach_prev=False folds the band-above branch away: its extra live values cost the
+    # literal loop ~10% on a photo (registers spilled)
+    return _compress(src[:0], src, 0, start, stop, base, htab, out, pos, False)
+
+
+@kernel
+def _match_from_prev(
+    prev: np.ndarray, cur: np.ndarray, r: int, i: int, n: int, p0: int, p1: int
+) -> int:
+    """End of the match of ``cur[i:n]`` against ``prev[r:]`` and on into ``cur`` from its first
+    pixel (``i`` itself if the first two pixels differ from ``p0, p1``).  Not inlined: only
+    the first rows of a band reach into the band above, and inlined its comparisons made the
+    kernel's literal loop 20% slower on a photo."""
+    # every value int64: numba types same_end()'s int(uint64) unsigned, and a mix with the
+    # signed ints would make the result a float
+    nprev = prev.shape[0]
+    q1 = int(prev[np.uint64(r + 1)]) if r + 1 < nprev else int(cur[0])
+    j = int(np.int64(i))
+    if (int(prev[np.uint64(r)]) & MASK24) == p0 and (q1 & MASK24) == p1:
+        j = int(np.int64(i + 2))
+        r += 2
+        if r >= nprev:
+            j = int(np.int64(same_end(cur, j, cur, r - nprev, n)))
+        else:
+            lim = int(np.int64(min(n, j + nprev - r)))
+            j = int(np.int64(same_end(cur, j, prev, r, lim)))
+            if j == lim and lim < n:
+                j = int(np.int64(same_end(cur, j, cur, 0, n)))
+    return j
 
 
 @kernel
@@ -93,9 +121,28 @@ def lz_rgb32_compress_after(
     ``MAX_FAR_DISTANCE`` long no match could use them).  Returns the end position in ``out``,
     or -1 if ``out`` is too short (a bug: callers size it for the worst case).
     """
+    return _compress(prev, cur, origin, start, stop, base, htab, out, pos, True)
+
+
+@inline_kernel
+def _compress(
+    prev: np.ndarray,
+    cur: np.ndarray,
+    origin: int,
+    start: int,
+    stop: int,
+    base: int,
+    htab: np.ndarray,
+    out: np.ndarray,
+    pos: int,
+    reach_prev: bool,
+) -> int:
+    """The body of both encoders; ``reach_prev``: a constant where it is inlined."""
     total = cur.shape[0]
     nprev = prev.shape[0]
-    lo = origin - nprev  # stream position of prev[0]
+    tb = base + origin  # the table value of cur[0]
+    # slots below prev[0], or below the image's first pixel (stale: below base), are ignored
+    reach = max(-nprev, -origin)
     n = stop
     nbits = 0
     while (1 << nbits) < htab.shape[0]:
@@ -110,44 +157,29 @@ def lz_rgb32_compress_after(
         p2 = int(cur[np.uint64(i + 2)]) & MASK24
         length = 0
         dist = 0
-        before = -1  # the pixel before i, if there is one
-        if i > 0:
-            before = int(cur[np.uint64(i - 1)]) & MASK24
-        elif nprev > 0:
-            before = int(prev[np.uint64(nprev - 1)]) & MASK24
-        if p0 == p1 and p1 == p2 and before == p0:
+        # (at i == 0 the pixel before is prev's last: not checked, a run is found one later)
+        if i > 0 and p0 == p1 and p1 == p2 and (int(cur[np.uint64(i - 1)]) & MASK24) == p0:
             # a run: copy of the previous pixel (distance 1), as compress_seg() checks first
             length = run_end(cur, i + 3, n, p0) - i
             dist = 1
         else:
-            h = np.uint64(hash3(p0, p1, p2, shift))
-            ref = int(htab[h]) - base
-            htab[h] = base + origin + i
-            dist = origin + i - ref
-            if ref >= 0 and ref >= lo and 0 < dist <= MAX_FAR_DISTANCE:
-                # the first two pixels here, the rest in same_end(): most candidates fail at once
-                if ref >= origin:
-                    r = ref - origin
-                    if (int(cur[np.uint64(r)]) & MASK24) == p0 and (
-                        int(cur[np.uint64(r + 1)]) & MASK24
-                    ) == p1:
-                        length = same_end(cur, i + 2, cur, r + 2, n) - i
-                else:
-                    r = ref - lo
-                    q1 = int(prev[np.uint64(r + 1)]) if r + 1 < nprev else int(cur[0])
-                    if (int(prev[np.uint64(r)]) & MASK24) == p0 and (q1 & MASK24) == p1:
-                        # along prev to its end, then on in cur from its first pixel
-                        j = i + 2
-                        r += 2
-                        if r < nprev:
-                            lim = min(n, j + nprev - r)
-                            j = same_end(cur, j, prev, r, lim)
-                            if j == lim and lim < n:
-                                j = same_end(cur, j, cur, 0, n)
-                        else:
-                            j = same_end(cur, j, cur, r - nprev, n)
-                        length = j - i
+            h = hash3(p0, p1, p2, shift)
+            ref = int(htab[np.uint64(h)]) - tb  # an index into cur; below 0: into prev
+            htab[np.uint64(h)] = tb + i
+            dist = i - ref
+            # the first two pixels here, the rest in same_end(): most candidates fail at once
+            if (
+                ref >= 0
+                and 0 < dist <= MAX_FAR_DISTANCE
+                and (int(cur[np.uint64(ref)]) & MASK24) == p0
+                and (int(cur[np.uint64(ref + 1)]) & MASK24) == p1
+            ):
+                length = same_end(cur, i + 2, cur, ref + 2, n) - i
                 # near tokens cost 2 bytes, far 4: demand a real saving over literals
+                if dist > MAX_NEAR_DISTANCE and length < 3:
+                    length = 0
+            elif reach_prev and ref < 0 and ref >= reach and dist <= MAX_FAR_DISTANCE:
+                length = _match_from_prev(prev, cur, ref + nprev, i, n, p0, p1) - i
                 if dist > MAX_NEAR_DISTANCE and length < 3:
                     length = 0
         if length == 0:
@@ -164,16 +196,26 @@ def lz_rgb32_compress_after(
         pos = put_token(out, pos, ctrl, length, tail, ntail)
         end = i + length
         # remember the last two positions of the match (compress_seg() "match boundary")
-        for q in range(max(end - 2, i + 1), end):
-            if q + 2 < total:
-                uq = np.uint64(q)
-                g = hash3(
-                    int(cur[uq]) & MASK24,
-                    int(cur[uq + np.uint64(1)]) & MASK24,
-                    int(cur[uq + np.uint64(2)]) & MASK24,
-                    shift,
-                )
-                htab[np.uint64(g)] = base + origin + q
+        q = end - 2
+        if q > i and q + 2 < total:
+            uq = np.uint64(q)
+            g = hash3(
+                int(cur[uq]) & MASK24,
+                int(cur[uq + np.uint64(1)]) & MASK24,
+                int(cur[uq + np.uint64(2)]) & MASK24,
+                shift,
+            )
+            htab[np.uint64(g)] = tb + q
+        q = end - 1
+        if q > i and q + 2 < total:
+            uq = np.uint64(q)
+            g = hash3(
+                int(cur[uq]) & MASK24,
+                int(cur[uq + np.uint64(1)]) & MASK24,
+                int(cur[uq + np.uint64(2)]) & MASK24,
+                shift,
+            )
+            htab[np.uint64(g)] = tb + q
         i = end
         lit = end
     if lit < n:
