@@ -196,26 +196,16 @@ def _compress(
         pos = put_token(out, pos, ctrl, length, tail, ntail)
         end = i + length
         # remember the last two positions of the match (compress_seg() "match boundary")
-        q = end - 2
-        if q > i and q + 2 < total:
-            uq = np.uint64(q)
-            g = hash3(
-                int(cur[uq]) & MASK24,
-                int(cur[uq + np.uint64(1)]) & MASK24,
-                int(cur[uq + np.uint64(2)]) & MASK24,
-                shift,
-            )
-            htab[np.uint64(g)] = tb + q
-        q = end - 1
-        if q > i and q + 2 < total:
-            uq = np.uint64(q)
-            g = hash3(
-                int(cur[uq]) & MASK24,
-                int(cur[uq + np.uint64(1)]) & MASK24,
-                int(cur[uq + np.uint64(2)]) & MASK24,
-                shift,
-            )
-            htab[np.uint64(g)] = tb + q
+        for q in (end - 2, end - 1):
+            if q > i and q + 2 < total:
+                uq = np.uint64(q)
+                g = hash3(
+                    int(cur[uq]) & MASK24,
+                    int(cur[uq + np.uint64(1)]) & MASK24,
+                    int(cur[uq + np.uint64(2)]) & MASK24,
+                    shift,
+                )
+                htab[np.uint64(g)] = tb + q
         i = end
         lit = end
     if lit < n:
