@@ -22,6 +22,7 @@ __all__ = [
     "lz_prime",
     "lz_rgb32_compress",
     "lz_rgb32_compress_after",
+    "lz_rgb32_compress_at",
     "match_code",
 ]
 
@@ -65,9 +66,25 @@ def lz_rgb32_compress(
     from any earlier pixel of ``src`` (the decoder holds them) but end at ``stop``; hashes may
     read pixels past it.  The whole image is ``start = 0, stop = len(src)``.
     """
-    # reach_prev=False folds the band-above branch away: its extra live values cost the
-    # literal loop ~10% on a photo (registers spilled)
-    return _compress(src[:0], src, 0, start, stop, base, htab, out, pos, False)
+    return lz_rgb32_compress_at(src, 0, start, stop, base, htab, out, pos)
+
+
+@kernel
+def lz_rgb32_compress_at(
+    cur: np.ndarray,
+    origin: int,
+    start: int,
+    stop: int,
+    base: int,
+    htab: np.ndarray,
+    out: np.ndarray,
+    pos: int,
+) -> int:
+    """:func:`lz_rgb32_compress_after` with nothing before ``cur`` within reach: for the pixels
+    of a band from ``MAX_FAR_DISTANCE`` on, whose matches cannot reach the band above."""
+    # reach_prev=False folds the band-above branch away: it cost the literal loop 20% on a
+    # photo, even where never taken
+    return _compress(cur[:0], cur, origin, start, stop, base, htab, out, pos, False)
 
 
 @kernel
@@ -77,7 +94,7 @@ def _match_from_prev(
     """End of the match of ``cur[i:n]`` against ``prev[r:]`` and on into ``cur`` from its first
     pixel (``i`` itself if the first two pixels differ from ``p0, p1``).  Not inlined: only
     the first rows of a band reach into the band above, and inlined its comparisons made the
-    kernel's literal loop 20% slower on a photo."""
+    kernel's literal loop slower everywhere."""
     # every value int64: numba types same_end()'s int(uint64) unsigned, and a mix with the
     # signed ints would make the result a float
     nprev = prev.shape[0]
@@ -178,7 +195,14 @@ def _compress(
                 # near tokens cost 2 bytes, far 4: demand a real saving over literals
                 if dist > MAX_NEAR_DISTANCE and length < 3:
                     length = 0
-            elif reach_prev and ref < 0 and ref >= reach and dist <= MAX_FAR_DISTANCE:
+            elif (
+                reach_prev
+                and ref < 0
+                and ref >= reach
+                and dist <= MAX_FAR_DISTANCE
+                and (int(prev[np.uint64(ref + nprev)]) & MASK24) == p0
+            ):
+                # the first pixel here: a call per failed probe cost 2x on a photo's first rows
                 length = _match_from_prev(prev, cur, ref + nprev, i, n, p0, p1) - i
                 if dist > MAX_NEAR_DISTANCE and length < 3:
                     length = 0
