@@ -22,7 +22,6 @@ __all__ = [
     "lz_prime",
     "lz_rgb32_compress",
     "lz_rgb32_compress_after",
-    "lz_rgb32_compress_at",
     "match_code",
 ]
 
@@ -66,25 +65,8 @@ def lz_rgb32_compress(
     from any earlier pixel of ``src`` (the decoder holds them) but end at ``stop``; hashes may
     read pixels past it.  The whole image is ``start = 0, stop = len(src)``.
     """
-    return lz_rgb32_compress_at(src, 0, start, stop, base, htab, out, pos)
-
-
-@kernel
-def lz_rgb32_compress_at(
-    cur: np.ndarray,
-    origin: int,
-    start: int,
-    stop: int,
-    base: int,
-    htab: np.ndarray,
-    out: np.ndarray,
-    pos: int,
-) -> int:
-    """:func:`lz_rgb32_compress_after` with nothing before ``cur`` within reach: for the pixels
-    of a band from ``MAX_FAR_DISTANCE`` on, whose matches cannot reach the band above."""
-    # reach_prev=False folds the band-above branch away: it cost the literal loop 20% on a
-    # photo, even where never taken
-    return _compress(cur[:0], cur, origin, start, stop, base, htab, out, pos, False)
+    # reach_prev=False folds the band-above branch away (a whole image has no band above)
+    return _compress(src[:0], src, 0, start, stop, base, htab, out, pos, False)
 
 
 @kernel

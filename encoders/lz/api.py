@@ -25,7 +25,6 @@ from encoders.lz._kernels import (
     lz_prime,
     lz_rgb32_compress,
     lz_rgb32_compress_after,
-    lz_rgb32_compress_at,
 )
 
 __all__ = [
@@ -169,18 +168,14 @@ def lz_encode_stack(parts: Sequence[np.ndarray], /) -> bytes:
     prev = flats[0][:0]
     origin = 0
     for src in flats:
-        # the band's first MAX_FAR_DISTANCE pixels may copy from the band above; the rest
-        # cannot, and go through the kernel without that branch (20% faster on a photo)
-        npx = src.shape[0]
-        near = min(npx, MAX_FAR_DISTANCE) if origin > 0 else 0
-        if near > 0:
-            pos = lz_rgb32_compress_after(prev, src, origin, 0, near, base, htab, out, pos)
-        if near < npx and pos >= 0:
-            pos = lz_rgb32_compress_at(src, origin, near, npx, base, htab, out, pos)
+        # One call per band.  Calling the kernel without the band-above branch for the pixels
+        # past MAX_FAR_DISTANCE was 7% faster, but its cut ends a match there: testpattern_bars
+        # came to 462,227 bytes against C's 462,204 (462,180 in one call per band).
+        pos = lz_rgb32_compress_after(prev, src, origin, 0, src.shape[0], base, htab, out, pos)
         if pos < 0:  # a kernel bounds check: a bug, never expected
             raise EncoderError("lz: output buffer overflow")
         prev = src
-        origin += npx
+        origin += src.shape[0]
     return out[:pos].tobytes()
 
 
