@@ -5,7 +5,9 @@
         [--rounds N] [--skip-session] [--trace-hops]
 
 Server kinds: ``spiceserver``, ``spiceserver-noscroll`` (the same with ``--no-scroll-detect``:
-scrolls re-encoded instead of sent as COPY_BITS) and ``andris``.
+scrolls re-encoded instead of sent as COPY_BITS), ``spiceserver=CHECKOUT`` (the server of
+another checkout, e.g. ``git worktree add /tmp/old COMMIT``, run from there with its
+``PYTHONPATH``; with ``--trace-hops`` it needs tests/interop/hoptrace.py) and ``andris``.
 
 For each server, on a fresh Xvfb (xsetroot background, one xterm), in its own process:
 
@@ -244,9 +246,14 @@ def server_process(
             "--no-audio",
         ]
     log = (tmp / "server.log").open("wb")
+    env, cwd = x_env(display), None
+    if "=" in kind:  # spiceserver=CHECKOUT: that checkout's server (an earlier commit, say)
+        cwd = kind.split("=", 1)[1]
+        env["PYTHONPATH"] = cwd
     proc = subprocess.Popen(
         argv,
-        env=x_env(display),
+        env=env,
+        cwd=cwd,
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -541,11 +548,12 @@ def summary(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         for kind, rounds in results.items()
     }
     out: dict[str, Any] = {"medians": medians}
-    ours, peer = medians.get("spiceserver"), medians.get("andris")
-    if ours and peer:
-        out["ratio_spiceserver_to_andris"] = {
-            key: round(ours[key] / peer[key], 2) for key in ours if peer.get(key)
-        }
+    peer = medians.get("andris")
+    for kind, ours in medians.items():
+        if peer and kind != "andris":
+            out[f"ratio_{kind}_to_andris"] = {
+                key: round(ours[key] / peer[key], 2) for key in ours if peer.get(key)
+            }
     return out
 
 
