@@ -534,9 +534,7 @@ async def serve(args: argparse.Namespace, listening: socket.socket | None = None
         assert isinstance(source, GnomeSource)
         on_input = GnomeInput(source, view_only=args.view_only)
     try:
-        await _serve(
-            args, config, generated, source, on_input, desktop_input, clipboard, listening
-        )
+        await _serve(args, config, generated, source, on_input, desktop_input, clipboard, listening)
     finally:
         if desktop_input is not None:
             await asyncio.to_thread(desktop_input.close)

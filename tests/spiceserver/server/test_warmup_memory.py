@@ -1,0 +1,34 @@
+"""After warm-up the server pages out LLVM's code (~80 MiB of RSS, compile-only): the kernels
+keep working, and RSS drops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from encoders import lz_encode
+from spiceserver.server.warmup import release_compiler_pages
+from tests.reference.lz_decode import lz_decode
+
+
+def llvm_rss_kib() -> int:
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and not fields[0].endswith(":"):
+            inside = len(fields) > 5 and fields[5].endswith("/libllvmlite.so")
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
+
+
+def test_llvm_pages_go_and_the_kernels_still_encode() -> None:
+    pixels = np.random.default_rng(4).integers(0, 256, (40, 56, 4), dtype=np.uint8)
+    lz_encode(pixels)  # LLVM loaded, a kernel compiled or loaded from the cache
+    before = llvm_rss_kib()
+    assert before > 10_000, before
+    assert release_compiler_pages() > 0
+    assert llvm_rss_kib() < before / 4
+    decoded = lz_decode(lz_encode(pixels)).pixels
+    assert np.array_equal(decoded[..., :3], pixels[..., :3])
