@@ -106,7 +106,7 @@ X_READ_BYTES = 4096
 #: to raw rectangles during a flood costs the parse of the thousands of events X queues first.
 FLOOD_CALM_SECONDS = 1.0
 #: Raw damage: the DamageSubtract keeping X's region small goes this long after a grab (before
-#: it, it cost 0.1 ms of a small change's latency: ``bench_desktop --trace-hops``).
+#: it, it cost 0.05 ms of a small change's latency: ``bench_desktop --trace-hops``).
 SUBTRACT_DELAY = 0.005
 #: Without XInput 2, the pointer position is polled this often.
 POINTER_POLL_SECONDS = 0.1
@@ -630,12 +630,12 @@ class _Capture:
                 # it must reach X before the grab, or a change between the two would be lost.
                 self.display.damage_subtract(self.damage)
                 self.display.sync()
-                self._read_events()
-                if self.resized:
-                    self.resized = False
-                    if self._check_layout():
-                        self.pending.clear()
-                        return
+            self._read_events()  # the rest of a drawing (a scroll's copy, then its new line)
+            if self.resized:
+                self.resized = False
+                if self._check_layout():
+                    self.pending.clear()
+                    return
             boxes = damage_boxes(self.pending, width, height)
             self.pending.clear()
         else:
