@@ -26,9 +26,8 @@ def llvm_rss_kib() -> int:
 def test_llvm_pages_go_and_the_kernels_still_encode() -> None:
     pixels = np.random.default_rng(4).integers(0, 256, (40, 56, 4), dtype=np.uint8)
     lz_encode(pixels)  # LLVM loaded, a kernel compiled or loaded from the cache
-    before = llvm_rss_kib()
-    assert before > 10_000, before
-    assert release_compiler_pages() > 0
-    assert llvm_rss_kib() < before / 4
+    # (Resident: ~80 MiB in a fresh process; less if a server here paged it out already.)
+    assert release_compiler_pages() > 50 << 20  # the whole mapping is advised
+    assert llvm_rss_kib() < 8 << 10, llvm_rss_kib()
     decoded = lz_decode(lz_encode(pixels)).pixels
     assert np.array_equal(decoded[..., :3], pixels[..., :3])
