@@ -115,14 +115,16 @@ def flush_literals(src: np.ndarray, start: int, end: int, out: np.ndarray, pos: 
         count = end - i
         if count > MAX_COPY:
             count = MAX_COPY
-        out[pos] = count - 1
-        pos += 1
+        # uint64 indices: no negative-index wrap-around code (see same_end())
+        out[np.uint64(pos)] = count - 1
+        o = np.uint64(pos + 1)
         for k in range(i, i + count):
-            p = int(src[k])
-            out[pos] = p & 0xFF
-            out[pos + 1] = (p >> 8) & 0xFF
-            out[pos + 2] = (p >> 16) & 0xFF
-            pos += 3
+            p = int(src[np.uint64(k)])
+            out[o] = p & 0xFF
+            out[o + np.uint64(1)] = (p >> 8) & 0xFF
+            out[o + np.uint64(2)] = (p >> 16) & 0xFF
+            o += np.uint64(3)
+        pos += 1 + 3 * count
         i += count
     return pos
 

@@ -207,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--jpeg-quality",
         type=int,
         default=85,
-        help="JPEG quality 1..100 (default 85)",
+        help="highest JPEG quality 1..100 (default 85); lower (down to 30) where the link "
+        "could not carry an area's first paint within 0.5 s",
     )
     serve.add_argument(
         "--lossless-refresh",
@@ -321,7 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
         "connection after N messages (a channel dying mid-session); "
         "unknown-message:CHANNEL[:COUNT[:INTERVAL]] sends message type 0xFFFF, which no "
         "spec defines (skipping unknown messages); corrupt-image[:EVERY_N] corrupts the "
-        "coded data of every Nth display image, lengths kept valid (the image decoders)",
+        "coded data of every Nth display image, lengths kept valid (the image decoders); "
+        "drop-frames[:EVERY_N] leaves out every Nth video stream frame (default 2); "
+        "delay-frames:SECONDS stamps stream frames that much later (negative: late)",
     )
     serve.add_argument(
         "--capture",

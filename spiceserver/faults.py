@@ -1,6 +1,6 @@
 """Fault injection for client robustness tests (``--fault SPEC``, ``ServerConfig.faults``).
 
-A test of a SPICE client can ask the server to misbehave on purpose, in four ways:
+A test of a SPICE client can ask the server to misbehave on purpose, in these ways:
 
 ``delay:CHANNEL:SECONDS``
     Hold every message of the channel for SECONDS before writing it, in order.
@@ -12,6 +12,13 @@ A test of a SPICE client can ask the server to misbehave on purpose, in four way
 ``corrupt-image[:EVERY_N]``
     Damage the coded data of every EVERY_N-th image on the display channel (default: every
     image), keeping every length field and codec header valid.
+``drop-frames[:EVERY_N]``
+    Leave out every EVERY_N-th frame of the display's video streams (default: every second
+    one), encoded but never sent, as if lost: an H.264/VP8 decoder sees the gap.
+``delay-frames:SECONDS``
+    Stamp every video stream frame SECONDS later on the multimedia clock, so the client holds
+    it that much longer before showing it; negative: stamped in the past, so it arrives late
+    (the client's STREAM_REPORTs say so, and rate control steps down).
 
 CHANNEL is a SPICE channel name (``main``, ``display``, ``inputs``, ``cursor``, …) or ``*``
 (all of them).
@@ -50,7 +57,13 @@ KINDS = {
     "close-after": "close-after:CHANNEL:N",
     "unknown-message": "unknown-message:CHANNEL[:COUNT[:INTERVAL]]",
     "corrupt-image": "corrupt-image[:EVERY_N]",
+    "drop-frames": "drop-frames[:EVERY_N]",
+    "delay-frames": "delay-frames:SECONDS",
 }
+#: Kinds that apply to the display channel alone (no CHANNEL field), with the default EVERY_N.
+DISPLAY_KINDS = {"corrupt-image": 1, "drop-frames": 2, "delay-frames": 1}
+#: Longest frame delay-frames takes either way (seconds): beyond it the fault is a typo.
+MAX_FRAME_SHIFT = 60.0
 
 #: The type of the injected unknown message.  spice.proto numbers each channel's messages up
 #: from 101 (display's drawing ones from 302) and the largest in use are in the low 300s, so
@@ -70,7 +83,8 @@ class Fault:
     """One deliberate misbehaviour; build it with :meth:`parse` or by keyword.
 
     Only the fields of its ``kind`` matter: ``seconds`` (delay), ``messages`` (close-after),
-    ``count`` and ``interval`` (unknown-message), ``every`` (corrupt-image).
+    ``count`` and ``interval`` (unknown-message), ``every`` (corrupt-image, drop-frames),
+    ``seconds`` (delay-frames too).
     """
 
     kind: str
@@ -88,10 +102,17 @@ class Fault:
             raise ConfigError(
                 f"fault {self.kind}: unknown channel {self.channel!r} ({', '.join(CHANNELS)} or *)"
             )
-        if self.kind == "corrupt-image":
+        if self.kind in DISPLAY_KINDS:
             if self.channel not in ("display", ALL_CHANNELS):
-                raise ConfigError("fault corrupt-image only applies to the display channel")
+                raise ConfigError(f"fault {self.kind} only applies to the display channel")
             object.__setattr__(self, "channel", "display")  # frozen: normalise * once
+        if self.kind == "delay-frames" and not (
+            math.isfinite(self.seconds) and 0 < abs(self.seconds) <= MAX_FRAME_SHIFT
+        ):
+            raise ConfigError(
+                f"fault delay-frames: SECONDS must be non-zero, at most {MAX_FRAME_SHIFT:g} "
+                f"either way, got {self.seconds}"
+            )
         if self.kind == "delay" and not (math.isfinite(self.seconds) and self.seconds > 0):
             raise ConfigError(f"fault delay: SECONDS must be positive, got {self.seconds}")
         if self.kind == "close-after" and self.messages < 1:
@@ -105,8 +126,8 @@ class Fault:
                 raise ConfigError(
                     f"fault unknown-message: INTERVAL must be positive, got {self.interval}"
                 )
-        if self.kind == "corrupt-image" and self.every < 1:
-            raise ConfigError(f"fault corrupt-image: EVERY_N must be at least 1, got {self.every}")
+        if self.kind in ("corrupt-image", "drop-frames") and self.every < 1:
+            raise ConfigError(f"fault {self.kind}: EVERY_N must be at least 1, got {self.every}")
 
     @classmethod
     def parse(cls, spec: str) -> Fault:
@@ -122,10 +143,15 @@ class Fault:
                 f"unknown fault {spec!r}; expected one of: {', '.join(KINDS.values())}"
             )
         try:
-            if kind == "corrupt-image":
+            if kind == "delay-frames":
+                if len(fields) != 1:
+                    raise ValueError
+                return cls(kind, "display", seconds=float(fields[0]))
+            if kind in DISPLAY_KINDS:
                 if len(fields) > 1:
                     raise ValueError
-                return cls(kind, "display", every=int(fields[0]) if fields else 1)
+                every = int(fields[0]) if fields else DISPLAY_KINDS[kind]
+                return cls(kind, "display", every=every)
             if not fields or (kind != "unknown-message" and len(fields) != 2) or len(fields) > 3:
                 raise ValueError
             channel, *args = fields
@@ -153,7 +179,9 @@ class Fault:
             return f"close-after:{self.channel}:{self.messages}"
         if self.kind == "unknown-message":
             return f"unknown-message:{self.channel}:{self.count}:{self.interval:g}"
-        return f"corrupt-image:{self.every}"
+        if self.kind == "delay-frames":
+            return f"delay-frames:{self.seconds:g}"
+        return f"{self.kind}:{self.every}"
 
     def describe(self) -> str:
         """What the fault does, for the start-up log."""
@@ -167,6 +195,12 @@ class Fault:
                 f"{self}: {self.count} message(s) of undefined type {UNKNOWN_MESSAGE_TYPE:#06x}"
                 f" on {where}, {self.interval:g}s apart, from its start"
             )
+        if self.kind == "delay-frames":
+            way = "later" if self.seconds > 0 else "earlier (late on arrival)"
+            return f"{self}: video stream frames stamped {abs(self.seconds):g}s {way}"
+        if self.kind == "drop-frames":
+            which = "every frame" if self.every == 1 else f"one frame in {self.every}"
+            return f"{self}: {which} of the video streams left out"
         which = "every image" if self.every == 1 else f"one image in {self.every}"
         return f"{self}: {which} on the display channel sent with corrupt coded data"
 

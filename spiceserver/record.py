@@ -12,6 +12,11 @@ them for tests and lets a coroutine wait for one.
 The built-in agent adds ``clipboard_grab`` (who offers a selection, and its types),
 ``clipboard_transfer`` (direction, selection, type and size: never the content),
 ``monitors_config`` (the client's enabled heads) and ``file_transfer`` (name, size, result).
+
+The display adds its video streams: ``stream_create`` (id, codec, area), ``stream_clip`` (the
+visible rectangles; none: all of it), ``stream_destroy`` (frames, bytes, why) and the
+client's ``stream_report`` (every field of STREAM_REPORT; ``cannot_decode`` when it said it
+cannot play the stream).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from spiceserver.protocol.events import (
     MouseModeRequested,
     PointerMotion,
     PointerPosition,
+    StreamReported,
     WheelEvent,
 )
 
@@ -65,6 +71,8 @@ __all__ = [
     "input_record",
     "key_name",
     "link_record",
+    "stream_record",
+    "stream_report_record",
 ]
 
 logger = logging.getLogger("spiceserver.record")
@@ -198,7 +206,30 @@ def event_record(event: object) -> Event | None:
             return {"event": "agent_message", "message": name, "type": type_, "size": size}
         case ClientDisconnecting(reason=reason):
             return {"event": "client_disconnecting", "reason": enum_name(LinkError, reason)}
+        case StreamReported():
+            return stream_report_record(event)
     return None
+
+
+def stream_report_record(report: StreamReported) -> Event:
+    """STREAM_REPORT as the client sent it (spice.proto ``stream_report``)."""
+    return {
+        "event": "stream_report",
+        "stream": report.stream_id,
+        "unique_id": report.unique_id,
+        "start_frame_mm_time": report.start_frame_mm_time,
+        "end_frame_mm_time": report.end_frame_mm_time,
+        "num_frames": report.num_frames,
+        "num_drops": report.num_drops,
+        "last_frame_delay": report.last_frame_delay,
+        "audio_delay": None if report.audio_delay == 0xFFFF_FFFF else report.audio_delay,
+        "cannot_decode": report.cannot_decode,
+    }
+
+
+def stream_record(event: str, stream_id: int, **fields: Any) -> Event:
+    """``stream_create`` / ``stream_clip`` / ``stream_destroy`` of the display's stream."""
+    return {"event": event, "stream": stream_id, **fields}
 
 
 def _clipboard_names(selection: int, types: Iterable[int]) -> tuple[str, list[str]]:

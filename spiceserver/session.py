@@ -48,12 +48,24 @@ class SessionMetrics:
     stream_frames: int = 0
     stream_seconds: float = 0.0
     stream_started: float | None = None
+    #: STREAM_CLIPs sent (something came over a stream, or went away).
+    stream_clips: int = 0
 
-    def stream_fps(self, now: float) -> float:
+    def _stream_time(self, now: float) -> float:
         seconds = self.stream_seconds
         if self.stream_started is not None:
             seconds += max(0.0, now - self.stream_started)
+        return seconds
+
+    def stream_fps(self, now: float) -> float:
+        seconds = self._stream_time(now)
         return self.stream_frames / seconds if seconds > 0 else 0.0
+
+    def stream_bps(self, now: float) -> float:
+        """Bits per second of stream frames while streams played."""
+        seconds = self._stream_time(now)
+        size = sum(n for codec, n in self.bytes_by_codec.items() if codec.startswith("stream-"))
+        return size * 8 / seconds if seconds > 0 else 0.0
 
     def summary(self, now: float | None = None) -> str:
         elapsed = max(1e-9, (now or time.monotonic()) - self.started)
@@ -67,6 +79,8 @@ class SessionMetrics:
             f"bytes[{codecs}] refreshes={self.lossless_refreshes} "
             f"streams={self.streams} stream_frames={self.stream_frames} "
             f"stream_fps={self.stream_fps(time.monotonic()):.1f} "
+            f"stream_kbps={self.stream_bps(time.monotonic()) / 1000:.0f} "
+            f"stream_clips={self.stream_clips} "
             f"encode={encode_ms:.2f}ms/frame "
             f"ack_lag={lag * 1000:.1f}ms rtt={rtt * 1000:.1f}ms inputs={self.input_events} "
             f"{self.link.summary(now)}"

@@ -61,5 +61,7 @@ if [ $# -eq 0 ]; then
     NUMBA_DISABLE_JIT=1 "$PYTHON" -m pytest -q tests/encoders
     NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR="${TMPDIR:-/tmp}/spiceserver-numba-boundscheck" \
         "$PYTHON" -m pytest -q tests/encoders
+    # The whole suite prints its slowest tests: it has a 15-minute budget to keep.
+    set -- --durations=15
 fi
 "$PYTHON" -m pytest -q "$@"

@@ -139,7 +139,7 @@ def _find_image(img_virt: np.ndarray, oldest_id: int, cur_id: int, g: int) -> in
     hi = cur_id - 1
     while lo < hi:
         mid = (lo + hi + 1) >> 1
-        if int(img_virt[mid & ring]) <= g:
+        if int(img_virt[np.uint64(mid & ring)]) <= g:
             lo = mid
         else:
             hi = mid - 1
@@ -238,13 +238,15 @@ def glz_rgb32_compress(
     lit = start
     i = start
     while i + 2 < n:
-        p0 = int(cur[i]) & MASK24
-        p1 = int(cur[i + 1]) & MASK24
-        p2 = int(cur[i + 2]) & MASK24
+        # uint64 indices: no negative-index wrap-around code (see _lzbase.same_end())
+        ui = np.uint64(i)
+        p0 = int(cur[ui]) & MASK24
+        p1 = int(cur[ui + np.uint64(1)]) & MASK24
+        p2 = int(cur[ui + np.uint64(2)]) & MASK24
         length = 0
         offset = 0
         idist = 0
-        if i > 0 and p0 == p1 and p1 == p2 and (int(cur[i - 1]) & MASK24) == p0:
+        if i > 0 and p0 == p1 and p1 == p2 and (int(cur[ui - np.uint64(1)]) & MASK24) == p0:
             length = run_end(cur, i + 3, n, p0) - i
         else:
             h = 0
@@ -258,8 +260,8 @@ def glz_rgb32_compress(
                     if length >= LONG_ENOUGH:
                         break
                     h = hash3(p0, p1, p2, shift)
-                    g = base + int(htab[h])
-                    htab[h] = cur_rel + i
+                    g = base + int(htab[np.uint64(h)])
+                    htab[np.uint64(h)] = cur_rel + i
                 else:
                     if length >= LONG_ENOUGH or i + LONG_PROBE_2 >= total:
                         break
@@ -267,13 +269,13 @@ def glz_rgb32_compress(
                         p0,
                         p1,
                         p2,
-                        int(cur[i + LONG_PROBE_1]) & MASK24,
-                        int(cur[i + LONG_PROBE_2]) & MASK24,
+                        int(cur[ui + np.uint64(LONG_PROBE_1)]) & MASK24,
+                        int(cur[ui + np.uint64(LONG_PROBE_2)]) & MASK24,
                         lshift,
                     )
-                    g = base + int(ltab[lh])
+                    g = base + int(ltab[np.uint64(lh)])
                     if (i & (LONG_STEP - 1)) == 0:
-                        ltab[lh] = cur_rel + i
+                        ltab[np.uint64(lh)] = cur_rel + i
                 cand_len = 0
                 cand_off = 0
                 cand_dist = 0
@@ -284,22 +286,22 @@ def glz_rgb32_compress(
                     if (
                         ref < i
                         and i - ref - 1 < MAX_PIXEL_LONG_DISTANCE
-                        and (int(cur[ref]) & MASK24) == p0
-                        and (int(cur[ref + 1]) & MASK24) == p1
+                        and (int(cur[np.uint64(ref)]) & MASK24) == p0
+                        and (int(cur[np.uint64(ref + 1)]) & MASK24) == p1
                     ):
                         cand_len = same_end(cur, i + 2, cur, ref + 2, n) - i
                         cand_off = i - ref - 1
                 elif g >= win_lo:
                     # into an older image (ids are consecutive, virtual starts increase)
                     k = _find_image(img_virt, oldest_id, cur_id, g)
-                    slot = k & ring
+                    slot = np.uint64(k & ring)
                     off = g - int(img_virt[slot])
                     size = int(img_size[slot])
                     r = int(img_aoff[slot]) + off
                     if (
                         off + 1 < size
-                        and (int(arena[r]) & MASK24) == p0
-                        and (int(arena[r + 1]) & MASK24) == p1
+                        and (int(arena[np.uint64(r)]) & MASK24) == p0
+                        and (int(arena[np.uint64(r + 1)]) & MASK24) == p1
                     ):
                         stop_at = n
                         if size - off < n - i:
@@ -319,8 +321,7 @@ def glz_rgb32_compress(
                 if idist == 0:
                     rep_virt = cur_virt + i - offset - 1 + length
                 else:
-                    slot = (cur_id - idist) & ring
-                    rep_virt = int(img_virt[slot]) + offset + length
+                    rep_virt = int(img_virt[np.uint64((cur_id - idist) & ring)]) + offset + length
                 rep_at = i + length
         if length == 0:
             i += 1
@@ -337,16 +338,28 @@ def glz_rgb32_compress(
         end = i + length
         q = end - 2
         if q > i and q + 2 < total:
+            uq = np.uint64(q)
             htab[
-                hash3(
-                    int(cur[q]) & MASK24, int(cur[q + 1]) & MASK24, int(cur[q + 2]) & MASK24, shift
+                np.uint64(
+                    hash3(
+                        int(cur[uq]) & MASK24,
+                        int(cur[uq + np.uint64(1)]) & MASK24,
+                        int(cur[uq + np.uint64(2)]) & MASK24,
+                        shift,
+                    )
                 )
             ] = cur_rel + q
         q = end - 1
         if q > i and q + 2 < total:
+            uq = np.uint64(q)
             htab[
-                hash3(
-                    int(cur[q]) & MASK24, int(cur[q + 1]) & MASK24, int(cur[q + 2]) & MASK24, shift
+                np.uint64(
+                    hash3(
+                        int(cur[uq]) & MASK24,
+                        int(cur[uq + np.uint64(1)]) & MASK24,
+                        int(cur[uq + np.uint64(2)]) & MASK24,
+                        shift,
+                    )
                 )
             ] = cur_rel + q
         i = end

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from encoders.lz.api import lz_encode, warmup
+from encoders.lz.api import lz_encode, lz_encode_stack, warmup
 
-__all__ = ["lz_encode", "warmup"]
+__all__ = ["lz_encode", "lz_encode_stack", "warmup"]

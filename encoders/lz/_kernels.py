@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from encoders._jit import kernel
+from encoders._jit import inline_kernel, kernel
 from encoders._lzbase import MASK24, flush_literals, hash3, put_token, run_end, same_end
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "MAX_NEAR_DISTANCE",
     "lz_prime",
     "lz_rgb32_compress",
+    "lz_rgb32_compress_after",
     "match_code",
 ]
 
@@ -57,20 +58,90 @@ def match_code(length: int, distance: int) -> tuple[int, int, int]:
 def lz_rgb32_compress(
     src: np.ndarray, start: int, stop: int, base: int, htab: np.ndarray, out: np.ndarray, pos: int
 ) -> int:
-    """Encode ``src[start:stop]`` (uint32 pixels in stream order) as LZ RGB32 tokens from ``pos``.
+    """Encode ``src[start:stop]`` (uint32 pixels in stream order) as LZ RGB32 tokens from ``pos``:
+    :func:`lz_rgb32_compress_after` with nothing before ``src``.
+
+    ``[start, stop)`` is one lane of the image (see :mod:`encoders._lanes`): matches may copy
+    from any earlier pixel of ``src`` (the decoder holds them) but end at ``stop``; hashes may
+    read pixels past it.  The whole image is ``start = 0, stop = len(src)``.
+    """
+    # reach_prev=False folds the band-above branch away (a whole image has no band above)
+    return _compress(src[:0], src, 0, start, stop, base, htab, out, pos, False)
+
+
+@kernel
+def _match_from_prev(
+    prev: np.ndarray, cur: np.ndarray, r: int, i: int, n: int, p0: int, p1: int
+) -> int:
+    """End of the match of ``cur[i:n]`` against ``prev[r:]`` and on into ``cur`` from its first
+    pixel (``i`` itself if the first two pixels differ from ``p0, p1``).  Not inlined: only
+    the first rows of a band reach into the band above, and inlined its comparisons made the
+    kernel's literal loop slower everywhere."""
+    # every value int64: numba types same_end()'s int(uint64) unsigned, and a mix with the
+    # signed ints would make the result a float
+    nprev = prev.shape[0]
+    q1 = int(prev[np.uint64(r + 1)]) if r + 1 < nprev else int(cur[0])
+    j = int(np.int64(i))
+    if (int(prev[np.uint64(r)]) & MASK24) == p0 and (q1 & MASK24) == p1:
+        j = int(np.int64(i + 2))
+        r += 2
+        if r >= nprev:
+            j = int(np.int64(same_end(cur, j, cur, r - nprev, n)))
+        else:
+            lim = int(np.int64(min(n, j + nprev - r)))
+            j = int(np.int64(same_end(cur, j, prev, r, lim)))
+            if j == lim and lim < n:
+                j = int(np.int64(same_end(cur, j, cur, 0, n)))
+    return j
+
+
+@kernel
+def lz_rgb32_compress_after(
+    prev: np.ndarray,
+    cur: np.ndarray,
+    origin: int,
+    start: int,
+    stop: int,
+    base: int,
+    htab: np.ndarray,
+    out: np.ndarray,
+    pos: int,
+) -> int:
+    """Encode ``cur[start:stop]`` as LZ RGB32 tokens from ``out[pos]``, where ``cur`` holds the
+    image's pixels from stream position ``origin`` on and ``prev`` the ``len(prev)`` pixels
+    just before it (the band above, for an image coded band by band: ``api.lz_encode_stack``);
+    matches may copy from either, and end at ``stop``.
 
     ``htab`` is an int32 table of a power-of-two size: slot -> ``base`` + the last stream
     position whose three pixels hashed there (a hint, always re-verified).  Slots below ``base``
     are stale (an earlier image's, or -1): the caller moves ``base`` past every image it
     encoded instead of clearing the table per call (256 KiB, about 5% of a band's encode).
-    Returns the end position in ``out``.
-
-    ``[start, stop)`` is one lane of the image (see :mod:`encoders._lanes`): matches may copy
-    from any earlier pixel of ``src`` (the decoder holds them) but end at ``stop``; hashes may
-    read pixels past it.  The whole image is ``start = 0, stop = len(src)``.  Returns -1 if
-    ``out`` is too short (a bug: callers size it for the worst case).
+    Positions before ``prev`` are not reachable either (with ``prev`` at least
+    ``MAX_FAR_DISTANCE`` long no match could use them).  Returns the end position in ``out``,
+    or -1 if ``out`` is too short (a bug: callers size it for the worst case).
     """
-    total = src.shape[0]
+    return _compress(prev, cur, origin, start, stop, base, htab, out, pos, True)
+
+
+@inline_kernel
+def _compress(
+    prev: np.ndarray,
+    cur: np.ndarray,
+    origin: int,
+    start: int,
+    stop: int,
+    base: int,
+    htab: np.ndarray,
+    out: np.ndarray,
+    pos: int,
+    reach_prev: bool,
+) -> int:
+    """The body of both encoders; ``reach_prev``: a constant where it is inlined."""
+    total = cur.shape[0]
+    nprev = prev.shape[0]
+    tb = base + origin  # the table value of cur[0]
+    # slots below prev[0], or below the image's first pixel (stale: below base), are ignored
+    reach = max(-nprev, -origin)
     n = stop
     nbits = 0
     while (1 << nbits) < htab.shape[0]:
@@ -79,36 +150,49 @@ def lz_rgb32_compress(
     lit = start  # first pixel not yet written
     i = start
     while i + 2 < n:
-        p0 = int(src[i]) & MASK24
-        p1 = int(src[i + 1]) & MASK24
-        p2 = int(src[i + 2]) & MASK24
+        # uint64 indices: no negative-index wrap-around code (see _lzbase.same_end())
+        p0 = int(cur[np.uint64(i)]) & MASK24
+        p1 = int(cur[np.uint64(i + 1)]) & MASK24
+        p2 = int(cur[np.uint64(i + 2)]) & MASK24
         length = 0
         dist = 0
-        if i > 0 and p0 == p1 and p1 == p2 and (int(src[i - 1]) & MASK24) == p0:
+        # (at i == 0 the pixel before is prev's last: not checked, a run is found one later)
+        if i > 0 and p0 == p1 and p1 == p2 and (int(cur[np.uint64(i - 1)]) & MASK24) == p0:
             # a run: copy of the previous pixel (distance 1), as compress_seg() checks first
-            length = run_end(src, i + 3, n, p0) - i
+            length = run_end(cur, i + 3, n, p0) - i
             dist = 1
         else:
             h = hash3(p0, p1, p2, shift)
-            ref = int(htab[h]) - base
-            htab[h] = base + i
+            ref = int(htab[np.uint64(h)]) - tb  # an index into cur; below 0: into prev
+            htab[np.uint64(h)] = tb + i
             dist = i - ref
             # the first two pixels here, the rest in same_end(): most candidates fail at once
             if (
                 ref >= 0
                 and 0 < dist <= MAX_FAR_DISTANCE
-                and (int(src[ref]) & MASK24) == p0
-                and (int(src[ref + 1]) & MASK24) == p1
+                and (int(cur[np.uint64(ref)]) & MASK24) == p0
+                and (int(cur[np.uint64(ref + 1)]) & MASK24) == p1
             ):
-                length = same_end(src, i + 2, src, ref + 2, n) - i
+                length = same_end(cur, i + 2, cur, ref + 2, n) - i
                 # near tokens cost 2 bytes, far 4: demand a real saving over literals
+                if dist > MAX_NEAR_DISTANCE and length < 3:
+                    length = 0
+            elif (
+                reach_prev
+                and ref < 0
+                and ref >= reach
+                and dist <= MAX_FAR_DISTANCE
+                and (int(prev[np.uint64(ref + nprev)]) & MASK24) == p0
+            ):
+                # the first pixel here: a call per failed probe cost 2x on a photo's first rows
+                length = _match_from_prev(prev, cur, ref + nprev, i, n, p0, p1) - i
                 if dist > MAX_NEAR_DISTANCE and length < 3:
                     length = 0
         if length == 0:
             i += 1
             continue
         if lit < i:
-            pos = flush_literals(src, lit, i, out, pos)
+            pos = flush_literals(cur, lit, i, out, pos)
             if pos < 0:
                 return -1
         # the match token, written here (see match_code())
@@ -118,24 +202,20 @@ def lz_rgb32_compress(
         pos = put_token(out, pos, ctrl, length, tail, ntail)
         end = i + length
         # remember the last two positions of the match (compress_seg() "match boundary")
-        q = end - 2
-        if q > i and q + 2 < total:
-            htab[
-                hash3(
-                    int(src[q]) & MASK24, int(src[q + 1]) & MASK24, int(src[q + 2]) & MASK24, shift
+        for q in (end - 2, end - 1):
+            if q > i and q + 2 < total:
+                uq = np.uint64(q)
+                g = hash3(
+                    int(cur[uq]) & MASK24,
+                    int(cur[uq + np.uint64(1)]) & MASK24,
+                    int(cur[uq + np.uint64(2)]) & MASK24,
+                    shift,
                 )
-            ] = base + q
-        q = end - 1
-        if q > i and q + 2 < total:
-            htab[
-                hash3(
-                    int(src[q]) & MASK24, int(src[q + 1]) & MASK24, int(src[q + 2]) & MASK24, shift
-                )
-            ] = base + q
+                htab[np.uint64(g)] = tb + q
         i = end
         lit = end
     if lit < n:
-        pos = flush_literals(src, lit, n, out, pos)
+        pos = flush_literals(cur, lit, n, out, pos)
     return pos
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 import threading
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -18,9 +19,22 @@ from encoders import _lanes
 from encoders._lzbase import as_pixel_rows, literal_bound
 from encoders._scratch import buffer
 from encoders.errors import EncoderError
-from encoders.lz._kernels import HASH_BITS, MAX_FAR_DISTANCE, lz_prime, lz_rgb32_compress
+from encoders.lz._kernels import (
+    HASH_BITS,
+    MAX_FAR_DISTANCE,
+    lz_prime,
+    lz_rgb32_compress,
+    lz_rgb32_compress_after,
+)
 
-__all__ = ["LZ_IMAGE_TYPE_RGB32", "LZ_MAGIC", "LZ_VERSION", "lz_encode", "warmup"]
+__all__ = [
+    "LZ_IMAGE_TYPE_RGB32",
+    "LZ_MAGIC",
+    "LZ_VERSION",
+    "lz_encode",
+    "lz_encode_stack",
+    "warmup",
+]
 
 LZ_MAGIC = 0x20205A4C  # "LZ  " (lz_common.h LZ_MAGIC)
 LZ_VERSION = 0x00010001  # major 1, minor 1 (lz_common.h LZ_VERSION)
@@ -30,9 +44,12 @@ MAX_IMAGE_BYTES = 1024 * 1024 * 1024 - 1
 
 _HEADER = struct.Struct(">7I")
 #: Images of at least this many pixels are searched in two lanes on two threads
-#: (:mod:`encoders._lanes`): a whole 1080p frame, but not the server's bands of 262,144 pixels,
-#: which its two workers already encode side by side.
-LANE_MIN_PIXELS = 1 << 19
+#: (:mod:`encoders._lanes`): a 4K frame, not a 1080p one.  The server sends a damaged area as
+#: one image (``spiceserver.server.codecs.STACKED``) from a worker thread; there, on 2 shared
+#: cores, one lane was faster than two on every corpus frame (``python -m encoders.bench_c``
+#: path, interleaved, load ~2.5: terminal_manpage 1.24-1.28x of C's speed against 0.96-1.02x,
+#: web_pydoc 1.10-1.30x against 0.81-0.88x): the second lane's thread found no free core.
+LANE_MIN_PIXELS = 1 << 22
 
 
 #: Positions up to this fit a table slot (``base`` + position, int32).
@@ -48,6 +65,16 @@ class _Tables(threading.local):
         self.a = np.full(1 << HASH_BITS, -1, dtype=np.int32)
         self.b = np.full(1 << HASH_BITS, -1, dtype=np.int32)
         self.base = 0
+
+    def advance(self, npixels: int) -> int:
+        """The origin for an image of ``npixels``; the next one starts past it."""
+        base = self.base
+        if base + npixels > _SLOT_LIMIT:  # about every 2**31 pixels: start the tables afresh
+            for table in (self.a, self.b):
+                table.fill(-1)
+            base = 0
+        self.base = base + npixels
+        return base
 
 
 _tables = _Tables()
@@ -77,12 +104,7 @@ def lz_encode(pixels: np.ndarray, /) -> bytes:
         out.data, 0, LZ_MAGIC, LZ_VERSION, LZ_IMAGE_TYPE_RGB32, width, height, 4 * width, 1
     )
     tables = _tables
-    base = tables.base
-    if base + npixels > _SLOT_LIMIT:  # about every 2**31 pixels: start the tables afresh
-        for table in (tables.a, tables.b):
-            table.fill(-1)
-        base = 0
-    tables.base = base + npixels
+    base = tables.advance(npixels)
     htab = tables.a
     try:
         if lanes == 1:
@@ -110,6 +132,53 @@ def lz_encode(pixels: np.ndarray, /) -> bytes:
     return b"".join((out[: ends[0]].data, out_b[: ends[1]].data))
 
 
+def lz_encode_stack(parts: Sequence[np.ndarray], /) -> bytes:
+    """Encode bands of one width, stacked top to bottom, as one LZ_RGB stream (RGB32,
+    top-down) without copying them into one image: band after band, each band's search
+    reaching into the one above it (``lz_rgb32_compress_after``).
+
+    Why: the server reads a damaged area in bands (fresh copies each) and sends it as one image
+    (``spiceserver.server.codecs.STACKED``); copying the area again cost 15-20% of the encode
+    of a 1080p text frame.  Matches end at band boundaries, so the stream may differ from
+    :func:`lz_encode` of the stacked image by a few tokens per band (the same pixels decode).
+    One lane: the server's workers already run in parallel.
+
+    Raises:
+        EncoderError: no parts, widths differ, or a part :func:`lz_encode` would refuse.
+    """
+    if not parts:
+        raise EncoderError("lz: no image to encode")
+    rows = [as_pixel_rows(part, "lz") for part in parts]
+    width = rows[0].shape[1]
+    if any(r.shape[1] != width for r in rows):
+        raise EncoderError(f"lz: stacked parts differ in width ({[r.shape[1] for r in rows]})")
+    height = sum(r.shape[0] for r in rows)
+    if 4 * width * height > MAX_IMAGE_BYTES:
+        raise EncoderError(f"lz: image too large ({width}x{height}), lz_set_sizes() limit 1 GiB")
+    flats = [
+        r.reshape(-1) if r.flags.c_contiguous else np.ascontiguousarray(r).reshape(-1) for r in rows
+    ]
+    out = buffer("lz", _HEADER.size + sum(literal_bound(f.shape[0]) for f in flats) + 16)
+    _HEADER.pack_into(
+        out.data, 0, LZ_MAGIC, LZ_VERSION, LZ_IMAGE_TYPE_RGB32, width, height, 4 * width, 1
+    )
+    base = _tables.advance(height * width)
+    htab = _tables.a
+    pos = _HEADER.size
+    prev = flats[0][:0]
+    origin = 0
+    for src in flats:
+        # One call per band.  Calling the kernel without the band-above branch for the pixels
+        # past MAX_FAR_DISTANCE was 7% faster, but its cut ends a match there: testpattern_bars
+        # came to 462,227 bytes against C's 462,204 (462,180 in one call per band).
+        pos = lz_rgb32_compress_after(prev, src, origin, 0, src.shape[0], base, htab, out, pos)
+        if pos < 0:  # a kernel bounds check: a bug, never expected
+            raise EncoderError("lz: output buffer overflow")
+        prev = src
+        origin += src.shape[0]
+    return out[:pos].tobytes()
+
+
 def warmup() -> None:
     """Compile (or load from cache) the kernel with the argument types ``lz_encode`` uses."""
     frame = np.zeros((4, 8, 4), dtype=np.uint8)
@@ -118,7 +187,12 @@ def warmup() -> None:
     lz_encode(frame[1:3, 1:5])
     frame.flags.writeable = False  # read-only input (np.frombuffer, mmap): its own signature
     lz_encode(frame)
-    big = np.zeros((LANE_MIN_PIXELS // 1024, 1024, 4), dtype=np.uint8)  # two lanes, priming
-    lz_encode(big)
-    big.flags.writeable = False
-    lz_encode(big)
+    # the second lane's priming kernel, on both kinds of input
+    src = frame.view(np.uint32).reshape(-1)
+    table = np.full(1 << 10, -1, dtype=np.int32)
+    lz_prime(src, 0, src.shape[0], 0, table)
+    src = np.zeros(8, dtype=np.uint32)
+    lz_prime(src, 0, 8, 0, table)
+    lz_encode_stack([frame[:2], frame[2:]])
+    frame.flags.writeable = True
+    lz_encode_stack([frame[:2], frame[2:]])

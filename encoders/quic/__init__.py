@@ -6,6 +6,6 @@ Only the encoder lives here: :func:`quic_encode` turns a B,G,R,X (or B,G,R,A) fr
 
 from __future__ import annotations
 
-from encoders.quic.api import QuicError, quic_encode, warmup
+from encoders.quic.api import QuicError, quic_encode, quic_encode_stack, warmup
 
-__all__ = ["QuicError", "quic_encode", "warmup"]
+__all__ = ["QuicError", "quic_encode", "quic_encode_stack", "warmup"]

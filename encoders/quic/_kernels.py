@@ -54,7 +54,7 @@ from encoders.quic._tables import (
     XLAT,
 )
 
-__all__ = ["encode_image"]
+__all__ = ["encode_image", "encode_rows", "finish", "new_state"]
 
 # Annotations only (numba types arguments from the values it is called with).
 Words = npt.NDArray[np.uint32]
@@ -532,22 +532,13 @@ def _alpha_seg(
 
 
 @kernel
-def encode_image(
-    px: Words, off: int, rstride: int, width: int, height: int, alpha: int, out: Words
-) -> int:
-    """Code all rows of an RGB32 (``alpha`` = 0) or RGBA image after the 5 header words.
-
-    Mirrors quic.c ``quic_encode`` (``QUIC_COMPRESS_RGB`` and the RGBA branch): per row the RGB
-    components, then for RGBA the alpha plane.  Each plane's row is cut into segments as
-    quic_tmpl.c ``compress_row``/``compress_row0`` do: every ``WMI_NEXT`` pixels of the plane
-    (counted across rows) the wait-mask index grows, until ``WMI_MAX``.  Returns the total word
-    count including the header already in ``out[:5]``, the padded last word and the extra zero
-    word of ``flush()``; -1 when ``out`` was too small (nothing was written past its end).
-    """
+def new_state(width: int) -> tuple[Ints, Ints, Bytes2D]:
+    """A fresh coder for an image ``width`` pixels wide: ``(state, model, corr)`` as
+    ``quic_encode`` starts them (``encoder_reset()``, ``encoder_reset_channels()``,
+    ``encoder_init_rle()``), the bit writer at word 5 (after the header)."""
     state = np.zeros(STATE_SIZE, dtype=np.int64)
     state[W_POS] = 5
     for sb in (RGB_ST, ALPHA_ST):
-        # encoder_reset() / encoder_reset_channels(), encoder_init_rle()
         state[sb + S_SEED] = 0xFF
         state[sb + S_WMILEFT] = WMI_NEXT
         state[sb + S_TRIG] = BESTTRIG[0]
@@ -556,12 +547,40 @@ def encode_image(
     model = np.zeros(MODEL_SIZE, dtype=np.int64)
     model[BEST:] = 7
     corr = np.zeros((4, width + 1), dtype=np.uint8)
+    return state, model, corr
+
+
+@kernel
+def encode_rows(
+    px: Words,
+    off: int,
+    rstride: int,
+    width: int,
+    nrows: int,
+    above: int,
+    alpha: int,
+    out: Words,
+    state: Ints,
+    model: Ints,
+    corr: Bytes2D,
+) -> None:
+    """Code ``nrows`` rows starting at ``px[off]`` (row stride ``rstride``), continuing the
+    coder ``state, model, corr`` (:func:`new_state`).  ``above``: 1 when the row before the
+    first (``px[off - rstride]``) is the image row above it, 0 when the first is row 0.
+
+    Mirrors quic.c ``quic_encode`` (``QUIC_COMPRESS_RGB`` and the RGBA branch): per row the RGB
+    components, then for RGBA the alpha plane.  Each plane's row is cut into segments as
+    quic_tmpl.c ``compress_row``/``compress_row0`` do: every ``WMI_NEXT`` pixels of the plane
+    (counted across rows) the wait-mask index grows, until ``WMI_MAX``.  The coder carries
+    everything from row to row, so an image coded in several calls (a stack of bands,
+    ``api.quic_encode_stack``) is the same stream as in one.
+    """
     planes = 2 if alpha else 1
-    for y in range(height):
+    for y in range(nrows):
         cur = off + y * rstride
-        prev = cur - rstride if y > 0 else -1
+        prev = cur - rstride if y > 0 or above else -1
         for ch in range(4):
-            corr[ch, 0] = corr[ch, 1] if y > 0 else 0
+            corr[ch, 0] = corr[ch, 1] if prev >= 0 else 0
         for plane in range(planes):
             sb = ALPHA_ST if plane else RGB_ST
             start = 0
@@ -586,6 +605,13 @@ def encode_image(
                     state[sb + S_WMILEFT] = WMI_NEXT
                 elif wmidx < WMI_MAX:
                     state[sb + S_WMILEFT] = wmileft - n
+
+
+@kernel
+def finish(out: Words, state: Ints) -> int:
+    """Flush the bit writer as ``flush()`` does (the padded last word, one extra zero word);
+    return the total word count including the header, or -1 when ``out`` was too small
+    (nothing was written past its end)."""
     acc = int(state[W_ACC])
     nbits = int(state[W_NBITS])
     pos = int(state[W_POS])
@@ -596,3 +622,15 @@ def encode_image(
     if pos > out.size:
         return -1
     return pos
+
+
+@kernel
+def encode_image(
+    px: Words, off: int, rstride: int, width: int, height: int, alpha: int, out: Words
+) -> int:
+    """Code all rows of an RGB32 (``alpha`` = 0) or RGBA image after the 5 header words
+    (:func:`encode_rows` from a :func:`new_state`, then :func:`finish`); returns the total
+    word count, -1 when ``out`` was too small."""
+    state, model, corr = new_state(width)
+    encode_rows(px, off, rstride, width, height, 0, alpha, out, state, model, corr)
+    return finish(out, state)

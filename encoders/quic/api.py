@@ -10,7 +10,7 @@ cannot be expressed that way (odd strides, misaligned data, big-endian hosts) ar
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from encoders._scratch import buffer
 from encoders.errors import EncoderError
 from encoders.quic import _kernels
 
-__all__ = ["QuicError", "quic_encode", "warmup"]
+__all__ = ["QuicError", "quic_encode", "quic_encode_stack", "warmup"]
 
 #: "QUIC" as a little-endian word (``QUIC_MAGIC``).
 QUIC_MAGIC = 0x43495551
@@ -77,6 +77,54 @@ def _encode(pixels: np.ndarray, alpha: bool, encode_image: Callable[..., int]) -
     return out[:n].astype("<u4", copy=False).tobytes()
 
 
+def quic_encode_stack(parts: Sequence[np.ndarray], /) -> bytes:
+    """Encode bands of one width, stacked top to bottom, as one QUIC RGB32 image: the stream
+    :func:`quic_encode` gives for the stacked image, without copying the bands into one.
+
+    Why: the server reads a damaged area in bands (fresh copies each) and sends it as one image
+    (``spiceserver.server.codecs.STACKED``); coding band after band with one coder state
+    avoids copying the whole area again.  Where two bands meet, the row above lives in the
+    other band: that one row and the one above it are copied into a 2-row buffer and coded
+    from there.
+
+    Raises:
+        QuicError: no parts, widths differ, or a part :func:`quic_encode` would refuse.
+    """
+    if not parts:
+        raise QuicError("no image to encode")
+    views = [_word_view(part) for part in parts]
+    width = views[0][4]
+    if any(view[4] != width for view in views):
+        raise QuicError(f"stacked parts differ in width ({[view[4] for view in views]})")
+    height = sum(view[3] for view in views)
+    if height * width > MAX_PIXELS:
+        raise QuicError(f"image too large: {width}x{height} exceeds {MAX_PIXELS} pixels")
+    words = 5 + 2 + (height * width * _WORST_BITS_RGB + 31) // 32
+    out = buffer("quic", words, np.uint32)[:words]
+    out[:5] = (QUIC_MAGIC, QUIC_VERSION, QUIC_IMAGE_TYPE_RGB32, width, height)
+    state, model, corr = _kernels.new_state(width)
+    joint = buffer("quic_joint", 2 * width, np.uint32)[: 2 * width]
+    last: tuple[np.ndarray, int] | None = None  # the row above the next part
+    for px, off, rstride, rows, _ in views:
+        first = 0
+        if last is not None:
+            joint[:width] = last[0][last[1] : last[1] + width]
+            joint[width:] = px[off : off + width]
+            _kernels.encode_rows(joint, width, width, width, 1, 1, 0, out, state, model, corr)
+            first = 1
+        if rows > first:
+            start = off + first * rstride
+            above = int(first > 0)
+            _kernels.encode_rows(
+                px, start, rstride, width, rows - first, above, 0, out, state, model, corr
+            )
+        last = (px, off + (rows - 1) * rstride)
+    n = _kernels.finish(out, state)
+    if n < 0 or n > words:
+        raise QuicError(f"QUIC output overflowed its worst-case buffer ({words} words)")
+    return out[:n].astype("<u4", copy=False).tobytes()
+
+
 def warmup() -> None:
     """Compile (or load from cache) the kernel for exactly the types :func:`quic_encode` uses.
 
@@ -88,6 +136,7 @@ def warmup() -> None:
     frame[1:, 2:] = 7
     quic_encode(frame)
     quic_encode(frame[1:3, 1:5], alpha=True)
+    quic_encode_stack([frame[:2], frame[2:]])
 
 
 def _word_view(pixels: np.ndarray) -> tuple[np.ndarray, int, int, int, int]:

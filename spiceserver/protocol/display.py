@@ -309,6 +309,9 @@ class DisplayChannel(ChannelProtocol):
                 num_frames=message.num_frames,
                 num_drops=message.num_drops,
                 last_frame_delay=message.last_frame_delay,
+                start_frame_mm_time=message.start_frame_mm_time,
+                end_frame_mm_time=message.end_frame_mm_time,
+                audio_delay=message.audio_delay,
             )
         )
 

@@ -122,6 +122,10 @@ class StreamReported:
     num_drops: int
     #: end_frame_mm_time minus the client's mm-time when it got the last frame: negative = late.
     last_frame_delay: int
+    #: The window's first and last frame (mm-time), and the audio delay (0xFFFFFFFF: none).
+    start_frame_mm_time: int = 0
+    end_frame_mm_time: int = 0
+    audio_delay: int = 0xFFFF_FFFF
 
     @property
     def cannot_decode(self) -> bool:

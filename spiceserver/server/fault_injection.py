@@ -6,7 +6,8 @@ test when they are not:
 * a connection that links asks :meth:`FaultInjector.connection` for a :class:`ConnectionFaults`
   (None when no fault applies to that channel), which then takes the place of the connection's
   own flush (delay, close-after);
-* the display channel passes each encoded image through an :class:`ImageCorrupter`.
+* the display channel passes each encoded image through an :class:`ImageCorrupter`, and each
+  video stream frame through a :class:`FrameFault` (drop-frames, delay-frames).
 
 The unknown message goes out through the channel protocol's own ``send_raw``, so its framing,
 serial and ACK-window accounting are those of any other message (spice-gtk counts it towards
@@ -24,7 +25,13 @@ from typing import Protocol
 
 import numpy as np
 
-from spiceserver.faults import UNKNOWN_MESSAGE_BODY, UNKNOWN_MESSAGE_TYPE, Fault, parse_faults
+from spiceserver.faults import (
+    DISPLAY_KINDS,
+    UNKNOWN_MESSAGE_BODY,
+    UNKNOWN_MESSAGE_TYPE,
+    Fault,
+    parse_faults,
+)
 from spiceserver.protocol.channel import ChannelProtocol
 from spiceserver.protocol.display import EncodedImage
 from spiceserver.server.codecs import intact_prefix
@@ -34,6 +41,7 @@ __all__ = [
     "ConnectionFaults",
     "FaultInjector",
     "FaultTarget",
+    "FrameFault",
     "ImageCorrupter",
     "corrupt_image",
 ]
@@ -89,7 +97,7 @@ class FaultInjector:
         mine = {
             f.kind: f
             for f in self.faults
-            if f.kind != "corrupt-image" and f.applies_to(channel_name)
+            if f.kind not in DISPLAY_KINDS and f.applies_to(channel_name)
         }
         if not mine:
             return None
@@ -103,6 +111,16 @@ class FaultInjector:
             if fault.kind == "corrupt-image":
                 return ImageCorrupter(fault.every, name)
         return None
+
+    def frame_fault(self, name: str) -> FrameFault | None:
+        """For a display channel: what happens to its stream frames, or None."""
+        kinds = {fault.kind: fault for fault in self.faults}
+        drop, delay = kinds.get("drop-frames"), kinds.get("delay-frames")
+        if drop is None and delay is None:
+            return None
+        return FrameFault(
+            drop.every if drop is not None else 0, delay.seconds if delay is not None else 0.0, name
+        )
 
 
 class ConnectionFaults:
@@ -304,3 +322,24 @@ def corrupt_image(image: EncodedImage) -> EncodedImage:
     view = np.frombuffer(data, np.uint8)  # writable: it shares the bytearray
     view[keep::CORRUPT_STRIDE] ^= 0xFF
     return dataclasses.replace(image, body=(memoryview(data),))
+
+
+class FrameFault:
+    """drop-frames and delay-frames on one display channel's video streams: every
+    ``every``-th frame left out (0: none), every frame stamped ``shift`` seconds later."""
+
+    def __init__(self, every: int, shift: float, name: str) -> None:
+        self.every = every
+        self.shift = shift
+        self.name = name
+        self.frames = 0
+        self.dropped = 0
+
+    def drop(self) -> bool:
+        """Whether to leave out the frame about to be sent."""
+        self.frames += 1
+        if not self.every or self.frames % self.every:
+            return False
+        self.dropped += 1
+        logger.debug("%s: fault drop-frames: frame %d left out", self.name, self.frames)
+        return True

@@ -22,6 +22,15 @@ import numpy as np
 
 from spiceserver.errors import ConfigError
 from spiceserver.protocol.messages import CursorShape
+from spiceserver.sources._scenario_media import (
+    Video,
+    VideoFrame,
+    _load_cursor_image,
+    check_video_fits,
+    compile_photo,
+    compile_video,
+    run_video,
+)
 from spiceserver.sources.base import Rect, default_cursor
 from spiceserver.sources.image import load_image
 from spiceserver.sources.pattern import PatternSource
@@ -200,6 +209,7 @@ Step = (
     | Disconnect
     | Tone
     | ClipboardStep
+    | Video
 )
 
 
@@ -219,9 +229,8 @@ class PatternFrame:
     advance: bool
 
 
-Op = (
-    Show | Fill | Resize | CursorStep | Move | Disconnect | Tone | ClipboardStep | PatternFrame | At
-)
+Drawing = Show | Fill | Resize | PatternFrame | VideoFrame
+Op = Drawing | CursorStep | Move | Disconnect | Tone | ClipboardStep | At
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -277,6 +286,10 @@ def _run_steps(steps: tuple[Step, ...], clock: _Clock) -> Iterator[Op]:
             clock.ended = True
         elif isinstance(step, Pattern):
             yield from _run_pattern(step, clock)
+        elif isinstance(step, Video):  # _scenario_media.py
+            for op in run_video(step, clock.time):
+                yield At(op) if isinstance(op, float) else op
+            clock.time += step.frames / step.fps
         else:
             yield step
 
@@ -343,6 +356,8 @@ class Compiler:
         "disconnect": ("_disconnect", frozenset()),
         "tone": ("_tone", frozenset({"seconds"})),
         "clipboard": ("_clipboard", frozenset({"selection"})),
+        "photo": ("_photo", frozenset({"seed"})),
+        "video": ("_video", frozenset({"frames", "fps", "seed", "motion", "trail"})),
     }
     TOP_KEYS = frozenset({"steps", "size", "background", "start", "after", "heads", "comment"})
 
@@ -528,6 +543,12 @@ class Compiler:
         selection = self.choice(step.get("selection", "clipboard"), where, ("clipboard", "primary"))
         return ClipboardStep(where, text, selection)
 
+    def _photo(self, step: dict[str, Any], where: str, depth: int) -> Step:
+        return Show(*compile_photo(self, step, where))
+
+    def _video(self, step: dict[str, Any], where: str, depth: int) -> Step:
+        return compile_video(self, step, where)
+
     # ------------------------------------------------------------------ values
 
     def image(self, value: Any, where: str) -> np.ndarray:
@@ -701,6 +722,8 @@ class Compiler:
                     )
             elif isinstance(step, Resize):
                 size = (step.width, step.height)
+            elif isinstance(step, Video) and (why := check_video_fits(step, width, height)):
+                raise self.error(step.where, why)
             elif isinstance(step, Pattern):
                 if size not in self.patterns:
                     try:
@@ -743,27 +766,11 @@ def _count_operations(steps: tuple[Step, ...]) -> int:
             total += step.count * _count_operations(step.body)
         elif isinstance(step, Pattern):
             total += step.frames or 1
+        elif isinstance(step, Video):
+            total += step.frames
         else:
             total += 1
     return total
-
-
-def _load_cursor_image(path: Path) -> np.ndarray:
-    """A cursor image as straight-alpha B, G, R, A ``uint8`` (height, width, 4).
-
-    PNG and other PIL formats keep their alpha (none: opaque); a ``.npy`` file holds that
-    layout already, like :class:`~spiceserver.CursorShape`'s pixels.
-    """
-    if path.suffix.lower() == ".npy":
-        array = np.load(path, allow_pickle=False)
-        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 4:
-            raise ValueError(f"expected uint8 (H, W, 4) B,G,R,A, got {array.dtype} {array.shape}")
-        return np.ascontiguousarray(array)
-    from PIL import Image
-
-    with Image.open(path) as image:
-        rgba = np.asarray(image.convert("RGBA"))
-    return np.ascontiguousarray(rgba[..., [2, 1, 0, 3]])
 
 
 def _is_int(value: Any) -> bool:

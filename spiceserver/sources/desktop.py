@@ -78,7 +78,7 @@ import numpy as np
 from spiceserver.clipboard import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
 from spiceserver.errors import ConfigError
 from spiceserver.protocol.messages import CursorShape
-from spiceserver.scroll import Scroll, apply_scroll, detect_scroll
+from spiceserver.scroll import Scroll, ScrollMisses, apply_scroll
 from spiceserver.sources.base import FramebufferSource, Head, Rect
 from spiceserver.sources.tiles import changed_rects, damage_boxes
 from spiceserver.x11_randr import RandrWorker, describe, fix_xlib_errors, read_heads, read_layout
@@ -406,6 +406,7 @@ class _Capture:
         self.next_pointer_poll = 0.0
         self.pointer_poll = POINTER_POLL_SECONDS
         self.last_change = 0.0
+        self.misses = ScrollMisses()
         self._cursor_error_logged = False
 
     # -- setup -----------------------------------------------------------------
@@ -656,7 +657,7 @@ class _Capture:
             held = self.frame[box.y : box.bottom, box.x : box.right]
             rects = changed_rects(held, pixels)
             if rects and self.source.scroll_detect:
-                rects = self._scrolled(held, pixels, rects, box, scrolls)
+                rects = self._scrolled(held, pixels, rects, box, scrolls, now)
             for rect in rects:
                 new = pixels[rect.y : rect.bottom, rect.x : rect.right]
                 held[rect.y : rect.bottom, rect.x : rect.right] = new
@@ -680,6 +681,7 @@ class _Capture:
         rects: list[Rect],
         box: Rect,
         scrolls: list[Scroll],
+        now: float,
     ) -> list[Rect]:
         """``rects`` (the changes, in box coordinates), or, if their pixels scrolled, what
         still differs once ``held`` is moved the same way (the move joins ``scrolls``).
@@ -696,7 +698,7 @@ class _Capture:
                 continue
             old = held[area.y : area.bottom, area.x : area.right]
             new = pixels[area.y : area.bottom, area.x : area.right]
-            scroll = detect_scroll(old, new)
+            scroll = self.misses.detect(old, new, (box, area), now)
             if scroll is not None:
                 apply_scroll(old, scroll)  # a view: moves the held frame
                 scrolls.append(scroll.shifted(box.x + area.x, box.y + area.y))

@@ -50,6 +50,7 @@ from spiceserver.clipboard import (
 )
 from spiceserver.protocol.display import DisplayChannel
 from spiceserver.protocol.messages import CursorShape
+from spiceserver.sources._scenario_media import VideoFrame, paint_video
 from spiceserver.sources._scenario_script import (
     MAX_CURSOR_SIDE,
     MAX_OPERATIONS,
@@ -390,6 +391,8 @@ def _paint(
         new = np.empty((op.height, op.width, 4), dtype=np.uint8)
         new[:] = (*op.bgr, 0)
         return new, None
+    if isinstance(op, VideoFrame):
+        return frame, paint_video(op, frame)
     if isinstance(op, PatternFrame):
         pattern = patterns[(frame.shape[1], frame.shape[0])]
         if not op.advance:

@@ -52,7 +52,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -206,13 +206,23 @@ def first_equal(client: GtkClient, expected: np.ndarray, timeout: float) -> floa
 
 @contextlib.contextmanager
 def server_process(
-    kind: str, display: str, port: int, args: argparse.Namespace, trace: Path | None = None
+    kind: str,
+    display: str,
+    port: int,
+    args: argparse.Namespace,
+    argv_for: Callable[[Path], list[str]] | None = None,
+    trace: Path | None = None,
 ) -> Iterator[int]:
+    """The server ``kind`` on ``display``, listening on ``port``; yields its pid.  ``argv_for``
+    (given the ticket file) replaces the command line built here (bench_video's servers);
+    ``trace``: spiceserver runs under tests/interop/hoptrace.py, its stamps to that file."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-desktop-"))
     ticket = tmp / "ticket"
     ticket.write_text(PASSWORD + "\n")
     ticket.chmod(0o600)
-    if kind.startswith("spiceserver"):
+    if argv_for is not None:
+        argv = argv_for(ticket)
+    elif kind.startswith("spiceserver"):
         module = ["spiceserver"] if trace is None else ["tests.interop.hoptrace", str(trace)]
         argv = [
             sys.executable,
@@ -416,7 +426,7 @@ def bench(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         trace = None
         if args.trace_hops and kind.startswith("spiceserver"):
             trace = Path(tempfile.mkdtemp(prefix="bench-hops-")) / "stamps.json"
-        pid = stack.enter_context(server_process(kind, display, port, args, trace))
+        pid = stack.enter_context(server_process(kind, display, port, args, trace=trace))
         relay = Relay(port)
         stack.callback(relay.close)
         uri = f"spice://127.0.0.1:{relay.port}"

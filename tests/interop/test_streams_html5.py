@@ -11,14 +11,18 @@ element's pixels are not read here.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from spiceserver import NumpySource
 from spiceserver.server.transports.web import DEBIAN_SPICE_HTML5
 from spiceserver.testing import RunningServer
 from tests.interop.html5_client import Html5Client, have_html5, html5_url
-from tests.interop.test_streams_gtk import H, W, best_lossy_psnr, clip_frames, metrics, play
+from tests.interop.test_streams_gtk import (
+    best_lossy_psnr,
+    clip_frames,
+    flat_desktop,
+    metrics,
+    play,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -28,9 +32,7 @@ PASSWORD = "html5-streams"
 @pytest.mark.parametrize("codec", ["mjpeg", "vp8"])
 def test_spice_html5_plays_a_stream_then_the_area_settles_exact(codec: str) -> None:
     assert have_html5(), "chromium, spice-html5 or tests/interop/html5/node_modules missing"
-    desktop = np.zeros((H, W, 4), np.uint8)
-    desktop[..., 2] = 70
-    source = NumpySource(frame=desktop)
+    desktop, source = flat_desktop()
     frames = clip_frames(75)
 
     with (

@@ -21,8 +21,11 @@ from spiceserver.scroll import (
     HASH_COLUMNS,
     MIN_FRACTION,
     MIN_ROWS,
+    MISS_GAP,
+    MISSES_TO_SKIP,
     PendingMoves,
     Scroll,
+    ScrollMisses,
     apply_scroll,
     detect_scroll,
     intersect,
@@ -146,6 +149,33 @@ def test_unrelated_or_small_moves_are_not_scrolls() -> None:
     assert detect_scroll(old[:, :0], new[:, :0]) is None
     with pytest.raises(ValueError, match="shapes differ"):
         detect_scroll(old, new[1:])
+
+
+def test_an_area_playing_like_a_video_is_no_longer_checked() -> None:
+    """ScrollMisses: after MISSES_TO_SKIP misses in a row at a video's pace the area is not
+    checked (a real scroll then goes by as damage), until it pauses; a hit starts over."""
+    misses = ScrollMisses()
+    frames = [terminal(240, 320, seed) for seed in range(MISSES_TO_SKIP + 2)]
+    old, new = scrolled_pair(240, 320, 16)
+    video, elsewhere = "video", "elsewhere"
+    now = 0.0
+    for k in range(MISSES_TO_SKIP):
+        now += MISS_GAP / 2
+        assert misses.detect(frames[k], frames[k + 1], video, now) is None
+    now += MISS_GAP / 2
+    assert misses.detect(old, new, video, now) is None  # skipped: the video keeps playing
+    assert misses.detect(old, new, elsewhere, now) is not None  # other areas are checked
+    now += 2 * MISS_GAP  # a pause
+    assert misses.detect(old, new, video, now) is not None
+    for k in range(MISSES_TO_SKIP - 1):  # the hit started the count over
+        now += MISS_GAP / 2
+        assert misses.detect(frames[k], frames[k + 1], video, now) is None
+    assert misses.detect(old, new, video, now + MISS_GAP / 2) is not None
+    # Misses far apart (a pager paging by hand) never add up to a skip.
+    slow = ScrollMisses()
+    for k in range(2 * MISSES_TO_SKIP):
+        slow.detect(frames[k % 4], frames[k % 4 + 1], video, k * 2 * MISS_GAP)
+    assert slow.detect(old, new, video, 2 * MISSES_TO_SKIP * 2 * MISS_GAP) is not None
 
 
 def test_hash_collisions_never_make_a_wrong_move() -> None:

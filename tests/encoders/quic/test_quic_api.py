@@ -101,4 +101,4 @@ def test_input_not_modified() -> None:
 def test_warmup_and_package_exports() -> None:
     warmup()
     assert encoders.quic_encode is quic_encode
-    assert set(encoders.quic.__all__) == {"QuicError", "quic_encode", "warmup"}
+    assert set(encoders.quic.__all__) == {"QuicError", "quic_encode", "quic_encode_stack", "warmup"}

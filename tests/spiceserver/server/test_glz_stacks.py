@@ -1,16 +1,19 @@
-"""GLZ bands of one damaged rectangle go out as one image (``encode.glz_stacks``)."""
+"""The bands of one damaged rectangle go out as one image (``encode.stacks``): GLZ, QUIC, LZ."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from encoders import quic_encode
 from encoders.glz import GlzDictionary
 from spiceserver.protocol.enums import ImageCompression
 from spiceserver.region import split_rows
-from spiceserver.server.channels.display.encode import glz_stacks
-from spiceserver.server.codecs import ImageEncoder
+from spiceserver.server.channels.display.encode import glz_stacks, stacks
+from spiceserver.server.codecs import ImageEncoder, encode_stack
 from spiceserver.sources.base import Rect
 from tests.reference.glz_decode import GlzWindow
+from tests.reference.lz_decode import lz_decode
 
 
 def test_stacks_follow_the_rectangles_and_the_window() -> None:
@@ -41,3 +44,26 @@ def test_a_full_update_is_one_glz_image_the_client_decodes() -> None:
     encoder.glz = None
     image, codec = encoder.encode_glz_stack([frame[:20], frame[20:]])
     assert codec == "lz" and (image.width, image.height) == (48, 64)
+
+
+def test_quic_and_lz_bands_of_one_area_are_one_image() -> None:
+    a = split_rows(Rect(0, 0, 100, 50), 1000)  # 5 bands of 10 rows
+    b = split_rows(Rect(10, 60, 30, 20), 300)  # 2 bands, another rectangle
+    codecs: list[str | None] = ["lz", "lz", "quic", "quic", None, "raw", "raw"]
+    fits = lambda codec, w, h: True  # noqa: E731
+    # runs of one stacked codec; raw bands stay one image each; None is left out
+    assert stacks([*a, *b], codecs, fits) == [[0, 1], [2, 3], [5], [6]]
+    assert stacks(a, ["glz", "lz", "lz", "glz", "glz"], fits) == [[0], [1, 2], [3, 4]]
+    rng = np.random.default_rng(2)
+    frame = rng.integers(0, 3, size=(40, 24, 4), dtype=np.uint8) * 90
+    parts = [frame[:13].copy(), frame[13:14].copy(), frame[14:].copy()]
+    for codec in ("quic", "lz"):
+        image = encode_stack(parts, codec)
+        assert (image.width, image.height) == (24, 40)
+        if codec == "quic":  # QUIC: the very stream of the whole image
+            assert bytes(image.body[1]) == quic_encode(frame)
+        else:  # LZ: matches end at band boundaries; the same pixels decode
+            decoded = lz_decode(bytes(image.body[1]))
+            assert np.array_equal(decoded.pixels[..., :3], frame[..., :3])
+    with pytest.raises(ValueError, match="not stacked"):
+        encode_stack(parts, "raw")

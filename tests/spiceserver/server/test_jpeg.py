@@ -25,8 +25,21 @@ from spiceserver.protocol.enums import (
     DisplayServerMsg,
     ImageType,
 )
-from spiceserver.server.channels.display.lossy import LossyAreas, subtract, wan_allowed
-from spiceserver.server.codecs import ImageEncoder, classify, encode_shared, shared_codec_key
+from spiceserver.server.channels.display.lossy import (
+    FIRST_PAINT_SECONDS,
+    MIN_JPEG_QUALITY,
+    JpegBudget,
+    LossyAreas,
+    subtract,
+    wan_allowed,
+)
+from spiceserver.server.codecs import (
+    CodecSettings,
+    ImageEncoder,
+    classify,
+    encode_shared,
+    shared_codec_key,
+)
 from spiceserver.sources.base import Rect
 from spiceserver.sources.image import load_image
 from tests.conftest import run
@@ -277,6 +290,33 @@ def test_subtract_covers_the_rest_exactly() -> None:
     assert subtract(rect, Rect(20, 20, 5, 5)) == [rect]
 
 
+def test_jpeg_budget_lowers_quality_to_paint_within_the_link_budget(corpus: Path) -> None:
+    photo = load_image(corpus / PHOTO)
+    pixels = photo.shape[0] * photo.shape[1]
+    budget = JpegBudget(85)
+    assert budget.quality(pixels, None) == 85  # no estimate: the configured quality
+    assert budget.quality(pixels, 100e6) == 85
+    assert budget.quality(64 * 64, 2e6) == 85  # a small area fits at any rate
+    for bps in (2e6, 5e6):
+        quality = budget.quality(pixels, bps)
+        assert MIN_JPEG_QUALITY <= quality < 85 or bps > 2e6
+        size = len(encode_shared(photo, "jpeg", CodecSettings(jpeg_quality=quality)).body[1])
+        # The prediction holds on the photo it was measured on (within 10 %).
+        assert size * 8 / bps <= FIRST_PAINT_SECONDS * 1.1, (bps, quality, size)
+    assert budget.quality(pixels, 100e3) == MIN_JPEG_QUALITY  # never lower
+    assert JpegBudget(20).quality(pixels, 100e3) == 20  # nor above the user's ceiling
+
+
+def test_jpeg_budget_learns_the_sessions_bytes_per_pixel() -> None:
+    budget = JpegBudget(85)
+    first = budget.quality(1920 * 1080, 2e6)
+    for _ in range(4):  # a smooth gradient: far fewer bytes per pixel than a photo
+        budget.observed(1920 * 1080, 40_000, first)
+    assert budget.quality(1920 * 1080, 2e6) == 85
+    budget.observed(10, 10_000, 85)  # a tiny area teaches nothing
+    assert budget.quality(1920 * 1080, 2e6) == 85
+
+
 # ---------------------------------------------------------------------- the stack in memory
 
 
@@ -339,9 +379,13 @@ class Display:
 
 
 async def open_display(
-    server: SpiceServer, caps: list[int], width: int, height: int
+    server: SpiceServer, caps: list[int], width: int, height: int, link_bps: float | None = None
 ) -> tuple[MemoryClient, Display]:
+    """``link_bps``: the session's link as if its net test had measured that."""
     main = await main_at(server)
+    if link_bps is not None:
+        (session,) = server.sessions()
+        session.metrics.link.net_test_bps = link_bps
     sid = init_session_id(main)
     client = await linked(
         server, ChannelType.DISPLAY, PASSWORD, connection_id=sid, channel_caps=caps
@@ -391,6 +435,25 @@ def test_photo_goes_jpeg_and_is_refreshed_losslessly_once_still(corpus: Path) ->
         (session,) = server.sessions()
         assert session.metrics.lossless_refreshes == 1
         assert set(session.metrics.bytes_by_codec) == {"jpeg", "quic"}
+        await server.close()
+
+    run(scenario())
+
+
+def test_a_slow_link_gets_its_photo_at_a_quality_it_can_carry_at_once(corpus: Path) -> None:
+    photo = load_image(corpus / PHOTO)
+    height, width = photo.shape[:2]
+    full = len(encode_shared(photo, "jpeg").body[1])  # the first frame is one image
+
+    async def scenario() -> None:
+        server = await ready(jpeg_server(NumpySource(frame=photo), lossless_refresh=30))
+        _main, display = await open_display(server, [DisplayCap.CODEC_MJPEG], width, height, 2e6)
+        (session,) = server.sessions()
+        await display.until(lambda: display.canvas.marks)
+        assert display.canvas.types == [ImageType.JPEG]
+        sent = session.metrics.bytes_by_codec["jpeg"]
+        assert sent * 8 / 2e6 <= FIRST_PAINT_SECONDS * 1.2 < full * 8 / 2e6, (sent, full)
+        assert psnr(display.canvas.pixels, photo) >= 32
         await server.close()
 
     run(scenario())

@@ -188,7 +188,7 @@ def video_frame(k: int) -> np.ndarray:
 
 class StreamDisplay(Display):
     """Display that also plays streams as spice-gtk does: each MJPEG frame painted at the
-    stream's destination (the last one stays when it is destroyed)."""
+    stream's destination, within its clip (the last one stays when it is destroyed)."""
 
     def __init__(self, *args: object) -> None:
         super().__init__(*args)  # type: ignore[arg-type]
@@ -197,7 +197,11 @@ class StreamDisplay(Display):
         self.destroyed: list[int] = []
         self.reports: list[tuple[int, int, int, int]] = []
         self.frames: list[np.ndarray] = []
+        self.jpegs: list[bytes] = []  # the frames as sent
         self.mm_times: list[int] = []
+        #: Each stream's clip (x, y, w, h rectangles; None: all of it), and every one sent.
+        self.clips: dict[int, list[tuple[int, int, int, int]] | None] = {}
+        self.clip_messages: list[list[tuple[int, int, int, int]] | None] = []
 
     def pump(self) -> None:
         pending = self.client.messages()
@@ -217,9 +221,26 @@ class StreamDisplay(Display):
                 x, y, w, h = self.streams[stream_id]
                 pixels = simplejpeg.decode_jpeg(body[12:], colorspace="BGRX")
                 assert pixels.shape[:2] == (h, w)
-                self.canvas.pixels[y : y + h, x : x + w, :3] = pixels[..., :3]
+                for cx, cy, cw, ch in self.clips.get(stream_id) or [(x, y, w, h)]:
+                    part = pixels[cy - y : cy - y + ch, cx - x : cx - x + cw, :3]
+                    self.canvas.pixels[cy : cy + ch, cx : cx + cw, :3] = part
                 self.frames.append(pixels)
+                self.jpegs.append(body[12:])
                 self.mm_times.append(mm_time)
+            elif type_ == DisplayServerMsg.COPY_BITS:
+                _surface, top, left, bottom, right, _clip, sx, sy = struct.unpack("<I4iBii", body)
+                pixels = self.canvas.pixels
+                moved = pixels[sy : sy + bottom - top, sx : sx + right - left].copy()
+                pixels[top:bottom, left:right] = moved
+            elif type_ == DisplayServerMsg.STREAM_CLIP:
+                stream_id, kind = struct.unpack_from("<IB", body)
+                clip = None
+                if kind == 1:  # SPICE_CLIP_TYPE_RECTS
+                    (count,) = struct.unpack_from("<I", body, 5)
+                    boxes = struct.iter_unpack("<4i", body[9 : 9 + 16 * count])
+                    clip = [(left, top, r - left, b - top) for top, left, b, r in boxes]
+                self.clips[stream_id] = clip
+                self.clip_messages.append(clip)
             elif type_ == DisplayServerMsg.STREAM_DESTROY:
                 (stream_id,) = struct.unpack("<I", body)
                 del self.streams[stream_id]
@@ -254,10 +275,12 @@ async def start(
 
 
 def idle(display: StreamDisplay) -> bool:
-    """Nothing left for the server to send this client (its update loop is waiting)."""
+    """Nothing left for the server to send this client now (its update loop is waiting; a
+    frame owed may wait for its slot when rate control caps the frame rate)."""
     handler = _handler(display)
-    stream = handler.stream
-    return not handler.updating and not handler.dirty and (stream is None or not stream.pending)
+    stream, now, fps = handler.stream, handler.context.clock(), handler.context.config.max_fps
+    waiting = not handler.updating and not handler.dirty and not handler._wake.is_set()
+    return waiting and (stream is None or not stream.frame_due(now, fps))
 
 
 def _handler(display: StreamDisplay) -> Any:
@@ -272,6 +295,16 @@ async def show(source: NumpySource, display: StreamDisplay, clock: FakeClock, k:
     source.damage([r])
     clock.advance(1 / 30)
     await display.until(lambda: idle(display))
+
+
+async def until_streaming(source: NumpySource, display: StreamDisplay, clock: FakeClock) -> int:
+    """Play the clip until its stream is created; returns the next frame's number."""
+    k = 0
+    while not display.created:
+        await show(source, display, clock, k)
+        k += 1
+        assert k < 60
+    return k
 
 
 def test_a_video_region_streams_then_settles_pixel_exact() -> None:
@@ -305,11 +338,7 @@ def test_a_video_region_streams_then_settles_pixel_exact() -> None:
 def test_a_client_that_cannot_decode_the_stream_gets_images() -> None:
     async def scenario() -> None:
         server, source, display, clock = await start()
-        k = 0
-        while not display.created:
-            await show(source, display, clock, k)
-            k += 1
-            assert k < 60
+        k = await until_streaming(source, display, clock)
         (stream_id, unique_id, _window, _timeout) = display.reports[-1]
         report = struct.pack("<6IiI", stream_id, unique_id, 0, 0, 0, 0xFFFF_FFFF, 0, 0xFFFF_FFFF)
         display.client.send(frame(DisplayClientMsg.STREAM_REPORT, report))
@@ -367,11 +396,7 @@ def test_no_stream(case: str, corpus: object) -> None:
 def test_a_backlogged_client_gets_the_newest_frame_not_a_queue() -> None:
     async def scenario() -> None:
         server, source, display, clock = await start()
-        k = 0
-        while not display.created:
-            await show(source, display, clock, k)
-            k += 1
-            assert k < 60
+        k = await until_streaming(source, display, clock)
         ack = frame(BaseClientMsg.ACK)
         send, held = display.client.send, []
 

@@ -9,12 +9,19 @@ from collections.abc import Callable
 import numpy as np
 
 from spiceserver.protocol.display import EncodedImage
-from spiceserver.server.codecs import ImageEncoder, classify, encode_shared, shared_codec_key
+from spiceserver.server.codecs import (
+    STACKED,
+    ImageEncoder,
+    classify,
+    encode_shared,
+    encode_stack,
+    shared_codec_key,
+)
 from spiceserver.server.context import ServerContext
 from spiceserver.session import SessionMetrics
 from spiceserver.sources.base import Rect
 
-__all__ = ["encode_bands", "glz_stacks"]
+__all__ = ["encode_bands", "glz_stacks", "stacks"]
 
 Encoded = tuple[Rect, EncodedImage, str]
 
@@ -27,39 +34,56 @@ Encoded = tuple[Rect, EncodedImage, str]
 INLINE_MAX_PIXELS = 64 * 64
 
 
-def glz_stacks(
-    bands: list[Rect], codecs: list[str], fits: Callable[[int, int], bool]
+def stacks(
+    bands: list[Rect], codecs: list[str | None], fits: Callable[[str, int, int], bool]
 ) -> list[list[int]]:
-    """The GLZ bands (indices, in order) grouped into stacks, each sent as one image.
+    """The bands (indices, in order) grouped into stacks, each sent as one image; bands whose
+    codec is None are left out.
 
-    A stack is a run of consecutive GLZ bands, each directly below the one before with the same
-    x and width (how ``split_rows`` cuts one damaged rectangle), as long as the whole stack
-    :func:`fits` the client's window.  One image per damaged area is what libspice-server sends
-    (``spice:server/dcc-send.cpp``).  It is one kernel call and header instead of eight for a
-    1080p frame, and matches reach across the band boundaries in-image: ``python -m
-    encoders.bench_c`` measured it faster than one image per band on every corpus frame
-    (terminal 0.74x against 0.55x of C's speed, interleaved, on a busy 2-core machine) and
-    smaller (web_pydoc 160,102 against 171,551 bytes; C 162,830).
+    A stack is a run of consecutive bands of one codec that is GLZ or :data:`STACKED`, each
+    directly below the one before with the same x and width (how ``split_rows`` cuts one
+    damaged rectangle), as long as the whole stack ``fits(codec, width, height)``; a band of
+    another codec is a stack of its own.  One image per damaged area is what libspice-server
+    sends (``spice:server/dcc-send.cpp``): one kernel call and header instead of eight for a
+    1080p frame, and the codec's matches and model reach across the band boundaries.
     """
-    stacks: list[list[int]] = []
+    result: list[list[int]] = []
     top: Rect | None = None
     for i, (band, codec) in enumerate(zip(bands, codecs, strict=True)):
-        if codec != "glz":
+        if codec is None:
             top = None
             continue
-        if stacks and top is not None:
-            below = bands[stacks[-1][-1]]
+        if result and top is not None and codecs[result[-1][-1]] == codec:
+            below = bands[result[-1][-1]]
             if (
                 band.x == top.x
                 and band.width == top.width
                 and band.y == below.bottom
-                and fits(band.width, band.bottom - top.y)
+                and fits(codec, band.width, band.bottom - top.y)
             ):
-                stacks[-1].append(i)
+                result[-1].append(i)
                 continue
-        stacks.append([i])
-        top = band
-    return stacks
+        result.append([i])
+        top = band if codec == "glz" or codec in STACKED else None
+    return result
+
+
+def glz_stacks(
+    bands: list[Rect], codecs: list[str], fits: Callable[[int, int], bool]
+) -> list[list[int]]:
+    """The GLZ bands grouped into :func:`stacks` that each :func:`fits` the client's window.
+
+    Measured (``python -m encoders.bench_c``): faster than one image per band on every corpus
+    frame (terminal 0.74x against 0.55x of C's speed, interleaved, on a busy 2-core machine)
+    and smaller (web_pydoc 160,102 against 171,551 bytes; C 162,830).
+    """
+    glz: list[str | None] = [codec if codec == "glz" else None for codec in codecs]
+    return stacks(bands, glz, lambda codec, width, height: fits(width, height))
+
+
+def _stack_rect(snapshots: list[tuple[Rect, np.ndarray]], stack: list[int]) -> Rect:
+    first, last = snapshots[stack[0]][0], snapshots[stack[-1]][0]
+    return Rect(first.x, first.y, first.width, last.bottom - first.y)
 
 
 async def encode_bands(
@@ -69,6 +93,7 @@ async def encode_bands(
     version: int,
     metrics: SessionMetrics,
     lossless: list[bool] | None = None,
+    lossy: list[bool] | None = None,
 ) -> list[Encoded]:
     """Encode every band on the worker threads; results in band order.
 
@@ -77,9 +102,10 @@ async def encode_bands(
     (:func:`glz_stacks`).
     Bands of the other codecs come from the server's encode cache, shared with every
     session asking for the same band at the same ``version`` (each uncached one is a
-    worker job of its own); those the cache cannot share are dealt out to the workers so
-    a full frame uses every core.  ``lossless[i]``: band ``i`` must not go lossy (its
-    lossless refresh is due).
+    worker job of its own); those the cache cannot share are :func:`stacks` too (QUIC, LZ:
+    one image per damaged area), dealt out to the workers.  ``lossless[i]``: band ``i`` must
+    not go lossy (its lossless refresh is due); ``lossy[i]``: band ``i`` may go lossy whatever
+    the encoder's policy (a frame of a stream candidate, display/update_loop.py).
     """
     # A lone display only (with more, the encode cache shares each band among them), and
     # only once kernels are known compiled (``ready``): a first call compiling for seconds
@@ -89,7 +115,7 @@ async def encode_bands(
         and encoder.ready is not None
         and sum(band.area for band, _ in snapshots) <= INLINE_MAX_PIXELS
     ):
-        return _encode_inline(encoder, snapshots, lossless)
+        return _encode_inline(encoder, snapshots, lossless, lossy)
     loop = asyncio.get_running_loop()
     executor = context.executor
     cache = context.encode_cache
@@ -98,6 +124,7 @@ async def encode_bands(
             pixels,
             functools.partial(cache.photographic, version, band, test=classify),
             lossless=lossless is not None and lossless[i],
+            lossy=True if lossy is not None and lossy[i] else None,
         )
         for i, (band, pixels) in enumerate(snapshots)
     ]
@@ -115,23 +142,28 @@ async def encode_bands(
             if future is not None:
                 shared[i] = future
     metrics.shared_draws += cache.stats.hits - hits
-    rest = [i for i, codec in enumerate(codecs) if codec != "glz" and i not in shared]
+    # the bands nobody shares, stacked per damaged area (codecs.STACKED)
+    rest: list[str | None] = [
+        codec if codec != "glz" and i not in shared else None for i, codec in enumerate(codecs)
+    ]
+    own = stacks([band for band, _ in snapshots], rest, lambda codec, width, height: True)
     workers = max(1, context.config.encoder_threads)
-    groups = [rest[k::workers] for k in range(workers) if rest[k::workers]]
+    groups = [own[k::workers] for k in range(workers) if own[k::workers]]
     results: list[Encoded | None] = [None] * len(snapshots)
 
-    def encode(indices: list[int]) -> None:
-        for i in indices:
-            band, pixels = snapshots[i]
-            image, codec = encoder.encode(pixels, codecs[i])
-            results[i] = (band, image, codec)
+    def encode(group: list[list[int]]) -> None:
+        for stack in group:
+            codec = codecs[stack[0]]
+            if len(stack) == 1:
+                image, codec = encoder.encode(snapshots[stack[0]][1], codec)
+            else:
+                image = encode_stack([snapshots[i][1] for i in stack], codec, encoder.settings)
+            results[stack[0]] = (_stack_rect(snapshots, stack), image, codec)
 
     def encode_glz() -> None:
         for stack in glz:
-            first, last = snapshots[stack[0]][0], snapshots[stack[-1]][0]
-            rect = Rect(first.x, first.y, first.width, last.bottom - first.y)
             image, codec = encoder.encode_glz_stack([snapshots[i][1] for i in stack])
-            results[stack[0]] = (rect, image, codec)
+            results[stack[0]] = (_stack_rect(snapshots, stack), image, codec)
 
     # Shielded: this session leaving must not cancel an encode other sessions await.
     await asyncio.gather(
@@ -145,13 +177,21 @@ async def encode_bands(
 
 
 def _encode_inline(
-    encoder: ImageEncoder, snapshots: list[tuple[Rect, np.ndarray]], lossless: list[bool] | None
+    encoder: ImageEncoder,
+    snapshots: list[tuple[Rect, np.ndarray]],
+    lossless: list[bool] | None,
+    lossy: list[bool] | None,
 ) -> list[Encoded]:
     """A tiny update of a lone display, encoded here and now (see INLINE_MAX_PIXELS); GLZ
     bands in order."""
     results: list[Encoded] = []
     for i, (band, pixels) in enumerate(snapshots):
-        codec = encoder.choose(pixels, classify, lossless=lossless is not None and lossless[i])
+        codec = encoder.choose(
+            pixels,
+            classify,
+            lossless=lossless is not None and lossless[i],
+            lossy=True if lossy is not None and lossy[i] else None,
+        )
         image, used = encoder.encode(pixels, codec)
         results.append((band, image, used))
     return results

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from spiceserver.protocol.display import MAX_STREAMS, DisplayChannel
-from spiceserver.protocol.enums import VideoCodec
+from spiceserver.protocol.enums import DisplayCap, VideoCodec, has_cap
 from spiceserver.protocol.events import (
     CompressionPreferred,
     DisplayReady,
@@ -28,12 +28,15 @@ from spiceserver.protocol.events import (
 )
 from spiceserver.protocol.main import mm_time
 from spiceserver.protocol.messages import CursorShape
+from spiceserver.record import stream_record
 from spiceserver.region import DirtyRegion, split_rows
 from spiceserver.scroll import PendingMoves, Scroll
 from spiceserver.server.channels.base import ChannelHandler
 from spiceserver.server.channels.display.encode import encode_bands
 from spiceserver.server.channels.display.lossy import (
+    JpegBudget,
     LossyAreas,
+    contains,
     overlaps,
     subtract,
     wan_allowed,
@@ -47,7 +50,7 @@ from spiceserver.server.channels.display.streams import (
     choose_codec,
     initial_bit_rate,
 )
-from spiceserver.server.channels.display.video import av_available, make_encoder
+from spiceserver.server.channels.display.video import FrameEncoder, av_available, make_encoder
 from spiceserver.server.codecs import (
     CODECS,
     MODES,
@@ -56,7 +59,7 @@ from spiceserver.server.codecs import (
     classify,
     jpeg_available,
 )
-from spiceserver.server.fault_injection import ImageCorrupter
+from spiceserver.server.fault_injection import FrameFault, ImageCorrupter
 from spiceserver.sources.base import Head, Rect
 
 __all__ = ["MAX_BAND_PIXELS", "DisplayHandler"]
@@ -102,6 +105,7 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         self.encoder.settings = CodecSettings(jpeg_quality=config.jpeg_quality)
         #: Areas this client holds lossy, re-sent losslessly once still (lossy.py).
         self.lossy = LossyAreas(config.lossless_refresh)
+        self.jpeg_budget = JpegBudget(config.jpeg_quality)
         self._jpeg = config.jpeg_wan_compression != "never" and jpeg_available()
         self._refresh_timer: asyncio.TimerHandle | None = None
         #: The PING after the latest update with lossy or refresh bands, and when it went.
@@ -133,6 +137,10 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         faults = self.context.faults
         self.corrupt_image: ImageCorrupter | None = (
             None if faults is None else faults.image_corrupter(self.connection.name)
+        )
+        #: Fault injection on stream frames (--fault drop-frames, delay-frames); None: off.
+        self.frame_fault: FrameFault | None = (
+            None if faults is None else faults.frame_fault(self.connection.name)
         )
 
     def start(self, now: float) -> None:
@@ -216,8 +224,11 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         # A COPY_BITS when this client holds what the move reads, else damage of rect.
         version, pending = self.context.source.version, self.dirty.rects()
         self.dirty.add(self.moves.scrolled(Scroll(rect, dy), damage, version, pending))
-        if self.stream is not None and self.stream.rect.touches(rect):
-            self._end_stream(self.context.clock())  # the video moves: no longer one stream
+        stream = self.stream
+        if stream is not None and any(overlaps(rect, part) for part in stream.visible()):
+            self._end_stream(self.context.clock(), "moved")  # no longer one stream
+        # (A move only within what covers the stream, a terminal over the video scrolling,
+        # leaves it be: spice-gtk paints no frame there, its clip says so.)
         if self.lossy:  # a move carries lossy pixels along: the whole area waits again
             self.lossy.moved(rect, self.context.clock())
         self._wake.set()
@@ -324,7 +335,7 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
     def _create_surface(self) -> None:
         width, height = self.context.source.size
         self._heads_changed = False
-        self._stream_gone(self.context.clock())  # create_primary destroys it on the client
+        self._stream_gone(self.context.clock(), "surface")  # create_primary destroys it
         self.channel.create_primary(width, height, *self._monitors())
         self.need_surface = False
         self._whole_surface_next = True
@@ -338,6 +349,18 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         caps, link = self.channel.client_channel_caps, self.session.metrics.link
         self.encoder.lossy = wan_allowed(config.jpeg_wan_compression, caps, link, self._jpeg)
         self.encoder.zlib_glz = wan_allowed(config.zlib_glz_wan_compression, caps, link, True)
+
+    def _set_jpeg_quality(self, bands: list[Rect], lossless: list[bool] | None) -> None:
+        """The quality this update's JPEGs get: its first paint within the link's budget
+        (lossy.JpegBudget); counted over every band that may go lossy (bands that turn out
+        lossless only make it cautious)."""
+        pixels = sum(
+            band.area for i, band in enumerate(bands) if lossless is None or not lossless[i]
+        )
+        quality = self.jpeg_budget.quality(pixels, self.session.metrics.link.bandwidth())
+        if quality != self.encoder.settings.jpeg_quality:
+            self.encoder.settings = CodecSettings(jpeg_quality=quality)
+            logger.debug("JPEG quality %d for %d pixels", quality, pixels)
 
     def _arm_refresh(self) -> None:
         """Wake the loop when the next lossy area falls due for its lossless copy."""
@@ -361,7 +384,7 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         source = self.context.source
         now = self.context.clock()
         if self.stream is not None and self.stream.timed_out(now):
-            self._end_stream(now)
+            self._end_stream(now, "still")
         elif self.stream is None:
             self._start_stream(now)
         if self.lossy:
@@ -375,15 +398,27 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
                     self.session.metrics.lossless_refreshes += len(refresh)
         rects = self.dirty.take()
         stream = self.stream
+        if stream is not None:  # rate control from the link, as it is now
+            stream.follow_link(self.session.metrics.link.bandwidth(now), now)
         frame_due = stream is not None and stream.frame_due(now, self.context.config.max_fps)
-        if stream is not None:  # its area goes as the stream's frames
-            rects = [part for rect in rects for part in subtract(rect, stream.rect)]
+        if stream is not None:  # its visible area goes as the stream's frames
+            for visible in stream.visible():
+                rects = [part for rect in rects for part in subtract(rect, visible)]
+            if stream.clip_owed():  # before this update's frame and images
+                clip = stream.client_clip
+                self.channel.stream_clip(stream.id, clip)
+                self.session.metrics.stream_clips += 1
+                if self.context.recorders:
+                    boxes = None if clip is None else [list(box) for box in clip]
+                    self.record(stream_record("stream_clip", stream.id, visible=boxes))
         # Queued moves go out after the previous update's draws and before this one's:
         # the order PendingMoves relies on.
         moves = self._send_moves()
         if not rects and not frame_due:
             if moves:  # the moves are the whole update: the client holds moves.version
                 self._update_sent(self.moves.version, source.size, [], moves)
+            else:
+                self.connection.flush()  # a STREAM_CLIP, if any
             return
         size = source.size
         if self._whole_surface_next:
@@ -412,16 +447,25 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
             stream.pending = False  # damage from here on owes the next frame
             stream_pixels = read(stream.rect)
             snapshots.append((stream.rect, stream_pixels))
+            rebuild, stream.rebuild_bit_rate = stream.rebuild_bit_rate, None
             frame = asyncio.get_running_loop().run_in_executor(
-                self.context.executor, stream.encoder.encode, stream_pixels, stream.quality
+                self.context.executor, _encode_frame, stream, stream_pixels, rebuild
             )
         self.moves.read(version)  # no await since dirty.take(): see PendingMoves
         metrics = self.session.metrics
         self._update_policy()
         lossless = [self.lossy.forced_lossless(band) for band in bands] if self.lossy else None
+        if self.encoder.lossy:
+            self._set_jpeg_quality(bands, lossless)
         started = time.perf_counter()
         encoded = await encode_bands(
-            self.context, self.encoder, snapshots[: len(bands)], version, metrics, lossless
+            self.context,
+            self.encoder,
+            snapshots[: len(bands)],
+            version,
+            metrics,
+            lossless,
+            self._candidate_bands(bands, now),
         )
         frame_bytes = None if frame is None else await frame
         metrics.encode_seconds += time.perf_counter() - started
@@ -433,6 +477,7 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         # surface, destroyed right after): GLZ ids must reach the client without a gap.
         now = self.context.clock()
         tracked = False
+        jpeg_pixels = jpeg_bytes = 0
         for band, image, codec in encoded:
             if self.corrupt_image is not None:  # fault injection (--fault corrupt-image)
                 image = self.corrupt_image(image)
@@ -440,10 +485,14 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
             metrics.bytes_by_codec[codec] += image.size
             metrics.draws += 1
             lossy = CODECS[codec].lossy
+            if codec == "jpeg":
+                jpeg_pixels, jpeg_bytes = jpeg_pixels + band.area, jpeg_bytes + image.size
             if lossy or self.lossy:
                 tracked = True
                 self.lossy.sent(band, lossy)  # still from its delivery (the PING below)
         self.lossy.update_done(now)
+        if jpeg_pixels:
+            self.jpeg_budget.observed(jpeg_pixels, jpeg_bytes, self.encoder.settings.jpeg_quality)
         self.channel.end_update()
         if tracked:  # its PONG: the client has drawn this update
             self._delivery = (self.channel.ping(now), now)
@@ -462,24 +511,39 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
             and MODES[self.encoder.compression].lossy is not None
         )
 
+    def _candidate_bands(self, bands: list[Rect], now: float) -> list[bool] | None:
+        """Which bands are frames of a stream candidate, to go lossy as its stream would
+        (JPEG, refreshed losslessly once still): where this client may get a stream and
+        decodes JPEG (CODEC_MJPEG), whatever the link.  None: none."""
+        if not self._may_stream() or not has_cap(
+            self.channel.client_channel_caps, DisplayCap.CODEC_MJPEG
+        ):
+            return None
+        playing = self.detector.playing(now)
+        if not playing:
+            return None
+        return [any(contains(rect, band) for rect in playing) for band in bands]
+
     def _stream_damage(self, stream: VideoStream, rects: list[Rect], now: float) -> list[Rect]:
-        """Damage inside the stream owes it a frame; damage across its edge ends it (the
-        area changed shape, or a window came over it).  Returns the rest."""
+        """Damage inside the stream owes it a frame (and uncovers what it paints); damage
+        across its edge covers part of it (the stream is clipped), damage only within the
+        covered part is the cover's own (streams.py has the rules).  Returns the damage
+        that goes as images."""
         area = stream.rect
         rest = []
         for rect in rects:
-            inside = (
-                area.x <= rect.x
-                and area.y <= rect.y
-                and rect.right <= area.right
-                and rect.bottom <= area.bottom
-            )
-            if inside:
-                stream.damaged(now)
-            else:
+            if not contains(area, rect):
                 rest.append(rect)
-        if any(overlaps(area, rect) for rect in rest):
-            self._end_stream(now)
+                if overlaps(area, rect):
+                    stream.cover(rect)
+            elif stream.hidden and not any(overlaps(rect, part) for part in stream.visible()):
+                rest.append(rect)
+            else:
+                stream.damaged(now)
+                for part in stream.uncover(rect):
+                    self.lossy.sent(part, False)  # the stream paints it again
+        if stream.clipped_away():
+            self._end_stream(now, "covered")
             self.detector.damaged(rects, now)
         return rest
 
@@ -508,10 +572,9 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
                 return
         self.detector.forget(rect)
         link = self.session.metrics.link
+        bit_rate = initial_bit_rate(rect, link.bandwidth(now))
         try:
-            encoder = make_encoder(
-                codec, rect.width, rect.height, initial_bit_rate(rect, link.bandwidth())
-            )
+            encoder = make_encoder(codec, rect.width, rect.height, bit_rate)
         except Exception:  # an FFmpeg build without the encoder, say: not this codec
             logger.exception("%s: no %s encoder", self.connection.name, codec.name)
             self._refused_codecs.add(codec)
@@ -530,11 +593,17 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
             started=now,
             max_quality=config.jpeg_quality,
             encoder=encoder,
+            bit_rate=bit_rate,
+            bit_rate_at=now,
         )
         self.lossy.sent(rect, False)  # the stream paints it from here on
         metrics = self.session.metrics
         metrics.streams += 1
         metrics.stream_started = now
+        if self.context.recorders:
+            area = [rect.x, rect.y, rect.width, rect.height]
+            name = codec.name.lower()
+            self.record(stream_record("stream_create", stream_id, codec=name, rect=area))
         logger.info(
             "%s: stream %d (%s) for %dx%d at %d,%d",
             self.connection.name,
@@ -549,26 +618,37 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
     def _send_frame(self, stream: VideoStream, frame: bytes, now: float) -> None:
         link = self.session.metrics.link
         latency = STREAM_LATENCY + (link.round_trip or 0.0)
+        fault = self.frame_fault
+        if fault is not None:  # fault injection: as if sent, for pacing and rate control
+            if fault.drop():
+                stream.sent(len(frame), now)
+                return
+            latency += fault.shift
         self.channel.stream_data(stream.id, mm_time(now + latency), frame)
         stream.sent(len(frame), now)
         metrics = self.session.metrics
         metrics.stream_frames += 1
         metrics.bytes_by_codec[f"stream-{stream.codec.name.lower()}"] += len(frame) + 12
 
-    def _stream_gone(self, now: float) -> VideoStream | None:
+    def _stream_gone(self, now: float, reason: str) -> VideoStream | None:
         """Forget the live stream (its metrics kept); returns it."""
         stream, self.stream = self.stream, None
         metrics = self.session.metrics
+        if stream is not None and self.context.recorders:
+            frames, size = stream.frames, stream.bytes
+            self.record(
+                stream_record("stream_destroy", stream.id, frames=frames, bytes=size, reason=reason)
+            )
         if stream is not None and metrics.stream_started is not None:
             # Its playing time: up to its last update, not its timeout (fps while it played).
             metrics.stream_seconds += max(0.0, stream.last_damage - metrics.stream_started)
             metrics.stream_started = None
         return stream
 
-    def _end_stream(self, now: float, refuse: bool = False) -> None:
+    def _end_stream(self, now: float, reason: str, refuse: bool = False) -> None:
         """STREAM_DESTROY; the client keeps its last (lossy) frame, so the area is due for its
         lossless refresh at once (libspice dcc_detach_stream_gracefully re-sends it too)."""
-        stream = self._stream_gone(now)
+        stream = self._stream_gone(now, reason)
         if stream is None:
             return
         self.channel.stream_destroy(stream.id)
@@ -590,7 +670,7 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         if stream is None or report.stream_id != stream.id:
             return
         if report.cannot_decode:
-            self._end_stream(now, refuse=True)
+            self._end_stream(now, "cannot_decode", refuse=True)
             return
         stream.report(report)
         logger.debug(
@@ -635,6 +715,22 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
 #: Stream codecs this server encodes (H.264, VP8 and VP9 need PyAV and an even size).
 _ENCODABLE = frozenset(VideoCodec) - {VideoCodec.H265}
 _MJPEG_ONLY = frozenset({VideoCodec.MJPEG})
+
+
+def _encode_frame(stream: VideoStream, pixels: np.ndarray, rebuild: int | None) -> bytes:
+    """A stream's next frame, on a worker thread; first its encoder rebuilt at bit rate
+    ``rebuild`` (rate control from the link: opening one takes milliseconds, not for the
+    loop).  The update loop awaits each frame before the next: one at a time per stream."""
+    if rebuild is not None:
+        rect = stream.rect
+        try:
+            stream.encoder = make_encoder(stream.codec, rect.width, rect.height, rebuild)
+        except Exception:  # keep the one that works
+            logger.exception("stream %d: rebuilding its encoder failed", stream.id)
+        else:
+            logger.debug("stream %d: bit rate %d from the link", stream.id, rebuild)
+    encoder: FrameEncoder = stream.encoder
+    return encoder.encode(pixels, stream.quality)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
