@@ -5,17 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
 
-from spiceserver.clipboard import ClipboardBackend
 from spiceserver.config import (
     AUDIO_MODES,
     COMPRESSION_NAMES,
@@ -29,20 +30,18 @@ from spiceserver.config import (
     is_loopback,
     parse_video_codecs,
 )
-from spiceserver.connect_info import (
-    ConnectionFile,
-    certificate_subject,
-    reachable_hosts,
-    spice_uri,
-)
 from spiceserver.errors import ConfigError
 from spiceserver.faults import Fault
-from spiceserver.input import InputBackend, InputHandler, choose_desktop_input, ignore_input
-from spiceserver.protocol.enums import MAX_PASSWORD_LENGTH, KeyModifiers
-from spiceserver.server import SpiceServer
-from spiceserver.server.transports.web import default_web_root
-from spiceserver.sources import FramebufferSource, PatternSource, source_from_spec
-from spiceserver.sources.pattern import PatternClickSource
+from spiceserver.protocol.enums import MAX_PASSWORD_LENGTH
+
+# The server, its sources and numpy are imported once the port is open (see main()).
+if TYPE_CHECKING:
+    from spiceserver.clipboard import ClipboardBackend
+    from spiceserver.connect_info import ConnectionFile
+    from spiceserver.input import InputBackend, InputHandler
+    from spiceserver.protocol.enums import KeyModifiers
+    from spiceserver.server import SpiceServer
+    from spiceserver.sources import FramebufferSource
 
 logger = logging.getLogger("spiceserver")
 
@@ -455,6 +454,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
         raise ConfigError("--tls-listen takes HOST:PORT (TLS over a Unix socket is not offered)")
     web_root = args.web
     if web_root == "":
+        from spiceserver.server.transports.web import default_web_root
+
         web_root = str(default_web_root())
     config = ServerConfig(
         host=host,
@@ -502,7 +503,12 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
     return config, generated
 
 
-async def serve(args: argparse.Namespace) -> int:
+async def serve(args: argparse.Namespace, listening: socket.socket | None = None) -> int:
+    """Serve until SIGINT/SIGTERM; ``listening``: the port, opened early by :func:`main`."""
+    from spiceserver.input import choose_desktop_input, ignore_input
+    from spiceserver.sources import PatternSource, source_from_spec
+    from spiceserver.sources.pattern import PatternClickSource
+
     config, generated = config_from_args(args)
     source = source_from_spec(await _desktop_kind(args.source), max_fps=args.max_fps)
     if args.audio == "clicks":
@@ -531,7 +537,7 @@ async def serve(args: argparse.Namespace) -> int:
         assert isinstance(source, GnomeSource)
         on_input = GnomeInput(source, view_only=args.view_only)
     try:
-        await _serve(args, config, generated, source, on_input, desktop_input, clipboard)
+        await _serve(args, config, generated, source, on_input, desktop_input, clipboard, listening)
     finally:
         if desktop_input is not None:
             await asyncio.to_thread(desktop_input.close)
@@ -562,9 +568,15 @@ async def _serve(
     on_input: InputHandler | None,
     desktop_input: InputBackend | None,
     clipboard: ClipboardBackend | None = None,
+    listening: socket.socket | None = None,
 ) -> None:
+    from spiceserver.server import SpiceServer
+
     loop = asyncio.get_running_loop()
-    async with SpiceServer(source, config, on_input=on_input, clipboard=clipboard) as server:
+    server = SpiceServer(
+        source, config, on_input=on_input, clipboard=clipboard, listen_socket=listening
+    )
+    async with server:
         if desktop_input is not None:
             # The X lock LEDs, read on the input thread, reach the clients on the loop.
             def send_locks(mods: KeyModifiers) -> None:
@@ -599,6 +611,8 @@ def print_connect_lines(
         uri = server.uri + (f"?password={quote(password, safe='')}" if password else "")
         print(f"remote-viewer '{uri}'", flush=True)
         return
+    from spiceserver.connect_info import reachable_hosts, spice_uri
+
     hosts = reachable_hosts(config.host)
     if vv_file is not None:
         connection_file(server, config, hosts[0]).write(vv_file)
@@ -617,6 +631,8 @@ def print_connect_lines(
 
 
 def connection_file(server: SpiceServer, config: ServerConfig, host: str) -> ConnectionFile:
+    from spiceserver.connect_info import ConnectionFile, certificate_subject
+
     ca_pem = subject = None
     if config.tls_cert is not None:
         pem = Path(config.tls_cert).read_bytes()
@@ -671,8 +687,40 @@ def _return_big_buffers_to_the_os() -> None:
         ctypes.CDLL(name).mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
 
 
+def listen_early(args: argparse.Namespace) -> socket.socket | None:
+    """The TCP port, opened before the server's imports (numpy, the protocol, the codecs:
+    most of a start's 0.3-0.8 s): a client started along with the server (``spiceserver
+    serve & remote-viewer ...``) is queued by the kernel and answered once the server runs,
+    instead of refused.  None for a Unix socket or a host name (the server binds those as
+    asyncio does, to every address a name has)."""
+    host, port, unix_path = args.listen
+    if unix_path is not None:
+        return None
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # As asyncio's create_server binds: address reuse, and IPv6 only on an IPv6 socket.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(100)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        listening = listen_early(args)
+    except OSError as exc:
+        print(f"spiceserver: {exc}", file=sys.stderr)
+        return 2
     _return_big_buffers_to_the_os()
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -686,10 +734,13 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency, but stay usable without
         pass
     try:
-        return runner(serve(args))
+        return runner(serve(args, listening))
     except (ConfigError, ValueError, OSError) as exc:
         print(f"spiceserver: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if listening is not None:
+            listening.close()  # the server's own close shut it already, unless it failed first
 
 
 if __name__ == "__main__":

@@ -385,6 +385,12 @@ class ImageClass:
 
 
 NOT_PHOTOGRAPHIC = ImageClass()
+#: Regions of at most this many pixels are never sampled (GLZ or LZ, never QUIC or JPEG):
+#: the sample is a dozen numpy calls, 40 us on a warm CPU but 150-300 us on the first
+#: change after an idle spell, on the path of every typed glyph (``bench_desktop
+#: --trace-hops``); and the bytes at stake are few: a 32x32 photo crop is 2.5 KB as GLZ,
+#: 1.4 KB as QUIC (photo_dune, mean of 32 crops).
+MIN_SAMPLED_PIXELS = 32 * 32
 #: Steps above this (largest channel difference between neighbours) are hard edges: glyph
 #: strokes and UI borders have many (text 2-9 % of steps on tests/data/corpus, photos 0 %).
 HARD_EDGE = 64
@@ -528,6 +534,8 @@ class ImageEncoder:
             return "raw"
         mode = MODES[self.compression]
         photo, lossy_codec = mode.photographic, mode.lossy
+        if width * height <= MIN_SAMPLED_PIXELS:
+            photo = lossy_codec = None  # a glyph, a cursor blink: not worth a sample
         allowed = self.lossy if lossy is None else lossy
         if lossy_codec is not None and allowed and not lossless:  # noqa: SIM102 - cheap first
             if self._fits(lossy_codec, width, height) and sample(pixels).smooth:

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import socket
 import stat
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -158,8 +159,11 @@ class SpiceServer:
         microphone: RecordSink | None = None,
         clipboard: ClipboardBackend | None = None,
         on_file: OnFile | None = None,
+        listen_socket: socket.socket | None = None,
         **options: Any,
     ) -> None:
+        """``listen_socket``: a TCP socket already bound and listening (the CLI opens the port
+        before its imports), served instead of binding ``config.host``/``port``."""
         if config is None:
             config = ServerConfig(**options)
         elif options:
@@ -253,6 +257,7 @@ class SpiceServer:
             if config.agent
             else None,
         )
+        self._listen_socket = listen_socket
         self._listeners: list[asyncio.Server] = []
         self._server: asyncio.Server | None = None
         self._tls_server: asyncio.Server | None = None
@@ -300,6 +305,10 @@ class SpiceServer:
         config = self.config
         if config.unix_path is not None:
             self._server = await loop.create_unix_server(self._protocol_factory(), config.unix_path)
+        elif self._listen_socket is not None:
+            self._server = await loop.create_server(
+                self._protocol_factory(), sock=self._listen_socket
+            )
         else:
             self._server = await loop.create_server(
                 self._protocol_factory(), config.host, config.port

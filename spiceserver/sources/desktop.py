@@ -102,18 +102,19 @@ FLOOD_EVENTS = 512
 #: Bytes the capture's X connection reads at a time (128 events).
 X_READ_BYTES = 4096
 #: Seconds without any damage after which flood mode ends (raw rectangles again; xterm pauses
-#: for a fraction of a second now and then even under `seq`).  Not a
-#: fixed period: each return to raw rectangles during a flood costs the parse of the events
-#: X queues before it sees the switch back (thousands, half a second).
+#: for a fraction of a second now and then even under `seq`).  Not a fixed period: each return
+#: to raw rectangles during a flood costs the parse of the thousands of events X queues first.
 FLOOD_CALM_SECONDS = 1.0
+#: Raw damage: the DamageSubtract keeping X's region small goes this long after a grab (before
+#: it, it cost 0.05 ms of a small change's latency: ``bench_desktop --trace-hops``).
+SUBTRACT_DELAY = 0.005
 #: Without XInput 2, the pointer position is polled this often.
 POINTER_POLL_SECONDS = 0.1
 #: With XInput 2, the pointer is still polled this often: warps raise no raw motion.
 WARP_POLL_SECONDS = 1.0
 #: XFixes cursor images kept by serial (animated cursors cycle through a few).
 CURSOR_CACHE_SIZE = 64
-#: High bits of a cursor's SPICE ``unique``: "XFIX", so serials never collide with the
-#: default cursor's ``unique`` of 1.
+#: High bits of a cursor's SPICE ``unique`` ("XFIX"): serials never collide with the default 1.
 _CURSOR_UNIQUE_TAG = 0x5846_4958 << 32
 #: The core event code of XGE events (XInput 2 raw motion arrives as one).
 _GENERIC_EVENT = 35
@@ -122,8 +123,7 @@ _RANDR_EVENTS = frozenset({"ScreenChangeNotify", "CrtcChangeNotify", "OutputChan
 #: How long :meth:`DesktopSource.start` waits for the first full grab.
 START_TIMEOUT = 30.0
 #: Grabbed updates handed to the loop and not yet applied: past this the capture thread waits
-#: (its X damage keeps accumulating and goes into the next grab), so a busy loop never queues
-#: frames of grabbed pixels.
+#: (its damage goes into the next grab), so a busy loop never queues frames of grabbed pixels.
 MAX_UNAPPLIED_UPDATES = 2
 #: Changed rectangles smaller than this (pixels) are not checked for a scroll: cheap to encode.
 SCROLL_MIN_AREA = 128 * 32
@@ -401,6 +401,7 @@ class _Capture:
         self.pointer_dirty = False
         self.pointer: tuple[int, int] | None = None
         self.next_grab = 0.0
+        self.subtract_at: float | None = None  # see SUBTRACT_DELAY
         self.next_pointer = 0.0
         self.next_pointer_poll = 0.0
         self.pointer_poll = POINTER_POLL_SECONDS
@@ -505,6 +506,10 @@ class _Capture:
                 self._grab_update(now)
                 self.next_grab = now + self.interval
                 continue  # the grab's round trips may have queued events
+            if self.subtract_at is not None and now >= self.subtract_at:
+                self.subtract_at = None
+                if self.damage is not None and not self.flooded:  # flooded: before each grab
+                    self.display.damage_subtract(self.damage)
             if self._pointer_due(now):
                 self.pointer_dirty = False
                 self._update_pointer()
@@ -536,9 +541,9 @@ class _Capture:
 
     def _timeout(self, now: float) -> float:
         deadline = self.next_pointer if self.pointer_dirty else self.next_pointer_poll
-        grab = self._next_grab_at(now)
-        if grab is not None:
-            deadline = min(deadline, grab)
+        for due in (self._next_grab_at(now), self.subtract_at):
+            if due is not None:
+                deadline = min(deadline, due)
         return max(0.0, deadline - now)
 
     def _read_events(self) -> None:
@@ -618,17 +623,15 @@ class _Capture:
 
         height, width = self.frame.shape[:2]
         if self.damage is not None:
-            # No round trip before the grab (it would add half a millisecond to every
-            # update): events already received join this grab, later ones raise a grab of
-            # their own.  Raw rectangles need no subtract for that; it only keeps the
-            # server's region small, and goes out with the next flush.
-            self.display.damage_subtract(self.damage)
+            # No round trip before the grab (half a millisecond): events already received
+            # join it, later ones raise a grab of their own.  Raw rectangles need no
+            # subtract (it only keeps X's region small): see SUBTRACT_DELAY.
             if self.flooded:
-                # Delta rectangles leave damage inside the region unreported until the
-                # subtract: it must reach X before the grab, or a change made between the
-                # grab and the subtract would be lost.
+                # Delta rectangles leave damage inside the region unreported until the subtract:
+                # it must reach X before the grab, or a change between the two would be lost.
+                self.display.damage_subtract(self.damage)
                 self.display.sync()
-            self._read_events()
+            self._read_events()  # the rest of a drawing (a scroll's copy, then its new line)
             if self.resized:
                 self.resized = False
                 if self._check_layout():
@@ -669,6 +672,7 @@ class _Capture:
             stats["scrolls"] += len(scrolls)
             stats["scrolled_pixels"] += sum(s.dest.area for s in scrolls)
             self.source._publish(scrolls, writes, changed)
+        self.subtract_at = now + SUBTRACT_DELAY
 
     def _scrolled(
         self,

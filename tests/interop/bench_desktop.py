@@ -2,9 +2,12 @@
 
     python -m tests.interop.bench_desktop [--servers spiceserver,andris] [--size 1920x1080]
         [--compression auto-glz] [--andris PATH] [--idle-seconds 20] [--json OUT]
+        [--rounds N] [--skip-session] [--trace-hops]
 
 Server kinds: ``spiceserver``, ``spiceserver-noscroll`` (the same with ``--no-scroll-detect``:
-scrolls re-encoded instead of sent as COPY_BITS) and ``andris``.
+scrolls re-encoded instead of sent as COPY_BITS), ``spiceserver=CHECKOUT`` (the server of
+another checkout, e.g. ``git worktree add /tmp/old COMMIT``, run from there with its
+``PYTHONPATH``; with ``--trace-hops`` it needs tests/interop/hoptrace.py) and ``andris``.
 
 For each server, on a fresh Xvfb (xsetroot background, one xterm), in its own process:
 
@@ -23,6 +26,13 @@ For each server, on a fresh Xvfb (xsetroot background, one xterm), in its own pr
 * **idle CPU**: the server process's user+system time while the desktop is idle except for
   ``xclock -digital -update 1``, as a percentage of one core, and the bytes it sends meanwhile.
 
+``--rounds N`` runs the servers in turn N times (interleaved) and adds, per figure, the median
+of the rounds and spiceserver's ratio to andris.  ``--skip-session`` leaves out the scripted
+session and the scrolling (first frame, latency and idle CPU only).  ``--trace-hops`` runs
+spiceserver under :mod:`tests.interop.hoptrace` and reports, per latency sample, the median
+time spent between the hops of an update (X event, grab, loop, display task, encoder,
+socket, client).
+
 andris comes from PyPI (``pip install andris``; a static binary); it only ever listens on
 127.0.0.1 here.  Prints one JSON object per server.
 """
@@ -31,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -200,9 +211,11 @@ def server_process(
     port: int,
     args: argparse.Namespace,
     argv_for: Callable[[Path], list[str]] | None = None,
+    trace: Path | None = None,
 ) -> Iterator[int]:
     """The server ``kind`` on ``display``, listening on ``port``; yields its pid.  ``argv_for``
-    (given the ticket file) replaces the command line built here (bench_video's servers)."""
+    (given the ticket file) replaces the command line built here (bench_video's servers);
+    ``trace``: spiceserver runs under tests/interop/hoptrace.py, its stamps to that file."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-desktop-"))
     ticket = tmp / "ticket"
     ticket.write_text(PASSWORD + "\n")
@@ -210,10 +223,11 @@ def server_process(
     if argv_for is not None:
         argv = argv_for(ticket)
     elif kind.startswith("spiceserver"):
+        module = ["spiceserver"] if trace is None else ["tests.interop.hoptrace", str(trace)]
         argv = [
             sys.executable,
             "-m",
-            "spiceserver",
+            *module,
             "serve",
             "--source",
             f"desktop:{display}",
@@ -242,9 +256,14 @@ def server_process(
             "--no-audio",
         ]
     log = (tmp / "server.log").open("wb")
+    env, cwd = x_env(display), None
+    if "=" in kind:  # spiceserver=CHECKOUT: that checkout's server (an earlier commit, say)
+        cwd = kind.split("=", 1)[1]
+        env["PYTHONPATH"] = cwd
     proc = subprocess.Popen(
         argv,
-        env=x_env(display),
+        env=env,
+        cwd=cwd,
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -270,7 +289,8 @@ def server_process(
 # ------------------------------------------------------------------------------- phases
 
 
-def measure_latency(display: str, client: GtkClient, samples: int) -> list[float]:
+def measure_latency(display: str, client: GtkClient, samples: int) -> list[tuple[float, float]]:
+    """(XSync returned, spice-gtk's invalidate) per filled rectangle."""
     from spiceserver.sources.desktop import open_display
 
     conn = open_display(display)
@@ -289,7 +309,7 @@ def measure_latency(display: str, client: GtkClient, samples: int) -> list[float
     conn.sync()
     gc = win.create_gc()
     rng = random.Random(7)
-    latencies = []
+    latencies: list[tuple[float, float]] = []
     time.sleep(0.5)  # the window's own exposure goes out first
     try:
         for _ in range(samples):
@@ -310,7 +330,7 @@ def measure_latency(display: str, client: GtkClient, samples: int) -> list[float
                 )
 
             event = client.wait_for("invalidate", covers, timeout=10, since=since, consume=False)
-            latencies.append(max(0.0, event["t"] - t0))
+            latencies.append((t0, max(t0, event["t"])))
             time.sleep(0.15)
     finally:
         win.destroy()
@@ -403,7 +423,10 @@ def bench(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         xterm = window(display, "bench-xterm")
         expected = settled_screen(display)
         port = free_port()
-        pid = stack.enter_context(server_process(kind, display, port, args))
+        trace = None
+        if args.trace_hops and kind.startswith("spiceserver"):
+            trace = Path(tempfile.mkdtemp(prefix="bench-hops-")) / "stamps.json"
+        pid = stack.enter_context(server_process(kind, display, port, args, trace=trace))
         relay = Relay(port)
         stack.callback(relay.close)
         uri = f"spice://127.0.0.1:{relay.port}"
@@ -420,26 +443,13 @@ def bench(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         result["first_frame_again_s"] = firsts[1:]
         client = stack.enter_context(GtkClient(uri, PASSWORD))
         client.wait_for("mark", timeout=30)
-        lat = measure_latency(display, client, args.samples)
-        result["latency_ms_p50"] = round(float(np.percentile(lat, 50)) * 1000, 1)
-        result["latency_ms_p95"] = round(float(np.percentile(lat, 95)) * 1000, 1)
+        samples = measure_latency(display, client, args.samples)
+        lat = [done - t0 for t0, done in samples]
+        result["latency_ms_p50"] = round(float(np.percentile(lat, 50)) * 1000, 2)
+        result["latency_ms_p95"] = round(float(np.percentile(lat, 95)) * 1000, 2)
         time.sleep(1.0)
-        before = relay.down
-        run_session(display, xterm)
-        result["session_bytes"] = relay.down - before
-        final = settled_screen(display)
-        done = first_equal(client, final, timeout=30)
-        result["session_final_frame_exact"] = done is not None
-        if done is None:
-            result["session_final_frame_diff"] = frame_diff_summary(client.dump_frame(), final)
-        before = relay.down
-        lat = run_scrolling(display, xterm, client)
-        result["scroll_bytes"] = relay.down - before
-        result["scroll_redraws"] = len(lat)
-        result["scroll_latency_ms_p50"] = round(float(np.percentile(lat, 50)) * 1000, 1)
-        result["scroll_latency_ms_p95"] = round(float(np.percentile(lat, 95)) * 1000, 1)
-        final = settled_screen(display)
-        result["scroll_final_frame_exact"] = first_equal(client, final, timeout=30) is not None
+        if not args.skip_session:
+            session_phases(display, xterm, client, relay, result)
         app("xclock", "-digital", "-update", "1", "-geometry", "+1500+20")
         time.sleep(3.0)
         cpu0, bytes0, t0 = cpu_seconds(pid), relay.down, time.monotonic()
@@ -447,7 +457,64 @@ def bench(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         cpu1, bytes1, t1 = cpu_seconds(pid), relay.down, time.monotonic()
         result["idle_cpu_percent"] = round(100 * (cpu1 - cpu0) / (t1 - t0), 2)
         result["idle_bytes_per_s"] = round((bytes1 - bytes0) / (t1 - t0))
+    if trace is not None:
+        result["hops_ms_p50"] = hop_breakdown(json.loads(trace.read_text()), samples)
+        shutil.rmtree(trace.parent, ignore_errors=True)
     return result
+
+
+#: The hops of an update, in order (tests/interop/hoptrace.py), and what each gap is.
+HOPS = [
+    "event", "grab", "shot", "shot-done", "publish", "grabbed",
+    "applied", "update", "encode", "encoded", "written",
+]  # fmt: skip
+
+
+def hop_breakdown(
+    stamps: list[tuple[str, float]], samples: list[tuple[float, float]]
+) -> dict[str, float]:
+    """Median milliseconds between consecutive hops over the latency samples: from XSync
+    returning to the first hop, hop to hop, and from the socket write to spice-gtk."""
+    gaps: dict[str, list[float]] = {}
+    for t0, done in samples:
+        window = sorted((t, name) for name, t in stamps if t0 - 0.005 <= t <= done)
+        times, at = [t0], 0
+        for hop in HOPS:
+            found = next((i for i in range(at, len(window)) if window[i][1] == hop), None)
+            if found is None:
+                break
+            times.append(window[found][0])
+            at = found + 1
+        else:
+            times.append(done)
+            names = ["sync→event", *(f"{a}→{b}" for a, b in itertools.pairwise(HOPS))]
+            for name, a, b in zip([*names, "written→client"], times[:-1], times[1:], strict=True):
+                gaps.setdefault(name, []).append(b - a)
+    return {name: round(float(np.median(values)) * 1000, 3) for name, values in gaps.items()} | {
+        "samples_matched": len(next(iter(gaps.values()), []))
+    }
+
+
+def session_phases(
+    display: str, xterm: str, client: GtkClient, relay: Relay, result: dict[str, Any]
+) -> None:
+    """The scripted session's and the scrolls' bytes and latencies."""
+    before = relay.down
+    run_session(display, xterm)
+    result["session_bytes"] = relay.down - before
+    final = settled_screen(display)
+    done = first_equal(client, final, timeout=30)
+    result["session_final_frame_exact"] = done is not None
+    if done is None:
+        result["session_final_frame_diff"] = frame_diff_summary(client.dump_frame(), final)
+    before = relay.down
+    lat = run_scrolling(display, xterm, client)
+    result["scroll_bytes"] = relay.down - before
+    result["scroll_redraws"] = len(lat)
+    result["scroll_latency_ms_p50"] = round(float(np.percentile(lat, 50)) * 1000, 1)
+    result["scroll_latency_ms_p95"] = round(float(np.percentile(lat, 95)) * 1000, 1)
+    final = settled_screen(display)
+    result["scroll_final_frame_exact"] = first_equal(client, final, timeout=30) is not None
 
 
 def main() -> None:
@@ -461,14 +528,43 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=40)
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     parser.add_argument("--json", type=Path, help="also append the results to this file")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds of all servers")
+    parser.add_argument("--skip-session", action="store_true", help="no session, no scrolls")
+    parser.add_argument("--trace-hops", action="store_true", help="time spiceserver's hops")
     args = parser.parse_args()
-    for kind in args.servers.split(","):
-        result = bench(kind, args)
-        line = json.dumps(result)
-        print(line, flush=True)
-        if args.json:
-            with args.json.open("a") as out:
-                out.write(line + "\n")
+    results: dict[str, list[dict[str, Any]]] = {}
+    for _ in range(args.rounds):
+        for kind in args.servers.split(","):
+            result = bench(kind, args)
+            results.setdefault(kind, []).append(result)
+            line = json.dumps(result)
+            print(line, flush=True)
+            if args.json:
+                with args.json.open("a") as out:
+                    out.write(line + "\n")
+    if args.rounds > 1:
+        print(json.dumps(summary(results)), flush=True)
+
+
+def summary(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per server the median of each numeric figure over the rounds, and each figure's
+    ratio spiceserver / andris (when both ran)."""
+    medians = {
+        kind: {
+            key: float(np.median([r[key] for r in rounds]))
+            for key, value in rounds[0].items()
+            if isinstance(value, int | float) and not isinstance(value, bool)
+        }
+        for kind, rounds in results.items()
+    }
+    out: dict[str, Any] = {"medians": medians}
+    peer = medians.get("andris")
+    for kind, ours in medians.items():
+        if peer and kind != "andris":
+            out[f"ratio_{kind}_to_andris"] = {
+                key: round(ours[key] / peer[key], 2) for key in ours if peer.get(key)
+            }
+    return out
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@
 
 A fresh Xvfb with ``man xterm`` in an xterm, ``spiceserver serve --source desktop:N`` in its own
 process (after its codecs are ready), spice-gtk connected until its first MARK, a few pages
-of the manual turned, then /proc/PID/status VmRSS.  Prints one JSON line (median of rounds).
+of the manual turned, then /proc/PID/status VmRSS.  Prints one JSON line (median of rounds),
+with the last round's RSS by mapping (/proc/PID/smaps: libllvmlite.so, the other shared
+libraries, the heap and anonymous memory, shared memory such as mss's XShm segment) and its
+split into anonymous, file-backed and shared memory (RssAnon, RssFile, RssShmem).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import os
 import statistics
 import subprocess
+from pathlib import Path
 
 from tests.interop.clients import GtkClient, Xvfb
 from tests.interop.serverprocess import ServerProcess
@@ -21,7 +25,32 @@ from tests.interop.serverprocess import ServerProcess
 PASSWORD = "rss-bench"
 
 
-def one_round(server_args: list[str]) -> tuple[float, float]:
+def rss_by_mapping(pid: int) -> dict[str, float]:
+    """MiB of RSS per kind of mapping of process ``pid``, and the status split."""
+    kinds: dict[str, float] = {}
+    name = ""
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and not fields[0].endswith(":"):  # a mapping's header line
+            path = fields[5] if len(fields) > 5 else ""
+            if "libllvmlite" in path:
+                name = "libllvmlite.so"
+            elif path.startswith("/SYSV") or path.startswith("/dev/shm") or "memfd:" in path:
+                name = "shared memory"
+            elif path.startswith("/"):
+                name = "other files (libraries)"
+            else:
+                name = "heap and anonymous"
+        elif fields[0] == "Rss:":
+            kinds[name] = kinds.get(name, 0.0) + int(fields[1]) / 1024
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("RssAnon", "RssFile", "RssShmem")):
+            key, value = line.split(":")
+            kinds[key] = int(value.split()[0]) / 1024
+    return {key: round(value, 1) for key, value in kinds.items()}
+
+
+def one_round(server_args: list[str]) -> tuple[float, float, dict[str, float]]:
     with Xvfb(width=1920, height=1080) as display:
         env = dict(os.environ, DISPLAY=display)
         term = subprocess.Popen(
@@ -45,7 +74,8 @@ def one_round(server_args: list[str]) -> tuple[float, float]:
                             timeout=30,
                         )
                     client.ping()  # every update sent so far has been handled
-                    return before, server.rss_mib()
+                    assert server.proc is not None
+                    return before, server.rss_mib(), rss_by_mapping(server.proc.pid)
         finally:
             term.kill()
             term.wait(timeout=10)
@@ -62,7 +92,8 @@ def main() -> None:
             {
                 "rss_mib_before_client": statistics.median(r[0] for r in rounds),
                 "rss_mib_one_client": statistics.median(r[1] for r in rounds),
-                "rounds": rounds,
+                "rounds": [r[:2] for r in rounds],
+                "by_mapping_mib": rounds[-1][2],
             }
         )
     )

@@ -1,0 +1,108 @@
+"""Run ``spiceserver`` with a time stamp at each hop of a desktop update (benchmark hook).
+
+    python -m tests.interop.hoptrace OUT.json serve --source desktop:N ...
+
+Wraps, without touching the server's code, the places an X change passes on its way to the
+socket and notes ``time.perf_counter()`` (CLOCK_MONOTONIC on Linux, as the harness's
+``time.monotonic()`` and spice-gtk's event times) at each:
+
+* ``event``: the capture thread parsed a damage event (the first since its last grab);
+* ``grab`` / ``grabbed``: the capture thread's grab of the damaged boxes starts, and ends
+  with the update handed to the loop (compare with the held frame included); inside it
+  ``read``/``read-done`` (X events read), ``shot``/``shot-done`` (XShmGetImage) and
+  ``publish``/``published`` (the hand-over);
+* ``applied``: the event loop runs the hand-over (frame written, listeners told);
+* ``update`` / ``encode`` / ``encoded``: the display task starts the update, calls the
+  encoder and has the images;
+* ``written``: the update is written to the transport (the kernel has the bytes).
+
+At exit (SIGTERM) writes ``[[name, seconds], ...]`` to OUT.json.  ``bench_desktop
+--trace-hops`` matches them to its latency samples.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import runpy
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+STAMPS: list[tuple[str, float]] = []
+#: Bound: a long run keeps the latest stamps only.
+MAX_STAMPS = 200_000
+
+
+def note(name: str) -> None:
+    if len(STAMPS) < MAX_STAMPS:
+        STAMPS.append((name, time.perf_counter()))
+
+
+def around(owner: Any, name: str, before: str | None, after: str | None) -> None:
+    """Wrap the method ``owner.name`` with a stamp before and after it."""
+    method = getattr(owner, name)
+
+    def traced(self: Any, *args: Any) -> Any:
+        if before:
+            note(before)
+        try:
+            return method(self, *args)
+        finally:
+            if after:
+                note(after)
+
+    setattr(owner, name, traced)
+
+
+def install() -> None:
+    from spiceserver.server.channels.display import update_loop
+    from spiceserver.sources import desktop
+
+    capture = desktop._Capture
+    on_event = capture._on_event
+
+    def traced_on_event(self: Any, event: Any) -> None:
+        if (event.type & 0x7F) == self.damage_event and not self.pending:
+            note("event")
+        on_event(self, event)
+
+    capture._on_event = traced_on_event  # type: ignore[method-assign]
+    around(capture, "_grab_update", "grab", "grabbed")
+    around(capture, "_grab", "shot", "shot-done")
+    around(capture, "_read_events", "read", "read-done")
+    around(desktop.DesktopSource, "_publish", "publish", "published")
+    around(desktop.DesktopSource, "_apply_handed", "applied", None)
+    around(update_loop.DisplayHandler, "_update_sent", None, "written")
+    handler = update_loop.DisplayHandler
+    send_update = handler._send_update
+
+    async def traced_send_update(self: Any) -> None:
+        note("update")
+        await send_update(self)
+
+    handler._send_update = traced_send_update  # type: ignore[method-assign]
+    encode_bands = update_loop.encode_bands
+
+    @functools.wraps(encode_bands)
+    async def traced_encode(*args: Any, **kwargs: Any) -> Any:
+        note("encode")
+        result = await encode_bands(*args, **kwargs)
+        note("encoded")
+        return result
+
+    update_loop.encode_bands = traced_encode  # type: ignore[assignment]
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    atexit.register(lambda: out.write_text(json.dumps(STAMPS)))
+    install()
+    sys.argv = ["spiceserver", *sys.argv[2:]]
+    runpy.run_module("spiceserver", run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    main()
