@@ -3,15 +3,11 @@
 At connect the main channel runs libspice-server's net test
 (``spice:server/main-channel-client.cpp`` ``start_net_test`` / ``handle_pong``): a 0-byte
 PING for the latency, then a large one; the large one's round trip minus the latency is the
-time the link took to carry its padding.  libspice sends 250 KiB at once.  We send a
-:data:`NET_TEST_PROBE_BYTES` probe first, and the :data:`NET_TEST_BYTES` one (half libspice's,
-so that on a 2 Mbit/s link the answer comes in about half a second) only when the probe says
-the link may be slow.  A probe that fits TCP's initial window can only underestimate the rate
-(any extra round trip or jitter lengthens it), so "fast" from the probe is safe; "slow" is
-checked with the large PING.  On a fast link the test costs 12 KiB instead of 128: it had been
-most of a desktop's first-connection bytes (141,586 B to the first frame against 10,444 before
-the net test; ``python -m tests.interop.bench_desktop``).  Below :data:`LOW_BANDWIDTH_BPS` the
-link is "low bandwidth" (``is_low_bandwidth``: 10 Mbit/s there too).
+time the link took to carry its padding.  libspice sends 250 KiB; we send
+:data:`NET_TEST_BYTES`, half that, so that on a 2 Mbit/s link the answer comes in about half a
+second and the first screen (which waits for it, see the display's start-up) need not wait
+a whole one.  Below :data:`LOW_BANDWIDTH_BPS` the link is "low bandwidth"
+(``is_low_bandwidth``: 10 Mbit/s there too).
 
 Afterwards every ACK is a delivery sample (the ACK window's bytes over the time between two
 ACKs), counted only when the sender was never the bottleneck: everything the client
@@ -30,14 +26,10 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["LOW_BANDWIDTH_BPS", "NET_TEST_BYTES", "NET_TEST_PROBE_BYTES", "LinkEstimate"]
+__all__ = ["LOW_BANDWIDTH_BPS", "NET_TEST_BYTES", "LinkEstimate"]
 
-#: Padding of the net test's large PING (libspice: 250 KiB), sent when the probe says slow.
+#: Padding of the net test's large PING (libspice: 250 KiB).
 NET_TEST_BYTES = 128 * 1024
-#: Padding of the net test's first PING: with the headers before it, within TCP's initial
-#: window of 10 segments (RFC 6928), so it takes one round trip plus its time on the wire;
-#: 10 ms at the slow-link threshold.
-NET_TEST_PROBE_BYTES = 12 * 1024
 #: Below this many bits per second a link is slow (libspice ``is_low_bandwidth``).
 LOW_BANDWIDTH_BPS = 10_000_000
 #: A slow link counts as fast again only above this many bits per second (no flapping).
@@ -73,9 +65,6 @@ class LinkEstimate:
     paused_seconds: float = 0.0
     _latency_id: int | None = None
     _rate_id: int | None = None
-    _padding: int = NET_TEST_BYTES
-    #: The probe said slow: the main channel sends the large PING (:meth:`confirming`).
-    wants_confirmation: bool = False
     _samples: collections.deque[tuple[float, float]] = field(
         default_factory=lambda: collections.deque(maxlen=16)
     )
@@ -87,29 +76,17 @@ class LinkEstimate:
 
     # ------------------------------------------------------------------ the net test
 
-    def net_test_started(
-        self, latency_id: int, rate_id: int, padding: int = NET_TEST_BYTES
-    ) -> None:
-        """The main channel sent the 0-byte PING ``latency_id`` and ``rate_id`` with
-        ``padding`` bytes (:data:`NET_TEST_PROBE_BYTES`, or :data:`NET_TEST_BYTES` at once)."""
+    def net_test_started(self, latency_id: int, rate_id: int) -> None:
+        """The main channel sent the 0-byte PING ``latency_id`` and the large ``rate_id``."""
         self._latency_id, self._rate_id, self.testing = latency_id, rate_id, True
-        self._padding = padding
-
-    def confirming(self, rate_id: int) -> None:
-        """The main channel sent the large PING ``rate_id`` the probe asked for."""
-        self._rate_id, self._padding, self.wants_confirmation = rate_id, NET_TEST_BYTES, False
 
     def pong(self, ping_id: int, round_trip: float) -> bool:
         """A main-channel PONG with its round trip: the net test's 0-byte PING gives the
-        latency, the padded one the bandwidth.  True when this PONG ended the net test;
-        :attr:`wants_confirmation` when the probe said slow (the test goes on)."""
+        latency, its large one the bandwidth.  True when this PONG ended the net test."""
         if ping_id == self._rate_id and self.testing:
-            self._rate(round_trip)
-            if self._padding < NET_TEST_BYTES and self._low:
-                self.wants_confirmation = True  # meanwhile the probe's figure stands
-                return False
             self.testing = False
             waiters, self._waiters = self._waiters, []
+            self._rate(round_trip)
             for waiter in waiters:
                 waiter()
             return True
@@ -130,7 +107,7 @@ class LinkEstimate:
         latency = self.round_trip
         if latency is None or round_trip <= latency:
             return  # invalid (a loaded machine): libspice then assumes a fast link
-        self.net_test_bps = self._padding * 8 / (round_trip - latency)
+        self.net_test_bps = NET_TEST_BYTES * 8 / (round_trip - latency)
         self._update_low()
 
     # ------------------------------------------------------------------ as it goes

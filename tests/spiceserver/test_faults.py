@@ -12,7 +12,7 @@ import pytest
 
 from spiceserver import ImageCompression, NumpySource, ServerConfig
 from spiceserver.__main__ import build_parser, config_from_args
-from spiceserver.bandwidth import NET_TEST_PROBE_BYTES
+from spiceserver.bandwidth import NET_TEST_BYTES
 from spiceserver.errors import ConfigError
 from spiceserver.faults import UNKNOWN_MESSAGE_BODY, UNKNOWN_MESSAGE_TYPE, Fault, parse_faults
 from spiceserver.protocol.display import EncodedImage
@@ -418,7 +418,7 @@ def test_unknown_message_with_full_headers_has_the_next_serial() -> None:
                 (2, 106, 4, 0),
                 (3, 4, headers[2][2], 0),
                 (4, 4, 12, 0),
-                (5, 4, 12 + NET_TEST_PROBE_BYTES, 0),
+                (5, 4, 12 + NET_TEST_BYTES, 0),
                 (6, UNKNOWN_MESSAGE_TYPE, len(UNKNOWN_MESSAGE_BODY), 0),
             ]
             assert headers[5][4] == UNKNOWN_MESSAGE_BODY

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from spiceserver.bandwidth import NET_TEST_BYTES, NET_TEST_PROBE_BYTES
+from spiceserver.bandwidth import NET_TEST_BYTES
 from spiceserver.logs import skip
 from spiceserver.protocol.enums import MouseMode
 from spiceserver.protocol.events import MouseModeChanged, PongReceived
@@ -39,11 +39,10 @@ class MainHandler(ChannelHandler[MainChannel]):
     def start(self, now: float) -> None:
         self.channel.start(now)  # ends with a PING: the net test's warm-up
         # The net test (spice:server/main-channel-client.cpp start_net_test): a 0-byte PING
-        # for the latency, a padded one for the bandwidth: a small probe, and the large one
-        # only if the probe says slow (spiceserver.bandwidth).
+        # for the latency, a large one for the bandwidth (spiceserver.bandwidth).
         latency = self.channel.ping(now)
-        rate = self.channel.ping(now, NET_TEST_PROBE_BYTES)
-        self.session.metrics.link.net_test_started(latency, rate, NET_TEST_PROBE_BYTES)
+        rate = self.channel.ping(now, NET_TEST_BYTES)
+        self.session.metrics.link.net_test_started(latency, rate)
         services = self.context.agent
         if services is not None and self.channel.agent is not None:
             self.agent = SessionAgent(self, services, self.channel.agent)
@@ -66,8 +65,6 @@ class MainHandler(ChannelHandler[MainChannel]):
                         else f"{link.net_test_bps / 1e6:.2f} Mbit/s",
                         " (low bandwidth)" if link.low_bandwidth() else "",
                     )
-                elif link.wants_confirmation:
-                    link.confirming(self.channel.ping(now, NET_TEST_BYTES))
             elif isinstance(event, MouseModeChanged) and not skip(logger, logging.INFO, _MODE):
                 mode = "client" if event.mode == MouseMode.CLIENT else "server"
                 logger.info(_MODE, self.connection.name, mode)
