@@ -44,6 +44,8 @@ import numpy.typing as npt
 from encoders._jit import kernel
 from encoders.quic._tables import (
     BESTTRIG,
+    BUCKET_HI,
+    BUCKET_LO,
     BUCKET_OF,
     GCODE,
     GLEN,
@@ -77,9 +79,13 @@ S_MELCORDER = 7
 RGB_ST = 8
 ALPHA_ST = 16
 STATE_SIZE = 24
-# ``model``: 4 channels x 8 buckets x 8 counters, then 4 x 8 bestcodes.
+# ``model``: 4 channels x 8 buckets x 8 counters, then 4 x 8 bestcodes, then at ``CTXL`` per
+# channel 256 entries ``bestcode << 8`` of the bucket each context value falls in: the hot loop
+# reads a context's code with one load instead of BUCKET_OF then the bestcode (a chain of three
+# dependent loads per component became two); kept in step wherever a bestcode changes.
 BEST = 256
-MODEL_SIZE = 288
+CTXL = 512
+MODEL_SIZE = CTXL + 4 * 256
 
 RGB_MASK = 0xFFFFFF
 ALPHA_CH = 3
@@ -106,6 +112,15 @@ def _put(
 
 
 @kernel
+def _fill_ctx(model: Ints, ch: int, bucket: int, bestcode: int) -> None:
+    """Store ``bestcode << 8`` for every context value of ``bucket`` in channel ``ch``'s
+    ``CTXL`` table (a bucket's values are contiguous: ``BUCKET_LO``..``BUCKET_HI``)."""
+    base = CTXL + ch * 256
+    for v in range(int(BUCKET_LO[bucket & 7]), int(BUCKET_HI[bucket & 7]) + 1):
+        model[base + v] = bestcode << 8
+
+
+@kernel
 def _update_model(model: Ints, ch: int, ctx: int, val: int, trig: int) -> None:
     """Mirror quic_family_tmpl.c ``update_model``: charge value ``val`` to every code of the
     bucket chosen by ``ctx``, keep the cheapest (ties keep the larger l), halve past ``trig``."""
@@ -121,7 +136,9 @@ def _update_model(model: Ints, ch: int, ctx: int, val: int, trig: int) -> None:
         if v < bestlen:
             bestlen = v
             bestcode = k
-    model[BEST + bk] = bestcode
+    if bestcode != int(model[BEST + bk]):
+        model[BEST + bk] = bestcode
+        _fill_ctx(model, ch, bk & 7, bestcode)
     if bestlen > trig:
         for k in range(8):
             model[base + k] = int(model[base + k]) >> 1
@@ -306,12 +323,12 @@ def _rgb_row_seg(
                 mr = int(XLAT[(((c >> 16) & 0xFF) - pr) & 0xFF])
                 mg = int(XLAT[(((c >> 8) & 0xFF) - pg) & 0xFF])
                 mb = int(XLAT[((c & 0xFF) - pb) & 0xFF])
-                lr = int(model[BEST | (int(BUCKET_OF[xr & 0xFF]) & 7)])
-                lg = int(model[(BEST + 8) | (int(BUCKET_OF[xg & 0xFF]) & 7)])
-                lb = int(model[(BEST + 16) | (int(BUCKET_OF[xb & 0xFF]) & 7)])
-                er = int(GCODE[((lr << 8) | mr) & 0x7FF])
-                eg = int(GCODE[((lg << 8) | mg) & 0x7FF])
-                eb = int(GCODE[((lb << 8) | mb) & 0x7FF])
+                lr = int(model[CTXL | (xr & 0xFF)])
+                lg = int(model[(CTXL + 256) | (xg & 0xFF)])
+                lb = int(model[(CTXL + 512) | (xb & 0xFF)])
+                er = int(GCODE[(lr | mr) & 0x7FF])
+                eg = int(GCODE[(lg | mg) & 0x7FF])
+                eb = int(GCODE[(lb | mb) & 0x7FF])
                 ng = eg & 31
                 nb = eb & 31
                 tot = (er & 31) + ng + nb
@@ -378,7 +395,9 @@ def _rgb_row_seg(
                     if v < bestlen:
                         bestlen = v
                         bestcode = k
-                model[BEST + bk] = bestcode
+                if bestcode != int(model[BEST + bk]):
+                    model[BEST + bk] = bestcode
+                    _fill_ctx(model, ch, bk & 7, bestcode)
                 if bestlen > trig:
                     for k in range(8):
                         model[base + k] = int(model[base + k]) >> 1
@@ -545,7 +564,8 @@ def new_state(width: int) -> tuple[Ints, Ints, Bytes2D]:
         state[sb + S_MELCLEN] = MELC_J[0]
         state[sb + S_MELCORDER] = 1 << int(MELC_J[0])
     model = np.zeros(MODEL_SIZE, dtype=np.int64)
-    model[BEST:] = 7
+    model[BEST:CTXL] = 7
+    model[CTXL:] = 7 << 8
     corr = np.zeros((4, width + 1), dtype=np.uint8)
     return state, model, corr
 

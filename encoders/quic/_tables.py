@@ -17,6 +17,8 @@ import numpy as np
 __all__ = [
     "BESTTRIG",
     "BPC",
+    "BUCKET_HI",
+    "BUCKET_LO",
     "BUCKET_OF",
     "GCODE",
     "GLEN",
@@ -111,6 +113,14 @@ def _buckets(levels: int) -> list[int]:
 #: Context (previous mapped residual of the channel) -> bucket: {0},{1,2},{3..6},...,{127..255}.
 BUCKET_OF = np.array(_buckets(256), dtype=np.int64)
 N_BUCKETS = int(BUCKET_OF[-1]) + 1
+#: First and last context value of each bucket (padded to 8 buckets; unused ones empty).
+_BUCKET_LIST = BUCKET_OF.tolist()
+BUCKET_LO = np.array(
+    [_BUCKET_LIST.index(b) if b < N_BUCKETS else 1 for b in range(8)], dtype=np.int64
+)
+BUCKET_HI = np.array(
+    [255 - _BUCKET_LIST[::-1].index(b) if b < N_BUCKETS else 0 for b in range(8)], dtype=np.int64
+)
 
 #: ``besttrigtab[DEFevol / 2]``: counter-halving threshold per wait-mask index.
 BESTTRIG = np.array([110, 550, 900, 800, 550, 400, 350, 250, 140, 160, 140], dtype=np.int64)
