@@ -21,10 +21,14 @@ Data layout (only numpy arrays and ints, so the same code runs under ``NUMBA_DIS
   at the bottom of ``acc``, ``pos`` the next output word; words are filled MSB-first as
   ``encode()`` does), then one ``CommonState`` per plane at ``RGB_ST`` (r, g, b share it) and
   ``ALPHA_ST``, fields ``S_*``.
-* ``model`` (int64): counters at ``(channel * 8 + bucket) * 8 + l`` and ``bestcode`` at
-  ``BEST + channel * 8 + bucket``; channels 0, 1, 2 are r, g, b, channel 3 is alpha.
+* ``model`` (int64): counters at ``(channel * 8 + bucket) * 8 + l``, ``bestcode`` at
+  ``BEST + channel * 8 + bucket`` and ``bestcode << 8`` of the bucket of context s at
+  ``CTXL + channel * 256 + s``; channels 0, 1, 2 are r, g, b, channel 3 is alpha.
 * ``corr`` (uint8, 4 x (width + 1)): ``correlate_row`` per channel, shifted by one:
-  ``corr[ch, i + 1]`` is ``correlate_row[i]`` and ``corr[ch, 0]`` is ``correlate_row[-1]``.
+  ``corr[ch, i + 1]`` is ``correlate_row[i]`` and ``corr[ch, 0]`` is ``correlate_row[-1]``, each
+  held as the raw residual s (``XLAT[s]`` is the mapped value C stores; XLAT is a bijection with
+  XLAT[0] = 0), so the per-pixel path needs no XLAT load: codes come from ``GCODE_S`` and the
+  context's code from the ``CTXL`` tables, both indexed by s.
 
 Speed notes: few arrays cross each call (numba reference-counts every array argument with atomic
 operations), table indices are masked with constants (``& 0xFF``, ``& 0x7FF``) and the hot
@@ -46,10 +50,11 @@ from encoders.quic._tables import (
     BESTTRIG,
     BUCKET_HI,
     BUCKET_LO,
-    BUCKET_OF,
-    GCODE,
+    BUCKET_S,
+    GCODE_S,
     GLEN,
     MELC_J,
+    S_OF_M,
     TABRAND,
     WMI_MAX,
     WMI_NEXT,
@@ -113,20 +118,22 @@ def _put(
 
 @kernel
 def _fill_ctx(model: Ints, ch: int, bucket: int, bestcode: int) -> None:
-    """Store ``bestcode << 8`` for every context value of ``bucket`` in channel ``ch``'s
-    ``CTXL`` table (a bucket's values are contiguous: ``BUCKET_LO``..``BUCKET_HI``)."""
+    """Store ``bestcode << 8`` for every context of ``bucket`` in channel ``ch``'s ``CTXL``
+    table (a bucket's mapped values are contiguous, ``BUCKET_LO``..``BUCKET_HI``; the table is
+    indexed by the raw residual ``S_OF_M[m]``)."""
     base = CTXL + ch * 256
-    for v in range(int(BUCKET_LO[bucket & 7]), int(BUCKET_HI[bucket & 7]) + 1):
-        model[base + v] = bestcode << 8
+    for m in range(int(BUCKET_LO[bucket & 7]), int(BUCKET_HI[bucket & 7]) + 1):
+        model[base + int(S_OF_M[m & 0xFF])] = bestcode << 8
 
 
 @kernel
 def _update_model(model: Ints, ch: int, ctx: int, val: int, trig: int) -> None:
-    """Mirror quic_family_tmpl.c ``update_model``: charge value ``val`` to every code of the
-    bucket chosen by ``ctx``, keep the cheapest (ties keep the larger l), halve past ``trig``."""
-    bk = ch * 8 + (int(BUCKET_OF[ctx & 0xFF]) & 7)
+    """Mirror quic_family_tmpl.c ``update_model``: charge value ``XLAT[val]`` to every code of
+    the bucket chosen by ``ctx`` (both raw residuals), keep the cheapest (ties keep the larger
+    l), halve past ``trig``."""
+    bk = ch * 8 + (int(BUCKET_S[ctx & 0xFF]) & 7)
     base = bk * 8
-    g = (val & 0xFF) * 8
+    g = int(XLAT[val & 0xFF]) * 8
     bestlen = int(model[base + 7]) + int(GLEN[g + 7])
     model[base + 7] = bestlen
     bestcode = 7
@@ -205,11 +212,10 @@ def _rgb_row0_seg(
     if i == 0:
         c = int(px[cur])
         for ch in range(3):
-            m = int(XLAT[(c >> (16 - 8 * ch)) & 0xFF])
-            bk = int(BUCKET_OF[int(corr[ch, 0])]) & 7
-            e = int(GCODE[((int(model[BEST + ch * 8 + bk]) << 8) | m) & 0x7FF])
+            r = (c >> (16 - 8 * ch)) & 0xFF
+            e = int(GCODE_S[(int(model[CTXL + ch * 256 + int(corr[ch, 0])]) | r) & 0x7FF])
             acc, nbits, pos = _put(out, acc, nbits, pos, e >> 5, e & 31)
-            corr[ch, 1] = m
+            corr[ch, 1] = r
         if waitcnt > 0:
             waitcnt -= 1
         else:
@@ -226,11 +232,11 @@ def _rgb_row0_seg(
             a = int(px[cur + i - 1])
             for ch in range(3):
                 sh = 16 - 8 * ch
-                m = int(XLAT[(((c >> sh) & 0xFF) - ((a >> sh) & 0xFF)) & 0xFF])
-                bk = int(BUCKET_OF[int(corr[ch, i])]) & 7
-                e = int(GCODE[((int(model[BEST + ch * 8 + bk]) << 8) | m) & 0x7FF])
+                r = (((c >> sh) & 0xFF) - ((a >> sh) & 0xFF)) & 0xFF
+                ctx = CTXL + ch * 256 + int(corr[ch, i])
+                e = int(GCODE_S[(int(model[ctx]) | r) & 0x7FF])
                 acc, nbits, pos = _put(out, acc, nbits, pos, e >> 5, e & 31)
-                corr[ch, i + 1] = m
+                corr[ch, i + 1] = r
             i += 1
         if stopidx >= end:
             break
@@ -280,11 +286,10 @@ def _rgb_row_seg(
         b = int(px[prev])
         for ch in range(3):
             sh = 16 - 8 * ch
-            m = int(XLAT[(((c >> sh) & 0xFF) - ((b >> sh) & 0xFF)) & 0xFF])
-            bk = int(BUCKET_OF[int(corr[ch, 0])]) & 7
-            e = int(GCODE[((int(model[BEST + ch * 8 + bk]) << 8) | m) & 0x7FF])
+            r = (((c >> sh) & 0xFF) - ((b >> sh) & 0xFF)) & 0xFF
+            e = int(GCODE_S[(int(model[CTXL + ch * 256 + int(corr[ch, 0])]) | r) & 0x7FF])
             acc, nbits, pos = _put(out, acc, nbits, pos, e >> 5, e & 31)
-            corr[ch, 1] = m
+            corr[ch, 1] = r
         if waitcnt > 0:
             waitcnt -= 1
         else:
@@ -320,15 +325,15 @@ def _rgb_row_seg(
                 pr = (((a >> 16) & 0xFF) + ((b >> 16) & 0xFF)) >> 1
                 pg = (((a >> 8) & 0xFF) + ((b >> 8) & 0xFF)) >> 1
                 pb = ((a & 0xFF) + (b & 0xFF)) >> 1
-                mr = int(XLAT[(((c >> 16) & 0xFF) - pr) & 0xFF])
-                mg = int(XLAT[(((c >> 8) & 0xFF) - pg) & 0xFF])
-                mb = int(XLAT[((c & 0xFF) - pb) & 0xFF])
+                mr = (((c >> 16) & 0xFF) - pr) & 0xFF
+                mg = (((c >> 8) & 0xFF) - pg) & 0xFF
+                mb = ((c & 0xFF) - pb) & 0xFF
                 lr = int(model[CTXL | (xr & 0xFF)])
                 lg = int(model[(CTXL + 256) | (xg & 0xFF)])
                 lb = int(model[(CTXL + 512) | (xb & 0xFF)])
-                er = int(GCODE[(lr | mr) & 0x7FF])
-                eg = int(GCODE[(lg | mg) & 0x7FF])
-                eb = int(GCODE[(lb | mb) & 0x7FF])
+                er = int(GCODE_S[(lr | mr) & 0x7FF])
+                eg = int(GCODE_S[(lg | mg) & 0x7FF])
+                eb = int(GCODE_S[(lb | mb) & 0x7FF])
                 ng = eg & 31
                 nb = eb & 31
                 tot = (er & 31) + ng + nb
@@ -383,9 +388,9 @@ def _rgb_row_seg(
                 break
             # update_model at stopidx for r, g, b (context correlate_row[stopidx - 1]).
             for ch in range(3):
-                bk = ch * 8 + (int(BUCKET_OF[int(corr[ch, stopidx])]) & 7)
+                bk = ch * 8 + (int(BUCKET_S[int(corr[ch, stopidx])]) & 7)
                 base = bk * 8
-                g = int(corr[ch, stopidx + 1]) * 8
+                g = int(XLAT[int(corr[ch, stopidx + 1])]) * 8
                 bestlen = int(model[base + 7]) + int(GLEN[g + 7])
                 model[base + 7] = bestlen
                 bestcode = 7
@@ -478,9 +483,8 @@ def _alpha_seg(
     row0 = prev < 0
     if i == 0:
         c = int(px[cur]) >> 24
-        m = int(XLAT[c & 0xFF]) if row0 else int(XLAT[(c - (int(px[prev]) >> 24)) & 0xFF])
-        bk = int(BUCKET_OF[int(corr[ALPHA_CH, 0])]) & 7
-        e = int(GCODE[((int(model[BEST + ALPHA_CH * 8 + bk]) << 8) | m) & 0x7FF])
+        m = c & 0xFF if row0 else (c - (int(px[prev]) >> 24)) & 0xFF
+        e = int(GCODE_S[(int(model[CTXL + ALPHA_CH * 256 + int(corr[ALPHA_CH, 0])]) | m) & 0x7FF])
         acc, nbits, pos = _put(out, acc, nbits, pos, e >> 5, e & 31)
         corr[ALPHA_CH, 1] = m
         if waitcnt > 0:
@@ -500,7 +504,7 @@ def _alpha_seg(
                 c = int(px[cur + i]) >> 24
                 a = int(px[cur + i - 1]) >> 24
                 if row0:
-                    m = int(XLAT[(c - a) & 0xFF])
+                    m = (c - a) & 0xFF
                 else:
                     b = int(px[prev + i]) >> 24
                     if (
@@ -511,9 +515,9 @@ def _alpha_seg(
                     ):
                         in_run = True
                         break
-                    m = int(XLAT[(c - ((a + b) >> 1)) & 0xFF])
-                bk = int(BUCKET_OF[int(corr[ALPHA_CH, i])]) & 7
-                e = int(GCODE[((int(model[BEST + ALPHA_CH * 8 + bk]) << 8) | m) & 0x7FF])
+                    m = (c - ((a + b) >> 1)) & 0xFF
+                ctx = CTXL + ALPHA_CH * 256 + int(corr[ALPHA_CH, i])
+                e = int(GCODE_S[(int(model[ctx]) | m) & 0x7FF])
                 acc, nbits, pos = _put(out, acc, nbits, pos, e >> 5, e & 31)
                 corr[ALPHA_CH, i + 1] = m
                 i += 1
