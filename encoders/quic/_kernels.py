@@ -437,11 +437,24 @@ def _rgb_row_seg(
                 mstate += 1
                 mlen = int(MELC_J[mstate & 31])
                 morder = 1 << mlen
-        while hits > 0:
-            n = hits if hits < 24 else 24
-            acc, nbits, pos = _put(out, acc, nbits, pos, (1 << n) - 1, n)
-            hits -= n
-        acc, nbits, pos = _put(out, acc, nbits, pos, runlen, mlen + 1)
+        nlen = hits + mlen + 1
+        if nlen < 32:
+            # the usual case (short runs in UI and gradients): the hits and the remainder as
+            # one codeword, appended inline
+            acc = (acc << nlen) | (((1 << hits) - 1) << (mlen + 1)) | runlen
+            nbits += nlen
+            if nbits >= 32:
+                nbits -= 32
+                if pos < nout:
+                    out[pos] = (acc >> nbits) & 0xFFFFFFFF
+                pos += 1
+            acc &= 0xFFFFFFFF
+        else:
+            while hits > 0:
+                n = hits if hits < 24 else 24
+                acc, nbits, pos = _put(out, acc, nbits, pos, (1 << n) - 1, n)
+                hits -= n
+            acc, nbits, pos = _put(out, acc, nbits, pos, runlen, mlen + 1)
         if mstate > 0:
             mstate -= 1
             mlen = int(MELC_J[mstate & 31])
