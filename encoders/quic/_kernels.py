@@ -301,12 +301,13 @@ def _rgb_row_seg(
     stopidx = i + waitcnt
     run_index = 0
     while True:
-        a = int(px[cur + i - 1])
-        a2 = int(px[cur + i - 2]) if i >= 2 else 0
-        pl = int(px[prev + i - 1])
-        xr = int(corr[0, i])
-        xg = int(corr[1, i])
-        xb = int(corr[2, i])
+        a = int(px[np.uint64(cur + i - 1)])
+        a2 = int(px[np.uint64(cur + i - 2)]) if i >= 2 else 0
+        pl = int(px[np.uint64(prev + i - 1)])
+        ui = np.uint64(i)
+        xr = int(corr[0, ui])
+        xg = int(corr[1, ui])
+        xb = int(corr[2, ui])
         in_run = False
         while True:
             lim = stopidx if stopidx < end else end - 1
