@@ -34,7 +34,11 @@ Speed notes: few arrays cross each call (numba reference-counts every array argu
 operations), table indices are masked with constants (``& 0xFF``, ``& 0x7FF``) and the hot
 loops index ``px``/``corr`` with ``np.uint64(...)`` so numba emits no negative-index wrap-around
 code (it only does for signed indices; worth ~10% here), and the RGB row coder — where nearly
-all time goes — has ``update_model`` and the melcode written out inline.
+all time goes — has ``update_model`` and the melcode written out inline (a run's hits and
+remainder as one codeword: two compiled ``_put`` calls per run cost gradient rows a quarter of
+their time).  Tried and dropped, measured interleaved: ``_put`` as an inline_kernel (numba IR
+inlining made every caller ~40% slower), the first pixel of a row appended inline (slower), the
+three predictions and residuals as one SWAR word, an 8-pixel run scan (both no gain or slower).
 
 Integer discipline: every array load is wrapped in ``int()`` and stored words are masked, so the
 arithmetic is the same whether numba widens (JIT) or numpy scalars would wrap (no JIT).
