@@ -21,16 +21,24 @@ Data layout (only numpy arrays and ints, so the same code runs under ``NUMBA_DIS
   at the bottom of ``acc``, ``pos`` the next output word; words are filled MSB-first as
   ``encode()`` does), then one ``CommonState`` per plane at ``RGB_ST`` (r, g, b share it) and
   ``ALPHA_ST``, fields ``S_*``.
-* ``model`` (int64): counters at ``(channel * 8 + bucket) * 8 + l`` and ``bestcode`` at
-  ``BEST + channel * 8 + bucket``; channels 0, 1, 2 are r, g, b, channel 3 is alpha.
+* ``model`` (int64): counters at ``(channel * 8 + bucket) * 8 + l``, ``bestcode`` at
+  ``BEST + channel * 8 + bucket`` and ``bestcode << 8`` of the bucket of context s at
+  ``CTXL + channel * 256 + s``; channels 0, 1, 2 are r, g, b, channel 3 is alpha.
 * ``corr`` (uint8, 4 x (width + 1)): ``correlate_row`` per channel, shifted by one:
-  ``corr[ch, i + 1]`` is ``correlate_row[i]`` and ``corr[ch, 0]`` is ``correlate_row[-1]``.
+  ``corr[ch, i + 1]`` is ``correlate_row[i]`` and ``corr[ch, 0]`` is ``correlate_row[-1]``, each
+  held as the raw residual s (``XLAT[s]`` is the mapped value C stores; XLAT is a bijection with
+  XLAT[0] = 0), so the per-pixel path needs no XLAT load: codes come from ``GCODE_S`` and the
+  context's code from the ``CTXL`` tables, both indexed by s.
 
 Speed notes: few arrays cross each call (numba reference-counts every array argument with atomic
 operations), table indices are masked with constants (``& 0xFF``, ``& 0x7FF``) and the hot
 loops index ``px``/``corr`` with ``np.uint64(...)`` so numba emits no negative-index wrap-around
 code (it only does for signed indices; worth ~10% here), and the RGB row coder — where nearly
-all time goes — has ``update_model`` and the melcode written out inline.
+all time goes — has ``update_model`` and the melcode written out inline (a run's hits and
+remainder as one codeword: two compiled ``_put`` calls per run cost gradient rows a quarter of
+their time).  Tried and dropped, measured interleaved: ``_put`` as an inline_kernel (numba IR
+inlining made every caller ~40% slower), the first pixel of a row appended inline (slower), the
+three predictions and residuals as one SWAR word, an 8-pixel run scan (both no gain or slower).
 
 Integer discipline: every array load is wrapped in ``int()`` and stored words are masked, so the
 arithmetic is the same whether numba widens (JIT) or numpy scalars would wrap (no JIT).
@@ -44,10 +52,13 @@ import numpy.typing as npt
 from encoders._jit import kernel
 from encoders.quic._tables import (
     BESTTRIG,
-    BUCKET_OF,
-    GCODE,
+    BUCKET_HI,
+    BUCKET_LO,
+    BUCKET_S,
+    GCODE_S,
     GLEN,
     MELC_J,
+    S_OF_M,
     TABRAND,
     WMI_MAX,
     WMI_NEXT,
@@ -77,9 +88,13 @@ S_MELCORDER = 7
 RGB_ST = 8
 ALPHA_ST = 16
 STATE_SIZE = 24
-# ``model``: 4 channels x 8 buckets x 8 counters, then 4 x 8 bestcodes.
+# ``model``: 4 channels x 8 buckets x 8 counters, then 4 x 8 bestcodes, then at ``CTXL`` per
+# channel 256 entries ``bestcode << 8`` of the bucket each context value falls in: the hot loop
+# reads a context's code with one load instead of BUCKET_OF then the bestcode (a chain of three
+# dependent loads per component became two); kept in step wherever a bestcode changes.
 BEST = 256
-MODEL_SIZE = 288
+CTXL = 512
+MODEL_SIZE = CTXL + 4 * 256
 
 RGB_MASK = 0xFFFFFF
 ALPHA_CH = 3
@@ -106,12 +121,23 @@ def _put(
 
 
 @kernel
+def _fill_ctx(model: Ints, ch: int, bucket: int, bestcode: int) -> None:
+    """Store ``bestcode << 8`` for every context of ``bucket`` in channel ``ch``'s ``CTXL``
+    table (a bucket's mapped values are contiguous, ``BUCKET_LO``..``BUCKET_HI``; the table is
+    indexed by the raw residual ``S_OF_M[m]``)."""
+    base = CTXL + ch * 256
+    for m in range(int(BUCKET_LO[bucket & 7]), int(BUCKET_HI[bucket & 7]) + 1):
+        model[base + int(S_OF_M[m & 0xFF])] = bestcode << 8
+
+
+@kernel
 def _update_model(model: Ints, ch: int, ctx: int, val: int, trig: int) -> None:
-    """Mirror quic_family_tmpl.c ``update_model``: charge value ``val`` to every code of the
-    bucket chosen by ``ctx``, keep the cheapest (ties keep the larger l), halve past ``trig``."""
-    bk = ch * 8 + (int(BUCKET_OF[ctx & 0xFF]) & 7)
+    """Mirror quic_family_tmpl.c ``update_model``: charge value ``XLAT[val]`` to every code of
+    the bucket chosen by ``ctx`` (both raw residuals), keep the cheapest (ties keep the larger
+    l), halve past ``trig``."""
+    bk = ch * 8 + (int(BUCKET_S[ctx & 0xFF]) & 7)
     base = bk * 8
-    g = (val & 0xFF) * 8
+    g = int(XLAT[val & 0xFF]) * 8
     bestlen = int(model[base + 7]) + int(GLEN[g + 7])
     model[base + 7] = bestlen
     bestcode = 7
@@ -121,7 +147,9 @@ def _update_model(model: Ints, ch: int, ctx: int, val: int, trig: int) -> None:
         if v < bestlen:
             bestlen = v
             bestcode = k
-    model[BEST + bk] = bestcode
+    if bestcode != int(model[BEST + bk]):
+        model[BEST + bk] = bestcode
+        _fill_ctx(model, ch, bk & 7, bestcode)
     if bestlen > trig:
         for k in range(8):
             model[base + k] = int(model[base + k]) >> 1
@@ -188,11 +216,10 @@ def _rgb_row0_seg(
     if i == 0:
         c = int(px[cur])
         for ch in range(3):
-            m = int(XLAT[(c >> (16 - 8 * ch)) & 0xFF])
-            bk = int(BUCKET_OF[int(corr[ch, 0])]) & 7
-            e = int(GCODE[((int(model[BEST + ch * 8 + bk]) << 8) | m) & 0x7FF])
+            r = (c >> (16 - 8 * ch)) & 0xFF
+            e = int(GCODE_S[(int(model[CTXL + ch * 256 + int(corr[ch, 0])]) | r) & 0x7FF])
             acc, nbits, pos = _put(out, acc, nbits, pos, e >> 5, e & 31)
-            corr[ch, 1] = m
+            corr[ch, 1] = r
         if waitcnt > 0:
             waitcnt -= 1
         else:
@@ -209,11 +236,11 @@ def _rgb_row0_seg(
             a = int(px[cur + i - 1])
             for ch in range(3):
                 sh = 16 - 8 * ch
-                m = int(XLAT[(((c >> sh) & 0xFF) - ((a >> sh) & 0xFF)) & 0xFF])
-                bk = int(BUCKET_OF[int(corr[ch, i])]) & 7
-                e = int(GCODE[((int(model[BEST + ch * 8 + bk]) << 8) | m) & 0x7FF])
+                r = (((c >> sh) & 0xFF) - ((a >> sh) & 0xFF)) & 0xFF
+                ctx = CTXL + ch * 256 + int(corr[ch, i])
+                e = int(GCODE_S[(int(model[ctx]) | r) & 0x7FF])
                 acc, nbits, pos = _put(out, acc, nbits, pos, e >> 5, e & 31)
-                corr[ch, i + 1] = m
+                corr[ch, i + 1] = r
             i += 1
         if stopidx >= end:
             break
@@ -263,11 +290,10 @@ def _rgb_row_seg(
         b = int(px[prev])
         for ch in range(3):
             sh = 16 - 8 * ch
-            m = int(XLAT[(((c >> sh) & 0xFF) - ((b >> sh) & 0xFF)) & 0xFF])
-            bk = int(BUCKET_OF[int(corr[ch, 0])]) & 7
-            e = int(GCODE[((int(model[BEST + ch * 8 + bk]) << 8) | m) & 0x7FF])
+            r = (((c >> sh) & 0xFF) - ((b >> sh) & 0xFF)) & 0xFF
+            e = int(GCODE_S[(int(model[CTXL + ch * 256 + int(corr[ch, 0])]) | r) & 0x7FF])
             acc, nbits, pos = _put(out, acc, nbits, pos, e >> 5, e & 31)
-            corr[ch, 1] = m
+            corr[ch, 1] = r
         if waitcnt > 0:
             waitcnt -= 1
         else:
@@ -279,12 +305,13 @@ def _rgb_row_seg(
     stopidx = i + waitcnt
     run_index = 0
     while True:
-        a = int(px[cur + i - 1])
-        a2 = int(px[cur + i - 2]) if i >= 2 else 0
-        pl = int(px[prev + i - 1])
-        xr = int(corr[0, i])
-        xg = int(corr[1, i])
-        xb = int(corr[2, i])
+        a = int(px[np.uint64(cur + i - 1)])
+        a2 = int(px[np.uint64(cur + i - 2)]) if i >= 2 else 0
+        pl = int(px[np.uint64(prev + i - 1)])
+        ui = np.uint64(i)
+        xr = int(corr[0, ui])
+        xg = int(corr[1, ui])
+        xb = int(corr[2, ui])
         in_run = False
         while True:
             lim = stopidx if stopidx < end else end - 1
@@ -303,15 +330,15 @@ def _rgb_row_seg(
                 pr = (((a >> 16) & 0xFF) + ((b >> 16) & 0xFF)) >> 1
                 pg = (((a >> 8) & 0xFF) + ((b >> 8) & 0xFF)) >> 1
                 pb = ((a & 0xFF) + (b & 0xFF)) >> 1
-                mr = int(XLAT[(((c >> 16) & 0xFF) - pr) & 0xFF])
-                mg = int(XLAT[(((c >> 8) & 0xFF) - pg) & 0xFF])
-                mb = int(XLAT[((c & 0xFF) - pb) & 0xFF])
-                lr = int(model[BEST | (int(BUCKET_OF[xr & 0xFF]) & 7)])
-                lg = int(model[(BEST + 8) | (int(BUCKET_OF[xg & 0xFF]) & 7)])
-                lb = int(model[(BEST + 16) | (int(BUCKET_OF[xb & 0xFF]) & 7)])
-                er = int(GCODE[((lr << 8) | mr) & 0x7FF])
-                eg = int(GCODE[((lg << 8) | mg) & 0x7FF])
-                eb = int(GCODE[((lb << 8) | mb) & 0x7FF])
+                mr = (((c >> 16) & 0xFF) - pr) & 0xFF
+                mg = (((c >> 8) & 0xFF) - pg) & 0xFF
+                mb = ((c & 0xFF) - pb) & 0xFF
+                lr = int(model[CTXL | (xr & 0xFF)])
+                lg = int(model[(CTXL + 256) | (xg & 0xFF)])
+                lb = int(model[(CTXL + 512) | (xb & 0xFF)])
+                er = int(GCODE_S[(lr | mr) & 0x7FF])
+                eg = int(GCODE_S[(lg | mg) & 0x7FF])
+                eb = int(GCODE_S[(lb | mb) & 0x7FF])
                 ng = eg & 31
                 nb = eb & 31
                 tot = (er & 31) + ng + nb
@@ -366,9 +393,9 @@ def _rgb_row_seg(
                 break
             # update_model at stopidx for r, g, b (context correlate_row[stopidx - 1]).
             for ch in range(3):
-                bk = ch * 8 + (int(BUCKET_OF[int(corr[ch, stopidx])]) & 7)
+                bk = ch * 8 + (int(BUCKET_S[int(corr[ch, stopidx])]) & 7)
                 base = bk * 8
-                g = int(corr[ch, stopidx + 1]) * 8
+                g = int(XLAT[int(corr[ch, stopidx + 1])]) * 8
                 bestlen = int(model[base + 7]) + int(GLEN[g + 7])
                 model[base + 7] = bestlen
                 bestcode = 7
@@ -378,7 +405,9 @@ def _rgb_row_seg(
                     if v < bestlen:
                         bestlen = v
                         bestcode = k
-                model[BEST + bk] = bestcode
+                if bestcode != int(model[BEST + bk]):
+                    model[BEST + bk] = bestcode
+                    _fill_ctx(model, ch, bk & 7, bestcode)
                 if bestlen > trig:
                     for k in range(8):
                         model[base + k] = int(model[base + k]) >> 1
@@ -413,11 +442,24 @@ def _rgb_row_seg(
                 mstate += 1
                 mlen = int(MELC_J[mstate & 31])
                 morder = 1 << mlen
-        while hits > 0:
-            n = hits if hits < 24 else 24
-            acc, nbits, pos = _put(out, acc, nbits, pos, (1 << n) - 1, n)
-            hits -= n
-        acc, nbits, pos = _put(out, acc, nbits, pos, runlen, mlen + 1)
+        nlen = hits + mlen + 1
+        if nlen < 32:
+            # the usual case (short runs in UI and gradients): the hits and the remainder as
+            # one codeword, appended inline
+            acc = (acc << nlen) | (((1 << hits) - 1) << (mlen + 1)) | runlen
+            nbits += nlen
+            if nbits >= 32:
+                nbits -= 32
+                if pos < nout:
+                    out[pos] = (acc >> nbits) & 0xFFFFFFFF
+                pos += 1
+            acc &= 0xFFFFFFFF
+        else:
+            while hits > 0:
+                n = hits if hits < 24 else 24
+                acc, nbits, pos = _put(out, acc, nbits, pos, (1 << n) - 1, n)
+                hits -= n
+            acc, nbits, pos = _put(out, acc, nbits, pos, runlen, mlen + 1)
         if mstate > 0:
             mstate -= 1
             mlen = int(MELC_J[mstate & 31])
@@ -459,9 +501,8 @@ def _alpha_seg(
     row0 = prev < 0
     if i == 0:
         c = int(px[cur]) >> 24
-        m = int(XLAT[c & 0xFF]) if row0 else int(XLAT[(c - (int(px[prev]) >> 24)) & 0xFF])
-        bk = int(BUCKET_OF[int(corr[ALPHA_CH, 0])]) & 7
-        e = int(GCODE[((int(model[BEST + ALPHA_CH * 8 + bk]) << 8) | m) & 0x7FF])
+        m = c & 0xFF if row0 else (c - (int(px[prev]) >> 24)) & 0xFF
+        e = int(GCODE_S[(int(model[CTXL + ALPHA_CH * 256 + int(corr[ALPHA_CH, 0])]) | m) & 0x7FF])
         acc, nbits, pos = _put(out, acc, nbits, pos, e >> 5, e & 31)
         corr[ALPHA_CH, 1] = m
         if waitcnt > 0:
@@ -481,7 +522,7 @@ def _alpha_seg(
                 c = int(px[cur + i]) >> 24
                 a = int(px[cur + i - 1]) >> 24
                 if row0:
-                    m = int(XLAT[(c - a) & 0xFF])
+                    m = (c - a) & 0xFF
                 else:
                     b = int(px[prev + i]) >> 24
                     if (
@@ -492,9 +533,9 @@ def _alpha_seg(
                     ):
                         in_run = True
                         break
-                    m = int(XLAT[(c - ((a + b) >> 1)) & 0xFF])
-                bk = int(BUCKET_OF[int(corr[ALPHA_CH, i])]) & 7
-                e = int(GCODE[((int(model[BEST + ALPHA_CH * 8 + bk]) << 8) | m) & 0x7FF])
+                    m = (c - ((a + b) >> 1)) & 0xFF
+                ctx = CTXL + ALPHA_CH * 256 + int(corr[ALPHA_CH, i])
+                e = int(GCODE_S[(int(model[ctx]) | m) & 0x7FF])
                 acc, nbits, pos = _put(out, acc, nbits, pos, e >> 5, e & 31)
                 corr[ALPHA_CH, i + 1] = m
                 i += 1
@@ -545,7 +586,8 @@ def new_state(width: int) -> tuple[Ints, Ints, Bytes2D]:
         state[sb + S_MELCLEN] = MELC_J[0]
         state[sb + S_MELCORDER] = 1 << int(MELC_J[0])
     model = np.zeros(MODEL_SIZE, dtype=np.int64)
-    model[BEST:] = 7
+    model[BEST:CTXL] = 7
+    model[CTXL:] = 7 << 8
     corr = np.zeros((4, width + 1), dtype=np.uint8)
     return state, model, corr
 

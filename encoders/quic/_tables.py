@@ -17,13 +17,18 @@ import numpy as np
 __all__ = [
     "BESTTRIG",
     "BPC",
+    "BUCKET_HI",
+    "BUCKET_LO",
     "BUCKET_OF",
+    "BUCKET_S",
     "GCODE",
+    "GCODE_S",
     "GLEN",
     "MELC_J",
     "NOTGR_LEN",
     "N_BUCKETS",
     "N_GR",
+    "S_OF_M",
     "TABRAND",
     "WMI_MAX",
     "WMI_NEXT",
@@ -111,6 +116,20 @@ def _buckets(levels: int) -> list[int]:
 #: Context (previous mapped residual of the channel) -> bucket: {0},{1,2},{3..6},...,{127..255}.
 BUCKET_OF = np.array(_buckets(256), dtype=np.int64)
 N_BUCKETS = int(BUCKET_OF[-1]) + 1
+#: The same per raw residual s: ``BUCKET_S[s] = BUCKET_OF[XLAT[s]]``,
+#: ``GCODE_S[l * 256 + s] = GCODE[l * 256 + XLAT[s]]``; ``S_OF_M`` inverts ``XLAT``.  The kernels
+#: keep s in ``correlate_row`` (XLAT is a bijection), which takes XLAT off the per-pixel path.
+BUCKET_S = BUCKET_OF[XLAT]
+GCODE_S = GCODE.reshape(BPC, 256)[:, XLAT].reshape(-1).copy()
+S_OF_M = np.argsort(XLAT).astype(np.int64)
+#: First and last context value of each bucket (padded to 8 buckets; unused ones empty).
+_BUCKET_LIST = BUCKET_OF.tolist()
+BUCKET_LO = np.array(
+    [_BUCKET_LIST.index(b) if b < N_BUCKETS else 1 for b in range(8)], dtype=np.int64
+)
+BUCKET_HI = np.array(
+    [255 - _BUCKET_LIST[::-1].index(b) if b < N_BUCKETS else 0 for b in range(8)], dtype=np.int64
+)
 
 #: ``besttrigtab[DEFevol / 2]``: counter-halving threshold per wait-mask index.
 BESTTRIG = np.array([110, 550, 900, 800, 550, 400, 350, 250, 140, 160, 140], dtype=np.int64)
