@@ -64,6 +64,8 @@ printf '%s' "$DBUS_SESSION_BUS_ADDRESS" > "$DIR/bus.tmp" && mv "$DIR/bus.tmp" "$
 export XDG_RUNTIME_DIR="$DIR/run"
 if [ "$PIPEWIRE" = 1 ]; then
     pipewire > "$DIR/pipewire.log" 2>&1 &
+    # wireplumber exits at once ("Failed to connect to PipeWire") if it starts first.
+    while [ ! -S "$XDG_RUNTIME_DIR/pipewire-0" ]; do sleep 0.05; done
     wireplumber > "$DIR/wireplumber.log" 2>&1 &
 fi
 mutter --headless --wayland --no-x11 --virtual-monitor "$SIZE" > "$DIR/mutter.log" 2>&1 &
