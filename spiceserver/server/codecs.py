@@ -418,13 +418,19 @@ def classify(pixels: np.ndarray, sample_rows: int = 16) -> ImageClass:
     many flat steps and a few sharp edges.  (spice-server samples pixel segments for the same
     decision in ``bitmap_get_graduality_level``.)  The lossy test (``smooth``) is stricter
     in another way: many colours, and no hard edges but isolated ones (text, anti-aliased
-    onto a photo or not, is strokes: pairs of hard edges).  About 1 ms for 16 rows of 1920.
+    onto a photo or not, is strokes: pairs of hard edges).  About 0.2 ms for 16 rows of 1920.
     """
     height, width = pixels.shape[:2]
     if width < 8 or height < 8:
         return NOT_PHOTOGRAPHIC
-    rows = pixels[np.linspace(0, height - 1, min(sample_rows, height)).astype(np.intp), :, :3]
-    steps = np.abs(np.diff(rows.astype(np.int16), axis=1)).max(axis=2)
+    rows = pixels[np.linspace(0, height - 1, min(sample_rows, height)).astype(np.intp)]
+    # The largest of the three channel steps, one channel at a time: numpy's reduction over
+    # a 3-long last axis (and the strided :3 copy) took 1 ms of the event loop per 1920-wide
+    # band, 8-9 ms for a 1080p frame's bands; this takes a tenth of that, same steps.
+    wide = rows.astype(np.int16)
+    steps = np.abs(wide[:, 1:, 0] - wide[:, :-1, 0])
+    for channel in (1, 2):
+        np.maximum(steps, np.abs(wide[:, 1:, channel] - wide[:, :-1, channel]), out=steps)
     flat = float(np.mean(steps == 0))
     small = float(np.mean((steps > 0) & (steps <= 24)))
     gradual = flat < 0.35 and small > 0.45
@@ -443,9 +449,17 @@ def _smooth(rows: np.ndarray, steps: np.ndarray) -> bool:
             near[:, k:] |= hard[:, :-k]
         if int((hard & near).sum()) > MAX_PAIRED * edges:
             return False
-    colours = rows.reshape(-1, 3).astype(np.uint32)
-    packed = (colours[:, 0] << 16) | (colours[:, 1] << 8) | colours[:, 2]
-    return len(np.unique(packed)) >= MIN_DISTINCT_COLOURS * len(packed)
+    packed: np.ndarray
+    if rows.shape[-1] == 4 and rows.flags.c_contiguous:  # BGRX: one word a pixel, X masked
+        packed = rows.view(np.uint32).reshape(-1) & np.uint32(0xFFFFFF)
+    else:
+        colours = rows.reshape(-1, rows.shape[-1])[:, :3].astype(np.uint32)
+        packed = (colours[:, 0] << 16) | (colours[:, 1] << 8) | colours[:, 2]
+    # Distinct colours by sorting: np.unique took 2.3 ms for 16 rows of 1920 (numpy 2's
+    # hash path), a sort 0.07 ms.
+    ordered = np.sort(packed)
+    distinct = 1 + int(np.count_nonzero(ordered[1:] != ordered[:-1]))
+    return distinct >= MIN_DISTINCT_COLOURS * len(packed)
 
 
 def is_photographic(pixels: np.ndarray, sample_rows: int = 16) -> bool:

@@ -34,8 +34,11 @@ from spiceserver.server.channels.display.lossy import (
     wan_allowed,
 )
 from spiceserver.server.codecs import (
+    MIN_VARYING,
     CodecSettings,
+    ImageClass,
     ImageEncoder,
+    _smooth,
     classify,
     encode_shared,
     shared_codec_key,
@@ -124,6 +127,34 @@ def test_the_patterns_gradient_band_is_smooth() -> None:
     assert band is not None
     frame = source.render(5)
     assert classify(frame[band.y : band.bottom, band.x : band.right]).smooth
+
+
+def _plain_classify(pixels: np.ndarray) -> ImageClass:
+    """classify() as first written (numpy's 3-channel max and np.unique: 1-2 ms a band)."""
+    height = pixels.shape[0]
+    rows = pixels[np.linspace(0, height - 1, min(16, height)).astype(np.intp), :, :3]
+    steps = np.abs(np.diff(rows.astype(np.int16), axis=1)).max(axis=2)
+    flat = float(np.mean(steps == 0))
+    small = float(np.mean((steps > 0) & (steps <= 24)))
+    smooth = 1.0 - flat >= MIN_VARYING and _smooth(rows, steps)
+    return ImageClass(gradual=flat < 0.35 and small > 0.45, smooth=smooth)
+
+
+def test_classify_answers_as_the_plain_formula(corpus: Path) -> None:
+    rng = np.random.default_rng(7)
+    regions = [
+        load_image(corpus / name)[y : y + 136, x : x + 900]
+        for name in [PHOTO, *TEXT_FRAMES]
+        for y in (0, 300, 600)
+        for x in (0, 100)
+    ]
+    for _ in range(20):
+        noise = rng.integers(0, 256, (rng.integers(8, 90), rng.integers(8, 300), 4), np.uint8)
+        regions += [noise, np.cumsum(noise, axis=1, dtype=np.uint8)]
+    answers = [classify(region) for region in regions]
+    assert answers == [_plain_classify(region) for region in regions]
+    assert any(a.smooth for a in answers) and any(a.gradual for a in answers)
+    assert not all(a.smooth for a in answers)
 
 
 def test_flat_and_tiny_areas_are_not_smooth() -> None:
