@@ -23,7 +23,6 @@ spirit:
 
 from __future__ import annotations
 
-import importlib
 import logging
 import struct
 import weakref
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from spiceserver.errors import ConfigError
+from spiceserver.extras import optional_module
 from spiceserver.protocol.display import EncodedImage
 from spiceserver.protocol.enums import (
     BITMAP_FLAG_TOP_DOWN,
@@ -149,10 +149,6 @@ def _stack_lz(parts: list[np.ndarray], settings: CodecSettings) -> EncodedImage:
     return _wrap(ImageType.LZ_RGB, width, height, lz_encode_stack(parts))
 
 
-#: The libjpeg-turbo binding (the ``jpeg`` extra): None until first asked for.
-_simplejpeg: ModuleType | None = None
-
-
 def jpeg_available() -> bool:
     """Whether the ``jpeg`` extra (simplejpeg) is installed."""
     try:
@@ -163,15 +159,8 @@ def jpeg_available() -> bool:
 
 
 def _jpeg() -> ModuleType:
-    global _simplejpeg
-    if _simplejpeg is None:
-        try:
-            _simplejpeg = importlib.import_module("simplejpeg")
-        except ImportError as exc:
-            raise ConfigError(
-                "JPEG images need simplejpeg: pip install 'spiceserver[jpeg]'"
-            ) from exc
-    return _simplejpeg
+    """The libjpeg-turbo binding (the ``jpeg`` extra)."""
+    return optional_module("simplejpeg", "JPEG images", "jpeg")
 
 
 def jpeg_frame(pixels: np.ndarray, quality: int) -> bytes:

@@ -208,9 +208,9 @@ def test_policy_needs_a_jpeg_decoder_and_a_slow_link_on_auto() -> None:
 
 
 def test_always_without_simplejpeg_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    import spiceserver.server.codecs as codecs
+    from spiceserver.extras import optional_module
 
-    monkeypatch.setattr(codecs, "_simplejpeg", None)
+    optional_module.cache_clear()  # imported already: forget it
     monkeypatch.setitem(__import__("sys").modules, "simplejpeg", None)  # import fails
     with pytest.raises(ConfigError, match="simplejpeg"):
         SpiceServer(NumpySource(8, 8), password="pw", jpeg_wan_compression="always")

@@ -12,7 +12,6 @@ no B-frames, no look-ahead, one packet per frame.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from fractions import Fraction
 from types import ModuleType
@@ -21,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from spiceserver.errors import ConfigError
+from spiceserver.extras import optional_module
 from spiceserver.protocol.enums import VideoCodec
 from spiceserver.server.codecs import jpeg_frame
 
@@ -40,19 +40,9 @@ _AV_CODECS: dict[VideoCodec, tuple[str, dict[str, str]]] = {
 #: A keyframe at least this often (frames): a client that dropped one recovers.
 GOP = 120
 
-_av: ModuleType | None = None
-
 
 def _load_av() -> ModuleType:
-    global _av
-    if _av is None:
-        try:
-            _av = importlib.import_module("av")
-        except ImportError as exc:
-            raise ConfigError(
-                "H.264/VP8/VP9 streams need PyAV: pip install 'spiceserver[video]'"
-            ) from exc
-    return _av
+    return optional_module("av", "H.264/VP8/VP9 streams", "video")
 
 
 def av_available() -> bool:
