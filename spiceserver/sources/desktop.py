@@ -80,7 +80,8 @@ from spiceserver.errors import ConfigError
 from spiceserver.protocol.messages import CursorShape
 from spiceserver.scroll import Scroll, ScrollMisses, apply_scroll
 from spiceserver.sources.base import FramebufferSource, Head, Rect
-from spiceserver.sources.tiles import changed_rects, damage_boxes
+from spiceserver.sources.tiles import changed_rects, damage_boxes, load_kernel
+from spiceserver.sources.x11_grab import Grabber
 from spiceserver.x11_randr import RandrWorker, describe, fix_xlib_errors, read_heads, read_layout
 
 if TYPE_CHECKING:
@@ -363,8 +364,6 @@ class _Capture:
     """The X side of a :class:`DesktopSource`; lives and dies on the capture thread."""
 
     def __init__(self, source: DesktopSource) -> None:
-        import mss
-
         self.source = source
         self.interval = 1.0 / source.max_fps
         self.display = open_display(source.display_name)
@@ -375,9 +374,8 @@ class _Capture:
         # FLOOD_EVENTS can take effect (python-xlib has no API for this: its protocol object).
         self.display.display.recv_buffer_size = X_READ_BYTES
         self.root = self.display.screen().root
-        self.sct: Any = None
         try:
-            self.sct = mss.MSS(display=source.display_name)
+            self.sct = Grabber(source.display_name)
         except Exception as exc:
             self.display.close()
             raise ConfigError(f"mss cannot grab {source.display_name!r}: {exc}") from exc
@@ -464,7 +462,8 @@ class _Capture:
         d.sync()
         self._check_layout()
         self._grab_full()
-        status = " ".join(getattr(self.sct, "performance_status", []))
+        threading.Thread(target=load_kernel, name="spice-x11-jit", daemon=True).start()
+        status = " ".join(self.sct.performance_status)
         if "MIT-SHM is working" not in status:
             fallbacks.append(f"no XShm: grabbing with XGetImage ({status or 'mss without XShm'})")
         for fallback in fallbacks:
@@ -478,8 +477,7 @@ class _Capture:
 
     def close(self) -> None:
         try:
-            if self.sct is not None:
-                self.sct.close()
+            self.sct.close()
         finally:
             try:
                 self.display.close()
@@ -603,13 +601,10 @@ class _Capture:
     # -- pixels ----------------------------------------------------------------
 
     def _grab(self, box: Rect) -> np.ndarray:
-        shot = self.sct.grab(
-            {"left": box.x, "top": box.y, "width": box.width, "height": box.height}
-        )
         stats = self.source.stats
         stats["grabs"] += 1
         stats["grabbed_pixels"] += box.area
-        return np.frombuffer(shot.raw, dtype=np.uint8).reshape(box.height, box.width, 4)
+        return self.sct.grab(box)
 
     def _grab_full(self) -> None:
         height, width = self.frame.shape[:2]
@@ -714,13 +709,11 @@ class _Capture:
                 logger.info("%s: monitors are now %s", self.source.display_name, describe(heads))
                 self.source._publish_layout(None, heads)
             return False
-        import mss
-
         logger.info(
             "%s: screen is now %dx%d (%s)", self.source.display_name, width, height, describe(heads)
         )
         self.sct.close()
-        self.sct = mss.MSS(display=self.source.display_name)
+        self.sct = Grabber(self.source.display_name)
         self.frame = np.zeros((height, width, 4), dtype=np.uint8)
         self.frame[:] = self._grab(Rect(0, 0, width, height))
         self.pending.clear()

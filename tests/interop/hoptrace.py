@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import inspect
 import json
 import runpy
 import sys
@@ -76,24 +77,34 @@ def install() -> None:
     around(desktop.DesktopSource, "_publish", "publish", "published")
     around(desktop.DesktopSource, "_apply_handed", "applied", None)
     around(update_loop.DisplayHandler, "_update_sent", None, "written")
-    handler = update_loop.DisplayHandler
-    send_update = handler._send_update
+    # The update task's start, or an update sent right from the damage callback
+    # (DisplayHandler._send_now): both begin here.
+    around(update_loop.DisplayHandler, "_begin_update", "update", None)
+    for name in ("encode_bands", "encode_inline"):  # the task's encode, _send_now's
+        setattr(update_loop, name, traced_encode(getattr(update_loop, name)))
 
-    async def traced_send_update(self: Any) -> None:
-        note("update")
-        await send_update(self)
 
-    handler._send_update = traced_send_update  # type: ignore[method-assign]
-    encode_bands = update_loop.encode_bands
+def traced_encode(encode: Any) -> Any:
+    """``encode`` (a coroutine function or a plain one) with a stamp before and after."""
+    if inspect.iscoroutinefunction(encode):
 
-    @functools.wraps(encode_bands)
-    async def traced_encode(*args: Any, **kwargs: Any) -> Any:
+        @functools.wraps(encode)
+        async def traced_async(*args: Any, **kwargs: Any) -> Any:
+            note("encode")
+            result = await encode(*args, **kwargs)
+            note("encoded")
+            return result
+
+        return traced_async
+
+    @functools.wraps(encode)
+    def traced(*args: Any, **kwargs: Any) -> Any:
         note("encode")
-        result = await encode_bands(*args, **kwargs)
+        result = encode(*args, **kwargs)
         note("encoded")
         return result
 
-    update_loop.encode_bands = traced_encode  # type: ignore[assignment]
+    return traced
 
 
 def main() -> None:

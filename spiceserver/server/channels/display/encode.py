@@ -21,7 +21,7 @@ from spiceserver.server.context import ServerContext
 from spiceserver.session import SessionMetrics
 from spiceserver.sources.base import Rect
 
-__all__ = ["encode_bands", "glz_stacks", "stacks"]
+__all__ = ["Encoded", "encode_bands", "encode_inline", "encodes_inline", "glz_stacks", "stacks"]
 
 Encoded = tuple[Rect, EncodedImage, str]
 
@@ -110,12 +110,8 @@ async def encode_bands(
     # A lone display only (with more, the encode cache shares each band among them), and
     # only once kernels are known compiled (``ready``): a first call compiling for seconds
     # must never run on the loop.
-    if (
-        context.displays < 2
-        and encoder.ready is not None
-        and sum(band.area for band, _ in snapshots) <= INLINE_MAX_PIXELS
-    ):
-        return _encode_inline(encoder, snapshots, lossless, lossy)
+    if encodes_inline(context, encoder, sum(band.area for band, _ in snapshots)):
+        return encode_inline(encoder, snapshots, lossless, lossy)
     loop = asyncio.get_running_loop()
     executor = context.executor
     cache = context.encode_cache
@@ -176,7 +172,13 @@ async def encode_bands(
     return [result for result in results if result is not None]
 
 
-def _encode_inline(
+def encodes_inline(context: ServerContext, encoder: ImageEncoder, pixels: int) -> bool:
+    """Whether :func:`encode_bands` encodes an update of ``pixels`` right on the loop
+    (:func:`encode_inline`)."""
+    return context.displays < 2 and encoder.ready is not None and pixels <= INLINE_MAX_PIXELS
+
+
+def encode_inline(
     encoder: ImageEncoder,
     snapshots: list[tuple[Rect, np.ndarray]],
     lossless: list[bool] | None,
