@@ -67,10 +67,12 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import queue
 import select
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -82,6 +84,7 @@ from spiceserver.scroll import Scroll, ScrollMisses, apply_scroll
 from spiceserver.sources.base import FramebufferSource, Head, Rect
 from spiceserver.sources.tiles import changed_rects, damage_boxes, load_kernel
 from spiceserver.sources.x11_grab import Grabber
+from spiceserver.sources.x11_loop import LoopCapture
 from spiceserver.x11_randr import RandrWorker, describe, fix_xlib_errors, read_heads, read_layout
 
 if TYPE_CHECKING:
@@ -156,6 +159,8 @@ class DesktopSource(FramebufferSource):
             polling fallback, for tests).
         scroll_detect: Report vertical scrolls as moves (COPY_BITS for clients) instead of
             damage; may be changed while running.
+        capture_on_loop: Follow the damage on the event loop, small grabs there too
+            (:mod:`spiceserver.sources.x11_loop`); False: all of it on the capture thread.
 
     Raises:
         ConfigError: No display name, the display cannot be opened, or its root window is
@@ -171,6 +176,7 @@ class DesktopSource(FramebufferSource):
         max_fps: float = 30.0,
         use_damage: bool = True,
         scroll_detect: bool = True,
+        capture_on_loop: bool = True,
     ) -> None:
         name = display or os.environ.get("DISPLAY", "")
         if not name:
@@ -192,6 +198,7 @@ class DesktopSource(FramebufferSource):
         self.max_fps = max_fps
         self.use_damage = use_damage
         self.scroll_detect = scroll_detect
+        self.capture_on_loop = capture_on_loop
         #: The fallbacks taken ("no DAMAGE", "no XShm", …), for logs and tests.
         self.fallbacks: list[str] = []
         #: Counters for benchmarks: grabs made, pixels grabbed, pixels reported changed,
@@ -206,6 +213,9 @@ class DesktopSource(FramebufferSource):
             "damage_floods": 0,
         }
         self._thread: threading.Thread | None = None
+        #: Jobs for the capture thread from the loop's capture (None: stop), and that capture.
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._driver: LoopCapture | None = None
         self._wake_r = self._wake_w = -1
         self._stopping = False
         self._unapplied = threading.BoundedSemaphore(MAX_UNAPPLIED_UPDATES)
@@ -263,16 +273,23 @@ class DesktopSource(FramebufferSource):
         self._stopping = False
         self._unapplied = threading.BoundedSemaphore(MAX_UNAPPLIED_UPDATES)
         self._wake_r, self._wake_w = os.pipe()
-        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._jobs = queue.SimpleQueue()
+        ready: concurrent.futures.Future[_Capture] = concurrent.futures.Future()
         self._thread = threading.Thread(
             target=self._run, args=(ready,), name="spice-x11", daemon=True
         )
         self._thread.start()
         try:
-            await asyncio.wait_for(asyncio.wrap_future(ready), START_TIMEOUT)
+            capture = await asyncio.wait_for(asyncio.wrap_future(ready), START_TIMEOUT)
         except BaseException:
             await self.stop()
             raise
+        if self._on_loop(capture):
+            self._driver = LoopCapture(capture, self._jobs.put)
+
+    def _on_loop(self, capture: _Capture) -> bool:
+        """Whether the loop follows the damage (x11_loop.py): with DAMAGE, unless turned off."""
+        return self.capture_on_loop and capture.damage is not None
 
     async def stop(self) -> None:
         """Stop the capture thread and close its X connections.  Idempotent."""
@@ -280,6 +297,10 @@ class DesktopSource(FramebufferSource):
         if thread is None:
             return
         self._stopping = True
+        if self._driver is not None:
+            self._driver.close()
+            self._driver = None
+        self._jobs.put(None)
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
         await asyncio.to_thread(thread.join, 10.0)
@@ -340,7 +361,7 @@ class DesktopSource(FramebufferSource):
         if damage and not scrolls:
             self.damage(damage)
 
-    def _run(self, ready: concurrent.futures.Future[None]) -> None:
+    def _run(self, ready: concurrent.futures.Future[_Capture]) -> None:
         try:
             capture = _Capture(self)
         except BaseException as exc:
@@ -352,12 +373,20 @@ class DesktopSource(FramebufferSource):
             except BaseException as exc:
                 ready.set_exception(exc)
                 return
-            ready.set_result(None)
-            capture.loop(self._wake_r)
+            ready.set_result(capture)
+            if self._on_loop(capture):
+                while (job := self._jobs.get()) is not None:  # LoopCapture's big grabs
+                    job()
+            else:
+                capture.loop(self._wake_r)
         except Exception:
             logger.exception("X capture stopped")
         finally:
             capture.close()
+
+
+class ScreenShrank(Exception):
+    """A grab box is off the screen: it changed size before its events were read."""
 
 
 class _Capture:
@@ -492,27 +521,16 @@ class _Capture:
         while not self.source._stopping:
             self._read_events()
             now = time.monotonic()
-            if self.flooded and now - self.last_damage > FLOOD_CALM_SECONDS:
-                self._set_damage_level(flooded=False)
+            self.calm(now)
             if self.resized:
                 self.resized = False
                 self._check_layout()
-            if self.cursor_dirty and self.xfixes:
-                self.cursor_dirty = False
-                self._update_cursor()
+            self.cursor()
             if self._grab_due(now):
                 self._grab_update(now)
                 self.next_grab = now + self.interval
                 continue  # the grab's round trips may have queued events
-            if self.subtract_at is not None and now >= self.subtract_at:
-                self.subtract_at = None
-                if self.damage is not None and not self.flooded:  # flooded: before each grab
-                    self.display.damage_subtract(self.damage)
-            if self._pointer_due(now):
-                self.pointer_dirty = False
-                self._update_pointer()
-                self.next_pointer = now + self.interval
-                self.next_pointer_poll = now + self.pointer_poll
+            self.subtract_and_pointer(now)
             d.flush()
             if d.pending_events():
                 continue
@@ -520,6 +538,28 @@ class _Capture:
             readable, _, _ = select.select([xfd, wake_fd], [], [], timeout)
             if wake_fd in readable:
                 return
+
+    def calm(self, now: float) -> None:
+        """Raw damage rectangles again once a flood is over (see FLOOD_CALM_SECONDS)."""
+        if self.flooded and now - self.last_damage > FLOOD_CALM_SECONDS:
+            self._set_damage_level(flooded=False)
+
+    def cursor(self) -> None:
+        if self.cursor_dirty and self.xfixes:
+            self.cursor_dirty = False
+            self._update_cursor()
+
+    def subtract_and_pointer(self, now: float) -> None:
+        """The delayed DamageSubtract and the pointer's position, when due."""
+        if self.subtract_at is not None and now >= self.subtract_at:
+            self.subtract_at = None
+            if self.damage is not None and not self.flooded:  # flooded: before each grab
+                self.display.damage_subtract(self.damage)
+        if self._pointer_due(now):
+            self.pointer_dirty = False
+            self._update_pointer()
+            self.next_pointer = now + self.interval
+            self.next_pointer_poll = now + self.pointer_poll
 
     def _next_grab_at(self, now: float) -> float | None:
         """When the next grab is due; None while there is no damage to grab."""
@@ -537,9 +577,10 @@ class _Capture:
             return now >= self.next_pointer
         return now >= self.next_pointer_poll
 
-    def _timeout(self, now: float) -> float:
+    def _timeout(self, now: float, grabbing: bool = True) -> float:
+        """Seconds until something is due (``grabbing``: a grab too)."""
         deadline = self.next_pointer if self.pointer_dirty else self.next_pointer_poll
-        for due in (self._next_grab_at(now), self.subtract_at):
+        for due in (self._next_grab_at(now) if grabbing else None, self.subtract_at):
             if due is not None:
                 deadline = min(deadline, due)
         return max(0.0, deadline - now)
@@ -614,8 +655,20 @@ class _Capture:
         self.source._publish([], [(full, pixels)], [full])
 
     def _grab_update(self, now: float) -> None:
-        import mss.exception
+        boxes = self.grab_plan(now)
+        if boxes is None:
+            return
+        try:
+            self.grab_boxes(boxes, now)
+        except ScreenShrank:
+            if self._check_layout():
+                self.pending.clear()
+                return
+            raise
 
+    def grab_plan(self, now: float, follow_layout: bool = True) -> list[Rect] | None:
+        """The boxes to grab for the damage so far (pending emptied); None: none, the screen
+        changed size (``follow_layout``: followed here, else left to the caller: resized)."""
         height, width = self.frame.shape[:2]
         if self.damage is not None:
             # No round trip before the grab (half a millisecond): events already received
@@ -628,14 +681,22 @@ class _Capture:
                 self.display.sync()
             self._read_events()  # the rest of a drawing (a scroll's copy, then its new line)
             if self.resized:
+                if not follow_layout:
+                    return None
                 self.resized = False
                 if self._check_layout():
                     self.pending.clear()
-                    return
+                    return None
             boxes = damage_boxes(self.pending, width, height)
             self.pending.clear()
-        else:
-            boxes = [Rect(0, 0, width, height)]
+            return boxes
+        return [Rect(0, 0, width, height)]
+
+    def grab_boxes(self, boxes: list[Rect], now: float) -> None:
+        """Grab ``boxes``, compare them with the held frame and publish what changed.
+        Raises ScreenShrank when a box is no longer on the screen."""
+        import mss.exception
+
         changed: list[Rect] = []
         writes: list[tuple[Rect, np.ndarray]] = []
         scrolls: list[Scroll] = []
@@ -645,10 +706,7 @@ class _Capture:
             except mss.exception.ScreenShotError as exc:
                 # The screen shrank under this grab (its events are not read yet): follow.
                 logger.debug("grab of %s failed (%s): checking the screen size", box, exc)
-                if self._check_layout():
-                    self.pending.clear()
-                    return
-                raise
+                raise ScreenShrank(str(exc)) from exc
             held = self.frame[box.y : box.bottom, box.x : box.right]
             rects = changed_rects(held, pixels)
             if rects and self.source.scroll_detect:
@@ -702,13 +760,23 @@ class _Capture:
 
     def _check_layout(self) -> bool:
         """Follow a change of the screen's size or monitors; True if the size changed."""
-        width, height, heads = read_layout(self.display)
+        width, height, heads = self.read_layout()
         if (width, height) == (self.frame.shape[1], self.frame.shape[0]):
-            if heads != self.heads:
-                self.heads = heads
-                logger.info("%s: monitors are now %s", self.source.display_name, describe(heads))
-                self.source._publish_layout(None, heads)
             return False
+        self.resize(width, height, heads)
+        return True
+
+    def read_layout(self) -> tuple[int, int, tuple[Head, ...]]:
+        """The screen's size and monitors (new monitors of the same size are followed)."""
+        width, height, heads = read_layout(self.display)
+        if (width, height) == (self.frame.shape[1], self.frame.shape[0]) and heads != self.heads:
+            self.heads = heads
+            logger.info("%s: monitors are now %s", self.source.display_name, describe(heads))
+            self.source._publish_layout(None, heads)
+        return width, height, heads
+
+    def resize(self, width: int, height: int, heads: tuple[Head, ...]) -> None:
+        """Follow a new screen size: a new grabber and frame, grabbed whole."""
         logger.info(
             "%s: screen is now %dx%d (%s)", self.source.display_name, width, height, describe(heads)
         )
@@ -719,7 +787,6 @@ class _Capture:
         self.pending.clear()
         self.heads = heads
         self.source._publish_layout(self.frame.copy(), heads)
-        return True
 
     # -- cursor ----------------------------------------------------------------
 

@@ -465,7 +465,7 @@ def bench(kind: str, args: argparse.Namespace) -> dict[str, Any]:
 
 #: The hops of an update, in order (tests/interop/hoptrace.py), and what each gap is.
 HOPS = [
-    "event", "grab", "shot", "shot-done", "publish", "grabbed",
+    "event", "grab", "shot", "shot-done", "publish",
     "applied", "update", "encode", "encoded", "written",
 ]  # fmt: skip
 

@@ -7,13 +7,13 @@ socket and notes ``time.perf_counter()`` (CLOCK_MONOTONIC on Linux, as the harne
 ``time.monotonic()`` and spice-gtk's event times) at each:
 
 * ``event``: the capture thread parsed a damage event (the first since its last grab);
-* ``grab`` / ``grabbed``: the capture thread's grab of the damaged boxes starts, and ends
-  with the update handed to the loop (compare with the held frame included); inside it
-  ``read``/``read-done`` (X events read), ``shot``/``shot-done`` (XShmGetImage) and
-  ``publish``/``published`` (the hand-over);
-* ``applied``: the event loop runs the hand-over (frame written, listeners told);
-* ``update`` / ``encode`` / ``encoded``: the display task starts the update, calls the
-  encoder and has the images;
+* ``grab``: the grab of the damaged boxes starts (on the capture thread, or on the loop for
+  small ones: x11_loop.py); inside it ``read``/``read-done`` (X events read),
+  ``shot``/``shot-done`` (XShmGetImage) and ``publish``/``published`` (the hand-over, which
+  on the loop includes all that follows);
+* ``applied``: the event loop applies the update (frame written, listeners told);
+* ``update`` / ``encode`` / ``encoded``: the display task (or the damage callback,
+  ``send-now``) starts the update, calls the encoder and has the images;
 * ``written``: the update is written to the transport (the kernel has the bytes).
 
 At exit (SIGTERM) writes ``[[name, seconds], ...]`` to OUT.json.  ``bench_desktop
@@ -46,11 +46,11 @@ def around(owner: Any, name: str, before: str | None, after: str | None) -> None
     """Wrap the method ``owner.name`` with a stamp before and after it."""
     method = getattr(owner, name)
 
-    def traced(self: Any, *args: Any) -> Any:
+    def traced(self: Any, *args: Any, **kwargs: Any) -> Any:
         if before:
             note(before)
         try:
-            return method(self, *args)
+            return method(self, *args, **kwargs)
         finally:
             if after:
                 note(after)
@@ -71,15 +71,17 @@ def install() -> None:
         on_event(self, event)
 
     capture._on_event = traced_on_event  # type: ignore[method-assign]
-    around(capture, "_grab_update", "grab", "grabbed")
+    # The grab starts with its plan (on the capture thread, or on the loop: x11_loop.py).
+    around(capture, "grab_plan", "grab", None)
     around(capture, "_grab", "shot", "shot-done")
     around(capture, "_read_events", "read", "read-done")
     around(desktop.DesktopSource, "_publish", "publish", "published")
-    around(desktop.DesktopSource, "_apply_handed", "applied", None)
+    around(desktop.DesktopSource, "_apply", "applied", None)  # on the loop, either way
     around(update_loop.DisplayHandler, "_update_sent", None, "written")
     # The update task's start, or an update sent right from the damage callback
     # (DisplayHandler._send_now): both begin here.
     around(update_loop.DisplayHandler, "_begin_update", "update", None)
+    around(update_loop.DisplayHandler, "_send_now", "send-now", None)  # not a hop: counted
     for name in ("encode_bands", "encode_inline"):  # the task's encode, _send_now's
         setattr(update_loop, name, traced_encode(getattr(update_loop, name)))
 
