@@ -58,6 +58,9 @@ class LoopCapture:
         self._timer: asyncio.TimerHandle | None = None
         self._scheduled = False
         self.closed = False
+        #: Grabs made here, and jobs (big grabs, resizes) run on the capture thread.
+        self.loop_grabs = 0
+        self.thread_jobs = 0
         self._loop.add_reader(self._fd, self.run)
         self._schedule()
 
@@ -118,6 +121,7 @@ class LoopCapture:
             self._schedule()
             return
         if sum(box.area for box in boxes) <= SMALL_GRAB_PIXELS:
+            self.loop_grabs += 1
             try:
                 capture.grab_boxes(boxes, now)  # published and sent from here
             except ScreenShrank:
@@ -142,6 +146,7 @@ class LoopCapture:
         from spiceserver.sources.desktop import ScreenShrank
 
         self.busy = True
+        self.thread_jobs += 1
         loop = self._loop
 
         def run() -> None:

@@ -245,6 +245,49 @@ def test_frame_equals_the_x_screen(
         client.wait_for_frame(settled_screen(display), timeout=30)
 
 
+@pytest.mark.parametrize("on_loop", [True, False], ids=["loop", "thread"])
+def test_small_changes_on_the_loop_big_ones_on_the_thread(
+    display: str, apps: Callable[..., Any], on_loop: bool
+) -> None:
+    """Small damage is grabbed and sent from the event loop (x11_loop.py), a new window
+    from the capture thread; either way, and with everything on the thread, spice-gtk ends
+    with exactly the X screen."""
+
+    x(display, "xsetroot", "-solid", "#204060")
+    source = DesktopSource(display, capture_on_loop=on_loop)
+    with served(display, source, with_input=False) as (_st, client, _handler):
+        client.wait_for_frame(settled_screen(display), timeout=30)
+        driver = source._driver
+        assert (driver is not None) == on_loop
+        loop_grabs = 0 if driver is None else driver.loop_grabs
+        conn = open_display(display)
+        try:
+            screen = conn.screen()
+            window = screen.root.create_window(
+                300, 200, 400, 300, 0, screen.root_depth,
+                background_pixel=screen.white_pixel, override_redirect=True,
+            )  # fmt: skip
+            window.map()
+            conn.sync()
+            client.wait_for_frame(settled_screen(display), timeout=30)  # a big change
+            gc = window.create_gc()
+            for i in range(5):  # glyph-sized fills, each its own update
+                gc.change(foreground=0x10305070 + 0x111111 * i)
+                window.fill_rectangle(gc, 20 + 50 * i, 40, 30, 16)
+                conn.sync()
+                client.wait_for_frame(settled_screen(display), timeout=30)
+            window.unmap()
+            conn.sync()
+            window.destroy()
+            conn.sync()
+        finally:
+            conn.close()
+        client.wait_for_frame(settled_screen(display), timeout=30)
+        if driver is not None:
+            assert driver.loop_grabs >= loop_grabs + 5
+            assert driver.thread_jobs >= 1  # the window's map
+
+
 def test_screen_size_change_recreates_the_surface(display: str) -> None:
     x(display, "xsetroot", "-solid", "#123456")
     with served(display, with_input=False) as (_st, client, _handler):
