@@ -83,6 +83,7 @@ from spiceserver.protocol.messages import CursorShape
 from spiceserver.scroll import Scroll, ScrollMisses, apply_scroll
 from spiceserver.sources.base import FramebufferSource, Head, Rect
 from spiceserver.sources.tiles import changed_rects, damage_boxes, load_kernel
+from spiceserver.sources.x11_cursor import cursor_from_argb
 from spiceserver.sources.x11_grab import Grabber
 from spiceserver.sources.x11_loop import LoopCapture
 from spiceserver.x11_randr import RandrWorker, describe, fix_xlib_errors, read_heads, read_layout
@@ -709,7 +710,7 @@ class _Capture:
                 raise ScreenShrank(str(exc)) from exc
             held = self.frame[box.y : box.bottom, box.x : box.right]
             rects = changed_rects(held, pixels)
-            if rects and self.source.scroll_detect:
+            if rects and self.source.scroll_detect and box.area >= SCROLL_MIN_AREA:
                 rects = self._scrolled(held, pixels, rects, box, scrolls, now)
             for rect in rects:
                 new = pixels[rect.y : rect.bottom, rect.x : rect.right]
@@ -830,35 +831,3 @@ class _Capture:
         if position != self.pointer:
             self.pointer = position
             self.source.move_cursor(*position)
-
-
-# ---------------------------------------------------------------------- pure helpers
-
-
-def cursor_from_argb(
-    argb: Any, width: int, height: int, hot_x: int, hot_y: int, unique: int
-) -> CursorShape | None:
-    """A SPICE ALPHA cursor from XFixes pixels; None if the image is fully transparent.
-
-    XFixes hands out 32-bit ARGB with premultiplied colour (the Render convention); SPICE
-    ALPHA cursors are straight B,G,R,A, so colour is divided by alpha.
-    """
-    pixels = np.asarray(argb, dtype=np.uint64).astype(np.uint32).reshape(height, width)
-    alpha = (pixels >> 24).astype(np.uint32)
-    if not alpha.any():
-        return None
-    out = np.empty((height, width, 4), dtype=np.uint8)
-    safe = np.maximum(alpha, 1)
-    for index, shift in enumerate((0, 8, 16)):  # B, G, R
-        channel = (pixels >> shift) & 0xFF
-        straight = (channel * 255 + safe // 2) // safe
-        out[..., index] = np.where(alpha > 0, np.minimum(straight, 255), 0)
-    out[..., 3] = alpha
-    return CursorShape(
-        unique=unique,
-        width=width,
-        height=height,
-        hot_x=hot_x,
-        hot_y=hot_y,
-        pixels=out.tobytes(),
-    )
