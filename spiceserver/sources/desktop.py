@@ -2,10 +2,14 @@
 
 Theory of operation
 -------------------
-One thread (``spice-x11``) owns two X connections: a python-xlib one for events and small
-requests, and an mss one for pixels (``XShmGetImage``, so a grab is one round trip and one
-memcpy).  python-xlib is blocking, so nothing here ever runs on the event loop; the thread
-reports through :meth:`FramebufferSource.damage` and friends, which hand over to the loop.
+Two X connections: a python-xlib one for events and small requests, and an mss one for
+pixels (``XShmGetImage``, so a grab is one round trip and one memcpy).  With DAMAGE the event
+loop reads the events itself and makes small grabs there, so a small change goes from X to
+the socket in one loop callback (:mod:`spiceserver.sources.x11_loop`); big grabs and new
+screen sizes run on the capture thread (``spice-x11``), one at a time, and hand over to the
+loop.  Without DAMAGE (or ``capture_on_loop=False``) the thread does all of it and reports
+through :meth:`FramebufferSource.damage` and friends, which hand over to the loop.  "The
+thread" below is whichever follows the events.
 
 * **What changed.**  With the DAMAGE extension the root window reports every rectangle X
   draws into (``DamageReportRawRectangles``, reported after the drawing is done).  Not
@@ -84,7 +88,7 @@ from spiceserver.scroll import Scroll, ScrollMisses, apply_scroll
 from spiceserver.sources.base import FramebufferSource, Head, Rect
 from spiceserver.sources.tiles import changed_rects, damage_boxes, load_kernel
 from spiceserver.sources.x11_cursor import cursor_from_argb
-from spiceserver.sources.x11_grab import Grabber
+from spiceserver.sources.x11_grab import Grabber, ScreenShrank
 from spiceserver.sources.x11_loop import LoopCapture
 from spiceserver.x11_randr import RandrWorker, describe, fix_xlib_errors, read_heads, read_layout
 
@@ -386,12 +390,10 @@ class DesktopSource(FramebufferSource):
             capture.close()
 
 
-class ScreenShrank(Exception):
-    """A grab box is off the screen: it changed size before its events were read."""
-
-
 class _Capture:
-    """The X side of a :class:`DesktopSource`; lives and dies on the capture thread."""
+    """The X side of a :class:`DesktopSource`: made and closed on the capture thread, driven
+    by it (:meth:`loop`) or by the event loop (:class:`~spiceserver.sources.x11_loop.
+    LoopCapture`, which runs only its big grabs and resizes on the thread)."""
 
     def __init__(self, source: DesktopSource) -> None:
         self.source = source

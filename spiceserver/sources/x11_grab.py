@@ -17,11 +17,16 @@ from typing import Any
 
 import numpy as np
 
+from spiceserver.errors import SpiceError
 from spiceserver.sources.base import Rect
 
-__all__ = ["Grabber"]
+__all__ = ["Grabber", "ScreenShrank"]
 
 logger = logging.getLogger("spiceserver.desktop")
+
+
+class ScreenShrank(SpiceError):
+    """A grab box is off the screen: it changed size before its events were read."""
 
 
 class Grabber:

@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from spiceserver.sources.x11_grab import ScreenShrank
+
 if TYPE_CHECKING:
     from spiceserver.sources.desktop import _Capture
 
@@ -113,8 +115,6 @@ class LoopCapture:
         self._timer = self._loop.call_later(timeout, self.run)
 
     def _grab(self, now: float) -> None:
-        from spiceserver.sources.desktop import ScreenShrank
-
         capture = self.capture
         boxes = capture.grab_plan(now, follow_layout=False)
         if boxes is None:  # the screen changed size: the next pass follows it
@@ -125,8 +125,8 @@ class LoopCapture:
             try:
                 capture.grab_boxes(boxes, now)  # published and sent from here
             except ScreenShrank:
-                capture.resized = True
-                self._schedule()
+                if not self._follow_layout():  # off a screen of the same size: X is wrong
+                    raise
             return
 
         def grab() -> None:
@@ -134,17 +134,19 @@ class LoopCapture:
 
         self._run_job(grab)
 
-    def _follow_layout(self) -> None:
+    def _follow_layout(self) -> bool:
+        """New monitors, or a new screen size (a job: the new frame is grabbed whole);
+        True for a new size."""
         capture = self.capture
         width, height, heads = capture.read_layout()
-        if (width, height) != (capture.frame.shape[1], capture.frame.shape[0]):
-            capture.pending.clear()  # the new frame is grabbed whole
-            self._run_job(lambda: capture.resize(width, height, heads))
+        if (width, height) == (capture.frame.shape[1], capture.frame.shape[0]):
+            return False
+        capture.pending.clear()
+        self._run_job(lambda: capture.resize(width, height, heads))
+        return True
 
     def _run_job(self, job: Callable[[], None]) -> None:
         """``job`` on the capture thread; passes resume when it is done."""
-        from spiceserver.sources.desktop import ScreenShrank
-
         self.busy = True
         self.thread_jobs += 1
         loop = self._loop
@@ -153,8 +155,6 @@ class LoopCapture:
             error: BaseException | None = None
             try:
                 job()
-            except ScreenShrank:
-                self.capture.resized = True
             except BaseException as exc:
                 error = exc
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
@@ -164,8 +164,16 @@ class LoopCapture:
 
     def _done(self, error: BaseException | None) -> None:
         self.busy = False
-        if error is not None:
-            logger.error("X capture stopped", exc_info=error)
+        if self.closed:
+            return
+        try:
+            # A box off the screen: it changed size (else X is wrong: stop, as the thread did).
+            if error is not None and not (
+                isinstance(error, ScreenShrank) and self._follow_layout()
+            ):
+                raise error
+        except Exception:
+            logger.exception("X capture stopped")
             self.close()
             return
         self._schedule()
