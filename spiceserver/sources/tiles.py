@@ -8,6 +8,7 @@ costs nothing, and what is reported is tightened to the pixels that really chang
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, cast
 
 import numpy as np
 
@@ -45,6 +46,7 @@ def load_kernel() -> None:
     part = probe[:, :1]  # a box of a frame (strided), and one grabbed (contiguous)
     for old, new in ((part, part.copy()), (probe, probe)):  # compiled here, not on a change
         changed_box(old, new)
+    cast(Any, changed_box).disable_compile()  # any other kind: TypeError, never a compile
     _changed_box = changed_box
 
 
@@ -60,8 +62,12 @@ def changed_rects(old: np.ndarray, new: np.ndarray, tile: int = TILE) -> list[Re
     height, width = old.shape[:2]
     small = height * width <= 16 * tile * tile  # a glyph, a clock face: one tight box
     if small and _changed_box is not None:
-        x0, y0, x1, y1 = _changed_box(old, new)
-        return [] if x1 < x0 else [Rect(x0, y0, x1 + 1 - x0, y1 + 1 - y0)]
+        try:
+            x0, y0, x1, y1 = _changed_box(old, new)
+        except TypeError:  # arrays of a kind not compiled by load_kernel: numpy's way
+            pass
+        else:
+            return [] if x1 < x0 else [Rect(x0, y0, x1 + 1 - x0, y1 + 1 - y0)]
     a = as_u32(old)
     b = as_u32(new)
     if small:

@@ -83,6 +83,25 @@ def test_small_box_kernel_matches_numpy(monkeypatch: pytest.MonkeyPatch) -> None
         assert found == changed_rects(old, new)
 
 
+def test_loaded_kernel_never_compiles_on_a_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After tiles.load_kernel, arrays of a kind it did not compile for (read-only here) get
+    numpy's answer instead of a compile (seconds, on the event loop)."""
+    from spiceserver.sources import tiles
+
+    monkeypatch.setattr(tiles, "_changed_box", None)
+    tiles.load_kernel()
+    kernel = tiles._changed_box
+    assert kernel is not None
+    compiled = len(getattr(kernel, "signatures", ()))
+    old = frame(40, 30)
+    new = old.copy()
+    new[7, 9, 2] ^= 4
+    assert changed_rects(old[:, 5:], new[:, 5:].copy()) == [Rect(4, 7, 1, 1)]  # the kernel's
+    new.flags.writeable = False
+    assert changed_rects(old, new) == [Rect(9, 7, 1, 1)]  # numpy's
+    assert len(getattr(kernel, "signatures", ())) == compiled
+
+
 def test_separate_changes_stay_separate() -> None:
     old = frame(640, 480)
     new = old.copy()
