@@ -24,7 +24,7 @@ __all__ = ["buffer"]
 
 class _Buffers(threading.local):
     def __init__(self) -> None:
-        self.by_key: dict[tuple[str, str], np.ndarray] = {}
+        self.by_key: dict[tuple[str, type], np.ndarray] = {}
 
 
 _local = _Buffers()
@@ -37,10 +37,11 @@ def buffer(key: str, size: int, dtype: type = np.uint8) -> np.ndarray:
     request replaces the buffer (grown by 1/4 more, so slowly growing requests do not
     reallocate every time).
     """
-    name = np.dtype(dtype).name
+    # Keyed by the type itself: ``np.dtype(dtype).name`` is numpy Python code that cost ~90 µs
+    # of a cold CPU, on the path of every small update (a typed glyph's GLZ image).
     buffers = _local.by_key
-    buf = buffers.get((key, name))
+    buf = buffers.get((key, dtype))
     if buf is None or buf.shape[0] < size:
         buf = np.empty(size + size // 4, dtype=dtype)
-        buffers[(key, name)] = buf
+        buffers[(key, dtype)] = buf
     return buf
