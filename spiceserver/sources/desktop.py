@@ -134,6 +134,11 @@ START_TIMEOUT = 30.0
 #: Grabbed updates handed to the loop and not yet applied: past this the capture thread waits
 #: (its damage goes into the next grab), so a busy loop never queues frames of grabbed pixels.
 MAX_UNAPPLIED_UPDATES = 2
+#: Seconds after set-up before the small-box compare kernel loads (tiles.load_kernel, on a
+#: thread): its numba import and load hold the GIL for ~0.4 s, which at once delayed the
+#: first client's first frame (bench_desktop first_frame_s, noisy: +0.1..0.4 s); until then
+#: small boxes are compared with numpy.
+KERNEL_LOAD_DELAY = 3.0
 #: Changed rectangles smaller than this (pixels) are not checked for a scroll: cheap to encode.
 SCROLL_MIN_AREA = 128 * 32
 
@@ -494,7 +499,9 @@ class _Capture:
         d.sync()
         self._check_layout()
         self._grab_full()
-        threading.Thread(target=load_kernel, name="spice-x11-jit", daemon=True).start()
+        loader = threading.Timer(KERNEL_LOAD_DELAY, load_kernel)
+        loader.name, loader.daemon = "spice-x11-jit", True
+        loader.start()
         status = " ".join(self.sct.performance_status)
         if "MIT-SHM is working" not in status:
             fallbacks.append(f"no XShm: grabbing with XGetImage ({status or 'mss without XShm'})")
