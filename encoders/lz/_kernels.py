@@ -31,6 +31,8 @@ HASH_BITS = 16
 MAX_NEAR_DISTANCE = 8191
 #: Largest back-distance of the escaped form: ``d - 8191 <= 65535``.
 MAX_FAR_DISTANCE = 8191 + 1 + 65535
+#: A hash-table match shorter than this is compared with the copy of the row above.
+ABOVE_ENOUGH = 16
 
 
 @kernel
@@ -56,7 +58,14 @@ def match_code(length: int, distance: int) -> tuple[int, int, int]:
 
 @kernel
 def lz_rgb32_compress(
-    src: np.ndarray, start: int, stop: int, base: int, htab: np.ndarray, out: np.ndarray, pos: int
+    src: np.ndarray,
+    start: int,
+    stop: int,
+    base: int,
+    htab: np.ndarray,
+    out: np.ndarray,
+    pos: int,
+    width: int,
 ) -> int:
     """Encode ``src[start:stop]`` (uint32 pixels in stream order) as LZ RGB32 tokens from ``pos``:
     :func:`lz_rgb32_compress_after` with nothing before ``src``.
@@ -66,7 +75,7 @@ def lz_rgb32_compress(
     read pixels past it.  The whole image is ``start = 0, stop = len(src)``.
     """
     # reach_prev=False folds the band-above branch away (a whole image has no band above)
-    return _compress(src[:0], src, 0, start, stop, base, htab, out, pos, False)
+    return _compress(src[:0], src, 0, start, stop, base, htab, out, pos, width, False)
 
 
 @kernel
@@ -106,6 +115,7 @@ def lz_rgb32_compress_after(
     htab: np.ndarray,
     out: np.ndarray,
     pos: int,
+    width: int,
 ) -> int:
     """Encode ``cur[start:stop]`` as LZ RGB32 tokens from ``out[pos]``, where ``cur`` holds the
     image's pixels from stream position ``origin`` on and ``prev`` the ``len(prev)`` pixels
@@ -120,7 +130,7 @@ def lz_rgb32_compress_after(
     ``MAX_FAR_DISTANCE`` long no match could use them).  Returns the end position in ``out``,
     or -1 if ``out`` is too short (a bug: callers size it for the worst case).
     """
-    return _compress(prev, cur, origin, start, stop, base, htab, out, pos, True)
+    return _compress(prev, cur, origin, start, stop, base, htab, out, pos, width, True)
 
 
 @inline_kernel
@@ -134,6 +144,7 @@ def _compress(
     htab: np.ndarray,
     out: np.ndarray,
     pos: int,
+    width: int,
     reach_prev: bool,
 ) -> int:
     """The body of both encoders; ``reach_prev``: a constant where it is inlined."""
@@ -188,6 +199,30 @@ def _compress(
                 length = _match_from_prev(prev, cur, ref + nprev, i, n, p0, p1) - i
                 if dist > MAX_NEAR_DISTANCE and length < 3:
                     length = 0
+            if length < ABOVE_ENOUGH and i >= width and width <= MAX_FAR_DISTANCE:
+                # the row above: images repeat vertically more often than a 3-pixel hash
+                # slot remembers (testpattern_bars crops, window borders, gradients)
+                ra = i - width
+                if (int(cur[np.uint64(ra)]) & MASK24) == p0 and (
+                    int(cur[np.uint64(ra + 1)]) & MASK24
+                ) == p1:
+                    above = same_end(cur, i + 2, cur, ra + 2, n) - i
+                    if above > length and (width <= MAX_NEAR_DISTANCE or above >= 3):
+                        length = above
+                        dist = width
+            # start the copy earlier where the pending literals match too (their hashes
+            # pointed elsewhere): fewer literals, never more bytes
+            if length > 0:
+                ref = i - dist
+                while (
+                    i > lit
+                    and ref > 0
+                    and (int(cur[np.uint64(i - 1)]) & MASK24)
+                    == (int(cur[np.uint64(ref - 1)]) & MASK24)
+                ):
+                    i -= 1
+                    ref -= 1
+                    length += 1
         if length == 0:
             i += 1
             continue

@@ -113,7 +113,7 @@ def lz_encode(pixels: np.ndarray, /) -> bytes:
     htab = tables.a
     try:
         if lanes == 1:
-            end = lz_rgb32_compress(src, 0, npixels, base, htab, out, _HEADER.size)
+            end = lz_rgb32_compress(src, 0, npixels, base, htab, out, _HEADER.size, width)
             if end < 0:
                 raise ValueError("output buffer overflow")
             return out[:end].tobytes()
@@ -122,12 +122,12 @@ def lz_encode(pixels: np.ndarray, /) -> bytes:
         ends = [0, 0]
 
         def lane_a() -> None:
-            ends[0] = lz_rgb32_compress(src, 0, split, base, htab, out, _HEADER.size)
+            ends[0] = lz_rgb32_compress(src, 0, split, base, htab, out, _HEADER.size, width)
 
         def lane_b() -> None:
             # every pixel of lane A that lane B may copy from is findable, as in one lane
             lz_prime(src, split - MAX_FAR_DISTANCE, split, base, htab_b)
-            ends[1] = lz_rgb32_compress(src, split, npixels, base, htab_b, out_b, 0)
+            ends[1] = lz_rgb32_compress(src, split, npixels, base, htab_b, out_b, 0, width)
 
         _lanes.run_pair(lane_a, lane_b)
         if min(ends) < 0:
@@ -180,14 +180,14 @@ def lz_encode_stack(parts: Sequence[np.ndarray], /) -> bytes:
         origins.append(origins[-1] + src.shape[0])
     if split == len(flats):
         return out[
-            : _compress_bands(flats, origins, 0, split, base, _tables.a, out, _HEADER.size)
+            : _compress_bands(flats, origins, 0, split, base, _tables.a, out, _HEADER.size, width)
         ].tobytes()
     out_b = buffer("lz_b", sum(literal_bound(f.shape[0]) for f in flats[split:]) + 16)
     table_a, table_b = _tables.a, _tables.b
     ends = [0, 0]
 
     def lane_a() -> None:
-        ends[0] = _compress_bands(flats, origins, 0, split, base, table_a, out, _HEADER.size)
+        ends[0] = _compress_bands(flats, origins, 0, split, base, table_a, out, _HEADER.size, width)
 
     def lane_b() -> None:
         # the pixels of the band above lane B's first band that a match may copy from, hashed
@@ -200,7 +200,7 @@ def lz_encode_stack(parts: Sequence[np.ndarray], /) -> bytes:
             base + origins[split - 1],
             table_b,
         )
-        ends[1] = _compress_bands(flats, origins, split, len(flats), base, table_b, out_b, 0)
+        ends[1] = _compress_bands(flats, origins, split, len(flats), base, table_b, out_b, 0, width)
 
     _stack_pacer.run(lane_a, lane_b)
     return b"".join((out[: ends[0]].data, out_b[: ends[1]].data))
@@ -228,16 +228,20 @@ def _compress_bands(
     htab: np.ndarray,
     out: np.ndarray,
     pos: int,
+    width: int,
 ) -> int:
-    """Bands ``flats[first:stop]`` as tokens from ``out[pos]``, each band's search reaching into
-    the one above (``lz_rgb32_compress_after``); the end position in ``out``."""
+    """Bands ``flats[first:stop]`` (rows of ``width`` pixels) as tokens from ``out[pos]``, each
+    band's search reaching into the one above (``lz_rgb32_compress_after``); the end position
+    in ``out``."""
     prev = flats[first - 1] if first > 0 else flats[0][:0]
     for k in range(first, stop):
         src = flats[k]
         # One call per band.  Calling the kernel without the band-above branch for the pixels
         # past MAX_FAR_DISTANCE was 7% faster, but its cut ends a match there: testpattern_bars
         # came to 462,227 bytes against C's 462,204 (462,180 in one call per band).
-        pos = lz_rgb32_compress_after(prev, src, origins[k], 0, src.shape[0], base, htab, out, pos)
+        pos = lz_rgb32_compress_after(
+            prev, src, origins[k], 0, src.shape[0], base, htab, out, pos, width
+        )
         if pos < 0:  # a kernel bounds check: a bug, never expected
             raise EncoderError("lz: output buffer overflow")
         prev = src

@@ -67,6 +67,7 @@ def test_kernel_jit_equals_python(img: np.ndarray, data: st.DataObject) -> None:
     src = np.ascontiguousarray(img).view(np.uint32).reshape(-1)
     split = data.draw(st.integers(0, src.shape[0] - 1))
     prev, cur = src[:split], src[split:]
+    width = img.shape[1]
     body = py_func(_kernels._compress)  # the kernel's body as plain Python
 
     def python(*args: object) -> int:
@@ -77,8 +78,8 @@ def test_kernel_jit_equals_python(img: np.ndarray, data: st.DataObject) -> None:
         out = np.zeros(4 * src.shape[0] + 64, dtype=np.uint8)
         htab = np.full(1 << HASH_BITS, 999, dtype=np.int32)  # stale: below base 1000
         # prev's pixels in the table, as encoding it before would have left them
-        end = kernel(src[:0], prev, 0, 0, split, 1000, htab, out, 0)
-        end = kernel(prev, cur, split, 0, cur.shape[0], 1000, htab, out, end)
+        end = kernel(src[:0], prev, 0, 0, split, 1000, htab, out, 0, width)
+        end = kernel(prev, cur, split, 0, cur.shape[0], 1000, htab, out, end, width)
         results.append(out[:end].tobytes())
     assert results[0] == results[1]
 
