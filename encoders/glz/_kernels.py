@@ -184,8 +184,10 @@ def glz_rgb32_compress(
     oldest_id: int,
     out: np.ndarray,
     pos: int,
+    width: int,
 ) -> int:
-    """Encode ``cur[start:stop]`` (uint32 pixels, stream order) as GLZ RGB32 tokens from
+    """Encode ``cur[start:stop]`` (uint32 pixels, stream order, rows of ``width``) as GLZ RGB32
+    tokens from
     ``out[pos]``.
 
     Args:
@@ -251,8 +253,9 @@ def glz_rgb32_compress(
             length = run_end(cur, i + 3, n, p0) - i
         else:
             h = 0
-            for probe in range(3):
-                # probe 0: the repeat candidate; 1: the 3-pixel table; 2: the long table
+            for probe in range(4):
+                # probe 0: the repeat candidate; 1: the 3-pixel table; 2: the row above;
+                # 3: the long table
                 if probe == 0:
                     if rep_virt < 0:
                         continue
@@ -264,6 +267,11 @@ def glz_rgb32_compress(
                     h = hash3(p0, p1, p2, shift)
                     g = base + int(htab[np.uint64(h)])
                     htab[np.uint64(h)] = cur_rel + i
+                elif probe == 2:
+                    # images repeat vertically more often than a 3-pixel slot remembers
+                    if length >= LONG_ENOUGH or i < width:
+                        continue
+                    g = cur_virt + i - width
                 else:
                     if length >= LONG_ENOUGH or i + LONG_PROBE_2 >= total:
                         break
@@ -318,6 +326,19 @@ def glz_rgb32_compress(
                     length = cand_len
                     offset = cand_off
                     idist = cand_dist
+            if length > 0 and idist == 0:
+                # start an in-image copy earlier where the pending literals match too (their
+                # hashes pointed elsewhere): fewer literals, never more bytes
+                ref = i - offset - 1
+                while (
+                    i > lit
+                    and ref > 0
+                    and (int(cur[np.uint64(i - 1)]) & MASK24)
+                    == (int(cur[np.uint64(ref - 1)]) & MASK24)
+                ):
+                    i -= 1
+                    ref -= 1
+                    length += 1
             if length > 0:
                 # where this match's source is: in-image offsets count back from i - 1
                 if idist == 0:

@@ -191,7 +191,7 @@ def encode_lanes(
     def lane_a() -> None:
         ends[0] = glz_rgb32_compress(
             cur, 0, split, cur_virt, base, cur_id, arena, htab, ltab,
-            img_virt, img_aoff, img_size, oldest_id, out, GLZ_HEADER_SIZE,
+            img_virt, img_aoff, img_size, oldest_id, out, GLZ_HEADER_SIZE, width,
         )  # fmt: skip
 
     try:
@@ -207,7 +207,7 @@ def encode_lanes(
             glz_prime(cur, split - PRIME_PIXELS, split, cur_virt, base, htab_b)
             ends[1] = glz_rgb32_compress(
                 cur, split, npixels, cur_virt, base, cur_id, arena, htab_b, ltab_b,
-                img_virt, img_aoff, img_size, oldest_id, out_b, 0,
+                img_virt, img_aoff, img_size, oldest_id, out_b, 0, width,
             )  # fmt: skip
 
         _lanes.run_pair(lane_a, lane_b)
