@@ -167,8 +167,14 @@ def _compress(
         p2 = int(cur[np.uint64(i + 2)]) & MASK24
         length = 0
         dist = 0
-        # (at i == 0 the pixel before is prev's last: not checked, a run is found one later)
-        if i > 0 and p0 == p1 and p1 == p2 and (int(cur[np.uint64(i - 1)]) & MASK24) == p0:
+        # the pixel before: at i == 0 prev's last (a band's run goes on from the band above;
+        # without it a flat area cost ~7 bytes per band, above C), or none
+        before = -1
+        if i > 0:
+            before = int(cur[np.uint64(i - 1)]) & MASK24
+        elif reach_prev and nprev > 0:
+            before = int(prev[np.uint64(nprev - 1)]) & MASK24
+        if p0 == p1 and p1 == p2 and before == p0:
             # a run: copy of the previous pixel (distance 1), as compress_seg() checks first
             length = run_end(cur, i + 3, n, p0) - i
             dist = 1
