@@ -25,8 +25,12 @@ __all__ = [
     "match_code",
 ]
 
-#: log2 of the hash-table size.  ``lz.c`` uses 13; 16 finds more of the 73,727-pixel window.
-HASH_BITS = 16
+#: log2 of the hash-table size (int32 slots: 64 KiB).  ``lz.c`` uses 13.  16 (256 KiB) found a
+#: little more of the 73,727-pixel window, but a probe that misses the first-level caches
+#: made the photo 0.9x of C's speed against 1.5x at 14 (``python -m encoders.bench_c``,
+#: interleaved); with the row-above candidate the bytes moved by 0.1% (photo 0.9896 -> 0.9906
+#: of C, ``python -m encoders.bench_bytes``).
+HASH_BITS = 14
 #: Largest back-distance of the 2-byte form: ``d = D - 1 < 8191`` (8191 is the escape).
 MAX_NEAR_DISTANCE = 8191
 #: Largest back-distance of the escaped form: ``d - 8191 <= 65535``.
