@@ -19,11 +19,12 @@ a reference to an image it does not hold makes the display channel wait forever
 Keeping *fewer* images than the client allows is always safe, and that is how memory is bounded:
 kept pixels live in one ``uint32`` arena.  Each image is copied contiguously into the arena; one
 that would straddle the arena's end, or that comes when no image is kept, starts again at 0, and
-older images are dropped from *our* window until the new one no longer overlaps any kept one.  Positions are recorded on a *virtual*
-number line (arena laps times arena size plus offset) that never goes back, so the hash tables
-(int32 slots: virtual position of the last three-pixel string with that hash, minus the
-tables' origin) never need clearing: anything below the oldest kept image's virtual start is
-stale by construction, and everything else is re-verified pixel by pixel.  Every 2**31
+older images are dropped from *our* window until the new one no longer overlaps any kept one.
+Positions are recorded on a *virtual* number line (arena laps times arena size plus offset)
+that never goes back, so the hash tables (int32 slots: virtual position of the last
+three-pixel string with that hash, minus the tables' origin) never need clearing: anything
+below the oldest kept image's virtual start is stale by construction, and everything else is
+re-verified pixel by pixel.  Every 2**31
 positions or so the origin moves up to the oldest kept image (:meth:`LaneTables.reach`).
 
 Memory, by choice less than the client's window: the arena holds ``ARENA_IMAGES`` (4) times
