@@ -209,7 +209,8 @@ def glz_rgb32_compress(
             and probed only when ``htab`` gave less than ``LONG_ENOUGH`` pixels.  The 3-pixel
             table always remembers the most recent occurrence, usually in the current image;
             this one keeps long strings (a scrolled or repeated region of an older image)
-            findable.  Our addition: the reference encoder has no such second probe.
+            findable.  Our addition: the reference encoder has no such second probe.  Probed only
+            while the dictionary keeps older images.
 
     Before either table, the *repeat* candidate is tried: the pixel after the source of the
     last match, as far on as the encoder has come since (our addition too).  A frame that
@@ -250,6 +251,11 @@ def glz_rgb32_compress(
         last = np.uint64((cur_id - 2) & ring)
         if int(img_size[last]) == total:
             same_virt2 = int(img_virt[last])
+    # The long table is for older images, whose positions the 3-pixel table has forgotten.  A
+    # first image (a new surface: no image kept) only fills it, every LONG_STEP pixels: probing
+    # it there found 0.7-10% fewer bytes of in-image repeats (web_pydoc, desktop_xapps) but cost
+    # 15-35% of a text frame's time, and the bytes stay below C's without (encoders.bench_bytes).
+    older = oldest_id < cur_id
     rep_virt = -1  # virtual position the last match's source reached ...
     rep_at = 0  # ... when the encoder was at this pixel
     lit = start
@@ -299,7 +305,10 @@ def glz_rgb32_compress(
                         continue
                     g = same_virt2 + i
                 else:
+                    aligned = (i & (LONG_STEP - 1)) == 0
                     if length >= LONG_ENOUGH or i + LONG_PROBE_2 >= total:
+                        break
+                    if not older and not aligned:
                         break
                     lh = hash_long(
                         p0,
@@ -310,8 +319,10 @@ def glz_rgb32_compress(
                         lshift,
                     )
                     g = base + int(ltab[np.uint64(lh)])
-                    if (i & (LONG_STEP - 1)) == 0:
+                    if aligned:
                         ltab[np.uint64(lh)] = cur_rel + i
+                    if not older:
+                        break  # a first image: remembered for the next ones, nothing to find
                 cand_len = 0
                 cand_off = 0
                 cand_dist = 0
