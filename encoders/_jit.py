@@ -5,10 +5,22 @@ Every kernel in :mod:`encoders` is declared with :data:`kernel`.  Kernels are co
 and with ``cache=True`` so a second start of the process loads machine code from disk instead
 of compiling again.  Under ``NUMBA_DISABLE_JIT=1`` numba hands back the plain Python function,
 which is how the test-suite checks the kernels' logic without the JIT.
+
+Loading from the cache without numba's compiler.  numba's ``Cache.load_overload`` first calls
+``target_context.refresh()``, which imports and registers every implementation numba has
+(``numba.cpython.*``, ``numba.np.*``, typed containers, jitclass …: 47,000 objects, ~11 MiB of
+a server's RSS) although a cached kernel is machine code that needs none of them.  Our
+kernels' caches skip that: they initialise only numba's runtime (NRT, whose symbols the code
+links against; numba's C helpers and math functions are installed when the target context is
+made).  A miss, or a kernel that has to be compiled, goes through numba's compiler, which
+refreshes everything itself.  The kernels are integer code over arrays; one that used a helper
+only a registry installs (string hashing's secrets, for one) would fail to link on a cached
+load, which the encoder tests (cached, in one process) would show at once.
 """
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -24,10 +36,30 @@ F = TypeVar("F", bound=Callable[..., Any])
 JIT_ENABLED: bool = not numba.config.DISABLE_JIT  # type: ignore[attr-defined]
 
 
+def _load_overload(cache: Any, sig: Any, target_context: Any) -> Any:
+    """numba's ``Cache.load_overload`` without its ``target_context.refresh()`` (see above)."""
+    from numba.core.runtime.nrt import rtsys
+
+    rtsys.initialize(target_context)  # idempotent; under numba's compiler lock (our caller)
+    with cache._guard_against_spurious_io_errors():
+        return cache._load_overload(sig, target_context)
+    return None  # the guard swallowed an error: compile
+
+
+def _lean(dispatcher: Any) -> Any:
+    """``dispatcher`` with its disk cache loading as :func:`_load_overload` does."""
+    cache: Any = getattr(dispatcher, "_cache", None)
+    # numba's private API: with another layout, numba's own (slower, larger) load stays.
+    needs = ("_load_overload", "_guard_against_spurious_io_errors")
+    if all(hasattr(cache, name) for name in needs):
+        cache.load_overload = types.MethodType(_load_overload, cache)
+    return dispatcher
+
+
 def kernel(func: F) -> F:
     """Compile ``func`` as a nogil, disk-cached numba kernel (integer code: no fastmath)."""
     # The dispatcher numba returns is called like ``func`` itself (numba types it Dispatcher[F]).
-    return cast(F, numba.njit(nogil=True, cache=True)(func))
+    return cast(F, _lean(numba.njit(nogil=True, cache=True)(func)))
 
 
 def inline_kernel(func: F) -> F:
@@ -38,7 +70,7 @@ def inline_kernel(func: F) -> F:
     ``NRT_decref``), which took 13% of the GLZ encoder's time on a text frame; inlined, the
     calls and the counting are gone.  Callable on its own like any kernel.
     """
-    return cast(F, numba.njit(nogil=True, cache=True, inline="always")(func))
+    return cast(F, _lean(numba.njit(nogil=True, cache=True, inline="always")(func)))
 
 
 def py_func(func: Callable[..., Any]) -> Callable[..., Any]:
