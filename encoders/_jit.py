@@ -16,6 +16,10 @@ made).  A miss, or a kernel that has to be compiled, goes through numba's compil
 refreshes everything itself.  The kernels are integer code over arrays; one that used a helper
 only a registry installs (string hashing's secrets, for one) would fail to link on a cached
 load, which the encoder tests (cached, in one process) would show at once.
+
+Once loaded, :func:`release_link_modules` frees the LLVM IR numba parses for each cached kernel
+(``CPUCodeLibrary._shared_module``): it only serves to link a kernel into another one being
+compiled, and costs ~4.5 MiB of LLVM's heap for our 15 kernel libraries.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any, TypeVar, cast
 
 import numba
 
-__all__ = ["JIT_ENABLED", "inline_kernel", "kernel", "py_func"]
+__all__ = ["JIT_ENABLED", "inline_kernel", "kernel", "py_func", "release_link_modules"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -46,8 +50,14 @@ def _load_overload(cache: Any, sig: Any, target_context: Any) -> Any:
     return None  # the guard swallowed an error: compile
 
 
+#: Every kernel's dispatcher (see release_link_modules).
+_DISPATCHERS: list[Any] = []
+
+
 def _lean(dispatcher: Any) -> Any:
     """``dispatcher`` with its disk cache loading as :func:`_load_overload` does."""
+    if JIT_ENABLED:
+        _DISPATCHERS.append(dispatcher)
     cache: Any = getattr(dispatcher, "_cache", None)
     # numba's private API: with another layout, numba's own (slower, larger) load stays.
     needs = ("_load_overload", "_guard_against_spurious_io_errors")
@@ -76,3 +86,38 @@ def inline_kernel(func: F) -> F:
 def py_func(func: Callable[..., Any]) -> Callable[..., Any]:
     """The pure-Python body of a kernel (itself when the JIT is disabled)."""
     return getattr(func, "py_func", func)
+
+
+def _relink_from(library: Any, bitcode: bytes) -> None:
+    """Make ``library`` parse ``bitcode`` again when a compile links it in (numba's
+    ``CPUCodeLibrary._get_module_for_linking`` returns ``_shared_module`` when set)."""
+    get_module = library._get_module_for_linking
+
+    def module_for_linking() -> Any:
+        if library._shared_module is None:
+            import llvmlite.binding as ll  # type: ignore[import-untyped]
+
+            library._shared_module = ll.parse_bitcode(bitcode)
+        return get_module()
+
+    library._get_module_for_linking = module_for_linking
+
+
+def release_link_modules() -> int:
+    """Free the LLVM module each loaded kernel keeps for linking (its bitcode stays, parsed
+    again if a later compile needs it); returns the number of modules freed.  Call once the
+    kernels are loaded; the memory goes back to the OS with ``malloc_trim``."""
+    from numba.core.compiler_lock import global_compiler_lock
+
+    freed = 0
+    with global_compiler_lock:  # no compile links one in meanwhile
+        for dispatcher in _DISPATCHERS:
+            for result in list(dispatcher.overloads.values()):
+                library: Any = getattr(result, "library", None)
+                module = getattr(library, "_shared_module", None)
+                if module is None or not hasattr(library, "_get_module_for_linking"):
+                    continue
+                _relink_from(library, module.as_bitcode())
+                library._shared_module = None
+                freed += 1
+    return freed

@@ -1,6 +1,7 @@
 """After warm-up the server pages out LLVM's code (~80 MiB of RSS, compile-only): the kernels
 keep working, and RSS drops; and it freezes what it loaded out of the cyclic collector's way.
-Cached kernels load without numba's compiler registries (encoders/_jit.py) and still encode."""
+Cached kernels load without numba's compiler registries and LLVM's copy of their IR
+(encoders/_jit.py), and still encode."""
 
 from __future__ import annotations
 
@@ -65,7 +66,15 @@ from encoders import glz_encode, lz_encode, quic_encode
 from tests.reference.glz_decode import glz_decode
 from tests.reference.lz_decode import lz_decode
 from tests.reference.quic_decode import quic_decode
+from encoders._jit import _DISPATCHERS
+from spiceserver.server.warmup import release_link_modules
 encoders.warmup()
+release_link_modules()  # as the server's warm-up does, before any encode
+# A compile that links a kernel in gets its IR back (parsed again from the kept bitcode).
+libraries = [r.library for d in _DISPATCHERS for r in d.overloads.values()]
+assert libraries and all(lib._shared_module is None for lib in libraries)
+assert all(lib._get_module_for_linking().get_function for lib in libraries[:2])
+assert "define" in str(libraries[0]._get_module_for_linking())
 # Imported only by numba's target-context refresh (numba/core/cpu.py load_additional_registries)
 loaded = [m for m in ("numba.np.linalg", "numba.typed.dictimpl") if m in sys.modules]
 rng = np.random.default_rng(7)
@@ -78,6 +87,15 @@ for name, image in (
 ):
     assert np.array_equal(image[..., :3], pixels[..., :3]), name
 print("registries loaded:", loaded)
+# Compiling a new function that calls a kernel links the kernel's (released) library in.
+import numba
+from encoders.lz.api import lz_prime
+@numba.njit
+def caller(src, table):
+    lz_prime(src, 0, src.shape[0], 0, table)
+    return table[0]
+table = np.full(1 << 10, -1, dtype=np.int32)
+assert caller(np.arange(8, dtype=np.uint32), table) == table[0]
 """
 
 
