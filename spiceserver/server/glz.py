@@ -8,6 +8,12 @@ id (``spice:server/image-encoders.cpp`` ``image_encoders_get_glz_dictionary``). 
 * a session holds at most ``glz_dictionaries_per_session`` (default 1): a display naming a new
   id replaces a dictionary no live display of the session uses, and gets none (LZ is sent) if
   every one is in use;
+* a dictionary keeps at most one frame of the source (``frame_pixels``), less than spice-gtk's
+  smallest window (3,145,728 pixels; 12 MiB here) on a 1920x1080 screen: the client's window
+  is an upper bound, and the server may keep less.  The older half frame that the client's
+  window would also reach bought nothing on desktop sequences (``man xterm`` paged forward and
+  back, switching between full-screen corpus frames: the same bytes to 0.02%), while a
+  dictionary smaller than a frame splits full-screen images (6% more bytes at 1.5 M pixels);
 * all sessions together hold at most ``glz_memory_budget`` bytes (each dictionary counted at
   what it may come to, its whole arena); a session that would cross it gets a smaller
   dictionary, or none when less than :data:`MIN_DICTIONARY_BYTES` is left;
@@ -60,10 +66,16 @@ class GlzDictionaries:
         self.used = 0
 
     def attach(
-        self, session: Session, dictionary_id: int, window_pixels: int, owner: Any
+        self,
+        session: Session,
+        dictionary_id: int,
+        window_pixels: int,
+        owner: Any,
+        frame_pixels: int | None = None,
     ) -> GlzDictionary | None:
         """The dictionary a display channel of ``session`` encodes into, for its
-        DISPLAY_INIT's id and window; None: no GLZ for it (the encoder sends LZ)."""
+        DISPLAY_INIT's id and window, keeping at most ``frame_pixels`` (the source's frame;
+        None: the client's window); None: no GLZ for it (the encoder sends LZ)."""
         entries: dict[int, _Entry] = session.glz_dictionaries
         entry = entries.get(dictionary_id)
         if entry is not None:  # the session's window, shared (a display reconnecting)
@@ -84,7 +96,7 @@ class GlzDictionaries:
                 len(entries),
             )
             return None
-        dictionary = self._make(window_pixels)
+        dictionary = self._make(window_pixels, frame_pixels)
         if dictionary is None:
             logger.info(
                 "session %#010x: no GLZ dictionary: %d of %d bytes in use (glz_memory_budget); "
@@ -108,7 +120,7 @@ class GlzDictionaries:
         entry = entries.pop(dictionary_id)
         self.used -= entry.dictionary.max_nbytes
 
-    def _make(self, window_pixels: int) -> GlzDictionary | None:
+    def _make(self, window_pixels: int, frame_pixels: int | None) -> GlzDictionary | None:
         from encoders.glz.dictionary import DEFAULT_MAX_PIXELS, GlzDictionary
 
         global _tables
@@ -116,8 +128,9 @@ class GlzDictionaries:
             _tables = GlzDictionary(0).max_nbytes - _PIXEL_BYTES  # a one-pixel arena: the rest
         tables = _tables
         free = self.budget - self.used
-        pixels = min(window_pixels, DEFAULT_MAX_PIXELS, (free - tables) // _PIXEL_BYTES)
-        if pixels * _PIXEL_BYTES + tables < MIN_DICTIONARY_BYTES and pixels < window_pixels:
+        wanted = window_pixels if frame_pixels is None else min(window_pixels, frame_pixels)
+        pixels = min(wanted, DEFAULT_MAX_PIXELS, (free - tables) // _PIXEL_BYTES)
+        if pixels * _PIXEL_BYTES + tables < MIN_DICTIONARY_BYTES and pixels < wanted:
             return None  # too little room for a useful window
         if pixels < 1:
             return None

@@ -187,8 +187,13 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         """
         if ready.glz_window_size <= 0:
             return  # spice-html5: no GLZ at all (pitfall 23)
+        width, height = self.context.source.size
         dictionary = self.context.glz.attach(
-            self.session, ready.glz_dictionary_id, ready.glz_window_size, self.connection
+            self.session,
+            ready.glz_dictionary_id,
+            ready.glz_window_size,
+            self.connection,
+            frame_pixels=width * height,
         )
         if dictionary is not None:
             self.encoder.borrow_glz(dictionary)
