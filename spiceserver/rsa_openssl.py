@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import threading
 from typing import Any
 
 __all__ = ["OpenSSLKey", "available"]
@@ -28,13 +29,18 @@ _RSA_PKCS1_OAEP_PADDING = 4
 
 _lib: Any = None
 _loaded = False
+#: The key pool's threads ask at once: the second must wait for the first's answer.
+_load_lock = threading.Lock()
 
 
 def _load() -> Any:
     """libcrypto 3.x with the signatures used here, or None."""
+    with _load_lock:
+        return _lib if _loaded else _load_once()
+
+
+def _load_once() -> Any:
     global _lib, _loaded
-    if _loaded:
-        return _lib
     _loaded = True
     import ssl  # noqa: F401 - maps the libcrypto Python itself uses (no second copy)
 
