@@ -59,6 +59,8 @@ def test_a_dictionary_keeps_at_most_one_frame() -> None:
         assert entry.dictionary.window_pixels == 16 << 20
         assert entry.dictionary.capacity == 64 * 48
         assert entry.dictionary.fits(64, 48) and not entry.dictionary.fits(64, 49)
+        # charged at the window (capped at 8 Mi pixels): the budget still counts sessions
+        assert server.context.glz.used == entry.charge == 34_209_792
         await server.close()
 
     run(scenario())
@@ -81,7 +83,7 @@ def test_glz_dictionaries_are_bounded_per_session_and_freed_when_it_ends() -> No
             display_init(display, glz_id)
             assert list(session.glz_dictionaries) == [glz_id]  # the older one replaced
         (entry,) = session.glz_dictionaries.values()
-        assert server.context.glz.used == entry.dictionary.max_nbytes < 34 * MIB
+        assert server.context.glz.used == entry.charge < 34 * MIB  # the window's share
         freed = weakref.ref(entry.dictionary)
         del entry
         gc.disable()  # freed by reference counting, not by the cycle collector
