@@ -327,7 +327,7 @@ class DesktopSource(FramebufferSource):
         source stops or the loop closed meanwhile."""
         loop = self._loop
         with self._applied:
-            while self._in_flight:
+            while self._in_flight > 0:  # (a callback of a loop before a restart: below 0)
                 if self._stopping or loop is None or loop.is_closed():
                     return False
                 self._applied.wait(0.25)
