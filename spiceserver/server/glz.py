@@ -8,7 +8,8 @@ id (``spice:server/image-encoders.cpp`` ``image_encoders_get_glz_dictionary``). 
 * a session holds at most ``glz_dictionaries_per_session`` (default 1): a display naming a new
   id replaces a dictionary no live display of the session uses, and gets none (LZ is sent) if
   every one is in use;
-* a dictionary keeps at most one frame of the source (``frame_pixels``), less than spice-gtk's
+* a dictionary keeps at most one frame of the source (``frame_pixels``; followed when the
+  source is resized: :meth:`GlzDictionaries.follow_frame`), less than spice-gtk's
   smallest window (3,145,728 pixels; 12 MiB here) on a 1920x1080 screen: the client's window
   is an upper bound, and the server may keep less.  The older half frame that the client's
   window would also reach bought nothing on desktop sequences (``man xterm`` paged forward and
@@ -53,6 +54,8 @@ _tables: int | None = None
 @dataclass(eq=False, slots=True)
 class _Entry:
     dictionary: GlzDictionary
+    #: Pixels the budget lets it keep (the client's window, capped), whatever the frame.
+    share: int
     #: Bytes of the budget it takes (see the module's docstring).
     charge: int
     #: The display connections that use it (``closed`` tells whether one still does).
@@ -113,10 +116,16 @@ class GlzDictionaries:
                 self.budget,
             )
             return None
-        dictionary, charge = made
-        entries[dictionary_id] = _Entry(dictionary, charge, [owner])
+        dictionary, share, charge = made
+        entries[dictionary_id] = _Entry(dictionary, share, charge, [owner])
         self.used += charge
         return dictionary
+
+    def follow_frame(self, session: Session, frame_pixels: int) -> None:
+        """The source's frame has a new size: the session's dictionaries keep up to one frame
+        of it (within their share of the budget)."""
+        for entry in session.glz_dictionaries.values():
+            entry.dictionary.set_capacity(max(1, min(entry.share, frame_pixels)))
 
     def release(self, session: Session) -> None:
         """The session ended: its dictionaries go now."""
@@ -130,8 +139,8 @@ class GlzDictionaries:
 
     def _make(
         self, window_pixels: int, frame_pixels: int | None
-    ) -> tuple[GlzDictionary, int] | None:
-        """A dictionary and its charge, or None when the budget has no useful room left."""
+    ) -> tuple[GlzDictionary, int, int] | None:
+        """A dictionary, its share and its charge; None when the budget has no useful room."""
         from encoders.glz.dictionary import DEFAULT_MAX_PIXELS, GlzDictionary
 
         global _tables
@@ -145,4 +154,5 @@ class GlzDictionaries:
         if share < 1:
             return None
         pixels = share if frame_pixels is None else max(1, min(share, frame_pixels))
-        return GlzDictionary(window_pixels, max_pixels=pixels), share * _PIXEL_BYTES + tables
+        dictionary = GlzDictionary(window_pixels, max_pixels=pixels)
+        return dictionary, share, share * _PIXEL_BYTES + tables

@@ -13,6 +13,8 @@ import struct
 import weakref
 from typing import Any
 
+import numpy as np
+
 from spiceserver import ImageCompression, NumpySource, SpiceServer
 from spiceserver.protocol.enums import ChannelType
 from spiceserver.server.glz import MIN_DICTIONARY_BYTES
@@ -60,6 +62,9 @@ def test_a_dictionary_keeps_at_most_one_frame() -> None:
         assert entry.dictionary.capacity == 64 * 48
         assert entry.dictionary.fits(64, 48) and not entry.dictionary.fits(64, 49)
         # charged at the window (capped at 8 Mi pixels): the budget still counts sessions
+        assert server.context.glz.used == entry.charge == 34_209_792
+        server.context.source.replace_frame(np.zeros((96, 128, 4), dtype=np.uint8))
+        assert entry.dictionary.capacity == 128 * 96  # follows the source's new size
         assert server.context.glz.used == entry.charge == 34_209_792
         await server.close()
 

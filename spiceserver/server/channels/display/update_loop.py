@@ -218,6 +218,7 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         self._wake.set()
 
     def on_resize(self, width: int, height: int) -> None:
+        self.context.glz.follow_frame(self.session, width * height)  # one frame, as attached
         self.detector.clear()  # the stream itself goes with the surface (_create_surface)
         self.moves.reset()
         self.need_surface = True
