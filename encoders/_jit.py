@@ -30,7 +30,7 @@ from typing import Any, TypeVar, cast
 
 import numba
 
-__all__ = ["JIT_ENABLED", "inline_kernel", "kernel", "py_func", "release_link_modules"]
+__all__ = ["JIT_ENABLED", "ctz64", "inline_kernel", "kernel", "py_func", "release_link_modules"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -121,3 +121,24 @@ def release_link_modules() -> int:
                 library._shared_module = None
                 freed += 1
     return freed
+
+
+def _ctz64_py(x: Any) -> int:
+    """Pure-Python stand-in of :func:`ctz64` (``NUMBA_DISABLE_JIT=1``)."""
+    x = int(x)
+    return (x & -x).bit_length() - 1
+
+
+if JIT_ENABLED:
+    from numba.cpython.unsafe.numbers import trailing_zeros
+
+    _tzcnt: Any = trailing_zeros  # an intrinsic: typed by numba, not by its Python signature
+
+    def _ctz64_jit(x: Any) -> Any:
+        return _tzcnt(x)
+
+    #: Index of the lowest set bit of a nonzero unsigned integer: one ``tzcnt`` in a kernel
+    #: (numba's own intrinsic), and callable from Python too (a kernel's ``py_func`` uses it).
+    ctz64: Callable[[Any], int] = inline_kernel(_ctz64_jit)
+else:
+    ctz64 = _ctz64_py
