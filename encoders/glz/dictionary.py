@@ -306,6 +306,15 @@ class GlzDictionary:
         tables = sum(array.nbytes for array in self._tables.tables[0])
         return max(self.capacity, 1) * np.dtype(np.uint32).itemsize + tables + records
 
+    def set_capacity(self, max_pixels: int) -> None:
+        """Keep at most ``max_pixels`` (within the client's window) from the next image on: a
+        server that sizes dictionaries by its frame follows a resize.  The arena is resized
+        as for any change of the recent images (dropping kept images, which is always safe)."""
+        if not 1 <= max_pixels <= MAX_PIXEL_LONG_DISTANCE:
+            raise EncoderError(f"glz: max_pixels must be in 1..2**25, got {max_pixels}")
+        with self._lock:
+            self.capacity = min(self.window_pixels, int(max_pixels))
+
     def fits(self, width: int, height: int) -> bool:
         """Whether a ``width`` x ``height`` image can be sent as GLZ to this client.
 

@@ -52,12 +52,16 @@ reports through :meth:`FramebufferSource.damage` and friends, which hand over to
   :meth:`~FramebufferSource.scroll` notification: clients that hold the previous pixels get a
   COPY_BITS plus the strip.  ``scroll_detect=False`` (``--no-scroll-detect``) turns it off.
 
-**Exact frames.**  This thread compares grabs with a frame of its own and never writes into
-:attr:`frame`: each update (moves, then pixels) is applied to :attr:`frame` on the event loop,
-in the same callback that notifies the listeners.  So whenever the loop reads :attr:`frame` at
-``version`` N it holds exactly the changes reported up to N, never a later one in part.  Damage
-alone would tolerate such a torn read (the later damage re-sends those pixels), but a COPY_BITS
-moves the client's pixels, and would carry a torn pixel to where no damage covers it.
+**Exact frames.**  This thread never writes into :attr:`frame`: each update (moves, then
+pixels) is applied to :attr:`frame` on the event loop, in the same callback that notifies the
+listeners.  So whenever the loop reads :attr:`frame` at ``version`` N it holds exactly the
+changes reported up to N, never a later one in part.  Damage alone would tolerate such a torn
+read (the later damage re-sends those pixels), but a COPY_BITS moves the client's pixels, and
+would carry a torn pixel to where no damage covers it.  The thread compares its grabs with
+:attr:`frame` itself, once the loop has applied every update handed to it (until then the
+frame lacks them; afterwards nothing writes it but those updates): one full-screen frame
+(7.9 MiB at 1920x1080) instead of a copy of its own.  Updates are at least a grab interval
+apart while the screen keeps changing, so the wait is normally over before it starts.
 """
 
 from __future__ import annotations
@@ -122,9 +126,6 @@ _GENERIC_EVENT = 35
 _RANDR_EVENTS = frozenset({"ScreenChangeNotify", "CrtcChangeNotify", "OutputChangeNotify"})
 #: How long :meth:`DesktopSource.start` waits for the first full grab.
 START_TIMEOUT = 30.0
-#: Grabbed updates handed to the loop and not yet applied: past this the capture thread waits
-#: (its damage goes into the next grab), so a busy loop never queues frames of grabbed pixels.
-MAX_UNAPPLIED_UPDATES = 2
 #: Changed rectangles smaller than this (pixels) are not checked for a scroll: cheap to encode.
 SCROLL_MIN_AREA = 128 * 32
 
@@ -207,7 +208,10 @@ class DesktopSource(FramebufferSource):
         self._thread: threading.Thread | None = None
         self._wake_r = self._wake_w = -1
         self._stopping = False
-        self._unapplied = threading.BoundedSemaphore(MAX_UNAPPLIED_UPDATES)
+        #: Updates (and new frames) handed to the loop and not applied yet, under its condition
+        #: (see Exact frames): a busy loop never queues frames of grabbed pixels.
+        self._in_flight = 0
+        self._applied = threading.Condition()
         #: The RandR monitors as last shown (loop thread), see :meth:`heads`.
         self._heads = heads
         #: RandR on a thread and an X connection of their own, made on the first layout.
@@ -252,6 +256,12 @@ class DesktopSource(FramebufferSource):
         self.set_heads(heads)
         self._randr.shown()
 
+    def _show_layout_handed(self, frame: np.ndarray | None, heads: tuple[Head, ...]) -> None:
+        try:
+            self._show_layout(frame, heads)
+        finally:
+            self._handed_back()
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
@@ -260,7 +270,7 @@ class DesktopSource(FramebufferSource):
         if self._thread is not None:
             return
         self._stopping = False
-        self._unapplied = threading.BoundedSemaphore(MAX_UNAPPLIED_UPDATES)
+        self._in_flight = 0
         self._wake_r, self._wake_w = os.pipe()
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(
@@ -292,21 +302,42 @@ class DesktopSource(FramebufferSource):
 
     # ------------------------------------------------------------------ capture thread
 
+    def _hand(self, callback: Any, *args: Any) -> None:
+        """Run ``callback(*args)`` on the loop thread (now, if there is no other), counted
+        in flight until it has run (see :meth:`_settled`)."""
+        loop = self._loop
+        with self._applied:
+            self._in_flight += 1  # the callback hands it back
+        if loop is None or threading.get_ident() == self._loop_thread:
+            callback(*args)
+            return
+        try:
+            loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop closed meanwhile
+            self._handed_back()
+
+    def _handed_back(self) -> None:
+        with self._applied:
+            self._in_flight -= 1
+            self._applied.notify_all()
+
+    def _settled(self) -> bool:
+        """Capture thread: wait until the loop has applied every update handed to it, so
+        :attr:`frame` holds all of them and nothing writes it (Exact frames); False if the
+        source stops or the loop closed meanwhile."""
+        loop = self._loop
+        with self._applied:
+            while self._in_flight > 0:  # (a callback of a loop before a restart: below 0)
+                if self._stopping or loop is None or loop.is_closed():
+                    return False
+                self._applied.wait(0.25)
+        return True
+
     def _publish(
         self, scrolls: list[Scroll], writes: list[tuple[Rect, np.ndarray]], damage: list[Rect]
     ) -> None:
         """Hand an update to the loop thread, which applies it and notifies (Exact frames)."""
-        loop = self._loop
-        if loop is None or threading.get_ident() == self._loop_thread:
-            self._apply(scrolls, writes, damage)
-            return
-        while not self._unapplied.acquire(timeout=0.25):
-            if self._stopping or loop.is_closed():
-                return
-        try:
-            loop.call_soon_threadsafe(self._apply_handed, scrolls, writes, damage)
-        except RuntimeError:  # the loop closed meanwhile
-            self._unapplied.release()
+        self._hand(self._apply_handed, scrolls, writes, damage)
 
     def _apply_handed(
         self, scrolls: list[Scroll], writes: list[tuple[Rect, np.ndarray]], damage: list[Rect]
@@ -314,16 +345,11 @@ class DesktopSource(FramebufferSource):
         try:
             self._apply(scrolls, writes, damage)
         finally:
-            self._unapplied.release()
+            self._handed_back()
 
     def _publish_layout(self, frame: np.ndarray | None, heads: tuple[Head, ...]) -> None:
         """Hand a new frame (a new screen size; None: same size) and monitors to the loop."""
-        loop = self._loop
-        if loop is None or threading.get_ident() == self._loop_thread:
-            self._show_layout(frame, heads)
-        elif not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(self._show_layout, frame, heads)
+        self._hand(self._show_layout_handed, frame, heads)
 
     def _apply(
         self, scrolls: list[Scroll], writes: list[tuple[Rect, np.ndarray]], damage: list[Rect]
@@ -381,8 +407,8 @@ class _Capture:
         except Exception as exc:
             self.display.close()
             raise ConfigError(f"mss cannot grab {source.display_name!r}: {exc}") from exc
-        #: This thread's copy of the screen (see Exact frames); the source's frame follows it.
-        self.frame = source.frame.copy()
+        #: The screen's size as last handed to the loop (the source's frame follows).
+        self.width, self.height = source.size
         self.damage: int | None = None
         self.damage_event = -1
         #: Delta rectangles instead of raw ones, since a flood of damage (see FLOOD_EVENTS).
@@ -612,16 +638,13 @@ class _Capture:
         return np.frombuffer(shot.raw, dtype=np.uint8).reshape(box.height, box.width, 4)
 
     def _grab_full(self) -> None:
-        height, width = self.frame.shape[:2]
-        full = Rect(0, 0, width, height)
-        pixels = self._grab(full)
-        self.frame[:] = pixels
-        self.source._publish([], [(full, pixels)], [full])
+        full = Rect(0, 0, self.width, self.height)
+        self.source._publish([], [(full, self._grab(full))], [full])
 
     def _grab_update(self, now: float) -> None:
         import mss.exception
 
-        height, width = self.frame.shape[:2]
+        width, height = self.width, self.height
         if self.damage is not None:
             # No round trip before the grab (half a millisecond): events already received
             # join it, later ones raise a grab of their own.  Raw rectangles need no
@@ -654,13 +677,16 @@ class _Capture:
                     self.pending.clear()
                     return
                 raise
-            held = self.frame[box.y : box.bottom, box.x : box.right]
+            if not self.source._settled():
+                return  # stopping
+            # Read only (Exact frames); boxes are disjoint, so one box's changes, applied
+            # later with the others, never alter what the next box is compared with.
+            held = self.source.frame[box.y : box.bottom, box.x : box.right]
             rects = changed_rects(held, pixels)
             if rects and self.source.scroll_detect:
                 rects = self._scrolled(held, pixels, rects, box, scrolls, now)
             for rect in rects:
                 new = pixels[rect.y : rect.bottom, rect.x : rect.right]
-                held[rect.y : rect.bottom, rect.x : rect.right] = new
                 target = Rect(box.x + rect.x, box.y + rect.y, rect.width, rect.height)
                 writes.append((target, new))  # a view of this grab's own buffer
                 changed.append(target)
@@ -700,15 +726,18 @@ class _Capture:
             new = pixels[area.y : area.bottom, area.x : area.right]
             scroll = self.misses.detect(old, new, (box, area), now)
             if scroll is not None:
-                apply_scroll(old, scroll)  # a view: moves the held frame
+                # What the box holds once the loop applies the move: a copy, as ``held``
+                # is the source's frame (read only here).
+                moved = held.copy()
+                apply_scroll(moved[area.y : area.bottom, area.x : area.right], scroll)
                 scrolls.append(scroll.shifted(box.x + area.x, box.y + area.y))
-                return changed_rects(held, pixels)
+                return changed_rects(moved, pixels)
         return rects
 
     def _check_layout(self) -> bool:
         """Follow a change of the screen's size or monitors; True if the size changed."""
         width, height, heads = read_layout(self.display)
-        if (width, height) == (self.frame.shape[1], self.frame.shape[0]):
+        if (width, height) == (self.width, self.height):
             if heads != self.heads:
                 self.heads = heads
                 logger.info("%s: monitors are now %s", self.source.display_name, describe(heads))
@@ -721,11 +750,12 @@ class _Capture:
         )
         self.sct.close()
         self.sct = mss.MSS(display=self.source.display_name)
-        self.frame = np.zeros((height, width, 4), dtype=np.uint8)
-        self.frame[:] = self._grab(Rect(0, 0, width, height))
+        self.width, self.height = width, height
+        # A grab is a buffer of its own (mss copies out of XShm): the loop's frame from now on.
+        frame = self._grab(Rect(0, 0, width, height))
         self.pending.clear()
         self.heads = heads
-        self.source._publish_layout(self.frame.copy(), heads)
+        self.source._publish_layout(frame, heads)
         return True
 
     # -- cursor ----------------------------------------------------------------
