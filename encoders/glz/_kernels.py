@@ -184,8 +184,10 @@ def glz_rgb32_compress(
     oldest_id: int,
     out: np.ndarray,
     pos: int,
+    width: int,
 ) -> int:
-    """Encode ``cur[start:stop]`` (uint32 pixels, stream order) as GLZ RGB32 tokens from
+    """Encode ``cur[start:stop]`` (uint32 pixels, stream order, rows of ``width``) as GLZ RGB32
+    tokens from
     ``out[pos]``.
 
     Args:
@@ -207,12 +209,14 @@ def glz_rgb32_compress(
             and probed only when ``htab`` gave less than ``LONG_ENOUGH`` pixels.  The 3-pixel
             table always remembers the most recent occurrence, usually in the current image;
             this one keeps long strings (a scrolled or repeated region of an older image)
-            findable.  Our addition: the reference encoder has no such second probe.
+            findable.  Our addition: the reference encoder has no such second probe.  Probed only
+            while the dictionary keeps older images.
 
     Before either table, the *repeat* candidate is tried: the pixel after the source of the
     last match, as far on as the encoder has come since (our addition too).  A frame that
     repeats an older one except for a small changed area picks the copy up again right after
-    the change without a table hit; when it gives ``LONG_ENOUGH`` pixels no hash is computed.
+    the change without a table hit; when it gives ``LONG_ENOUGH`` pixels the long table is not
+    probed (the 3-pixel table always is, to keep it current as ``compress_seg()`` does).
 
     Returns:
         The end position of the stream in ``out``; -1 if ``out`` is too short (a bug: callers
@@ -233,6 +237,25 @@ def glz_rgb32_compress(
     win_lo = cur_virt
     if oldest_id < cur_id:
         win_lo = int(img_virt[oldest_id & ring])
+    # the previous image when it has this one's size (a repeated frame or area): its pixel at
+    # the same position is a candidate, found without a table hit (see probe 3 below)
+    # (and the one before it: where the last frame changed, the frame before often still holds
+    # what this one shows again)
+    same_virt = -1
+    same_virt2 = -1
+    if oldest_id < cur_id:
+        last = np.uint64((cur_id - 1) & ring)
+        if int(img_size[last]) == total:
+            same_virt = int(img_virt[last])
+    if oldest_id < cur_id - 1:
+        last = np.uint64((cur_id - 2) & ring)
+        if int(img_size[last]) == total:
+            same_virt2 = int(img_virt[last])
+    # The long table is for older images, whose positions the 3-pixel table has forgotten.  A
+    # first image (a new surface: no image kept) only fills it, every LONG_STEP pixels: probing
+    # it there found 0.7-10% fewer bytes of in-image repeats (web_pydoc, desktop_xapps) but cost
+    # 15-35% of a text frame's time, and the bytes stay below C's without (encoders.bench_bytes).
+    older = oldest_id < cur_id
     rep_virt = -1  # virtual position the last match's source reached ...
     rep_at = 0  # ... when the encoder was at this pixel
     lit = start
@@ -250,20 +273,42 @@ def glz_rgb32_compress(
             length = run_end(cur, i + 3, n, p0) - i
         else:
             h = 0
-            for probe in range(3):
-                # probe 0: the repeat candidate; 1: the 3-pixel table; 2: the long table
+            for probe in range(6):
+                # probe 0: the repeat candidate; 1: the 3-pixel table; 2: the row above;
+                # 3, 4: the same pixel of the previous image and of the one before; 5: the
+                # long table
                 if probe == 0:
                     if rep_virt < 0:
                         continue
                     g = rep_virt + (i - rep_at)
                 elif probe == 1:
-                    if length >= LONG_ENOUGH:
-                        break
+                    # probed and updated even after a long repeat: a table that misses the
+                    # positions the repeat covered lost later matches (a 672x511 crop of
+                    # testpattern_bars: 12,166 bytes against C's 10,098, now 9,967)
                     h = hash3(p0, p1, p2, shift)
                     g = base + int(htab[np.uint64(h)])
                     htab[np.uint64(h)] = cur_rel + i
+                elif probe == 2:
+                    # images repeat vertically more often than a 3-pixel slot remembers
+                    if length >= LONG_ENOUGH or i < width:
+                        continue
+                    g = cur_virt + i - width
+                elif probe == 3:
+                    # a frame that repeats the last one: the 3-pixel table has forgotten most
+                    # of an older photo's positions (16 strings a slot), so a photo with one
+                    # small change came to 1,165,400 bytes against C's 14,744
+                    if length >= LONG_ENOUGH or same_virt < 0:
+                        continue
+                    g = same_virt + i
+                elif probe == 4:
+                    if length >= LONG_ENOUGH or same_virt2 < 0:
+                        continue
+                    g = same_virt2 + i
                 else:
+                    aligned = (i & (LONG_STEP - 1)) == 0
                     if length >= LONG_ENOUGH or i + LONG_PROBE_2 >= total:
+                        break
+                    if not older and not aligned:
                         break
                     lh = hash_long(
                         p0,
@@ -274,8 +319,10 @@ def glz_rgb32_compress(
                         lshift,
                     )
                     g = base + int(ltab[np.uint64(lh)])
-                    if (i & (LONG_STEP - 1)) == 0:
+                    if aligned:
                         ltab[np.uint64(lh)] = cur_rel + i
+                    if not older:
+                        break  # a first image: remembered for the next ones, nothing to find
                 cand_len = 0
                 cand_off = 0
                 cand_dist = 0
@@ -316,6 +363,19 @@ def glz_rgb32_compress(
                     length = cand_len
                     offset = cand_off
                     idist = cand_dist
+            if length > 0 and idist == 0:
+                # start an in-image copy earlier where the pending literals match too (their
+                # hashes pointed elsewhere): fewer literals, never more bytes
+                ref = i - offset - 1
+                while (
+                    i > lit
+                    and ref > 0
+                    and (int(cur[np.uint64(i - 1)]) & MASK24)
+                    == (int(cur[np.uint64(ref - 1)]) & MASK24)
+                ):
+                    i -= 1
+                    ref -= 1
+                    length += 1
             if length > 0:
                 # where this match's source is: in-image offsets count back from i - 1
                 if idist == 0:

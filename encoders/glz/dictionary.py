@@ -18,12 +18,13 @@ a reference to an image it does not hold makes the display channel wait forever
 
 Keeping *fewer* images than the client allows is always safe, and that is how memory is bounded:
 kept pixels live in one ``uint32`` arena.  Each image is copied contiguously into the arena; one
-that would straddle the arena's end starts again at 0, and older images are dropped from *our*
-window until the new one no longer overlaps any kept one.  Positions are recorded on a *virtual*
-number line (arena laps times arena size plus offset) that never goes back, so the hash tables
-(int32 slots: virtual position of the last three-pixel string with that hash, minus the
-tables' origin) never need clearing: anything below the oldest kept image's virtual start is
-stale by construction, and everything else is re-verified pixel by pixel.  Every 2**31
+that would straddle the arena's end, or that comes when no image is kept, starts again at 0, and
+older images are dropped from *our* window until the new one no longer overlaps any kept one.
+Positions are recorded on a *virtual* number line (arena laps times arena size plus offset)
+that never goes back, so the hash tables (int32 slots: virtual position of the last
+three-pixel string with that hash, minus the tables' origin) never need clearing: anything
+below the oldest kept image's virtual start is stale by construction, and everything else is
+re-verified pixel by pixel.  Every 2**31
 positions or so the origin moves up to the oldest kept image (:meth:`LaneTables.reach`).
 
 Memory, by choice less than the client's window: the arena holds ``ARENA_IMAGES`` (4) times
@@ -191,7 +192,7 @@ def encode_lanes(
     def lane_a() -> None:
         ends[0] = glz_rgb32_compress(
             cur, 0, split, cur_virt, base, cur_id, arena, htab, ltab,
-            img_virt, img_aoff, img_size, oldest_id, out, GLZ_HEADER_SIZE,
+            img_virt, img_aoff, img_size, oldest_id, out, GLZ_HEADER_SIZE, width,
         )  # fmt: skip
 
     try:
@@ -207,7 +208,7 @@ def encode_lanes(
             glz_prime(cur, split - PRIME_PIXELS, split, cur_virt, base, htab_b)
             ends[1] = glz_rgb32_compress(
                 cur, split, npixels, cur_virt, base, cur_id, arena, htab_b, ltab_b,
-                img_virt, img_aoff, img_size, oldest_id, out_b, 0,
+                img_virt, img_aoff, img_size, oldest_id, out_b, 0, width,
             )  # fmt: skip
 
         _lanes.run_pair(lane_a, lane_b)
@@ -305,6 +306,15 @@ class GlzDictionary:
         tables = sum(array.nbytes for array in self._tables.tables[0])
         return max(self.capacity, 1) * np.dtype(np.uint32).itemsize + tables + records
 
+    def set_capacity(self, max_pixels: int) -> None:
+        """Keep at most ``max_pixels`` (within the client's window) from the next image on: a
+        server that sizes dictionaries by its frame follows a resize.  The arena is resized
+        as for any change of the recent images (dropping kept images, which is always safe)."""
+        if not 1 <= max_pixels <= MAX_PIXEL_LONG_DISTANCE:
+            raise EncoderError(f"glz: max_pixels must be in 1..2**25, got {max_pixels}")
+        with self._lock:
+            self.capacity = min(self.window_pixels, int(max_pixels))
+
     def fits(self, width: int, height: int) -> bool:
         """Whether a ``width`` x ``height`` image can be sent as GLZ to this client.
 
@@ -394,11 +404,16 @@ class GlzDictionary:
         # the client's rule first (glz_dictionary_window_get_new_head()) ...
         while self._oldest_id < image_id and self._kept_pixels + npixels > self.window_pixels:
             self._drop_oldest()
-        # ... then our own: a contiguous arena slot that overlaps no kept image, ring room
+        # ... then our own: a contiguous arena slot that overlaps no kept image, ring room.
+        # With nothing kept (a new session, a reallocated arena) the image starts over at the
+        # arena's start rather than at the ring's next slot, the memory written longest ago:
+        # a session's first images reuse the same, likely cached, memory.  Only then: a kept
+        # window makes the copy go to cold memory (measured: a first image after reset(),
+        # as bench_c encodes each round, 7-9% faster on the corpus text frames)
         cap = self._arena.shape[0]
         virt = self._next_virt
         aoff = virt % cap
-        if aoff + npixels > cap:
+        if aoff + npixels > cap or (aoff and self._oldest_id == image_id):
             virt += cap - aoff
             aoff = 0
         while self._oldest_id < image_id and (

@@ -25,12 +25,18 @@ __all__ = [
     "match_code",
 ]
 
-#: log2 of the hash-table size.  ``lz.c`` uses 13; 16 finds more of the 73,727-pixel window.
-HASH_BITS = 16
+#: log2 of the hash-table size (int32 slots: 64 KiB).  ``lz.c`` uses 13.  16 (256 KiB) found a
+#: little more of the 73,727-pixel window, but a probe that misses the first-level caches
+#: made the photo 0.9x of C's speed against 1.5x at 14 (``python -m encoders.bench_c``,
+#: interleaved); with the row-above candidate the bytes moved by 0.1% (photo 0.9896 -> 0.9906
+#: of C, ``python -m encoders.bench_bytes``).
+HASH_BITS = 14
 #: Largest back-distance of the 2-byte form: ``d = D - 1 < 8191`` (8191 is the escape).
 MAX_NEAR_DISTANCE = 8191
 #: Largest back-distance of the escaped form: ``d - 8191 <= 65535``.
 MAX_FAR_DISTANCE = 8191 + 1 + 65535
+#: A hash-table match shorter than this is compared with the copy of the row above.
+ABOVE_ENOUGH = 16
 
 
 @kernel
@@ -56,7 +62,14 @@ def match_code(length: int, distance: int) -> tuple[int, int, int]:
 
 @kernel
 def lz_rgb32_compress(
-    src: np.ndarray, start: int, stop: int, base: int, htab: np.ndarray, out: np.ndarray, pos: int
+    src: np.ndarray,
+    start: int,
+    stop: int,
+    base: int,
+    htab: np.ndarray,
+    out: np.ndarray,
+    pos: int,
+    width: int,
 ) -> int:
     """Encode ``src[start:stop]`` (uint32 pixels in stream order) as LZ RGB32 tokens from ``pos``:
     :func:`lz_rgb32_compress_after` with nothing before ``src``.
@@ -66,7 +79,7 @@ def lz_rgb32_compress(
     read pixels past it.  The whole image is ``start = 0, stop = len(src)``.
     """
     # reach_prev=False folds the band-above branch away (a whole image has no band above)
-    return _compress(src[:0], src, 0, start, stop, base, htab, out, pos, False)
+    return _compress(src[:0], src, 0, start, stop, base, htab, out, pos, width, False)
 
 
 @kernel
@@ -106,6 +119,7 @@ def lz_rgb32_compress_after(
     htab: np.ndarray,
     out: np.ndarray,
     pos: int,
+    width: int,
 ) -> int:
     """Encode ``cur[start:stop]`` as LZ RGB32 tokens from ``out[pos]``, where ``cur`` holds the
     image's pixels from stream position ``origin`` on and ``prev`` the ``len(prev)`` pixels
@@ -120,7 +134,7 @@ def lz_rgb32_compress_after(
     ``MAX_FAR_DISTANCE`` long no match could use them).  Returns the end position in ``out``,
     or -1 if ``out`` is too short (a bug: callers size it for the worst case).
     """
-    return _compress(prev, cur, origin, start, stop, base, htab, out, pos, True)
+    return _compress(prev, cur, origin, start, stop, base, htab, out, pos, width, True)
 
 
 @inline_kernel
@@ -134,6 +148,7 @@ def _compress(
     htab: np.ndarray,
     out: np.ndarray,
     pos: int,
+    width: int,
     reach_prev: bool,
 ) -> int:
     """The body of both encoders; ``reach_prev``: a constant where it is inlined."""
@@ -156,8 +171,14 @@ def _compress(
         p2 = int(cur[np.uint64(i + 2)]) & MASK24
         length = 0
         dist = 0
-        # (at i == 0 the pixel before is prev's last: not checked, a run is found one later)
-        if i > 0 and p0 == p1 and p1 == p2 and (int(cur[np.uint64(i - 1)]) & MASK24) == p0:
+        # the pixel before: at i == 0 prev's last (a band's run goes on from the band above;
+        # without it a flat area cost ~7 bytes per band, above C), or none
+        before = -1
+        if i > 0:
+            before = int(cur[np.uint64(i - 1)]) & MASK24
+        elif reach_prev and nprev > 0:
+            before = int(prev[np.uint64(nprev - 1)]) & MASK24
+        if p0 == p1 and p1 == p2 and before == p0:
             # a run: copy of the previous pixel (distance 1), as compress_seg() checks first
             length = run_end(cur, i + 3, n, p0) - i
             dist = 1
@@ -188,6 +209,30 @@ def _compress(
                 length = _match_from_prev(prev, cur, ref + nprev, i, n, p0, p1) - i
                 if dist > MAX_NEAR_DISTANCE and length < 3:
                     length = 0
+            if length < ABOVE_ENOUGH and i >= width and width <= MAX_FAR_DISTANCE:
+                # the row above: images repeat vertically more often than a 3-pixel hash
+                # slot remembers (testpattern_bars crops, window borders, gradients)
+                ra = i - width
+                if (int(cur[np.uint64(ra)]) & MASK24) == p0 and (
+                    int(cur[np.uint64(ra + 1)]) & MASK24
+                ) == p1:
+                    above = same_end(cur, i + 2, cur, ra + 2, n) - i
+                    if above > length and (width <= MAX_NEAR_DISTANCE or above >= 3):
+                        length = above
+                        dist = width
+            # start the copy earlier where the pending literals match too (their hashes
+            # pointed elsewhere): fewer literals, never more bytes
+            if length > 0:
+                ref = i - dist
+                while (
+                    i > lit
+                    and ref > 0
+                    and (int(cur[np.uint64(i - 1)]) & MASK24)
+                    == (int(cur[np.uint64(ref - 1)]) & MASK24)
+                ):
+                    i -= 1
+                    ref -= 1
+                    length += 1
         if length == 0:
             i += 1
             continue

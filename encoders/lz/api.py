@@ -50,6 +50,11 @@ _HEADER = struct.Struct(">7I")
 #: path, interleaved, load ~2.5: terminal_manpage 1.24-1.28x of C's speed against 0.96-1.02x,
 #: web_pydoc 1.10-1.30x against 0.81-0.88x): the second lane's thread found no free core.
 LANE_MIN_PIXELS = 1 << 22
+#: A damaged area of at least this many pixels (``lz_encode_stack``) may be searched in two
+#: lanes, split at a band boundary (two of the server's bands of 262,144 pixels).
+STACK_LANE_MIN_PIXELS = 1 << 19
+#: Whether two lanes have been paying off for :func:`lz_encode_stack` (:class:`_lanes.Pacer`).
+_stack_pacer = _lanes.Pacer()
 
 
 #: Positions up to this fit a table slot (``base`` + position, int32).
@@ -108,7 +113,7 @@ def lz_encode(pixels: np.ndarray, /) -> bytes:
     htab = tables.a
     try:
         if lanes == 1:
-            end = lz_rgb32_compress(src, 0, npixels, base, htab, out, _HEADER.size)
+            end = lz_rgb32_compress(src, 0, npixels, base, htab, out, _HEADER.size, width)
             if end < 0:
                 raise ValueError("output buffer overflow")
             return out[:end].tobytes()
@@ -117,12 +122,12 @@ def lz_encode(pixels: np.ndarray, /) -> bytes:
         ends = [0, 0]
 
         def lane_a() -> None:
-            ends[0] = lz_rgb32_compress(src, 0, split, base, htab, out, _HEADER.size)
+            ends[0] = lz_rgb32_compress(src, 0, split, base, htab, out, _HEADER.size, width)
 
         def lane_b() -> None:
             # every pixel of lane A that lane B may copy from is findable, as in one lane
             lz_prime(src, split - MAX_FAR_DISTANCE, split, base, htab_b)
-            ends[1] = lz_rgb32_compress(src, split, npixels, base, htab_b, out_b, 0)
+            ends[1] = lz_rgb32_compress(src, split, npixels, base, htab_b, out_b, 0, width)
 
         _lanes.run_pair(lane_a, lane_b)
         if min(ends) < 0:
@@ -141,7 +146,10 @@ def lz_encode_stack(parts: Sequence[np.ndarray], /) -> bytes:
     (``spiceserver.server.codecs.STACKED``); copying the area again cost 15-20% of the encode
     of a 1080p text frame.  Matches end at band boundaries, so the stream may differ from
     :func:`lz_encode` of the stacked image by a few tokens per band (the same pixels decode).
-    One lane: the server's workers already run in parallel.
+    An area of ``STACK_LANE_MIN_PIXELS`` or more is searched in two lanes on two threads, split
+    at the band boundary nearest half its pixels, when that has been paying off lately
+    (:class:`encoders._lanes.Pacer`): on an idle 2-core machine a 1080p text frame took
+    0.55-0.7x the time of one lane, but with the second core busy a pair was slower than one.
 
     Raises:
         EncoderError: no parts, widths differ, or a part :func:`lz_encode` would refuse.
@@ -158,25 +166,86 @@ def lz_encode_stack(parts: Sequence[np.ndarray], /) -> bytes:
     flats = [
         r.reshape(-1) if r.flags.c_contiguous else np.ascontiguousarray(r).reshape(-1) for r in rows
     ]
-    out = buffer("lz", _HEADER.size + sum(literal_bound(f.shape[0]) for f in flats) + 16)
+    npixels = height * width
+    split = len(flats)
+    if npixels >= STACK_LANE_MIN_PIXELS and _stack_pacer.wanted():
+        split = _stack_split(flats)
+    out = buffer("lz", _HEADER.size + sum(literal_bound(f.shape[0]) for f in flats[:split]) + 16)
     _HEADER.pack_into(
         out.data, 0, LZ_MAGIC, LZ_VERSION, LZ_IMAGE_TYPE_RGB32, width, height, 4 * width, 1
     )
-    base = _tables.advance(height * width)
-    htab = _tables.a
-    pos = _HEADER.size
-    prev = flats[0][:0]
-    origin = 0
+    base = _tables.advance(npixels)
+    origins = [0]
     for src in flats:
+        origins.append(origins[-1] + src.shape[0])
+    if split == len(flats):
+        return out[
+            : _compress_bands(flats, origins, 0, split, base, _tables.a, out, _HEADER.size, width)
+        ].tobytes()
+    out_b = buffer("lz_b", sum(literal_bound(f.shape[0]) for f in flats[split:]) + 16)
+    table_a, table_b = _tables.a, _tables.b
+    ends = [0, 0]
+
+    def lane_a() -> None:
+        ends[0] = _compress_bands(flats, origins, 0, split, base, table_a, out, _HEADER.size, width)
+
+    def lane_b() -> None:
+        # the pixels of the band above lane B's first band that a match may copy from, hashed
+        # into lane B's table as the one-lane search would have them
+        above = flats[split - 1]
+        lz_prime(
+            above,
+            above.shape[0] - MAX_FAR_DISTANCE,
+            above.shape[0],
+            base + origins[split - 1],
+            table_b,
+        )
+        ends[1] = _compress_bands(flats, origins, split, len(flats), base, table_b, out_b, 0, width)
+
+    _stack_pacer.run(lane_a, lane_b)
+    return b"".join((out[: ends[0]].data, out_b[: ends[1]].data))
+
+
+def _stack_split(flats: Sequence[np.ndarray]) -> int:
+    """The first band of the second lane: where half the pixels are coded (at least one band
+    each side); ``len(flats)`` for one lane.  Depends on the sizes only, so the bytes are the
+    same on every machine."""
+    total = sum(f.shape[0] for f in flats)
+    done = 0
+    for k, src in enumerate(flats[:-1]):
+        done += src.shape[0]
+        if 2 * done >= total:
+            return k + 1
+    return len(flats)
+
+
+def _compress_bands(
+    flats: Sequence[np.ndarray],
+    origins: Sequence[int],
+    first: int,
+    stop: int,
+    base: int,
+    htab: np.ndarray,
+    out: np.ndarray,
+    pos: int,
+    width: int,
+) -> int:
+    """Bands ``flats[first:stop]`` (rows of ``width`` pixels) as tokens from ``out[pos]``, each
+    band's search reaching into the one above (``lz_rgb32_compress_after``); the end position
+    in ``out``."""
+    prev = flats[first - 1] if first > 0 else flats[0][:0]
+    for k in range(first, stop):
+        src = flats[k]
         # One call per band.  Calling the kernel without the band-above branch for the pixels
         # past MAX_FAR_DISTANCE was 7% faster, but its cut ends a match there: testpattern_bars
         # came to 462,227 bytes against C's 462,204 (462,180 in one call per band).
-        pos = lz_rgb32_compress_after(prev, src, origin, 0, src.shape[0], base, htab, out, pos)
+        pos = lz_rgb32_compress_after(
+            prev, src, origins[k], 0, src.shape[0], base, htab, out, pos, width
+        )
         if pos < 0:  # a kernel bounds check: a bug, never expected
             raise EncoderError("lz: output buffer overflow")
         prev = src
-        origin += src.shape[0]
-    return out[:pos].tobytes()
+    return pos
 
 
 def warmup() -> None:

@@ -71,6 +71,7 @@ __all__ = ["encode_image", "encode_rows", "finish", "new_state"]
 Words = npt.NDArray[np.uint32]
 Bytes2D = npt.NDArray[np.uint8]
 Ints = npt.NDArray[np.int64]
+Model = npt.NDArray[np.uint16]
 
 # Bit writer fields of ``state``.
 W_ACC = 0
@@ -95,6 +96,14 @@ STATE_SIZE = 24
 BEST = 256
 CTXL = 512
 MODEL_SIZE = CTXL + 4 * 256
+# The largest value a ``model`` entry takes.  A bucket's counters are halved together once its
+# cheapest passes the trigger (at most max(BESTTRIG)); every update adds 1..max(GLEN) bits to
+# each counter, so the cheapest passes it within max(BESTTRIG) + 1 updates, and a counter C
+# halved and grown again stays below C / 2 + (max(BESTTRIG) + 1) * max(GLEN): at most twice
+# that (46,852).  bestcode << 8 is at most 1,792.  So uint16 holds the model.
+MODEL_MAX = 2 * (int(BESTTRIG.max()) + 1) * int(GLEN.max())
+if MODEL_MAX >= 1 << 16:
+    raise RuntimeError(f"QUIC model entries up to {MODEL_MAX} do not fit uint16")
 
 RGB_MASK = 0xFFFFFF
 ALPHA_CH = 3
@@ -121,7 +130,7 @@ def _put(
 
 
 @kernel
-def _fill_ctx(model: Ints, ch: int, bucket: int, bestcode: int) -> None:
+def _fill_ctx(model: Model, ch: int, bucket: int, bestcode: int) -> None:
     """Store ``bestcode << 8`` for every context of ``bucket`` in channel ``ch``'s ``CTXL``
     table (a bucket's mapped values are contiguous, ``BUCKET_LO``..``BUCKET_HI``; the table is
     indexed by the raw residual ``S_OF_M[m]``)."""
@@ -131,7 +140,7 @@ def _fill_ctx(model: Ints, ch: int, bucket: int, bestcode: int) -> None:
 
 
 @kernel
-def _update_model(model: Ints, ch: int, ctx: int, val: int, trig: int) -> None:
+def _update_model(model: Model, ch: int, ctx: int, val: int, trig: int) -> None:
     """Mirror quic_family_tmpl.c ``update_model``: charge value ``XLAT[val]`` to every code of
     the bucket chosen by ``ctx`` (both raw residuals), keep the cheapest (ties keep the larger
     l), halve past ``trig``."""
@@ -202,7 +211,7 @@ def _rgb_row0_seg(
     waitmask: int,
     out: Words,
     corr: Bytes2D,
-    model: Ints,
+    model: Model,
     state: Ints,
 ) -> None:
     """Mirror quic_tmpl.c ``compress_row0_seg`` for r, g, b: predict from the left pixel
@@ -265,7 +274,7 @@ def _rgb_row_seg(
     waitmask: int,
     out: Words,
     corr: Bytes2D,
-    model: Ints,
+    model: Model,
     state: Ints,
 ) -> None:
     """Mirror quic_tmpl.c ``compress_row_seg`` for r, g, b: predict (a + b) / 2, code runs.
@@ -487,7 +496,7 @@ def _alpha_seg(
     waitmask: int,
     out: Words,
     corr: Bytes2D,
-    model: Ints,
+    model: Model,
     state: Ints,
 ) -> None:
     """Mirror quic_tmpl.c ``compress_row0_seg`` (``prev`` < 0) and ``compress_row_seg`` for the
@@ -573,7 +582,7 @@ def _alpha_seg(
 
 
 @kernel
-def new_state(width: int) -> tuple[Ints, Ints, Bytes2D]:
+def new_state(width: int) -> tuple[Ints, Model, Bytes2D]:
     """A fresh coder for an image ``width`` pixels wide: ``(state, model, corr)`` as
     ``quic_encode`` starts them (``encoder_reset()``, ``encoder_reset_channels()``,
     ``encoder_init_rle()``), the bit writer at word 5 (after the header)."""
@@ -585,7 +594,9 @@ def new_state(width: int) -> tuple[Ints, Ints, Bytes2D]:
         state[sb + S_TRIG] = BESTTRIG[0]
         state[sb + S_MELCLEN] = MELC_J[0]
         state[sb + S_MELCORDER] = 1 << int(MELC_J[0])
-    model = np.zeros(MODEL_SIZE, dtype=np.int64)
+    # uint16: 3 KiB instead of 12 next to the code tables in the first-level cache (1.0-1.2x
+    # faster, /tmp A/B interleaved against C); every entry fits (see MODEL_MAX)
+    model = np.zeros(MODEL_SIZE, dtype=np.uint16)
     model[BEST:CTXL] = 7
     model[CTXL:] = 7 << 8
     corr = np.zeros((4, width + 1), dtype=np.uint8)
@@ -603,7 +614,7 @@ def encode_rows(
     alpha: int,
     out: Words,
     state: Ints,
-    model: Ints,
+    model: Model,
     corr: Bytes2D,
 ) -> None:
     """Code ``nrows`` rows starting at ``px[off]`` (row stride ``rstride``), continuing the

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from spiceserver.crypto import check_ticket, public_key_der
+from spiceserver.crypto import RsaKey, check_ticket, public_key_der
 from spiceserver.errors import LinkRefused, ProtocolError, UnexpectedMessage
 from spiceserver.protocol.channel import ChannelProtocol
 from spiceserver.protocol.enums import ChannelType, LinkError
@@ -29,8 +29,6 @@ from spiceserver.server.context import ServerContext
 from spiceserver.server.registry import CHANNELS
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-
     from spiceserver.capture import ConnectionCapture
     from spiceserver.server.fault_injection import ConnectionFaults
     from spiceserver.session import Session
@@ -105,7 +103,7 @@ class SpiceConnection:
         self._counted = False
         #: Linked: no longer a link in progress for the per-address limits.
         self._authenticated = False
-        self._key: RSAPrivateKey | None = None
+        self._key: RsaKey | None = None
         self._ticket: TicketReceived | None = None
         self._ticket_at = 0.0
         #: Cancels this link's ticket check while it waits for its turn (``context.gate``).
@@ -331,7 +329,7 @@ class SpiceConnection:
             return
         self._guarded(lambda: self._link_events(self._accept(key)))
 
-    def _accept(self, key: RSAPrivateKey) -> LinkRequest | TicketReceived | None:
+    def _accept(self, key: RsaKey) -> LinkRequest | TicketReceived | None:
         assert self.request is not None
         self._key = key
         spec = CHANNELS[self.request.channel_type]

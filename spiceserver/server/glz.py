@@ -8,8 +8,20 @@ id (``spice:server/image-encoders.cpp`` ``image_encoders_get_glz_dictionary``). 
 * a session holds at most ``glz_dictionaries_per_session`` (default 1): a display naming a new
   id replaces a dictionary no live display of the session uses, and gets none (LZ is sent) if
   every one is in use;
-* all sessions together hold at most ``glz_memory_budget`` bytes (each dictionary counted at
-  what it may come to, its whole arena); a session that would cross it gets a smaller
+* a dictionary keeps at most one frame of the source (``frame_pixels``; followed when the
+  source is resized: :meth:`GlzDictionaries.follow_frame`), less than spice-gtk's
+  smallest window (3,145,728 pixels; 12 MiB here) on a 1920x1080 screen: the client's window
+  is an upper bound, and the server may keep less.  The older half frame that the client's
+  window would also reach bought nothing on desktop sequences (``man xterm`` paged forward and
+  back, switching between full-screen corpus frames: the same bytes to 0.02%), while a
+  dictionary smaller than a frame splits full-screen images (6% more bytes at 1.5 M pixels);
+* all sessions together hold at most ``glz_memory_budget`` bytes, each dictionary counted at
+  what the client's window would let it come to (at most 33.4 MiB), not at the frame it is
+  limited to: so the budget still decides, as before that limit, how many sessions get GLZ at
+  all.  Each session encodes its own GLZ images while LZ and QUIC images are shared
+  (``encode_cache.py``); charged at a 1024x768 frame, all of 100 sessions got GLZ and the
+  server fell behind (``bench_clients --steps 1,40,100``: 16.6 fps and 461 MiB at 100
+  against 27 fps and 208 MiB).  A session that would cross the budget gets a smaller
   dictionary, or none when less than :data:`MIN_DICTIONARY_BYTES` is left;
 * when the session ends its dictionaries are dropped at once.  They are referenced from here
   only: display channels borrow them through a weak reference
@@ -42,6 +54,10 @@ _tables: int | None = None
 @dataclass(eq=False, slots=True)
 class _Entry:
     dictionary: GlzDictionary
+    #: Pixels the budget lets it keep (the client's window, capped), whatever the frame.
+    share: int
+    #: Bytes of the budget it takes (see the module's docstring).
+    charge: int
     #: The display connections that use it (``closed`` tells whether one still does).
     owners: list[Any] = field(default_factory=list)
 
@@ -56,14 +72,20 @@ class GlzDictionaries:
     def __init__(self, budget: int, per_session: int) -> None:
         self.budget = budget
         self.per_session = per_session
-        #: Bytes the dictionaries held now may come to (``GlzDictionary.max_nbytes``).
+        #: Bytes of the budget the dictionaries held now take (their ``charge``).
         self.used = 0
 
     def attach(
-        self, session: Session, dictionary_id: int, window_pixels: int, owner: Any
+        self,
+        session: Session,
+        dictionary_id: int,
+        window_pixels: int,
+        owner: Any,
+        frame_pixels: int | None = None,
     ) -> GlzDictionary | None:
         """The dictionary a display channel of ``session`` encodes into, for its
-        DISPLAY_INIT's id and window; None: no GLZ for it (the encoder sends LZ)."""
+        DISPLAY_INIT's id and window, keeping at most ``frame_pixels`` (the source's frame;
+        None: the client's window); None: no GLZ for it (the encoder sends LZ)."""
         entries: dict[int, _Entry] = session.glz_dictionaries
         entry = entries.get(dictionary_id)
         if entry is not None:  # the session's window, shared (a display reconnecting)
@@ -84,8 +106,8 @@ class GlzDictionaries:
                 len(entries),
             )
             return None
-        dictionary = self._make(window_pixels)
-        if dictionary is None:
+        made = self._make(window_pixels, frame_pixels)
+        if made is None:
             logger.info(
                 "session %#010x: no GLZ dictionary: %d of %d bytes in use (glz_memory_budget); "
                 "sending LZ",
@@ -94,9 +116,16 @@ class GlzDictionaries:
                 self.budget,
             )
             return None
-        entries[dictionary_id] = _Entry(dictionary, [owner])
-        self.used += dictionary.max_nbytes
+        dictionary, share, charge = made
+        entries[dictionary_id] = _Entry(dictionary, share, charge, [owner])
+        self.used += charge
         return dictionary
+
+    def follow_frame(self, session: Session, frame_pixels: int) -> None:
+        """The source's frame has a new size: the session's dictionaries keep up to one frame
+        of it (within their share of the budget)."""
+        for entry in session.glz_dictionaries.values():
+            entry.dictionary.set_capacity(max(1, min(entry.share, frame_pixels)))
 
     def release(self, session: Session) -> None:
         """The session ended: its dictionaries go now."""
@@ -106,9 +135,12 @@ class GlzDictionaries:
 
     def _drop(self, entries: dict[int, _Entry], dictionary_id: int) -> None:
         entry = entries.pop(dictionary_id)
-        self.used -= entry.dictionary.max_nbytes
+        self.used -= entry.charge
 
-    def _make(self, window_pixels: int) -> GlzDictionary | None:
+    def _make(
+        self, window_pixels: int, frame_pixels: int | None
+    ) -> tuple[GlzDictionary, int, int] | None:
+        """A dictionary, its share and its charge; None when the budget has no useful room."""
         from encoders.glz.dictionary import DEFAULT_MAX_PIXELS, GlzDictionary
 
         global _tables
@@ -116,9 +148,11 @@ class GlzDictionaries:
             _tables = GlzDictionary(0).max_nbytes - _PIXEL_BYTES  # a one-pixel arena: the rest
         tables = _tables
         free = self.budget - self.used
-        pixels = min(window_pixels, DEFAULT_MAX_PIXELS, (free - tables) // _PIXEL_BYTES)
-        if pixels * _PIXEL_BYTES + tables < MIN_DICTIONARY_BYTES and pixels < window_pixels:
+        share = min(window_pixels, DEFAULT_MAX_PIXELS, (free - tables) // _PIXEL_BYTES)
+        if share * _PIXEL_BYTES + tables < MIN_DICTIONARY_BYTES and share < window_pixels:
             return None  # too little room for a useful window
-        if pixels < 1:
+        if share < 1:
             return None
-        return GlzDictionary(window_pixels, max_pixels=pixels)
+        pixels = share if frame_pixels is None else max(1, min(share, frame_pixels))
+        dictionary = GlzDictionary(window_pixels, max_pixels=pixels)
+        return dictionary, share, share * _PIXEL_BYTES + tables

@@ -12,6 +12,8 @@ candidate of the client's mode, raw bitmaps at worst, so a client sees the scree
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import gc
 import importlib.util
 import logging
@@ -66,6 +68,27 @@ def _cached(module: str | None) -> bool:
 _MADV_PAGEOUT = 21
 
 
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    except OSError:
+        return None
+
+
+def release_link_modules() -> None:
+    """Free LLVM's copy of each loaded kernel's IR (``encoders._jit.release_link_modules``)
+    and hand the heap pages it leaves to the OS: LLVM frees its modules into glibc's arena of
+    the warm-up thread, which keeps them (``malloc_trim`` returns whole free pages of every
+    arena).  ``python -m tests.interop.bench_rss`` before a client: 128.5 -> 123.6 MiB."""
+    from encoders._jit import release_link_modules as free_modules
+
+    if free_modules():
+        libc = _libc()
+        trim = getattr(libc, "malloc_trim", None)  # glibc only
+        if trim is not None:
+            trim(0)
+
+
 def release_compiler_pages() -> int:
     """Tell the kernel LLVM's code is cold, once every kernel is compiled or loaded; returns
     the bytes advised.
@@ -75,11 +98,10 @@ def release_compiler_pages() -> int:
     runs only to compile or link a kernel, and the kernels' machine code lives elsewhere.
     MADV_PAGEOUT reclaims them as memory pressure would (a later compile faults them back);
     nothing else of the process is touched."""
-    import ctypes
-    import ctypes.util
-
+    libc = _libc()
+    if libc is None:
+        return 0
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
         madvise = libc.madvise
         maps = Path("/proc/self/maps").read_text().splitlines()
     except (OSError, AttributeError):
@@ -151,6 +173,7 @@ class EncoderWarmup:
                 logger.info("image encoder %s compiled in %.1fs", name, seconds)
             if not _call(loop, self.ready.add, name):
                 return  # the server (its loop) is gone
+        release_link_modules()
         released = release_compiler_pages()
         if released:
             logger.debug("page-out of LLVM's code (compile-only): %.0f MiB", released / 2**20)

@@ -56,12 +56,16 @@ thread" below is whichever follows the events.
   :meth:`~FramebufferSource.scroll` notification: clients that hold the previous pixels get a
   COPY_BITS plus the strip.  ``scroll_detect=False`` (``--no-scroll-detect``) turns it off.
 
-**Exact frames.**  This thread compares grabs with a frame of its own and never writes into
-:attr:`frame`: each update (moves, then pixels) is applied to :attr:`frame` on the event loop,
-in the same callback that notifies the listeners.  So whenever the loop reads :attr:`frame` at
-``version`` N it holds exactly the changes reported up to N, never a later one in part.  Damage
-alone would tolerate such a torn read (the later damage re-sends those pixels), but a COPY_BITS
-moves the client's pixels, and would carry a torn pixel to where no damage covers it.
+**Exact frames.**  This thread never writes into :attr:`frame`: each update (moves, then
+pixels) is applied to :attr:`frame` on the event loop, in the same callback that notifies the
+listeners.  So whenever the loop reads :attr:`frame` at ``version`` N it holds exactly the
+changes reported up to N, never a later one in part.  Damage alone would tolerate such a torn
+read (the later damage re-sends those pixels), but a COPY_BITS moves the client's pixels, and
+would carry a torn pixel to where no damage covers it.  The thread compares its grabs with
+:attr:`frame` itself, once the loop has applied every update handed to it (until then the
+frame lacks them; afterwards nothing writes it but those updates): one full-screen frame
+(7.9 MiB at 1920x1080) instead of a copy of its own.  Updates are at least a grab interval
+apart while the screen keeps changing, so the wait is normally over before it starts.
 """
 
 from __future__ import annotations
@@ -131,9 +135,6 @@ _GENERIC_EVENT = 35
 _RANDR_EVENTS = frozenset({"ScreenChangeNotify", "CrtcChangeNotify", "OutputChangeNotify"})
 #: How long :meth:`DesktopSource.start` waits for the first full grab.
 START_TIMEOUT = 30.0
-#: Grabbed updates handed to the loop and not yet applied: past this the capture thread waits
-#: (its damage goes into the next grab), so a busy loop never queues frames of grabbed pixels.
-MAX_UNAPPLIED_UPDATES = 2
 #: Seconds after set-up before the small-box compare kernel loads (tiles.load_kernel, on a
 #: thread): its numba import and load hold the GIL for ~0.4 s, which at once delayed the
 #: first client's first frame (bench_desktop first_frame_s, noisy: +0.1..0.4 s); until then
@@ -228,7 +229,10 @@ class DesktopSource(FramebufferSource):
         self._driver: LoopCapture | None = None
         self._wake_r = self._wake_w = -1
         self._stopping = False
-        self._unapplied = threading.BoundedSemaphore(MAX_UNAPPLIED_UPDATES)
+        #: Updates (and new frames) handed to the loop and not applied yet, under its condition
+        #: (see Exact frames): a busy loop never queues frames of grabbed pixels.
+        self._in_flight = 0
+        self._applied = threading.Condition()
         #: The RandR monitors as last shown (loop thread), see :meth:`heads`.
         self._heads = heads
         #: RandR on a thread and an X connection of their own, made on the first layout.
@@ -273,6 +277,12 @@ class DesktopSource(FramebufferSource):
         self.set_heads(heads)
         self._randr.shown()
 
+    def _show_layout_handed(self, frame: np.ndarray | None, heads: tuple[Head, ...]) -> None:
+        try:
+            self._show_layout(frame, heads)
+        finally:
+            self._handed_back()
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
@@ -281,7 +291,7 @@ class DesktopSource(FramebufferSource):
         if self._thread is not None:
             return
         self._stopping = False
-        self._unapplied = threading.BoundedSemaphore(MAX_UNAPPLIED_UPDATES)
+        self._in_flight = 0
         self._wake_r, self._wake_w = os.pipe()
         self._jobs = queue.SimpleQueue()
         ready: concurrent.futures.Future[_Capture] = concurrent.futures.Future()
@@ -324,21 +334,42 @@ class DesktopSource(FramebufferSource):
 
     # ------------------------------------------------------------------ capture thread
 
+    def _hand(self, callback: Any, *args: Any) -> None:
+        """Run ``callback(*args)`` on the loop thread (now, if there is no other), counted
+        in flight until it has run (see :meth:`_settled`)."""
+        loop = self._loop
+        with self._applied:
+            self._in_flight += 1  # the callback hands it back
+        if loop is None or threading.get_ident() == self._loop_thread:
+            callback(*args)
+            return
+        try:
+            loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop closed meanwhile
+            self._handed_back()
+
+    def _handed_back(self) -> None:
+        with self._applied:
+            self._in_flight -= 1
+            self._applied.notify_all()
+
+    def _settled(self) -> bool:
+        """Capture thread: wait until the loop has applied every update handed to it, so
+        :attr:`frame` holds all of them and nothing writes it (Exact frames); False if the
+        source stops or the loop closed meanwhile."""
+        loop = self._loop
+        with self._applied:
+            while self._in_flight > 0:  # (a callback of a loop before a restart: below 0)
+                if self._stopping or loop is None or loop.is_closed():
+                    return False
+                self._applied.wait(0.25)
+        return True
+
     def _publish(
         self, scrolls: list[Scroll], writes: list[tuple[Rect, np.ndarray]], damage: list[Rect]
     ) -> None:
         """Hand an update to the loop thread, which applies it and notifies (Exact frames)."""
-        loop = self._loop
-        if loop is None or threading.get_ident() == self._loop_thread:
-            self._apply(scrolls, writes, damage)
-            return
-        while not self._unapplied.acquire(timeout=0.25):
-            if self._stopping or loop.is_closed():
-                return
-        try:
-            loop.call_soon_threadsafe(self._apply_handed, scrolls, writes, damage)
-        except RuntimeError:  # the loop closed meanwhile
-            self._unapplied.release()
+        self._hand(self._apply_handed, scrolls, writes, damage)
 
     def _apply_handed(
         self, scrolls: list[Scroll], writes: list[tuple[Rect, np.ndarray]], damage: list[Rect]
@@ -346,16 +377,11 @@ class DesktopSource(FramebufferSource):
         try:
             self._apply(scrolls, writes, damage)
         finally:
-            self._unapplied.release()
+            self._handed_back()
 
     def _publish_layout(self, frame: np.ndarray | None, heads: tuple[Head, ...]) -> None:
         """Hand a new frame (a new screen size; None: same size) and monitors to the loop."""
-        loop = self._loop
-        if loop is None or threading.get_ident() == self._loop_thread:
-            self._show_layout(frame, heads)
-        elif not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(self._show_layout, frame, heads)
+        self._hand(self._show_layout_handed, frame, heads)
 
     def _apply(
         self, scrolls: list[Scroll], writes: list[tuple[Rect, np.ndarray]], damage: list[Rect]
@@ -416,8 +442,8 @@ class _Capture:
         except Exception as exc:
             self.display.close()
             raise ConfigError(f"mss cannot grab {source.display_name!r}: {exc}") from exc
-        #: This thread's copy of the screen (see Exact frames); the source's frame follows it.
-        self.frame = source.frame.copy()
+        #: The screen's size as last handed to the loop (the source's frame follows).
+        self.width, self.height = source.size
         self.damage: int | None = None
         self.damage_event = -1
         #: Delta rectangles instead of raw ones, since a flood of damage (see FLOOD_EVENTS).
@@ -658,11 +684,8 @@ class _Capture:
         return self.sct.grab(box)
 
     def _grab_full(self) -> None:
-        height, width = self.frame.shape[:2]
-        full = Rect(0, 0, width, height)
-        pixels = self._grab(full)
-        self.frame[:] = pixels
-        self.source._publish([], [(full, pixels)], [full])
+        full = Rect(0, 0, self.width, self.height)
+        self.source._publish([], [(full, self._grab(full))], [full])
 
     def _grab_update(self, now: float) -> None:
         boxes = self.grab_plan(now)
@@ -679,7 +702,7 @@ class _Capture:
     def grab_plan(self, now: float, follow_layout: bool = True) -> list[Rect] | None:
         """The boxes to grab for the damage so far (pending emptied); None: none, the screen
         changed size (``follow_layout``: followed here, else left to the caller: resized)."""
-        height, width = self.frame.shape[:2]
+        width, height = self.width, self.height
         if self.damage is not None:
             # No round trip before the grab (half a millisecond): events already received
             # join it, later ones raise a grab of their own.  Raw rectangles need no
@@ -703,10 +726,13 @@ class _Capture:
         return [Rect(0, 0, width, height)]
 
     def grab_boxes(self, boxes: list[Rect], now: float) -> None:
-        """Grab ``boxes``, compare them with the held frame and publish what changed.
+        """Grab ``boxes``, compare them with the source's frame and publish what changed.
         Raises ScreenShrank when a box is no longer on the screen."""
         import mss.exception
 
+        # On the loop (x11_loop.py) every update handed over is applied already: the loop
+        # applies them, and grabs only while no job of the capture thread runs.
+        on_loop = threading.get_ident() == self.source._loop_thread
         changed: list[Rect] = []
         writes: list[tuple[Rect, np.ndarray]] = []
         scrolls: list[Scroll] = []
@@ -717,13 +743,16 @@ class _Capture:
                 # The screen shrank under this grab (its events are not read yet): follow.
                 logger.debug("grab of %s failed (%s): checking the screen size", box, exc)
                 raise ScreenShrank(str(exc)) from exc
-            held = self.frame[box.y : box.bottom, box.x : box.right]
+            if not on_loop and not self.source._settled():
+                return  # stopping
+            # Read only (Exact frames); boxes are disjoint, so one box's changes, applied
+            # later with the others, never alter what the next box is compared with.
+            held = self.source.frame[box.y : box.bottom, box.x : box.right]
             rects = changed_rects(held, pixels)
             if rects and self.source.scroll_detect and box.area >= SCROLL_MIN_AREA:
                 rects = self._scrolled(held, pixels, rects, box, scrolls, now)
             for rect in rects:
                 new = pixels[rect.y : rect.bottom, rect.x : rect.right]
-                held[rect.y : rect.bottom, rect.x : rect.right] = new
                 target = Rect(box.x + rect.x, box.y + rect.y, rect.width, rect.height)
                 writes.append((target, new))  # a view of this grab's own buffer
                 changed.append(target)
@@ -763,15 +792,18 @@ class _Capture:
             new = pixels[area.y : area.bottom, area.x : area.right]
             scroll = self.misses.detect(old, new, (box, area), now)
             if scroll is not None:
-                apply_scroll(old, scroll)  # a view: moves the held frame
+                # What the box holds once the loop applies the move: a copy, as ``held``
+                # is the source's frame (read only here).
+                moved = held.copy()
+                apply_scroll(moved[area.y : area.bottom, area.x : area.right], scroll)
                 scrolls.append(scroll.shifted(box.x + area.x, box.y + area.y))
-                return changed_rects(held, pixels)
+                return changed_rects(moved, pixels)
         return rects
 
     def _check_layout(self) -> bool:
         """Follow a change of the screen's size or monitors; True if the size changed."""
         width, height, heads = self.read_layout()
-        if (width, height) == (self.frame.shape[1], self.frame.shape[0]):
+        if (width, height) == (self.width, self.height):
             return False
         self.resize(width, height, heads)
         return True
@@ -779,7 +811,7 @@ class _Capture:
     def read_layout(self) -> tuple[int, int, tuple[Head, ...]]:
         """The screen's size and monitors (new monitors of the same size are followed)."""
         width, height, heads = read_layout(self.display)
-        if (width, height) == (self.frame.shape[1], self.frame.shape[0]) and heads != self.heads:
+        if (width, height) == (self.width, self.height) and heads != self.heads:
             self.heads = heads
             logger.info("%s: monitors are now %s", self.source.display_name, describe(heads))
             self.source._publish_layout(None, heads)
@@ -792,11 +824,12 @@ class _Capture:
         )
         self.sct.close()
         self.sct = Grabber(self.source.display_name)
-        self.frame = np.zeros((height, width, 4), dtype=np.uint8)
-        self.frame[:] = self._grab(Rect(0, 0, width, height))
+        self.width, self.height = width, height
+        # A grab is a buffer of its own (copied out of XShm): the loop's frame from now on.
+        frame = self._grab(Rect(0, 0, width, height))
         self.pending.clear()
         self.heads = heads
-        self.source._publish_layout(self.frame.copy(), heads)
+        self.source._publish_layout(frame, heads)
 
     # -- cursor ----------------------------------------------------------------
 

@@ -8,9 +8,10 @@ spell every step costs several times its warm price (a cold CPU: ``bench_desktop
 (``add_reader``); a grab of at most :data:`SMALL_GRAB_PIXELS` is made, compared, applied and
 sent in that same callback (the display handler sends from its damage callback,
 ``DisplayHandler._send_now``).  Anything bigger — a window, a scroll, a new screen size —
-goes to the capture thread as before (:meth:`LoopCapture.submit`), one job at a time; while
-it runs, damage keeps accumulating and the next grab waits for it, so the held frame and the
-grabber are only ever used by one thread at a time.
+goes to the capture thread as before (``submit``), one job at a time; while it runs, damage
+keeps accumulating and the next grab waits for it, so the grabber is only ever used by one
+thread at a time, and a grab on the loop compares with a frame that holds every update (the
+loop applied them: desktop.py, Exact frames).
 
 What runs here, on the loop, is what the capture thread ran between its grabs: reading
 events (at most ``FLOOD_EVENTS`` a pass, so a flood of damage costs the loop bounded time
@@ -139,7 +140,7 @@ class LoopCapture:
         True for a new size."""
         capture = self.capture
         width, height, heads = capture.read_layout()
-        if (width, height) == (capture.frame.shape[1], capture.frame.shape[0]):
+        if (width, height) == (capture.width, capture.height):
             return False
         capture.pending.clear()
         self._run_job(lambda: capture.resize(width, height, heads))

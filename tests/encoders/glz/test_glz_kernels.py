@@ -27,17 +27,18 @@ def _run(kernel: object, prime: object, img: np.ndarray, split: int | None = Non
     """The whole image in one lane, or (``split``) two lanes, the second one primed."""
     src = np.ascontiguousarray(img).view(np.uint32).reshape(-1)
     n = src.shape[0]
+    width = img.shape[1]
     out = np.zeros(4 * n + 64, dtype=np.uint8)
     htab = np.full(1 << 10, -1, dtype=np.int32)
     ltab = np.full(1 << 8, -1, dtype=np.int32)
     stop = n if split is None else split
     # virtual start 5, table origin 3: slots hold position - 3
-    end = kernel(src, 0, stop, 5, 3, 0, _E32, htab, ltab, _E64, _E64, _E64, 0, out, 0)  # type: ignore[operator]
+    end = kernel(src, 0, stop, 5, 3, 0, _E32, htab, ltab, _E64, _E64, _E64, 0, out, 0, width)  # type: ignore[operator]
     if split is not None:
         htab = np.full(1 << 10, -1, dtype=np.int32)
         ltab = np.full(1 << 8, -1, dtype=np.int32)
         prime(src, 0, split, 5, 3, htab)  # type: ignore[operator]
-        end = kernel(src, split, n, 5, 3, 0, _E32, htab, ltab, _E64, _E64, _E64, 0, out, end)  # type: ignore[operator]
+        end = kernel(src, split, n, 5, 3, 0, _E32, htab, ltab, _E64, _E64, _E64, 0, out, end, width)  # type: ignore[operator]
     return out[:end].tobytes()
 
 

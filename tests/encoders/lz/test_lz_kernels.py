@@ -16,23 +16,32 @@ def _run(kernel: object, prime: object, img: np.ndarray, split: int | None = Non
     """The whole image in one lane, or (``split``) two lanes, the second one primed."""
     src = np.ascontiguousarray(img).view(np.uint32).reshape(-1)
     n = src.shape[0]
+    width = img.shape[1]
     out = np.zeros(4 * n + 64, dtype=np.uint8)
     # slots left by an "earlier image" (below base 1000) must be ignored
     htab = np.full(1 << HASH_BITS, 999, dtype=np.int32)
-    end = kernel(src, 0, n if split is None else split, 1000, htab, out, 0)  # type: ignore[operator]
+    stop = n if split is None else split
+    end = kernel(src, 0, stop, 1000, htab, out, 0, width)  # type: ignore[operator]
     if split is not None:
         htab = np.full(1 << HASH_BITS, -1, dtype=np.int32)
         prime(src, split - 100, split, 1000, htab)  # type: ignore[operator]
-        end = kernel(src, split, n, 1000, htab, out, end)  # type: ignore[operator]
+        end = kernel(src, split, n, 1000, htab, out, end, width)  # type: ignore[operator]
     return out[:end].tobytes()
 
 
 def _python_compress(
-    src: np.ndarray, start: int, stop: int, base: int, htab: np.ndarray, out: np.ndarray, pos: int
+    src: np.ndarray,
+    start: int,
+    stop: int,
+    base: int,
+    htab: np.ndarray,
+    out: np.ndarray,
+    pos: int,
+    width: int,
 ) -> int:
     """``lz_rgb32_compress`` with its body (``_kernels._compress``) as plain Python."""
     body = py_func(_kernels._compress)
-    return int(body(src[:0], src, 0, start, stop, base, htab, out, pos, False))
+    return int(body(src[:0], src, 0, start, stop, base, htab, out, pos, width, False))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -65,7 +74,7 @@ def test_output_overflow_is_reported() -> None:
     for kernel in (lz_rgb32_compress, py_func(lz_rgb32_compress)):
         out = np.zeros(60, dtype=np.uint8)
         htab = np.full(1 << HASH_BITS, -1, dtype=np.int32)
-        assert kernel(src, 0, 100, 0, htab, out[:50], 0) == -1
+        assert kernel(src, 0, 100, 0, htab, out[:50], 0, 10) == -1
         assert not out[50:].any()  # nothing written past the end
 
 

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from encoders import EncoderError
+from encoders import EncoderError, _lanes
 from encoders._jit import py_func
 from encoders.lz import _kernels, lz_encode, lz_encode_stack
+from encoders.lz import api as lz_api
 from encoders.lz._kernels import HASH_BITS, lz_rgb32_compress_after
 from tests.encoders.lz.lz_helpers import C_SIZES, images, load_frame, needs_jit, rgb, text_like
 from tests.reference.lz_decode import lz_decode
@@ -66,6 +67,7 @@ def test_kernel_jit_equals_python(img: np.ndarray, data: st.DataObject) -> None:
     src = np.ascontiguousarray(img).view(np.uint32).reshape(-1)
     split = data.draw(st.integers(0, src.shape[0] - 1))
     prev, cur = src[:split], src[split:]
+    width = img.shape[1]
     body = py_func(_kernels._compress)  # the kernel's body as plain Python
 
     def python(*args: object) -> int:
@@ -76,8 +78,8 @@ def test_kernel_jit_equals_python(img: np.ndarray, data: st.DataObject) -> None:
         out = np.zeros(4 * src.shape[0] + 64, dtype=np.uint8)
         htab = np.full(1 << HASH_BITS, 999, dtype=np.int32)  # stale: below base 1000
         # prev's pixels in the table, as encoding it before would have left them
-        end = kernel(src[:0], prev, 0, 0, split, 1000, htab, out, 0)
-        end = kernel(prev, cur, split, 0, cur.shape[0], 1000, htab, out, end)
+        end = kernel(src[:0], prev, 0, 0, split, 1000, htab, out, 0, width)
+        end = kernel(prev, cur, split, 0, cur.shape[0], 1000, htab, out, end, width)
         results.append(out[:end].tobytes())
     assert results[0] == results[1]
 
@@ -89,3 +91,45 @@ def test_corpus_in_server_bands(name: str) -> None:
     rows = max(1, 262_144 // frame.shape[1])  # MAX_BAND_PIXELS bands
     data = _check(_cut(frame, list(range(rows, frame.shape[0], rows))))
     assert len(data) <= C_SIZES[name][0]
+
+
+class _Always(_lanes.Pacer):
+    """Two lanes on every call (the real pacer backs off when they do not pay)."""
+
+    def wanted(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_two_lanes_split_at_a_band_and_decode(
+    monkeypatch: pytest.MonkeyPatch, parallel: bool
+) -> None:
+    """A stack big enough for two lanes: the second lane starts at a band boundary with its
+    table primed from the band above, so its matches still reach across; the bytes are the
+    same whether the helper thread or the caller runs it (no timing in them)."""
+    monkeypatch.setattr(lz_api, "STACK_LANE_MIN_PIXELS", 64)
+    monkeypatch.setattr(lz_api, "_stack_pacer", _Always())
+    monkeypatch.setattr(_lanes, "PARALLEL", parallel)
+    img = text_like(48, 60, seed=5)
+    img[30:45] = img[14:29]  # lane B's first band repeats rows of lane A: copies reach across
+    parts = _cut(img, [15, 30, 45])
+    data = _check(parts)
+    monkeypatch.setattr(lz_api, "STACK_LANE_MIN_PIXELS", 1 << 40)
+    one = _check(parts)
+    assert len(data) <= len(one) + 16
+
+
+def test_pacer_backs_off_when_pairs_do_not_pay(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_lanes, "PARALLEL", True)
+    outcomes = iter([False, False, True])
+    monkeypatch.setattr(_lanes, "run_pair", lambda first, second: next(outcomes))
+    pacer = _lanes.Pacer()
+    assert pacer.wanted()
+    pacer.run(lambda: None, lambda: None)  # did not pay: 4 images in one lane
+    assert [pacer.wanted() for _ in range(5)] == [False] * 4 + [True]
+    pacer.run(lambda: None, lambda: None)  # again: 8
+    assert [pacer.wanted() for _ in range(9)] == [False] * 8 + [True]
+    pacer.run(lambda: None, lambda: None)  # paid: no back-off
+    assert pacer.wanted() and pacer.wanted()
+    monkeypatch.setattr(_lanes, "PARALLEL", False)
+    assert not _lanes.Pacer().wanted()  # one CPU: never two lanes

@@ -12,11 +12,10 @@ import contextlib
 import os
 import struct
 
-from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spiceserver.crypto import public_key_der
+from spiceserver.crypto import generate_key, public_key_der
 from spiceserver.errors import LinkRefused, ProtocolError
 from spiceserver.protocol.channel import ChannelLimits
 from spiceserver.protocol.cursor import CursorChannel
@@ -29,7 +28,7 @@ from tests.fakeclient import link_message
 
 EXAMPLES = int(os.environ.get("SPICESERVER_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-KEY = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+KEY = generate_key()
 CHANNELS = {
     1: lambda: MainChannel(
         session_id=1,

@@ -5,9 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from spiceserver.crypto import check_ticket, public_key_der
+from spiceserver.crypto import RsaKey, check_ticket, generate_key, public_key_der
 from spiceserver.errors import LinkRefused
 from spiceserver.protocol.enums import ChannelType, CommonCap, LinkError
 from spiceserver.protocol.link import LinkProtocol, LinkRequest, TicketReceived
@@ -17,16 +16,16 @@ SERVER_CAPS = [CommonCap.PROTOCOL_AUTH_SELECTION, CommonCap.AUTH_SPICE, CommonCa
 
 
 @pytest.fixture(scope="module")
-def key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=1024)
+def key() -> RsaKey:
+    return generate_key()
 
 
-def accept(link: LinkProtocol, key: rsa.RSAPrivateKey) -> LinkReply:
+def accept(link: LinkProtocol, key: RsaKey) -> LinkReply:
     link.accept(public_key_der(key), common_caps=SERVER_CAPS, channel_caps=[])
     return parse_link_reply(link.data_to_send())
 
 
-def test_auth_selection_path(key: rsa.RSAPrivateKey) -> None:
+def test_auth_selection_path(key: RsaKey) -> None:
     link = LinkProtocol()
     request = link.receive_data(link_message(ChannelType.MAIN))
     assert isinstance(request, LinkRequest)
@@ -48,7 +47,7 @@ def test_auth_selection_path(key: rsa.RSAPrivateKey) -> None:
     assert link.leftover() == b"\x68\x00\x00\x00\x00\x00"
 
 
-def test_legacy_path_without_auth_selection(key: rsa.RSAPrivateKey) -> None:
+def test_legacy_path_without_auth_selection(key: RsaKey) -> None:
     """A client that does not advertise AUTH_SELECTION sends the ticket at once."""
     link = LinkProtocol()
     link.receive_data(link_message(ChannelType.MAIN, common_caps=[]))
@@ -59,7 +58,7 @@ def test_legacy_path_without_auth_selection(key: rsa.RSAPrivateKey) -> None:
     assert check_ticket(key, event.ciphertext, b"pw")
 
 
-def test_ticket_arriving_byte_by_byte(key: rsa.RSAPrivateKey) -> None:
+def test_ticket_arriving_byte_by_byte(key: RsaKey) -> None:
     link = LinkProtocol()
     data = link_message(ChannelType.DISPLAY, connection_id=7)
     events = [link.receive_data(data[i : i + 1]) for i in range(len(data))]
@@ -70,13 +69,13 @@ def test_ticket_arriving_byte_by_byte(key: rsa.RSAPrivateKey) -> None:
     assert isinstance(events[-1], TicketReceived)
 
 
-def test_ticketing_disabled_still_needs_a_decryptable_ticket(key: rsa.RSAPrivateKey) -> None:
+def test_ticketing_disabled_still_needs_a_decryptable_ticket(key: RsaKey) -> None:
     reply_key = public_key_der(key)
     assert check_ticket(key, encrypt_ticket(reply_key, ""), None)
     assert not check_ticket(key, bytes(128), None)
 
 
-def test_password_of_60_bytes(key: rsa.RSAPrivateKey) -> None:
+def test_password_of_60_bytes(key: RsaKey) -> None:
     password = "p" * 60
     assert check_ticket(key, encrypt_ticket(public_key_der(key), password), password.encode())
 
@@ -110,7 +109,7 @@ def test_bad_link_messages_are_refused_with_a_reply(data: bytes, code: LinkError
     assert link.receive_data(b"more") is None
 
 
-def test_refusal_after_reply_is_a_bare_result(key: rsa.RSAPrivateKey) -> None:
+def test_refusal_after_reply_is_a_bare_result(key: RsaKey) -> None:
     link = LinkProtocol()
     link.receive_data(link_message(ChannelType.MAIN))
     accept(link, key)
@@ -120,7 +119,7 @@ def test_refusal_after_reply_is_a_bare_result(key: rsa.RSAPrivateKey) -> None:
     assert link.data_to_send() == struct.pack("<I", LinkError.PERMISSION_DENIED)
 
 
-def test_sasl_mechanism_is_refused(key: rsa.RSAPrivateKey) -> None:
+def test_sasl_mechanism_is_refused(key: RsaKey) -> None:
     link = LinkProtocol()
     link.receive_data(link_message(ChannelType.MAIN))
     accept(link, key)

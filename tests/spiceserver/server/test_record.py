@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from spiceserver import NumpySource, SpiceServer
-from spiceserver.crypto import _generate as generate_key
+from spiceserver.crypto import generate_key
 from spiceserver.errors import DecodeError, UnexpectedMessage
 from spiceserver.protocol.enums import (
     AudioDataMode,

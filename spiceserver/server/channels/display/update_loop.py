@@ -198,8 +198,13 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         """
         if ready.glz_window_size <= 0:
             return  # spice-html5: no GLZ at all (pitfall 23)
+        width, height = self.context.source.size
         dictionary = self.context.glz.attach(
-            self.session, ready.glz_dictionary_id, ready.glz_window_size, self.connection
+            self.session,
+            ready.glz_dictionary_id,
+            ready.glz_window_size,
+            self.connection,
+            frame_pixels=width * height,
         )
         if dictionary is not None:
             self.encoder.borrow_glz(dictionary)
@@ -272,6 +277,7 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         self._wake.set()
 
     def on_resize(self, width: int, height: int) -> None:
+        self.context.glz.follow_frame(self.session, width * height)  # one frame, as attached
         self.detector.clear()  # the stream itself goes with the surface (_create_surface)
         self.moves.reset()
         self.need_surface = True
