@@ -8,7 +8,8 @@ after another): ``c`` (gcc -O2) and ``c_native`` (-O3 -march=native; if built), 
 in one C call; ``ours`` the whole frame (``encoders.<codec>_encode``, or a fresh
 ``GlzDictionary`` for GLZ: the new-surface image the server sends first); ``ours_bands`` the
 frame as the server encodes a full update (``spiceserver.region.split_rows`` into
-``MAX_BAND_PIXELS`` bands, copies made outside the timer; QUIC/LZ bands stacked into one
+``MAX_BAND_PIXELS`` bands, read as the server reads a damaged area, one copy whose views the
+bands are (``update_loop.read_in_areas``), outside the timer; QUIC/LZ bands stacked into one
 image per damaged area by the server's ``stacks`` and ``codecs.encode_stack``, the stacks
 dealt out to the server's ``encoder_threads`` workers; GLZ bands stacked into one image per
 damaged area by the server's own ``glz_stacks`` and ``ImageEncoder.encode_glz_stack``, into one
@@ -67,7 +68,12 @@ def _contenders(
     height, width = frame.shape[:2]
     window = 8 << 20
     rects = split_rows(Rect(0, 0, width, height), band_px)
-    bands = [frame[r.y : r.bottom].copy() for r in rects]
+    # read as the server reads a lone display's damaged area: one copy, the bands its views
+    from spiceserver.server.channels.display.update_loop import read_in_areas
+
+    area = Rect(0, 0, width, height)
+    copy = frame.copy()
+    bands = [pixels for _, pixels in read_in_areas(lambda r: copy, [(area, rects)])]
     out: dict[str, Callable[[], tuple[int, float]]] = {}
     for name, lib in (("c", rc), ("c_native", rc_native)):
         if lib is None:

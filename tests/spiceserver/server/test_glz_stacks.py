@@ -67,3 +67,27 @@ def test_quic_and_lz_bands_of_one_area_are_one_image() -> None:
             assert np.array_equal(decoded.pixels[..., :3], frame[..., :3])
     with pytest.raises(ValueError, match="not stacked"):
         encode_stack(parts, "raw")
+
+
+def test_bands_are_views_of_one_read_of_their_area() -> None:
+    """A lone display reads each damaged area once and encodes views of its bands (one
+    allocation: numpy gives 4 MiB and more transparent huge pages), same pixels as reads of
+    each band."""
+    from spiceserver.server.channels.display.update_loop import read_in_areas
+
+    frame = np.random.default_rng(4).integers(0, 256, (90, 120, 4), dtype=np.uint8)
+    reads: list[Rect] = []
+
+    def read(rect: Rect) -> np.ndarray:
+        reads.append(rect)
+        return frame[rect.y : rect.bottom, rect.x : rect.right].copy()
+
+    areas = [(area, split_rows(area, 1000)) for area in (Rect(0, 0, 120, 50), Rect(7, 60, 30, 30))]
+    snapshots = read_in_areas(read, areas)
+    assert reads == [area for area, _ in areas]
+    assert [band for band, _ in snapshots] == [band for _, bands in areas for band in bands]
+    for band, pixels in snapshots:
+        assert pixels.flags.c_contiguous
+        assert np.array_equal(pixels, frame[band.y : band.bottom, band.x : band.right])
+    first = snapshots[0][1]
+    assert all(np.shares_memory(first.base, p) for _, p in snapshots[: len(areas[0][1])])
