@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from spiceserver.sources.x11_grab import ScreenShrank
 
 if TYPE_CHECKING:
-    from spiceserver.sources.desktop import _Capture
+    from spiceserver.sources.x11_capture import _Capture
 
 __all__ = ["SMALL_GRAB_PIXELS", "LoopCapture"]
 
@@ -44,7 +44,7 @@ SMALL_GRAB_PIXELS = 16 * 32 * 32
 
 
 class LoopCapture:
-    """Drives a :class:`~spiceserver.sources.desktop._Capture` from the event loop.
+    """Drives a :class:`~spiceserver.sources.x11_capture._Capture` from the event loop.
 
     Args:
         capture: Set up (its X connections open, the first frame grabbed).
