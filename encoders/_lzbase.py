@@ -164,6 +164,21 @@ def same_end(a: np.ndarray, i: int, b: np.ndarray, r: int, n: int) -> int:
 
 
 @inline_kernel
+def same_start(a: np.ndarray, i: int, r: int, lo: int) -> int:
+    """How many pixels before ``a[i]`` (not below ``lo``) equal those before ``a[r]`` (``r < i``):
+    how far a copy of ``a[r:]`` to ``a[i:]`` can start earlier, over literals not yet written
+    (their hashes pointed elsewhere).  Fewer literals, never more bytes."""
+    k = 0
+    while (
+        i - k > lo
+        and r - k > 0
+        and (int(a[np.uint64(i - k - 1)]) & MASK24) == (int(a[np.uint64(r - k - 1)]) & MASK24)
+    ):
+        k += 1
+    return k
+
+
+@inline_kernel
 def run_end(a: np.ndarray, i: int, n: int, colour: int) -> int:
     """First ``j`` in ``[i, n]`` where ``a[j]`` is not ``colour`` (masked), or ``n``; shaped
     like :func:`same_end`."""

@@ -18,7 +18,15 @@ from __future__ import annotations
 import numpy as np
 
 from encoders._jit import inline_kernel, kernel
-from encoders._lzbase import MASK24, flush_literals, hash3, put_token, run_end, same_end
+from encoders._lzbase import (
+    MASK24,
+    flush_literals,
+    hash3,
+    put_token,
+    run_end,
+    same_end,
+    same_start,
+)
 
 __all__ = [
     "MAX_IMAGE_DIST",
@@ -364,18 +372,10 @@ def glz_rgb32_compress(
                     offset = cand_off
                     idist = cand_dist
             if length > 0 and idist == 0:
-                # start an in-image copy earlier where the pending literals match too (their
-                # hashes pointed elsewhere): fewer literals, never more bytes
-                ref = i - offset - 1
-                while (
-                    i > lit
-                    and ref > 0
-                    and (int(cur[np.uint64(i - 1)]) & MASK24)
-                    == (int(cur[np.uint64(ref - 1)]) & MASK24)
-                ):
-                    i -= 1
-                    ref -= 1
-                    length += 1
+                # an in-image copy may start earlier, over the pending literals
+                back = same_start(cur, i, i - offset - 1, lit)
+                i -= back
+                length += back
             if length > 0:
                 # where this match's source is: in-image offsets count back from i - 1
                 if idist == 0:

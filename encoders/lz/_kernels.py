@@ -13,7 +13,15 @@ from __future__ import annotations
 import numpy as np
 
 from encoders._jit import inline_kernel, kernel
-from encoders._lzbase import MASK24, flush_literals, hash3, put_token, run_end, same_end
+from encoders._lzbase import (
+    MASK24,
+    flush_literals,
+    hash3,
+    put_token,
+    run_end,
+    same_end,
+    same_start,
+)
 
 __all__ = [
     "HASH_BITS",
@@ -220,19 +228,11 @@ def _compress(
                     if above > length and (width <= MAX_NEAR_DISTANCE or above >= 3):
                         length = above
                         dist = width
-            # start the copy earlier where the pending literals match too (their hashes
-            # pointed elsewhere): fewer literals, never more bytes
             if length > 0:
-                ref = i - dist
-                while (
-                    i > lit
-                    and ref > 0
-                    and (int(cur[np.uint64(i - 1)]) & MASK24)
-                    == (int(cur[np.uint64(ref - 1)]) & MASK24)
-                ):
-                    i -= 1
-                    ref -= 1
-                    length += 1
+                # the copy may start earlier, over the pending literals
+                back = same_start(cur, i, i - dist, lit)
+                i -= back
+                length += back
         if length == 0:
             i += 1
             continue
