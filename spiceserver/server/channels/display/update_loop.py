@@ -103,11 +103,11 @@ def read_in_areas(
 ) -> list[tuple[Rect, np.ndarray]]:
     """The bands of each damaged area as views of one read of the area.
 
-    Why: numpy backs an array of 4 MiB or more with transparent huge pages (``madvise``); a
-    band read on its own (1 MiB) is not, and on these KVM guests the encoders' page walks over
-    band copies cost GLZ 1.22-1.39x of its time on 1080p text frames (mostly the copy into
-    the dictionary), LZ 1.02-1.08x (interleaved A/B, the corpus frames).  The same bytes are
-    copied either way.
+    Why: encoding band copies cost GLZ 1.22-1.39x of its time on 1080p text frames (mostly
+    the copy into the dictionary), LZ 1.02-1.08x (interleaved A/B, the corpus frames, these
+    KVM guests).  The likely cause: numpy asks for transparent huge pages (``madvise``) for
+    arrays of 4 MiB or more, so one read of the area gets them and 1 MiB bands do not (not
+    verified beyond the A/B).  The same bytes are copied either way.
     """
     snapshots: list[tuple[Rect, np.ndarray]] = []
     for area, area_bands in areas:
