@@ -157,3 +157,31 @@ def test_no_display_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unreachable_display_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match=r"cannot open X display ':4242'.*X server running"):
         source_from_spec("desktop:4242")
+
+
+def test_lean_damage_events_parse_as_python_xlib_does() -> None:
+    from types import SimpleNamespace
+
+    from Xlib.ext import damage
+
+    from spiceserver.sources.x11_capture import LeanDamageNotify, use_lean_damage_events
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        data = rng.integers(0, 256, 32, dtype=np.uint8).tobytes()
+        ours = LeanDamageNotify(binarydata=data)
+        # resource ids as plain ints, as the lean event keeps them
+        plain = SimpleNamespace(get_resource_class=lambda name: None)
+        theirs = damage.DamageNotify(display=plain, binarydata=data)
+        names = ("type", "send_event", "level", "sequence_number", "drawable", "damage")
+        for name in (*names, "timestamp"):
+            assert getattr(ours, name) == getattr(theirs, name), name
+        for box in ("area", "drawable_geometry"):
+            for field in ("x", "y", "width", "height"):
+                assert getattr(getattr(ours, box), field) == getattr(getattr(theirs, box), field)
+    display = SimpleNamespace(display=SimpleNamespace(event_classes={91: damage.DamageNotify}))
+    assert use_lean_damage_events(display, 91)  # type: ignore[arg-type]
+    assert display.display.event_classes[91] is LeanDamageNotify
+    # anything else in that slot (another python-xlib) is left alone
+    assert not use_lean_damage_events(display, 91)  # type: ignore[arg-type]
+    assert not use_lean_damage_events(SimpleNamespace(), 91)  # type: ignore[arg-type]
