@@ -16,6 +16,7 @@ of every interpreter's start-up, so the child drops it from ``sys.modules`` firs
 from __future__ import annotations
 
 import json
+import site
 import subprocess
 import sys
 import textwrap
@@ -46,9 +47,9 @@ ALLOWED_OWN = {"spiceserver", "spiceserver.errors"}
 
 _PROBE = textwrap.dedent(
     """
-    import importlib, json, site, sys
+    import importlib, json, sys
     forbidden, modules = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-    sys.path.extend(site.getsitepackages())  # the packages, not the .pth hooks (python -S)
+    sys.path.extend(json.loads(sys.argv[3]))  # the packages, not the .pth hooks (python -S)
     sys.modules.pop("time", None)
     preloaded = [name for name in forbidden if name in sys.modules]
     for module in modules:
@@ -66,7 +67,17 @@ _PROBE = textwrap.dedent(
 def probe(modules: list[str]) -> dict[str, list[str]]:
     """Import ``modules`` in a fresh interpreter; what it then holds in ``sys.modules``."""
     done = subprocess.run(
-        [sys.executable, "-S", "-c", _PROBE, json.dumps(FORBIDDEN), json.dumps(modules)],
+        [
+            sys.executable,
+            "-S",
+            "-c",
+            _PROBE,
+            json.dumps(FORBIDDEN),
+            json.dumps(modules),
+            # this process's site-packages: under -S, Python 3.11 leaves sys.prefix at the
+            # base interpreter's (site.py is what moves it into a venv)
+            json.dumps(site.getsitepackages()),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

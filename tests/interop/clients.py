@@ -754,15 +754,29 @@ def x_env(display: str) -> dict[str, str]:
 
 
 def screenshot(display: str, path: str | os.PathLike[str], timeout: float = 30.0) -> Path:
-    """Save the root window of ``display`` with ImageMagick's ``import``."""
-    subprocess.run(
-        ["import", "-display", display, "-window", "root", str(path)],
-        check=True,
-        capture_output=True,
-        timeout=timeout,
-        env=x_env(display),
+    """Save the root window of ``display`` with ImageMagick's ``import``.
+
+    A screen that RandR resizes while ``import`` reads it makes the read fail (the window's
+    geometry no longer matches the image requested); that is tried again, up to three times in
+    all, and the last failure is raised with what ``import`` said.
+    """
+    deadline = time.monotonic() + timeout
+    for attempt in range(3):
+        done = subprocess.run(
+            ["import", "-display", display, "-window", "root", str(path)],
+            capture_output=True,
+            timeout=max(1.0, deadline - time.monotonic()),
+            env=x_env(display),
+            check=False,
+        )
+        if done.returncode == 0:
+            return Path(path)
+        if attempt < 2:
+            time.sleep(0.2)  # the resize's events settle; X offers nothing to wait on here
+    raise RuntimeError(
+        f"import -display {display} failed ({done.returncode}): "
+        f"{done.stderr.decode(errors='replace').strip()}"
     )
-    return Path(path)
 
 
 def screenshot_array(display: str) -> np.ndarray:
