@@ -7,9 +7,8 @@ Input events use PC AT (set 1) scancodes as SPICE carries them: ``scancode`` is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from spiceserver.protocol.enums import KeyModifiers, MouseButton
+from spiceserver.protocol.records import record
 
 __all__ = [
     "AgentCapabilities",
@@ -42,7 +41,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KeyEvent:
     """A key went down or up."""
 
@@ -50,14 +49,14 @@ class KeyEvent:
     pressed: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LockState:
     """The client's Caps/Num/Scroll lock state."""
 
     modifiers: KeyModifiers
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PointerPosition:
     """Absolute pointer position in surface pixels (client mouse mode)."""
 
@@ -67,7 +66,7 @@ class PointerPosition:
     display_id: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PointerMotion:
     """Relative pointer motion (server mouse mode)."""
 
@@ -76,7 +75,7 @@ class PointerMotion:
     buttons: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ButtonEvent:
     """A pointer button went down or up (not the wheel)."""
 
@@ -85,7 +84,7 @@ class ButtonEvent:
     buttons: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class WheelEvent:
     """One wheel step: ``dy`` = -1 up, +1 down (spice-server's mapping of buttons UP/DOWN)."""
 
@@ -96,7 +95,7 @@ class WheelEvent:
 InputEvent = KeyEvent | LockState | PointerPosition | PointerMotion | ButtonEvent | WheelEvent
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DisplayReady:
     """DISPLAY_INIT arrived: the client's image cache and GLZ window (in pixels)."""
 
@@ -105,14 +104,14 @@ class DisplayReady:
     glz_dictionary_id: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CompressionPreferred:
     """PREFERRED_COMPRESSION: the client asked for a SpiceImageCompression."""
 
     compression: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StreamReported:
     """STREAM_REPORT for one of our streams (``spice.proto`` DisplayChannel stream_report)."""
 
@@ -133,14 +132,14 @@ class StreamReported:
         return self.num_frames == 0 and self.num_drops == 0xFFFF_FFFF
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MouseModeChanged:
     """The main channel switched mouse mode (SERVER 1, CLIENT 2)."""
 
     mode: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MouseModeRequested:
     """MOUSE_MODE_REQUEST arrived (reported whether or not the mode changes)."""
 
@@ -148,7 +147,7 @@ class MouseModeRequested:
     granted: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AgentMessage:
     """An AGENT_START / AGENT_DATA / AGENT_TOKEN message while the agent is off
     (``agent=False``): only noted (``size`` is the message body's length)."""
@@ -158,7 +157,7 @@ class AgentMessage:
     size: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PongReceived:
     """The client answered our PING ``id``: it has handled every message sent before it."""
 
@@ -167,7 +166,7 @@ class PongReceived:
     round_trip: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ClientDisconnecting:
     """The client announced it is leaving, with a SpiceLinkErr reason."""
 
@@ -179,7 +178,7 @@ class ClientDisconnecting:
 # and type numbers are spice-protocol:spice/vd_agent.h's (spiceserver.clipboard names them).
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AgentCapabilities:
     """ANNOUNCE_CAPABILITIES: the client's VD_AGENT_CAP_* bits (``request``: it wants ours;
     they were sent already)."""
@@ -188,7 +187,7 @@ class AgentCapabilities:
     request: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ClipboardGrab:
     """The client owns ``selection`` now and offers ``types`` (a serial race it lost is not
     reported: the protocol discards that grab, as spice-vdagent does)."""
@@ -197,7 +196,7 @@ class ClipboardGrab:
     types: tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ClipboardRequest:
     """The client wants our ``selection`` data of ``type`` (answer with ``clipboard``)."""
 
@@ -205,7 +204,7 @@ class ClipboardRequest:
     type: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ClipboardData:
     """The client's data of ``type`` for ``selection``, answering our request (type 0, NONE,
     and no data: it has none)."""
@@ -215,21 +214,21 @@ class ClipboardData:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ClipboardRelease:
     """The client no longer owns ``selection``."""
 
     selection: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MaxClipboard:
     """The largest clipboard the client accepts (-1: no limit)."""
 
     max: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AgentMonitor:
     """One entry of a client's MONITORS_CONFIG; ``index`` is the client's display id (with
     sparse configs, entries of width or height 0 are disabled displays)."""
@@ -244,7 +243,7 @@ class AgentMonitor:
     height_mm: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MonitorsConfig:
     """MONITORS_CONFIG: the windows the client has (already answered with REPLY)."""
 
@@ -252,7 +251,7 @@ class MonitorsConfig:
     flags: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FileXferStart:
     """FILE_XFER_START with a valid name and size: answer with ``file_status``."""
 
@@ -261,7 +260,7 @@ class FileXferStart:
     size: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FileXferData:
     """FILE_XFER_DATA: the next ``data`` of transfer ``id``."""
 
@@ -269,7 +268,7 @@ class FileXferData:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FileXferCancelled:
     """FILE_XFER_STATUS from the client: it stopped transfer ``id`` (``result`` CANCELLED or
     ERROR)."""
@@ -278,7 +277,7 @@ class FileXferCancelled:
     result: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AgentDropped:
     """An agent message the protocol dropped, and why (the connection stays up).  ``type``
     is the VD_AGENT_* type; ``selection`` is set for clipboard data that was dropped (the

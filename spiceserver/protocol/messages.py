@@ -1,8 +1,10 @@
 """Every SPICE message this server sends or accepts, declared once, as data.
 
-A message is a frozen dataclass registered with :func:`message` under its channel, direction and
-type number (spice.proto ``channel ...`` blocks).  Fixed layouts are a single precompiled
-``struct`` format; a trailing ``bytes`` field marked ``tail=True`` takes the rest of the body.
+A message is a frozen record (:func:`~spiceserver.protocol.records.record`, a lighter
+``dataclass(frozen=True, slots=True)``) registered with :func:`message` under its channel,
+direction and type number (spice.proto ``channel ...`` blocks).  Fixed layouts are a single
+precompiled ``struct`` format; a trailing ``bytes`` field marked ``tail=True`` takes the rest of
+the body.
 The few variable layouts (arrays, strings) provide their own ``_pack``/``_unpack``.  Display
 drawing messages, which carry encoded images, are built in :mod:`spiceserver.protocol.display`.
 
@@ -13,7 +15,6 @@ bodies too; trailing bytes are a sign of a peer we do not understand).
 
 from __future__ import annotations
 
-import dataclasses
 import struct
 from collections.abc import Callable
 from typing import ClassVar, TypeVar, dataclass_transform
@@ -36,6 +37,7 @@ from spiceserver.protocol.enums import (
     RecordClientMsg,
     RecordServerMsg,
 )
+from spiceserver.protocol.records import record, record_fields
 
 __all__ = ["CLIENT", "REGISTRY", "SERVER", "Message", "decode_client_message", "message"]
 
@@ -49,7 +51,7 @@ M = TypeVar("M", bound="Message")
 
 
 class Message:
-    """Base of all message dataclasses."""
+    """Base of all message records."""
 
     TYPE: ClassVar[int]
     CHANNEL: ClassVar[ChannelType | None]
@@ -69,7 +71,7 @@ class Message:
 
     # Default fixed-layout codec; variable layouts override these two.
     def _pack(self) -> bytes:
-        # Every subclass is a dataclass (the @message decorator); this base class is not one.
+        # Every subclass is a record (the @message decorator); this base class is not one.
         # The fields' own values, in order (dataclasses.astuple deep-copies each: ~10x slower).
         values = [getattr(self, name) for name in self._FIELDS]
         if self._TAIL:
@@ -90,13 +92,13 @@ class Message:
         return cls(*values)
 
 
-# The decorator applies ``dataclass(frozen=True, slots=True)`` itself: ``dataclass_transform``
+# The decorator makes each class a frozen, slotted record itself: ``dataclass_transform``
 # tells type checkers so, and they then see each message's constructor and frozen fields.
 @dataclass_transform(frozen_default=True)
 def message(
     channel: ChannelType | None, type_: int, fmt: str = "", *, tail: bool = False
 ) -> Callable[[type[M]], type[M]]:
-    """Register a message dataclass; ``fmt`` is its little-endian struct layout.
+    """Register a message record; ``fmt`` is its little-endian struct layout.
 
     The direction comes from the name of ``type_``'s enum class: a ``*Client*`` enum (such as
     ``MainClientMsg``) declares a client → server message, any other a server → client one.
@@ -104,13 +106,13 @@ def message(
 
     def register(cls: type[M]) -> type[M]:
         direction = CLIENT if "Client" in type(type_).__name__ else SERVER
-        cls = dataclasses.dataclass(frozen=True, slots=True)(cls)
+        cls = record(cls)
         cls.TYPE = int(type_)
         cls.CHANNEL = channel
         cls.DIRECTION = direction
         cls._STRUCT = struct.Struct("<" + fmt)
         cls._TAIL = tail
-        cls._FIELDS = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+        cls._FIELDS = record_fields(cls)
         key = (direction, channel, int(type_))
         if key in REGISTRY:  # pragma: no cover - a declaration bug
             raise RuntimeError(f"duplicate message {key}")
@@ -665,7 +667,7 @@ class MouseRelease(Message):
 # ============================================================================ cursor channel
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@record
 class CursorShape:
     """An ALPHA cursor: straight (non-premultiplied) B,G,R,A pixels, top-down.
 
