@@ -7,6 +7,7 @@ costs nothing, and what is reported is tightened to the pixels that really chang
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -26,6 +27,7 @@ MAX_GRAB_BOXES = 8
 
 #: :func:`load_kernel`'s compiled comparison of small boxes; None: numpy's.
 _changed_box: Callable[[np.ndarray, np.ndarray], tuple[int, int, int, int]] | None = None
+_load_lock = threading.Lock()
 
 
 def load_kernel() -> None:
@@ -38,16 +40,22 @@ def load_kernel() -> None:
     global _changed_box
     from encoders._jit import JIT_ENABLED
 
-    if not JIT_ENABLED or _changed_box is not None:
+    if not JIT_ENABLED:
         return
-    from spiceserver.sources._tiles_kernel import changed_box
+    # One thread at a time (each desktop source starts one): a call that finds its
+    # signature not compiled yet waits for numba's compile lock, and numba then refuses it
+    # once the first thread has disabled compiling, even though the signature exists by then.
+    with _load_lock:
+        if _changed_box is not None:
+            return
+        from spiceserver.sources._tiles_kernel import changed_box
 
-    probe = np.zeros((2, 2, 4), np.uint8)
-    part = probe[:, :1]  # a box of a frame (strided), and one grabbed (contiguous)
-    for old, new in ((part, part.copy()), (probe, probe)):  # compiled here, not on a change
-        changed_box(old, new)
-    cast(Any, changed_box).disable_compile()  # any other kind: TypeError, never a compile
-    _changed_box = changed_box
+        probe = np.zeros((2, 2, 4), np.uint8)
+        part = probe[:, :1]  # a box of a frame (strided), and one grabbed (contiguous)
+        for old, new in ((part, part.copy()), (probe, probe)):  # compiled here, not on a change
+            changed_box(old, new)
+        cast(Any, changed_box).disable_compile()  # any other kind: TypeError, never a compile
+        _changed_box = changed_box
 
 
 def changed_rects(old: np.ndarray, new: np.ndarray, tile: int = TILE) -> list[Rect]:

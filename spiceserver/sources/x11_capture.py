@@ -133,6 +133,14 @@ def use_lean_damage_events(display: Display, event_type: int) -> bool:
     return True
 
 
+def _load_compare_kernel() -> None:
+    """tiles.load_kernel on its timer thread: a failure leaves numpy's compare in place."""
+    try:
+        load_kernel()
+    except Exception:
+        logger.warning("small-box compare kernel not loaded: numpy compares them", exc_info=True)
+
+
 def open_display(name: str) -> Display:
     """A python-xlib connection to ``name``, or a :class:`ConfigError` that says what to check."""
     from Xlib import display as xdisplay
@@ -254,7 +262,7 @@ class _Capture:
         d.sync()
         self._check_layout()
         self._grab_full()
-        loader = threading.Timer(KERNEL_LOAD_DELAY, load_kernel)
+        loader = threading.Timer(KERNEL_LOAD_DELAY, _load_compare_kernel)
         loader.name, loader.daemon = "spice-x11-jit", True
         loader.start()
         status = " ".join(self.sct.performance_status)

@@ -5,6 +5,12 @@ The X side is covered by ``tests/interop/test_desktop.py`` against a real Xvfb.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -185,3 +191,35 @@ def test_lean_damage_events_parse_as_python_xlib_does() -> None:
     # anything else in that slot (another python-xlib) is left alone
     assert not use_lean_damage_events(display, 91)  # type: ignore[arg-type]
     assert not use_lean_damage_events(SimpleNamespace(), 91)  # type: ignore[arg-type]
+
+
+def test_sources_loading_the_compare_kernel_at_once_all_get_it(tmp_path: Path) -> None:
+    # Each desktop source loads the kernel on a timer thread of its own: a thread that found
+    # the kernel uncompiled while another compiled it was refused by numba ("compilation
+    # disabled") once the first had disabled compiling.  A fresh cache makes the compile slow
+    # enough for the threads to meet.
+    probe = textwrap.dedent(
+        """
+        import threading
+        from spiceserver.sources import tiles
+        errors = []
+        def load():
+            try:
+                tiles.load_kernel()
+            except Exception as exc:
+                errors.append(repr(exc))
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        print(errors, tiles._changed_box is not None)
+        """
+    )
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    env.pop("NUMBA_DISABLE_JIT", None)
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", "True"]
