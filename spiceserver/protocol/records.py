@@ -11,10 +11,10 @@ are shared functions that read the class's field names.
 
 What a record keeps of a dataclass: the constructor (positional or keyword, defaults,
 ``__post_init__``), ``__slots__``, ``__match_args__``, value equality and hashing over the fields
-in order, a dataclass-style ``repr``, and :class:`dataclasses.FrozenInstanceError` on any
-assignment.  What it does not: ``dataclasses.fields()``/``replace()``/``asdict()`` (nothing
-uses them on these classes), ``field()`` specifications and inheritance of fields between
-records.
+in order, a dataclass-style ``repr``, :class:`dataclasses.FrozenInstanceError` on any
+assignment, and copying and pickling.  What it does not: ``dataclasses.fields()``,
+``replace()`` and ``asdict()`` (nothing uses them on these classes), ``field()``
+specifications and inheritance of fields between records.
 """
 
 from __future__ import annotations
@@ -58,6 +58,16 @@ def _frozen_setattr(self: Any, name: str, value: Any) -> None:
 
 def _frozen_delattr(self: Any, name: str) -> None:
     raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+def _getstate(self: Any) -> tuple[Any, ...]:
+    return _values(self)
+
+
+def _setstate(self: Any, state: tuple[Any, ...]) -> None:
+    # copy and pickle restore a slotted, frozen instance through here, as they do a dataclass's
+    for name, value in zip(type(self).__match_args__, state, strict=True):
+        _setattr(self, name, value)
 
 
 def record_fields(cls: type) -> tuple[str, ...]:
@@ -109,6 +119,8 @@ def record(cls: T) -> T:
         __repr__=_repr,
         __setattr__=_frozen_setattr,
         __delattr__=_frozen_delattr,
+        __getstate__=_getstate,
+        __setstate__=_setstate,
         _record_values=_getter(fields),
     )
     made = type(cls)(cls.__name__, cls.__bases__, namespace)

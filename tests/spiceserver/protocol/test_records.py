@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import pickle
 from typing import ClassVar
 
 import pytest
 
 from spiceserver.protocol.events import KeyEvent, PointerMotion
-from spiceserver.protocol.messages import REGISTRY, CursorShape
+from spiceserver.protocol.messages import REGISTRY, CursorShape, SetAck
 from spiceserver.protocol.records import record, record_fields
 
 
@@ -61,6 +63,16 @@ def test_a_record_is_frozen() -> None:
         del point.x  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         point.other = 1  # type: ignore[attr-defined]
+
+
+def test_a_record_copies_and_pickles() -> None:
+    point = Point(1, 2, b"x")
+    for copied in (copy.copy(point), copy.deepcopy(point), pickle.loads(pickle.dumps(point))):
+        assert copied == point and copied is not point
+    shape = CursorShape(1, 1, 1, 0, 0, b"\0" * 4)
+    assert pickle.loads(pickle.dumps(shape)) == shape
+    ack = SetAck(1, 2)  # a message (its base class has no slots)
+    assert copy.deepcopy(ack) == pickle.loads(pickle.dumps(ack)) == ack
 
 
 def test_post_init_runs_and_patterns_match() -> None:
