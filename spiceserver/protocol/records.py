@@ -12,8 +12,8 @@ are shared functions that read the class's field names.
 What a record keeps of a dataclass: the constructor (positional or keyword, defaults,
 ``__post_init__``), ``__slots__``, ``__match_args__``, value equality and hashing over the fields
 in order, a dataclass-style ``repr``, :class:`dataclasses.FrozenInstanceError` on any
-assignment, and copying and pickling.  What it does not: ``dataclasses.fields()``,
-``replace()`` and ``asdict()`` (nothing uses them on these classes), ``field()``
+assignment, copying and pickling, and ``__dataclass_fields__`` for ``dataclasses.fields()``,
+``asdict()``, ``replace()`` and ``is_dataclass()``.  What it does not: ``field()``
 specifications and inheritance of fields between records.
 """
 
@@ -106,7 +106,12 @@ def record(cls: T) -> T:
     scope.update((f"_default_{name}", value) for name, value in defaults.items())
     exec(source, scope)  # one compile a class, the dataclass decorator's six
 
+    annotations = own.get("__annotations__", {})
     namespace = {key: value for key, value in own.items() if key not in defaults}
+    namespace["__dataclass_fields__"] = {
+        name: _field(name, annotations[name], defaults.get(name, dataclasses.MISSING))
+        for name in names
+    }
     namespace.pop("__dict__", None)
     namespace.pop("__weakref__", None)
     fields = tuple(names)
@@ -126,6 +131,17 @@ def record(cls: T) -> T:
     made = type(cls)(cls.__name__, cls.__bases__, namespace)
     scope["__init__"].__qualname__ = f"{made.__qualname__}.__init__"
     return made  # type: ignore[return-value]
+
+
+def _field(name: str, annotation: Any, default: Any) -> dataclasses.Field[Any]:
+    """The ``dataclasses.Field`` of one field, so that ``dataclasses.fields()``, ``asdict()``,
+    ``replace()`` and ``is_dataclass()`` work on records as on the dataclasses they were (an
+    embedding program may use them on events)."""
+    field: dataclasses.Field[Any] = dataclasses.field(default=default)
+    field.name = name
+    field.type = annotation
+    field._field_type = getattr(dataclasses, "_FIELD", None)  # type: ignore[attr-defined]
+    return field
 
 
 def _getter(fields: tuple[str, ...]) -> Any:

@@ -65,6 +65,16 @@ def test_a_record_is_frozen() -> None:
         point.other = 1  # type: ignore[attr-defined]
 
 
+def test_the_dataclasses_functions_work_on_records() -> None:
+    event = KeyEvent(30, True)
+    assert dataclasses.is_dataclass(event) and dataclasses.is_dataclass(SetAck)
+    assert [f.name for f in dataclasses.fields(event)] == ["scancode", "pressed"]
+    assert dataclasses.asdict(event) == {"scancode": 30, "pressed": True}
+    assert dataclasses.replace(event, pressed=False) == KeyEvent(30, False)
+    assert dataclasses.replace(Point(1), label=b"a") == Point(1, 7, b"a")
+    assert [f.default for f in dataclasses.fields(Point)] == [dataclasses.MISSING, 7, b""]
+
+
 def test_a_record_copies_and_pickles() -> None:
     point = Point(1, 2, b"x")
     for copied in (copy.copy(point), copy.deepcopy(point), pickle.loads(pickle.dumps(point))):
