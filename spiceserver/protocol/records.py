@@ -60,10 +60,6 @@ def _frozen_delattr(self: Any, name: str) -> None:
     raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
 
 
-def _getstate(self: Any) -> tuple[Any, ...]:
-    return _values(self)
-
-
 def _setstate(self: Any, state: tuple[Any, ...]) -> None:
     # copy and pickle restore a slotted, frozen instance through here, as they do a dataclass's
     for name, value in zip(type(self).__match_args__, state, strict=True):
@@ -80,17 +76,20 @@ def record_fields(cls: type) -> tuple[str, ...]:
 def record(cls: T) -> T:
     """Make ``cls`` a frozen, slotted record of its annotated fields (see the module)."""
     own = cls.__dict__
+    annotations = own.get("__annotations__", {})
     names = [
         name
-        for name, annotation in own.get("__annotations__", {}).items()
+        for name, annotation in annotations.items()
         if not str(annotation).startswith(("ClassVar", "typing.ClassVar"))
     ]
     defaults = {name: own[name] for name in names if name in own}
     params = []
+    after_default = False
     for name in names:
         if name in defaults:
             params.append(f"{name}=_default_{name}")
-        elif defaults and params and "=" in params[-1]:
+            after_default = True
+        elif after_default:
             raise TypeError(f"{cls.__name__}: non-default field {name!r} follows a default")
         else:
             params.append(name)
@@ -106,7 +105,6 @@ def record(cls: T) -> T:
     scope.update((f"_default_{name}", value) for name, value in defaults.items())
     exec(source, scope)  # one compile a class, the dataclass decorator's six
 
-    annotations = own.get("__annotations__", {})
     namespace = {key: value for key, value in own.items() if key not in defaults}
     namespace["__dataclass_fields__"] = {
         name: _field(name, annotations[name], defaults.get(name, dataclasses.MISSING))
@@ -124,7 +122,7 @@ def record(cls: T) -> T:
         __repr__=_repr,
         __setattr__=_frozen_setattr,
         __delattr__=_frozen_delattr,
-        __getstate__=_getstate,
+        __getstate__=_values,
         __setstate__=_setstate,
         _record_values=_getter(fields),
     )
