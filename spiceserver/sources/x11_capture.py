@@ -72,13 +72,6 @@ KERNEL_LOAD_DELAY = 3.0
 SCROLL_MIN_AREA = 128 * 32
 
 
-class _Area:
-    __slots__ = ("height", "width", "x", "y")
-
-    def __init__(self, x: int, y: int, width: int, height: int) -> None:
-        self.x, self.y, self.width, self.height = x, y, width, height
-
-
 #: DamageNotify (``xorgproto:damageproto.h`` xDamageNotifyEvent): type, level, sequence,
 #: drawable, damage, timestamp, area (x, y, width, height), geometry; in the client's byte
 #: order, which python-xlib sets to the host's.
@@ -116,8 +109,9 @@ class LeanDamageNotify:
         ) = _DAMAGE_NOTIFY.unpack_from(binarydata)  # fmt: skip
         self.type = code & 0x7F  # the top bit: sent with SendEvent (python-xlib's split)
         self.send_event = bool(code & 0x80)
-        self.area = _Area(ax, ay, aw, ah)
-        self.drawable_geometry = _Area(gx, gy, gw, gh)
+        # python-xlib's boxes have these four attributes too
+        self.area = Rect(ax, ay, aw, ah)
+        self.drawable_geometry = Rect(gx, gy, gw, gh)
 
 
 def use_lean_damage_events(display: Display, event_type: int) -> bool:
