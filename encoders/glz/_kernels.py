@@ -31,6 +31,7 @@ from encoders._lzbase import (
 __all__ = [
     "MAX_IMAGE_DIST",
     "MAX_PIXEL_LONG_DISTANCE",
+    "glz_encode_small",
     "glz_prime",
     "glz_rebase",
     "glz_rgb32_compress",
@@ -439,3 +440,70 @@ def glz_rebase(table: np.ndarray, delta: int) -> None:
     for k in range(table.shape[0]):
         v = int(table[k])
         table[k] = v - delta if v >= delta else -1
+
+
+@kernel
+def _put_be(out: np.ndarray, pos: int, value: int, nbytes: int) -> int:
+    """Store ``value`` as ``nbytes`` big-endian bytes at ``out[pos]``; the position after."""
+    for k in range(nbytes):
+        out[pos + k] = (value >> (8 * (nbytes - 1 - k))) & 0xFF
+    return pos + nbytes
+
+
+@kernel
+def glz_encode_small(
+    pixels: np.ndarray,
+    arena: np.ndarray,
+    aoff: int,
+    cur_virt: int,
+    base: int,
+    cur_id: int,
+    win_head_dist: int,
+    htab: np.ndarray,
+    ltab: np.ndarray,
+    img_virt: np.ndarray,
+    img_aoff: np.ndarray,
+    img_size: np.ndarray,
+    oldest_id: int,
+    out: np.ndarray,
+) -> int:
+    """One image in one call: copy ``pixels`` (C-contiguous (H, W, 4) uint8 B,G,R,X) into
+    ``arena[aoff:]``, write the GLZ header (``glz_encode()``: magic, version, type RGB32
+    top-down, width, height, stride, id, win_head_dist; big-endian), the tokens of one lane
+    (:func:`glz_rgb32_compress`) and the image's slot in ``img_*``.  Returns the stream's end in
+    ``out``, or -1 on overflow.
+
+    Why one call: on the path of every small change (a typed glyph) the copy, header and
+    record keeping as numpy and struct calls took ~60 us of a cold CPU, more than the tokens
+    (``GlzDictionary._encode_small``).
+    """
+    height = pixels.shape[0]
+    width = pixels.shape[1]
+    npixels = height * width
+    flat = pixels.reshape(npixels * 4)
+    for k in range(npixels):
+        j = 4 * k
+        arena[aoff + k] = (
+            int(flat[j])
+            | (int(flat[j + 1]) << 8)
+            | (int(flat[j + 2]) << 16)
+            | (int(flat[j + 3]) << 24)
+        )
+    pos = _put_be(out, 0, 0x20205A4C, 4)  # LZ_MAGIC
+    pos = _put_be(out, pos, 0x00010001, 4)  # LZ_VERSION
+    pos = _put_be(out, pos, 8 | (1 << 4), 1)  # LZ_IMAGE_TYPE_RGB32, top down
+    pos = _put_be(out, pos, width, 4)
+    pos = _put_be(out, pos, height, 4)
+    pos = _put_be(out, pos, 4 * width, 4)
+    pos = _put_be(out, pos, cur_id, 8)
+    pos = _put_be(out, pos, win_head_dist, 4)
+    cur = arena[aoff : aoff + npixels]
+    end = glz_rgb32_compress(
+        cur, 0, npixels, cur_virt, base, cur_id, arena, htab, ltab,
+        img_virt, img_aoff, img_size, oldest_id, out, pos, width,
+    )  # fmt: skip
+    slot = cur_id % img_virt.shape[0]
+    img_virt[slot] = cur_virt
+    img_aoff[slot] = aoff
+    img_size[slot] = npixels
+    return end

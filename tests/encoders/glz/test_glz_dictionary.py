@@ -231,11 +231,67 @@ def test_kernel_jit_equals_python(monkeypatch: pytest.MonkeyPatch) -> None:
     frames = [text_like(24, 32, seed=s % 2)[s % 5 :] for s in range(6)]
     jit = GlzDictionary(2000, max_pixels=1500, hash_bits=10)
     expected = [jit.encode(f) for f in frames]
-    monkeypatch.setattr(
-        dictionary_module, "glz_rgb32_compress", py_func(dictionary_module.glz_rgb32_compress)
-    )
+    from encoders.glz import _kernels
+
+    compress = py_func(dictionary_module.glz_rgb32_compress)
+    monkeypatch.setattr(dictionary_module, "glz_rgb32_compress", compress)
+    # the small-image kernel too, calling the Python body of the token kernel
+    monkeypatch.setattr(_kernels, "glz_rgb32_compress", compress)
+    monkeypatch.setattr(_kernels, "_put_be", py_func(_kernels._put_be))
+    small = py_func(_kernels.glz_encode_small)
+    monkeypatch.setattr(dictionary_module, "glz_encode_small", small)
     python = GlzDictionary(2000, max_pixels=1500, hash_bits=10)
-    assert [python.encode(f) for f in frames] == expected
+    contiguous = [np.ascontiguousarray(f) for f in frames]
+    assert [python.encode(f) for f in frames + contiguous] == expected + [
+        jit.encode(f) for f in contiguous
+    ]
+
+
+def test_small_images_take_one_kernel_call_and_the_same_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A small C-contiguous image goes through ``glz_encode_small`` (copy, header, tokens and
+    record in one call); its stream is the one the general path makes of the same pixels
+    (read-only, so they take it), through window evictions, arena wraps, table rebases and
+    resets, and it decodes."""
+    calls: list[int] = []
+    small = dictionary_module.glz_encode_small
+
+    def counted(*args: object) -> int:
+        calls.append(1)
+        return small(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dictionary_module, "glz_encode_small", counted)
+    monkeypatch.setattr(dictionary_module.LaneTables, "SLOT_LIMIT", 20_000)
+    rng = np.random.default_rng(11)
+    base = text_like(96, 96, seed=3)
+    fast = GlzDictionary(6000, max_pixels=5000, hash_bits=10)
+    general = GlzDictionary(6000, max_pixels=5000, hash_bits=10)
+    w = GlzWindow()
+    for i in range(120):
+        h, wd = int(rng.integers(1, 60)), int(rng.integers(1, 96))
+        y, x = int(rng.integers(0, 96 - h + 1)), int(rng.integers(0, 96 - wd + 1))
+        img = base[y : y + h, x : x + wd].copy()
+        if i % 7 == 0:
+            img[rng.random((h, wd)) < 0.2] = 255
+        if not fast.fits(wd, h):
+            continue
+        read_only = np.frombuffer(img.tobytes(), dtype=np.uint8).reshape(img.shape)
+        assert _send(fast, w, img)[0] == general.encode(read_only), i
+        if i == 80:
+            fast.reset()
+            general.reset()
+            w = GlzWindow()
+    assert fast._tables.base > 0 and fast.oldest_id > 0
+    assert len(calls) == fast.images_encoded
+    # views, read-only buffers and large images take the general path
+    calls.clear()
+    frame = text_like(300, 300, seed=4)
+    ro = np.frombuffer(frame[:20, :30].tobytes(), dtype=np.uint8).reshape(20, 30, 4)
+    d = GlzDictionary(1 << 20)
+    for img in (frame[:20, :30], ro, frame):
+        d.encode(img)
+    assert calls == []
 
 
 @needs_jit
@@ -259,12 +315,13 @@ def test_warmup_covers_production_signatures() -> None:
     """After warmup(), no input layout makes numba compile again (a stall mid-session)."""
     from encoders._jit import JIT_ENABLED
     from encoders.glz import warmup
-    from encoders.glz._kernels import glz_rgb32_compress
+    from encoders.glz._kernels import glz_encode_small, glz_rgb32_compress
 
     if not JIT_ENABLED:
         pytest.skip("JIT disabled")
     warmup()
     before = len(glz_rgb32_compress.signatures)
+    small = len(glz_encode_small.signatures)
     frame = np.arange(20 * 30 * 4, dtype=np.uint8).reshape(20, 30, 4)
     ro = np.frombuffer(frame.tobytes(), dtype=np.uint8).reshape(20, 30, 4)
     d = GlzDictionary(5000)
@@ -272,6 +329,7 @@ def test_warmup_covers_production_signatures() -> None:
         glz_encode(img)
         d.encode(img)
     assert len(glz_rgb32_compress.signatures) == before
+    assert len(glz_encode_small.signatures) == small == 1
 
 
 def test_memory_follows_the_images_not_the_window() -> None:
