@@ -245,6 +245,45 @@ def test_frame_equals_the_x_screen(
         client.wait_for_frame(settled_screen(display), timeout=30)
 
 
+def test_grabber_direct_request_gives_the_x_pixels() -> None:
+    """The grabber's own XShmGetImage (x11_grab._ShmRequest) gives what ImageMagick reads,
+    for boxes small and whole; a box off the screen raises mss's error (the capture follows a
+    shrunk screen on it) and the next grab works."""
+    import mss.exception
+
+    from spiceserver.sources.base import Rect
+    from spiceserver.sources.x11_grab import Grabber, _ShmRequest
+
+    with Xvfb(WIDTH, HEIGHT) as name:
+        x(name, "xsetroot", "-solid", "#336699")
+        proc = subprocess.Popen(
+            ["xterm", "-geometry", "30x5+100+50", "-title", "grab-test", "-e", "sh", "-c",
+             "echo spice; sleep 600"],
+            env=x_env(name), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            wait_window(name, "grab-test")
+            expected = settled_screen(name)
+            grabber = Grabber(name)
+            try:
+                boxes = [Rect(0, 0, 8, 8), Rect(100, 50, 40, 20), Rect(0, 0, WIDTH, HEIGHT)]
+                boxes += [Rect(WIDTH - 1, HEIGHT - 1, 1, 1), Rect(90, 40, 200, 80)]
+                for box in boxes:
+                    pixels = grabber.grab(box)
+                    want = expected[box.y : box.bottom, box.x : box.right]
+                    assert np.array_equal(pixels[..., :3], want), box
+                assert isinstance(grabber._shm, _ShmRequest)
+                with pytest.raises(mss.exception.ScreenShotError):
+                    grabber.grab(Rect(WIDTH - 10, HEIGHT - 10, 20, 20))
+                box = boxes[1]
+                want = expected[box.y : box.bottom, box.x : box.right]
+                assert np.array_equal(grabber.grab(box)[..., :3], want)
+            finally:
+                grabber.close()
+        finally:
+            _kill(proc)
+
+
 @pytest.mark.parametrize("on_loop", [True, False], ids=["loop", "thread"])
 def test_small_changes_on_the_loop_big_ones_on_the_thread(
     display: str, apps: Callable[..., Any], on_loop: bool
