@@ -82,8 +82,9 @@ def warmup() -> None:
     frame.flags.writeable = False  # read-only input (np.frombuffer, mmap): its own signature
     glz_encode(frame)
     dictionary = GlzDictionary(1000, max_pixels=64, hash_bits=10)
-    dictionary.encode(frame)
+    dictionary.encode(frame)  # read-only: the general path
     dictionary.encode(frame[1:3, 1:5])
+    dictionary.encode(frame.copy())  # small, writable, contiguous: glz_encode_small
     # the second lane's priming kernel (used only when LANE_MIN_PIXELS lets images split)
     table = np.full(1 << 10, -1, dtype=np.int32)
     glz_prime(frame.view(np.uint32).reshape(-1), 0, 8, 0, 0, table)

@@ -8,6 +8,8 @@ past a referenced image's end: so a passing sequence is one the real client deco
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -330,6 +332,14 @@ def test_warmup_covers_production_signatures() -> None:
         d.encode(img)
     assert len(glz_rgb32_compress.signatures) == before
     assert len(glz_encode_small.signatures) == small == 1
+    # and warmup() alone, in a fresh process, is what loads the small-image kernel (in this
+    # one, earlier tests may have compiled it already)
+    code = (
+        "from encoders.glz import warmup; from encoders.glz._kernels import glz_encode_small;"
+        " warmup(); print(len(glz_encode_small.signatures))"
+    )
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert fresh.stdout.split() == ["1"]
 
 
 def test_memory_follows_the_images_not_the_window() -> None:
