@@ -373,11 +373,7 @@ class GlzDictionary:
         """
         if len(parts) == 1 and _small_image(parts[0]):
             pixels = parts[0]
-            if not self.fits(pixels.shape[1], pixels.shape[0]):
-                raise EncoderError(
-                    f"glz: {pixels.shape[1]}x{pixels.shape[0]} image does not fit a window of"
-                    f" {self.window_pixels} pixels (dictionary cap {self.capacity})"
-                )
+            self._require_fit(pixels.shape[1], pixels.shape[0])
             with self._lock:
                 return self._encode_small(pixels)
         rows = [as_pixel_rows(part, "glz") for part in parts]
@@ -387,11 +383,7 @@ class GlzDictionary:
         if any(r.shape[1] != width for r in rows):
             raise EncoderError(f"glz: stacked parts differ in width ({[r.shape[1] for r in rows]})")
         height = sum(r.shape[0] for r in rows)
-        if not self.fits(width, height):
-            raise EncoderError(
-                f"glz: {width}x{height} image does not fit a window of {self.window_pixels}"
-                f" pixels (dictionary cap {self.capacity})"
-            )
+        self._require_fit(width, height)
         with self._lock:
             return self._encode_locked(rows, width, height)
 
@@ -405,6 +397,13 @@ class GlzDictionary:
             self._start_session()
 
     # -- internals --------------------------------------------------------------------------
+
+    def _require_fit(self, width: int, height: int) -> None:
+        if not self.fits(width, height):
+            raise EncoderError(
+                f"glz: {width}x{height} image does not fit a window of {self.window_pixels}"
+                f" pixels (dictionary cap {self.capacity})"
+            )
 
     def _start_session(self) -> None:
         self._next_id = 0
