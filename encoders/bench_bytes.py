@@ -5,10 +5,11 @@ Why: a corpus of five frames is easy to fit by accident; "bytes <= C on every fr
 on frames nobody tuned for.  From each image (by default the public corpus) this makes three
 random crops, bilinear rescales to 0.5, 0.75 and 1.33, and composites (a photo pasted into the
 text frames), adds synthetic desktops drawn with Pillow (filled windows with borders, lines of
-text in the default font, a gradient bar) at four common sizes, noise and a flat frame, and
-prints for each frame ours/C for QUIC, LZ and GLZ as the server encodes them: the frame cut into
-the server's bands and stacked into one image per damaged area (``codecs.encode_stack``; LZ in
-one lane and in two, which may differ by a few tokens), GLZ into a fresh dictionary of
+text in the default font, a gradient bar) at four common sizes, anti-aliased drawings on
+white, near-noise "grain" (``grain_frame``), noise and a flat frame, and prints for each frame
+ours/C for QUIC, LZ and GLZ as the server encodes them: the frame cut into the server's bands
+and stacked into one image per damaged area (``codecs.encode_stack``; LZ in one lane and in
+two, which may differ by a few tokens), GLZ into a fresh dictionary of
 ``--window`` pixels (spice-gtk's 3,145,728 by default; frames larger than that are not GLZ
 images in the server and are skipped).  Ends with the worst ratio per codec.  Needs the shared
 harness built, as ``encoders.bench_c`` does.
@@ -57,6 +58,45 @@ def _desktop(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
     return _bgrx(np.asarray(image))
 
 
+def grain_frame(height: int, width: int, amplitude: int, seed: int) -> np.ndarray:
+    """A near-noise frame (film grain on slow diagonal ramps): each channel a triangle wave
+    plus integer-hash noise of +-``amplitude``, so neighbours are rarely, but not never, the
+    same pixel (as in ImageMagick's ``plasma:fractal``).  Integer arithmetic only: the same
+    pixels with any numpy, so C's byte count can be pinned in a test."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.uint64)
+    frame = np.zeros((height, width, 4), dtype=np.uint8)
+    word = np.uint64(0xFFFFFFFF)
+    for c in range(3):
+        salt = np.uint64(seed * 3 + c) * np.uint64(0xC2B2AE3D)
+        k = (x * np.uint64(0x9E3779B1) + y * np.uint64(0x85EBCA77) + salt) & word
+        k = ((k ^ (k >> np.uint64(15))) * np.uint64(0x2C1B3C6D)) & word
+        noise = ((k ^ (k >> np.uint64(12))) % np.uint64(2 * amplitude + 1)).astype(np.int64)
+        ramp = (x.astype(np.int64) // (3 + c) + y.astype(np.int64) // (5 + c)) % 200
+        frame[..., c] = np.clip(78 + np.abs(ramp - 100) + noise - amplitude, 0, 255)
+    return frame
+
+
+def _drawing(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
+    """Anti-aliased strokes on white (drawn 4x larger, then downscaled): smooth edges whose
+    pixels repeat one row up and one on, as in a vector logo."""
+    from PIL import Image, ImageDraw
+
+    k = 4
+    image = Image.new("RGB", (width * k, height * k), "white")
+    draw = ImageDraw.Draw(image)
+    for _ in range(150):
+        x, y = int(rng.integers(0, k * width)), int(rng.integers(0, k * height))
+        r = int(rng.integers(20, 60 * k))
+        fill = tuple(int(v) for v in rng.integers(0, 256, 3))
+        stroke = int(rng.integers(k, 6 * k))
+        if rng.random() < 0.5:
+            draw.ellipse((x - r, y - r, x + r, y + r), outline=fill, width=stroke)
+        else:
+            end = (x + int(rng.integers(-r, r)), y + int(rng.integers(-r, r)))
+            draw.line((x, y, *end), fill=fill, width=stroke)
+    return _bgrx(np.asarray(image.resize((width, height), Image.Resampling.LANCZOS)))
+
+
 def varied_frames(images: dict[str, np.ndarray], seed: int) -> Iterator[tuple[str, np.ndarray]]:
     """The frames described in the module docstring, as (name, BGRX array)."""
     from PIL import Image
@@ -84,6 +124,10 @@ def varied_frames(images: dict[str, np.ndarray], seed: int) -> Iterator[tuple[st
             yield f"{name}/with_photo", mixed
     for width, height in _DESKTOP_SIZES:
         yield f"synthetic_desktop_{width}x{height}", _desktop(width, height, rng)
+    for width, height in ((1920, 1080), (1280, 800)):
+        yield f"drawing_{width}x{height}", _drawing(width, height, rng)
+    for amplitude in (6, 16):
+        yield f"grain{amplitude}_1600x900", grain_frame(900, 1600, amplitude, seed)
     noise = rng.integers(0, 256, (300, 500, 4), dtype=np.uint8)
     noise[..., 3] = 0
     yield "noise_500x300", noise
