@@ -3,9 +3,10 @@
 The token format is fixed by ``spice-common:common/lz_decompress_tmpl.c`` ``decompress()``; the
 match search is ours.  It follows the shape of ``lz_compress_tmpl.c`` ``compress_seg()`` (a run
 check against the previous pixel, then one hash-table probe keyed by the next three pixels,
-greedy extension, hash updates on the last two pixels of each match) with a larger table and a
-multiplicative hash.  Kernels take only C-contiguous arrays and ints and return the new output
-position; a full output buffer raises ``ValueError`` (turned into ``EncoderError`` by the API).
+greedy extension, hash updates on the last two pixels of each match, one-pixel near copies)
+with a larger table, a multiplicative hash and a probe of the row above.  Kernels take only
+C-contiguous arrays and ints and return the new output position; a full output buffer raises
+``ValueError`` (turned into ``EncoderError`` by the API).
 """
 
 from __future__ import annotations
@@ -195,17 +196,26 @@ def _compress(
             ref = int(htab[np.uint64(h)]) - tb  # an index into cur; below 0: into prev
             htab[np.uint64(h)] = tb + i
             dist = i - ref
-            # the first two pixels here, the rest in same_end(): most candidates fail at once
+            # the first pixels here, the rest in same_end(): most candidates fail at once
             if (
                 ref >= 0
                 and 0 < dist <= MAX_FAR_DISTANCE
                 and (int(cur[np.uint64(ref)]) & MASK24) == p0
-                and (int(cur[np.uint64(ref + 1)]) & MASK24) == p1
             ):
-                length = same_end(cur, i + 2, cur, ref + 2, n) - i
-                # near tokens cost 2 bytes, far 4: demand a real saving over literals
-                if dist > MAX_NEAR_DISTANCE and length < 3:
-                    length = 0
+                if (int(cur[np.uint64(ref + 1)]) & MASK24) == p1:
+                    length = same_end(cur, i + 2, cur, ref + 2, n) - i
+                    # near tokens cost 2 bytes, far 4: demand a real saving over literals
+                    if dist > MAX_NEAR_DISTANCE and length < 3:
+                        length = 0
+                elif dist <= MAX_NEAR_DISTANCE:
+                    # one pixel: its 2-byte near token replaces 3 literal bytes, and splits
+                    # the literal run at worst into one more count byte, so it never costs
+                    # more; compress_seg() takes it too (RGB32's minimum match is one pixel,
+                    # spice-common:common/lz_compress_tmpl.c).  Without it, near-noise frames
+                    # (ImageMagick's plasma) came out 1-5 bytes above C.  Nested under the
+                    # first pixel's test: as a separate test after the probes, the same
+                    # logic made photos 1.4x slower (interleaved A/B).
+                    length = 1
             elif (
                 reach_prev
                 and ref < 0
@@ -221,12 +231,17 @@ def _compress(
                 # the row above: images repeat vertically more often than a 3-pixel hash
                 # slot remembers (testpattern_bars crops, window borders, gradients)
                 ra = i - width
-                if (int(cur[np.uint64(ra)]) & MASK24) == p0 and (
-                    int(cur[np.uint64(ra + 1)]) & MASK24
-                ) == p1:
-                    above = same_end(cur, i + 2, cur, ra + 2, n) - i
-                    if above > length and (width <= MAX_NEAR_DISTANCE or above >= 3):
-                        length = above
+                if (int(cur[np.uint64(ra)]) & MASK24) == p0:
+                    if (int(cur[np.uint64(ra + 1)]) & MASK24) == p1:
+                        above = same_end(cur, i + 2, cur, ra + 2, n) - i
+                        if above > length and (width <= MAX_NEAR_DISTANCE or above >= 3):
+                            length = above
+                            dist = width
+                    elif length == 0 and width <= MAX_NEAR_DISTANCE:
+                        # one pixel from above, as from the hash candidate: the pixel above
+                        # repeats far more often than a hashed one (plasma 1039x539: 58
+                        # bytes below C instead of 3 above)
+                        length = 1
                         dist = width
             if length > 0:
                 # the copy may start earlier, over the pending literals

@@ -9,8 +9,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from encoders import EncoderError
+from encoders.bench_bytes import grain_frame
 from encoders.lz import lz_encode
-from tests.encoders.lz.lz_helpers import C_SIZES, images, load_frame, needs_jit, rgb, text_like
+from tests.encoders.lz.lz_helpers import (
+    C_GRAIN,
+    C_SIZES,
+    images,
+    load_frame,
+    needs_jit,
+    rgb,
+    text_like,
+)
 from tests.reference.lz_decode import LzDecodeError, lz_decode
 
 
@@ -125,6 +134,22 @@ def test_corpus_roundtrip_and_size(name: str) -> None:
     frame = load_frame(name)
     data = _roundtrip(frame)
     assert len(data) <= 1.10 * C_SIZES[name][0]
+
+
+@needs_jit
+def test_near_noise_stays_below_c() -> None:
+    assert len(_roundtrip(grain_frame(300, 400, 6, 1))) <= C_GRAIN[0]
+
+
+def test_one_pixel_copies_never_cost_bytes() -> None:
+    """Pixels that repeat only singly (here every other one of a row repeats the row above)
+    become 2-byte copies between 1-pixel literal runs: never more than all literals."""
+    rng = np.random.default_rng(5)
+    img = np.zeros((2, 64, 4), dtype=np.uint8)
+    img[..., :3] = rng.integers(0, 256, (2, 64, 3))
+    img[1, ::2] = img[0, ::2]
+    literals = 28 + 3 * 128 + 128 // 32
+    assert len(_roundtrip(img)) <= literals
 
 
 @needs_jit

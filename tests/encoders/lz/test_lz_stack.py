@@ -12,10 +12,19 @@ from hypothesis import strategies as st
 
 from encoders import EncoderError, _lanes
 from encoders._jit import py_func
+from encoders.bench_bytes import grain_frame
 from encoders.lz import _kernels, lz_encode, lz_encode_stack
 from encoders.lz import api as lz_api
 from encoders.lz._kernels import HASH_BITS, lz_rgb32_compress_after
-from tests.encoders.lz.lz_helpers import C_SIZES, images, load_frame, needs_jit, rgb, text_like
+from tests.encoders.lz.lz_helpers import (
+    C_GRAIN,
+    C_SIZES,
+    images,
+    load_frame,
+    needs_jit,
+    rgb,
+    text_like,
+)
 from tests.reference.lz_decode import lz_decode
 
 
@@ -91,6 +100,11 @@ def test_corpus_in_server_bands(name: str) -> None:
     rows = max(1, 262_144 // frame.shape[1])  # MAX_BAND_PIXELS bands
     data = _check(_cut(frame, list(range(rows, frame.shape[0], rows))))
     assert len(data) <= C_SIZES[name][0]
+
+
+@needs_jit
+def test_near_noise_in_bands_stays_below_c() -> None:
+    assert len(_check(_cut(grain_frame(300, 400, 6, 1), [100, 200]))) <= C_GRAIN[0]
 
 
 class _Always(_lanes.Pacer):
