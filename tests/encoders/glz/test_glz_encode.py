@@ -9,8 +9,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from encoders import EncoderError
+from encoders.bench_bytes import grain_frame
 from encoders.glz import GlzDictionary, glz_encode
-from tests.encoders.lz.lz_helpers import C_SIZES, images, load_frame, needs_jit, rgb, text_like
+from tests.encoders.lz.lz_helpers import (
+    C_GRAIN,
+    C_SIZES,
+    images,
+    load_frame,
+    needs_jit,
+    rgb,
+    text_like,
+)
 from tests.reference.glz_decode import GlzDecodeError, GlzWindow, glz_decode
 
 
@@ -104,6 +113,29 @@ def test_medium_and_long_offsets() -> None:
 def test_corpus_roundtrip_and_size(name: str) -> None:
     data = _roundtrip(load_frame(name))
     assert len(data) <= C_SIZES[name][1]
+
+
+@needs_jit
+def test_near_noise_stays_below_c() -> None:
+    assert len(_roundtrip(grain_frame(300, 400, 6, 1))) <= C_GRAIN[1]
+
+
+def test_diagonal_repeats_are_copied() -> None:
+    """Pairs of pixels that repeat only one row up and one pixel on (anti-aliased slopes) are
+    copied, between pairs that repeat straight up and lone new pixels: so neither the repeat
+    candidate nor a 3-pixel string finds them."""
+    rng = np.random.default_rng(9)
+    width = 4096
+    img = np.zeros((2, width, 4), dtype=np.uint8)
+    rows = img.reshape(2, -1).view(np.uint32)
+    rows[:] = rng.permutation(1 << 24)[: 2 * width].reshape(2, width)
+    j = np.arange(width - 1)
+    diagonal, above = j % 6 < 2, (j % 6 == 3) | (j % 6 == 4)
+    rows[1, :-1][diagonal] = rows[0, 1:][diagonal]
+    rows[1, :-1][above] = rows[0, :-1][above]
+    first_row = 3 * width + width // 32
+    # per 6 pixels: two 3-byte copies and two 1-pixel literal runs (4 bytes each)
+    assert len(_roundtrip(img)) <= 33 + first_row + 14 * (width // 6) + 64
 
 
 #: The C encoder's bytes per frame of a sequence in one dictionary (window 8 Mi pixels): the
