@@ -227,7 +227,7 @@ def glz_rgb32_compress(
     the change without a table hit; when it gives ``LONG_ENOUGH`` pixels the long table is not
     probed (the 3-pixel table always is, to keep it current as ``compress_seg()`` does).
     Also ours: the pixel one row up, the same pixel of the last two images (when they have
-    this one's size) and, for a pixel nothing else matched, the one up and to the right.
+    this one's size) and, for a pixel nothing else matched, the ones up and to either side.
 
     Returns:
         The end position of the stream in ``out``; -1 if ``out`` is too short (a bug: callers
@@ -284,10 +284,10 @@ def glz_rgb32_compress(
             length = run_end(cur, i + 3, n, p0) - i
         else:
             h = 0
-            for probe in range(7):
+            for probe in range(8):
                 # probe 0: the repeat candidate; 1: the 3-pixel table; 2: the row above;
-                # 3, 4: the same pixel of the previous image and of the one before; 5: the
-                # row above, one pixel on; 6: the long table
+                # 3, 4: the same pixel of the previous image and of the one before; 5, 6: the
+                # row above, one pixel on and one back; 7: the long table
                 if probe == 0:
                     if rep_virt < 0:
                         continue
@@ -317,13 +317,19 @@ def glz_rgb32_compress(
                     g = same_virt2 + i
                 elif probe == 5:
                     # a pixel nothing else matched: anti-aliased slopes and diagonal lines
-                    # repeat one row up and one pixel on.  The 3-pixel table (2**17 slots)
-                    # forgets the far strings C's 2**20 keep; on a 1080p drawing (ImageMagick's
-                    # logo) that left us 77 bytes above C, 216 below with this probe.  Costs
-                    # photos (all literals) ~10% of their time, text frames nothing measurable.
+                    # repeat one row up and one pixel on (or back).  The 3-pixel table (2**17
+                    # slots) forgets the far strings C's 2**20 keep; on a 1080p drawing
+                    # (ImageMagick's logo) that left us 77 bytes above C, 216 below with this
+                    # probe, 462 below with the next too, and near-noise grain 4 bytes above C
+                    # before, 1 below after.  The two cost photos (all literals) up to 15% of
+                    # their time, text frames nothing measurable (interleaved A/B).
                     if length > 0 or i < width:
                         continue
                     g = cur_virt + i - width + 1
+                elif probe == 6:
+                    if length > 0 or i <= width:
+                        continue
+                    g = cur_virt + i - width - 1
                 else:
                     aligned = (i & (LONG_STEP - 1)) == 0
                     if length >= LONG_ENOUGH or i + LONG_PROBE_2 >= total:

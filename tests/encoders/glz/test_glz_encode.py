@@ -120,19 +120,20 @@ def test_near_noise_stays_below_c() -> None:
     assert len(_roundtrip(grain_frame(300, 400, 6, 1))) <= C_GRAIN[1]
 
 
-def test_diagonal_repeats_are_copied() -> None:
-    """Pairs of pixels that repeat only one row up and one pixel on (anti-aliased slopes) are
-    copied, between pairs that repeat straight up and lone new pixels: so neither the repeat
-    candidate nor a 3-pixel string finds them."""
+@pytest.mark.parametrize("step", [1, -1])
+def test_diagonal_repeats_are_copied(step: int) -> None:
+    """Pairs of pixels that repeat only one row up and one pixel on or back (anti-aliased
+    slopes) are copied, between pairs that repeat straight up and lone new pixels: so neither
+    the repeat candidate nor a 3-pixel string finds them."""
     rng = np.random.default_rng(9)
     width = 4096
     img = np.zeros((2, width, 4), dtype=np.uint8)
     rows = img.reshape(2, -1).view(np.uint32)
     rows[:] = rng.permutation(1 << 24)[: 2 * width].reshape(2, width)
-    j = np.arange(width - 1)
+    j = np.arange(1, width - 1)
     diagonal, above = j % 6 < 2, (j % 6 == 3) | (j % 6 == 4)
-    rows[1, :-1][diagonal] = rows[0, 1:][diagonal]
-    rows[1, :-1][above] = rows[0, :-1][above]
+    rows[1, 1:-1][diagonal] = rows[0, 1 + step : width - 1 + step][diagonal]
+    rows[1, 1:-1][above] = rows[0, 1:-1][above]
     first_row = 3 * width + width // 32
     # per 6 pixels: two 3-byte copies and two 1-pixel literal runs (4 bytes each)
     assert len(_roundtrip(img)) <= 33 + first_row + 14 * (width // 6) + 64
