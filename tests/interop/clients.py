@@ -761,6 +761,9 @@ def screenshot(display: str, path: str | os.PathLike[str], timeout: float = 30.0
     all, and the last failure is raised with what ``import`` said.
     """
     deadline = time.monotonic() + timeout
+    # the artifacts folder may not exist yet: on a fresh machine the tests that made it
+    # (test_remote_viewer_tshark, test_vv_file) run after the ones that first write there
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(3):
         done = subprocess.run(
             ["import", "-display", display, "-window", "root", str(path)],
