@@ -9,21 +9,22 @@ in one C call; ``ours`` the whole frame (``encoders.<codec>_encode``, or a fresh
 ``GlzDictionary`` for GLZ: the new-surface image the server sends first); ``ours_bands`` the
 frame as the server encodes a full update (``spiceserver.region.split_rows`` into
 ``MAX_BAND_PIXELS`` bands, read as the server reads a damaged area, one copy whose views the
-bands are (``update_loop.read_in_areas``), outside the timer; QUIC/LZ bands stacked into one
-image per damaged area by the server's ``stacks`` and ``codecs.encode_stack``, the stacks
-dealt out to the server's ``encoder_threads`` workers; GLZ bands stacked into one image per
-damaged area by the server's own ``glz_stacks`` and ``ImageEncoder.encode_glz_stack``, into one
-session dictionary on one worker); for GLZ also ``ours_each``, every band its own image (what the
-server did before stacking); ``c_worker`` and ``c_native_worker``, the same C calls made on a
-worker of that pool and awaited, timed as ``ours_bands`` is.  Why those: libspice encodes on
-its display worker thread, not on the thread that asks, and on these VM guests a core that
-has sat idle runs its first milliseconds slower (a QUIC frame encoded right after a 10 ms sleep
-took 1.3-1.9x its warm time, on either core), which a call on a worker pays and a call on the
-timing thread, just warmed by the previous contender, does not.  Printed: per image and codec
-the ratio ours/C (median over rounds of C time / our time; > 1: ours faster), the ratio of the
-fastest calls against both C builds, ours against C on a worker (``wk``), and bytes against C;
-then geometric means.  Only ratios from one run mean anything on a shared
-machine.
+bands are (``display.encode.read_in_areas``), outside the timer; QUIC/LZ bands stacked into one
+image per damaged area by the server's ``stacks`` and ``codecs.encode_stack``, the stacks dealt
+out to the server's ``encoder_threads`` workers; GLZ bands read as the server reads one big area
+for a GLZ client (``display.encode.read_for_encode``: into the room the session dictionary
+lends, so the encode copies nothing), stacked into one image per damaged area by the server's
+own ``glz_stacks`` and ``ImageEncoder.encode_glz_stack``, on one worker); for GLZ also
+``ours_each``, every band its own image (what the server did before stacking); ``c_worker`` and
+``c_native_worker``, the same C calls made on a worker of that pool and awaited, timed as
+``ours_bands`` is.  Why those: libspice encodes on its display worker thread, not on the thread
+that asks, and on these VM guests a core that has sat idle runs its first milliseconds slower (a
+QUIC frame encoded right after a 10 ms sleep took 1.3-1.9x its warm time, on either core), which
+a call on a worker pays and a call on the timing thread, just warmed by the previous contender,
+does not.  Printed: per image and codec the ratio ours/C (median over rounds of C time / our
+time; > 1: ours faster), the ratio of the fastest calls against both C builds, ours against C on
+a worker (``wk``), and bytes against C; then geometric means.  Only ratios from one run mean
+anything on a shared machine.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def _contenders(
     window = 8 << 20
     rects = split_rows(Rect(0, 0, width, height), band_px)
     # read as the server reads a lone display's damaged area: one copy, the bands its views
-    from spiceserver.server.channels.display.update_loop import read_in_areas
+    from spiceserver.server.channels.display.encode import read_for_encode, read_in_areas
 
     area = Rect(0, 0, width, height)
     copy = frame.copy()
@@ -128,17 +129,25 @@ def _contenders(
             n = len(whole.encode(frame))
             return n, time.perf_counter() - t0
 
-        def job() -> int:
+        def job(views: list[np.ndarray]) -> int:
             n = 0
             for stack in stacks:
-                image, _ = encoder.encode_glz_stack([bands[i] for i in stack])
+                image, _ = encoder.encode_glz_stack([views[i] for i in stack])
                 n += len(image.body[-1])  # the stream, without data_size
             return n
 
+        def read_into(rect: Rect, out: np.ndarray) -> None:
+            out[...] = frame[rect.y : rect.bottom, rect.x : rect.right]
+
         def ours_bands() -> tuple[int, float]:
             banded.reset()
+            # read as the server reads: into the room the dictionary lends (outside the timer)
+            snapshots, staged = read_for_encode(
+                lambda rect: copy, read_into, encoder, [(area, rects)]
+            )
+            assert staged or not banded.fits(width, height)
             t0 = time.perf_counter()
-            n = pool.submit(job).result()
+            n = pool.submit(job, [pixels for _, pixels in snapshots]).result()
             return n, time.perf_counter() - t0
 
         def job_each() -> int:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from encoders.errors import GlzStaged
 from spiceserver.errors import ConfigError
 from spiceserver.extras import optional_module
 from spiceserver.protocol.display import EncodedImage
@@ -479,6 +480,8 @@ class ImageEncoder:
         self.settings = DEFAULT_SETTINGS
         self._glz = glz
         self._glz_ref: weakref.ref[GlzDictionary] | None = None
+        #: The dictionary's ``stagings`` count for room lent to this encoder (stage_glz).
+        self._staging: int | None = None
         #: Codecs whose kernels are compiled (None: all; see ``SpiceServer.encoders_ready``):
         #: while one compiles, its images go out as the next candidate, raw at worst.
         self.ready = ready
@@ -570,6 +573,29 @@ class ImageEncoder:
         """Whether a ``width`` x ``height`` GLZ image fits this client's window now."""
         return self._fits("glz", width, height)
 
+    def stage_glz(self, width: int, height: int) -> np.ndarray | None:
+        """Room in the GLZ dictionary's arena to read a ``width`` x ``height`` area into
+        (``GlzDictionary.stage``): encoded as one GLZ image, it is then not copied.  None
+        when this client's mode would not send it as GLZ (or only after a lossy test: JPEG
+        allowed), or the dictionary cannot lend room now."""
+        if self.lossy or MODES[self.compression].codecs[0] != "glz":
+            return None
+        glz = self.glz
+        if glz is None or not self._fits("glz", width, height):
+            return None
+        room = glz.stage(width, height)
+        if room is not None:
+            self._staging = glz.stagings
+        return room
+
+    def unstage_glz(self) -> None:
+        """Give back room lent by :meth:`stage_glz` and not encoded (a no-op otherwise, and
+        for room another display of the session was lent since)."""
+        glz = self.glz
+        if glz is not None and self._staging is not None:
+            glz.unstage(self._staging)
+        self._staging = None
+
     def encode_glz_stack(self, parts: list[np.ndarray]) -> tuple[EncodedImage, str]:
         """Encode bands of one width, stacked top to bottom, as one GLZ image (see
         ``GlzDictionary.encode_stack``), wrapped in zlib on slow links when that is smaller;
@@ -578,8 +604,13 @@ class ImageEncoder:
         width = parts[0].shape[1]
         height = sum(part.shape[0] for part in parts)
         glz = self.glz
+        stream = None
         if glz is not None:
-            stream = glz.encode_stack(parts)
+            try:
+                stream = glz.encode_stack(parts)
+            except GlzStaged:  # another display of the session is reading into the arena
+                logger.debug("glz: arena room lent out, this image goes as LZ")
+        if stream is not None:
             if self.zlib_glz and len(stream) >= MIN_GLZ_SIZE_FOR_ZLIB:
                 wrapped = zlib.compress(stream, ZLIB_GLZ_LEVEL)
                 if len(wrapped) < len(stream):  # else plain GLZ, as libspice does

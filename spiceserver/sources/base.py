@@ -231,6 +231,10 @@ class FramebufferSource:
         """A copy of the pixels under ``rect`` (the snapshot that gets encoded)."""
         return self.frame[rect.y : rect.bottom, rect.x : rect.right].copy()
 
+    def read_into(self, rect: Rect, out: np.ndarray) -> None:
+        """:meth:`read` into ``out`` (``rect``'s height, width, 4): room an encoder lent."""
+        out[...] = self.frame[rect.y : rect.bottom, rect.x : rect.right]
+
     def replace_frame(self, frame: np.ndarray) -> None:
         """Swap in a new frame array; a new size re-creates the clients' surfaces."""
         _check_frame(frame)

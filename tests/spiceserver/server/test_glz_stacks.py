@@ -73,7 +73,7 @@ def test_bands_are_views_of_one_read_of_their_area() -> None:
     """A lone display reads each damaged area once and encodes views of its bands (one
     allocation: numpy gives 4 MiB and more transparent huge pages), same pixels as reads of
     each band."""
-    from spiceserver.server.channels.display.update_loop import read_in_areas
+    from spiceserver.server.channels.display.encode import read_in_areas
 
     frame = np.random.default_rng(4).integers(0, 256, (90, 120, 4), dtype=np.uint8)
     reads: list[Rect] = []
@@ -91,3 +91,88 @@ def test_bands_are_views_of_one_read_of_their_area() -> None:
         assert np.array_equal(pixels, frame[band.y : band.bottom, band.x : band.right])
     first = snapshots[0][1]
     assert all(np.shares_memory(first.base, p) for _, p in snapshots[: len(areas[0][1])])
+
+
+def _encode_update(
+    encoder: ImageEncoder, frame: np.ndarray
+) -> tuple[list[tuple[Rect, np.ndarray]], list[tuple[Rect, object, str]], bool]:
+    """A full update of ``frame`` read and encoded as a lone display does (read_for_encode,
+    then encode_bands on a two-thread pool)."""
+    import asyncio
+    import types
+    from concurrent.futures import ThreadPoolExecutor
+
+    from spiceserver.server.channels.display.encode import encode_bands, read_for_encode
+    from spiceserver.server.encode_cache import EncodeCache
+    from spiceserver.session import SessionMetrics
+
+    height, width = frame.shape[:2]
+    area = Rect(0, 0, width, height)
+    areas = [(area, split_rows(area, 256 * 256))]
+
+    def read_into(rect: Rect, out: np.ndarray) -> None:
+        out[...] = frame[rect.y : rect.bottom, rect.x : rect.right]
+
+    snapshots, staged = read_for_encode(
+        lambda rect: frame[rect.y : rect.bottom, rect.x : rect.right].copy(),
+        read_into,
+        encoder,
+        areas,
+    )
+    with ThreadPoolExecutor(2) as pool:
+        context = types.SimpleNamespace(
+            displays=1,
+            executor=pool,
+            encode_cache=EncodeCache(0),
+            config=types.SimpleNamespace(encoder_threads=2),
+        )
+        encoded = asyncio.run(
+            encode_bands(context, encoder, snapshots, 1, SessionMetrics(), staged=staged)  # type: ignore[arg-type]
+        )
+    encoder.unstage_glz()  # as the update loop does when the encode is over
+    return snapshots, encoded, staged
+
+
+def test_a_big_area_is_read_into_the_glz_room_and_sent_uncopied() -> None:
+    """One GLZ image of the whole area: read into the dictionary's room and encoded there;
+    with a photographic part (QUIC) the bands are copied out before anything is written
+    there, and every image decodes to the frame."""
+    from tests.reference.quic_decode import quic_decode
+
+    text = np.tile(text_like_block(), (6, 8, 1))  # 320 wide, 384 rows: a staged area
+    first_band = 256 * 256 // text.shape[1]  # photographic in the mixed frame
+    photo = photo_like(*text.shape[:2])
+    glz = GlzDictionary(3_145_728)
+    encoder = ImageEncoder(ImageCompression.AUTO_GLZ, glz)
+    window = GlzWindow()
+    mixed = np.concatenate([photo[:first_band], text[first_band:]])
+    for frame, whole in ((text, True), (mixed, False)):
+        frame = np.ascontiguousarray(frame)
+        stagings = glz.stagings
+        snapshots, encoded, staged = _encode_update(encoder, frame)
+        assert staged and glz.stagings == stagings + 1 and not glz.staged
+        assert [codec for _, _, codec in encoded] == (["glz"] if whole else ["quic", "glz"])
+        room = glz._arena.ctypes.data
+        in_room = [room <= p.ctypes.data < room + glz._arena.nbytes for _, p in snapshots]
+        assert all(in_room) if whole else not any(in_room)  # copied out when mixed
+        for band, pixels in snapshots:  # what the capture (video) reads after the encode
+            assert np.array_equal(pixels, frame[band.y : band.bottom, band.x : band.right])
+        for rect, image, codec in encoded:
+            body = bytes(image.body[1])  # type: ignore[attr-defined]
+            pixels = window.decode(body).pixels if codec == "glz" else quic_decode(body)[1]
+            want = frame[rect.y : rect.bottom, rect.x : rect.right]
+            assert np.array_equal(pixels[..., :3], want[..., :3])
+
+
+def text_like_block() -> np.ndarray:
+    from tests.encoders.lz.lz_helpers import text_like
+
+    return text_like(64, 40, seed=9)
+
+
+def photo_like(height: int, width: int) -> np.ndarray:
+    """A smooth gradient with a little noise: what classify calls gradual (QUIC)."""
+    y, x = np.mgrid[0:height, 0:width]
+    noise = np.random.default_rng(5).integers(-6, 7, size=(height, width, 4))
+    base = np.stack([x // 3, y // 2, (x + y) // 5, np.zeros_like(x)], axis=-1) + 64
+    return np.clip(base + noise, 0, 255).astype(np.uint8)

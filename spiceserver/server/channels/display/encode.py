@@ -21,7 +21,16 @@ from spiceserver.server.context import ServerContext
 from spiceserver.session import SessionMetrics
 from spiceserver.sources.base import Rect
 
-__all__ = ["Encoded", "encode_bands", "encode_inline", "encodes_inline", "glz_stacks", "stacks"]
+__all__ = [
+    "Encoded",
+    "encode_bands",
+    "encode_inline",
+    "encodes_inline",
+    "glz_stacks",
+    "read_for_encode",
+    "read_in_areas",
+    "stacks",
+]
 
 Encoded = tuple[Rect, EncodedImage, str]
 
@@ -32,6 +41,65 @@ Encoded = tuple[Rect, EncodedImage, str]
 #: tests.interop.bench_inline`` (a 24x16 update, interleaved, busy 2-core machine): GLZ 100 µs
 #: inline vs 118 µs through a worker (p95 146 vs 219), LZ 55 vs 111 (p95 97 vs 200).
 INLINE_MAX_PIXELS = 64 * 64
+
+
+def read_in_areas(
+    read: Callable[[Rect], np.ndarray], areas: list[tuple[Rect, list[Rect]]]
+) -> list[tuple[Rect, np.ndarray]]:
+    """The bands of each damaged area as views of one read of the area.
+
+    Why: encoding band copies cost GLZ 1.22-1.39x of its time on 1080p text frames (mostly
+    the copy into the dictionary), LZ 1.02-1.08x (interleaved A/B, the corpus frames, these
+    KVM guests).  The likely cause: numpy asks for transparent huge pages (``madvise``) for
+    arrays of 4 MiB or more, so one read of the area gets them and 1 MiB bands do not (not
+    verified beyond the A/B).  The same bytes are copied either way.
+    """
+    snapshots: list[tuple[Rect, np.ndarray]] = []
+    for area, area_bands in areas:
+        pixels = read(area)
+        snapshots.extend(
+            (band, pixels[band.y - area.y : band.bottom - area.y]) for band in area_bands
+        )
+    return snapshots
+
+
+#: A lone damaged area of at least this many pixels (a window, a full frame) is read straight
+#: into the GLZ dictionary's arena (``GlzDictionary.stage``): sent as one GLZ image, it is not
+#: copied again there.  Smaller ones cost the copy less than the staging's bookkeeping.
+STAGE_MIN_PIXELS = 1 << 16
+
+
+def read_for_encode(
+    read: Callable[[Rect], np.ndarray],
+    read_into: Callable[[Rect, np.ndarray], None],
+    encoder: ImageEncoder,
+    areas: list[tuple[Rect, list[Rect]]],
+) -> tuple[list[tuple[Rect, np.ndarray]], bool]:
+    """:func:`read_in_areas`, or, for one big area a GLZ client may get as one image, the
+    area read into room the session's GLZ dictionary lends (:meth:`ImageEncoder.stage_glz`);
+    True then: :func:`encode_bands` must be told (``staged``), and the update must give the
+    room back when done (:meth:`ImageEncoder.unstage_glz`)."""
+    if len(areas) == 1:
+        area, bands = areas[0]
+        if area.area >= STAGE_MIN_PIXELS:
+            room = encoder.stage_glz(area.width, area.height)
+            if room is not None:
+                read_into(area, room)
+                views = [(band, room[band.y - area.y : band.bottom - area.y]) for band in bands]
+                return views, True
+    return read_in_areas(read, areas), False
+
+
+def _leave_room(
+    encoder: ImageEncoder, snapshots: list[tuple[Rect, np.ndarray]], codecs: list[str]
+) -> None:
+    """Staged bands (see :func:`read_for_encode`) that will not go as one GLZ image of the
+    whole room: the room is given back, after copying the bands out (in place in
+    ``snapshots``) if the dictionary could write over them while they are still read: by GLZ
+    images of some of them, or a raw bitmap, whose body is a view the transport may hold."""
+    if any(codec in ("glz", "raw") for codec in codecs):
+        snapshots[:] = [(band, pixels.copy()) for band, pixels in snapshots]
+    encoder.unstage_glz()
 
 
 def stacks(
@@ -94,6 +162,7 @@ async def encode_bands(
     metrics: SessionMetrics,
     lossless: list[bool] | None = None,
     lossy: list[bool] | None = None,
+    staged: bool = False,
 ) -> list[Encoded]:
     """Encode every band on the worker threads; results in band order.
 
@@ -106,6 +175,9 @@ async def encode_bands(
     one image per damaged area), dealt out to the workers.  ``lossless[i]``: band ``i`` must
     not go lossy (its lossless refresh is due); ``lossy[i]``: band ``i`` may go lossy whatever
     the encoder's policy (a frame of a stream candidate, display/update_loop.py).
+    ``staged``: the bands are views of room lent by the GLZ dictionary
+    (:func:`read_for_encode`); unless they all go as its one image, the room is given back
+    here, and ``snapshots`` may be replaced by copies (:func:`_leave_room`).
     """
     # A lone display only (with more, the encode cache shares each band among them), and
     # only once kernels are known compiled (``ready``): a first call compiling for seconds
@@ -125,6 +197,8 @@ async def encode_bands(
         for i, (band, pixels) in enumerate(snapshots)
     ]
     glz = glz_stacks([band for band, _ in snapshots], codecs, encoder.glz_fits)
+    if staged and not (len(glz) == 1 and len(glz[0]) == len(snapshots)):
+        _leave_room(encoder, snapshots, codecs)
     shared: dict[int, asyncio.Future[EncodedImage]] = {}
     hits = cache.stats.hits
     for i, codec in enumerate(codecs):

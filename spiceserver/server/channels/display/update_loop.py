@@ -14,7 +14,6 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +38,8 @@ from spiceserver.server.channels.display.encode import (
     encode_bands,
     encode_inline,
     encodes_inline,
+    read_for_encode,
+    read_in_areas,
 )
 from spiceserver.server.channels.display.lossy import (
     JpegBudget,
@@ -96,26 +97,6 @@ CACHED_WARMUP_WAIT = 2.0
 #: Stream frames are stamped this far ahead of the mm-clock, plus the round trip: a frame
 #: stamped in the past is late and spice-gtk drops it (spice-gtk:src/channel-display.c).
 STREAM_LATENCY = 0.1
-
-
-def read_in_areas(
-    read: Callable[[Rect], np.ndarray], areas: list[tuple[Rect, list[Rect]]]
-) -> list[tuple[Rect, np.ndarray]]:
-    """The bands of each damaged area as views of one read of the area.
-
-    Why: encoding band copies cost GLZ 1.22-1.39x of its time on 1080p text frames (mostly
-    the copy into the dictionary), LZ 1.02-1.08x (interleaved A/B, the corpus frames, these
-    KVM guests).  The likely cause: numpy asks for transparent huge pages (``madvise``) for
-    arrays of 4 MiB or more, so one read of the area gets them and 1 MiB bands do not (not
-    verified beyond the A/B).  The same bytes are copied either way.
-    """
-    snapshots: list[tuple[Rect, np.ndarray]] = []
-    for area, area_bands in areas:
-        pixels = read(area)
-        snapshots.extend(
-            (band, pixels[band.y - area.y : band.bottom - area.y]) for band in area_bands
-        )
-    return snapshots
 
 
 class DisplayHandler(ChannelHandler[DisplayChannel]):
@@ -276,12 +257,16 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         try:
             update = self._begin_update()
             if update is not None:
-                encoded = encode_inline(
-                    self.encoder,
-                    update.snapshots,
-                    update.lossless,
-                    update.candidates,
-                )
+                try:
+                    encoded = encode_inline(
+                        self.encoder,
+                        update.snapshots,
+                        update.lossless,
+                        update.candidates,
+                    )
+                finally:
+                    if update.staged:  # tiny updates are never staged; should one ever be
+                        self.encoder.unstage_glz()
                 self._finish_update(update, encoded, None)
         except Exception:
             logger.exception("%s: display update failed, closing", self.connection.name)
@@ -474,15 +459,22 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         update = self._begin_update()
         if update is None:
             return
-        encoded = await encode_bands(
-            self.context,
-            self.encoder,
-            update.snapshots[: len(update.bands)],
-            update.version,
-            self.session.metrics,
-            update.lossless,
-            update.candidates,
-        )
+        # staged: no stream frame, and the very list, whose bands may be swapped for copies
+        snapshots = update.snapshots if update.staged else update.snapshots[: len(update.bands)]
+        try:
+            encoded = await encode_bands(
+                self.context,
+                self.encoder,
+                snapshots,
+                update.version,
+                self.session.metrics,
+                update.lossless,
+                update.candidates,
+                update.staged,
+            )
+        finally:
+            if update.staged:  # not encoded (another codec, a failure): the room goes back
+                self.encoder.unstage_glz()
         frame_bytes = None if update.frame is None else await update.frame
         self._finish_update(update, encoded, frame_bytes)
 
@@ -546,8 +538,11 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         # Sessions at the same version share one read of each band (see encode_cache);
         # a lone display has nobody to share with, and skips the cache's copies.
         read, cache = source.read, self.context.encode_cache
+        staged = False
         if self.context.displays > 1:
             snapshots = [(band, cache.read(version, band, read)) for band in bands]
+        elif stream is None:  # the stream's frame is read too, as a copy of its own
+            snapshots, staged = read_for_encode(read, source.read_into, self.encoder, areas)
         else:
             snapshots = read_in_areas(read, areas)
         frame: asyncio.Future[bytes] | None = None
@@ -567,8 +562,9 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         candidates = self._candidate_bands(bands, now)
         started = time.perf_counter()
         return _Update(
-            version, size, bands, snapshots, moves, stream, frame, lossless, candidates, started
-        )
+            version, size, bands, snapshots, moves, stream, frame, lossless, candidates, started,
+            staged,
+        )  # fmt: skip
 
     def _finish_update(
         self, update: _Update, encoded: list[Encoded], frame_bytes: bytes | None
@@ -835,6 +831,8 @@ class _Update:
     lossless: list[bool] | None
     candidates: list[bool] | None
     started: float
+    #: The bands were read into room lent by the GLZ dictionary (encode.read_for_encode).
+    staged: bool = False
 
 
 #: Stream codecs this server encodes (H.264, VP8 and VP9 need PyAV and an even size).
