@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import ipaddress
 import logging
 import os
-import secrets
 import signal
 import socket
 import sys
@@ -34,7 +32,8 @@ from spiceserver.errors import ConfigError
 from spiceserver.faults import Fault
 from spiceserver.protocol.enums import MAX_PASSWORD_LENGTH
 
-# The server, its sources and numpy are imported once the port is open (see main()).
+# The server, its sources, numpy and asyncio itself are imported once the port is open (see
+# main()): asyncio alone doubled the time to listen (tests/interop/bench_startup).
 if TYPE_CHECKING:
     from spiceserver.clipboard import ClipboardBackend
     from spiceserver.connect_info import ConnectionFile
@@ -448,6 +447,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
                 f"refusing to listen on {host} without a ticket: anyone could connect"
             )
     elif password is None:
+        import secrets
+
         password = secrets.token_urlsafe(18)[:MAX_PASSWORD_LENGTH]
         generated = True
     if args.tls_listen and args.tls_listen[2] is not None:
@@ -505,6 +506,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
 
 async def serve(args: argparse.Namespace, listening: socket.socket | None = None) -> int:
     """Serve until SIGINT/SIGTERM; ``listening``: the port, opened early by :func:`main`."""
+    import asyncio
+
     from spiceserver.input import choose_desktop_input, ignore_input
     from spiceserver.sources import PatternSource, source_from_spec
     from spiceserver.sources.pattern import PatternClickSource
@@ -570,6 +573,8 @@ async def _serve(
     clipboard: ClipboardBackend | None = None,
     listening: socket.socket | None = None,
 ) -> None:
+    import asyncio
+
     from spiceserver.server import SpiceServer
 
     loop = asyncio.get_running_loop()
@@ -726,6 +731,8 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    import asyncio
+
     runner: Callable[[Coroutine[Any, Any, int]], int] = asyncio.run
     try:
         import uvloop

@@ -20,14 +20,7 @@ from typing import Protocol
 
 from spiceserver.errors import ConfigError
 
-#: Clipboard data larger than this is refused both ways (a screenshot PNG fits).
-DEFAULT_MAX_BYTES = 32 * 1024 * 1024
-#: Seconds a clipboard owner (a client, a desktop program) may take to answer.
-DEFAULT_TIMEOUT = 5.0
-
 __all__ = [
-    "DEFAULT_MAX_BYTES",
-    "DEFAULT_TIMEOUT",
     "ClipboardBackend",
     "ClipboardListener",
     "ClipboardType",

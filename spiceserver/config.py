@@ -5,16 +5,20 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from spiceserver.clipboard import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
 from spiceserver.errors import ConfigError
 from spiceserver.faults import Fault, parse_faults
-from spiceserver.protocol.channel import ChannelLimits
 from spiceserver.protocol.enums import MAX_PASSWORD_LENGTH, ImageCompression
 from spiceserver.protocol.link import DEFAULT_MAX_LINK_SIZE
 
+if TYPE_CHECKING:
+    from spiceserver.protocol.channel import ChannelLimits
+
 __all__ = [
     "AUDIO_MODES",
+    "CLIPBOARD_MAX_BYTES",
+    "CLIPBOARD_TIMEOUT",
     "COMPRESSION_NAMES",
     "DEFAULT_ENCODE_CACHE_BYTES",
     "DEFAULT_MAX_CLIENTS",
@@ -72,9 +76,24 @@ INPUT_BACKENDS = ("auto", "xtest", "pynput")
 #: ``ServerConfig.resize`` values (``spiceserver.server.layout``).
 RESIZE_MODES = ("follow", "off")
 
+#: Clipboard data larger than this is refused both ways (a screenshot PNG fits); the
+#: default of every clipboard backend and of ``ServerConfig.clipboard_max_bytes``.
+CLIPBOARD_MAX_BYTES = 32 * 1024 * 1024
+#: Seconds a clipboard owner (a client, a desktop program) may take to answer.
+CLIPBOARD_TIMEOUT = 5.0
+
 #: ``ServerConfig.max_clients`` and ``encode_cache_bytes`` defaults (the CLI shows them).
 DEFAULT_MAX_CLIENTS = 32
 DEFAULT_ENCODE_CACHE_BYTES = 64 * 1024 * 1024
+
+
+def _channel_limits() -> ChannelLimits:
+    """The default :class:`~spiceserver.protocol.channel.ChannelLimits`, imported only when a
+    config is made: the command line imports this module before it opens the port, and the
+    protocol's message classes cost start-up time there (``tests/interop/bench_startup``)."""
+    from spiceserver.protocol.channel import ChannelLimits
+
+    return ChannelLimits()
 
 
 def is_loopback(host: str) -> bool:
@@ -142,7 +161,7 @@ class ServerConfig:
     #: A connection must complete its link within this many seconds.
     handshake_timeout: float = 10.0
     #: Client → server buffering and the ACK window of every channel.
-    channel_limits: ChannelLimits = field(default_factory=ChannelLimits)
+    channel_limits: ChannelLimits = field(default_factory=_channel_limits)
     #: Seconds at least between two steps of a client's backlog (a flood: every step a full
     #: ``channel_limits`` budget), and as long as the steps of all flooding clients take
     #: together: they get at most half of the loop, and the GIL the encoders need is free
@@ -276,9 +295,9 @@ class ServerConfig:
     agent: bool = True
     #: Largest clipboard data taken from or given to a client (bytes); larger is refused,
     #: with a log line.  Also bounds one client's agent reassembly and output queue.
-    clipboard_max_bytes: int = DEFAULT_MAX_BYTES
+    clipboard_max_bytes: int = CLIPBOARD_MAX_BYTES
     #: Seconds a client has to send the clipboard data the desktop asked for.
-    clipboard_timeout: float = DEFAULT_TIMEOUT
+    clipboard_timeout: float = CLIPBOARD_TIMEOUT
     #: Where files dropped into a client go: a directory; "" (the default) the XDG download
     #: directory (``xdg-user-dir DOWNLOAD``, else ``~/Downloads``); None: file transfer off.
     #: ``SpiceServer(on_file=...)`` takes files instead.

@@ -47,14 +47,13 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from spiceserver.clipboard import (
-    DEFAULT_MAX_BYTES,
-    DEFAULT_TIMEOUT,
     ClipboardListener,
     ClipboardType,
     Fetch,
     Selection,
     check_limits,
 )
+from spiceserver.config import CLIPBOARD_MAX_BYTES, CLIPBOARD_TIMEOUT
 from spiceserver.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -248,8 +247,8 @@ class GnomeClipboard:
         self,
         source: GnomeSource,
         *,
-        max_bytes: int = DEFAULT_MAX_BYTES,
-        timeout: float = DEFAULT_TIMEOUT,
+        max_bytes: int = CLIPBOARD_MAX_BYTES,
+        timeout: float = CLIPBOARD_TIMEOUT,
     ) -> None:
         check_limits(max_bytes, timeout)
         self.source = source

@@ -37,14 +37,13 @@ from collections.abc import Callable
 from typing import Any
 
 from spiceserver.clipboard import (
-    DEFAULT_MAX_BYTES,
-    DEFAULT_TIMEOUT,
     ClipboardListener,
     ClipboardType,
     Fetch,
     Selection,
     check_limits,
 )
+from spiceserver.config import CLIPBOARD_MAX_BYTES, CLIPBOARD_TIMEOUT
 from spiceserver.sources.desktop import open_display
 from spiceserver.x11_selection import SELECTIONS, TRANSFER_TIMEOUTS, Grab, SelectionThread
 
@@ -52,7 +51,7 @@ __all__ = ["X11Clipboard"]
 
 logger = logging.getLogger("spiceserver.clipboard")
 
-# DEFAULT_TIMEOUT (spiceserver.clipboard), here: seconds an X owner may take to answer (per
+# CLIPBOARD_TIMEOUT (spiceserver.clipboard), here: seconds an X owner may take to answer (per
 # INCR chunk too) and a requestor to read the next INCR chunk; a whole conversion, and a
 # client's fetch, get TRANSFER_TIMEOUTS (4) times that.
 #: read() calls waiting per selection; more return None at once.
@@ -81,8 +80,8 @@ class X11Clipboard:
         self,
         display_name: str,
         *,
-        max_bytes: int = DEFAULT_MAX_BYTES,
-        timeout: float = DEFAULT_TIMEOUT,
+        max_bytes: int = CLIPBOARD_MAX_BYTES,
+        timeout: float = CLIPBOARD_TIMEOUT,
     ) -> None:
         check_limits(max_bytes, timeout)
         self.display_name = display_name

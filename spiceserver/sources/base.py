@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 import numpy as np
 
-from spiceserver.clipboard import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
+from spiceserver.config import CLIPBOARD_MAX_BYTES, CLIPBOARD_TIMEOUT
 from spiceserver.protocol.messages import CursorShape
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ class FramebufferSource:
         self._notify("on_heads", heads)
 
     def clipboard_backend(
-        self, max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = DEFAULT_TIMEOUT
+        self, max_bytes: int = CLIPBOARD_MAX_BYTES, timeout: float = CLIPBOARD_TIMEOUT
     ) -> ClipboardBackend | None:
         """The clipboard that goes with these frames (the X selections of a desktop, a
         scenario's clipboard steps); None: none.  The server asks once, with its own size cap

@@ -83,7 +83,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spiceserver.clipboard import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
+from spiceserver.config import CLIPBOARD_MAX_BYTES, CLIPBOARD_TIMEOUT
 from spiceserver.errors import ConfigError
 from spiceserver.scroll import Scroll, apply_scroll
 from spiceserver.sources.base import FramebufferSource, Head, Rect
@@ -184,7 +184,7 @@ class DesktopSource(FramebufferSource):
     # ------------------------------------------------------------------ monitors
 
     def clipboard_backend(
-        self, max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = DEFAULT_TIMEOUT
+        self, max_bytes: int = CLIPBOARD_MAX_BYTES, timeout: float = CLIPBOARD_TIMEOUT
     ) -> ClipboardBackend | None:
         """The X selections (CLIPBOARD and PRIMARY) of this display, on a connection and a
         thread of their own (:mod:`spiceserver.x11_clipboard`)."""

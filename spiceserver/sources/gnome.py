@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from spiceserver.clipboard import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
+from spiceserver.config import CLIPBOARD_MAX_BYTES, CLIPBOARD_TIMEOUT
 from spiceserver.errors import ConfigError
 from spiceserver.scroll import as_u32
 from spiceserver.sources.base import FramebufferSource, Rect
@@ -124,7 +124,7 @@ class GnomeSource(FramebufferSource):
         self._unapplied = threading.BoundedSemaphore(MAX_UNAPPLIED_UPDATES)
 
     def clipboard_backend(
-        self, max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = DEFAULT_TIMEOUT
+        self, max_bytes: int = CLIPBOARD_MAX_BYTES, timeout: float = CLIPBOARD_TIMEOUT
     ) -> ClipboardBackend | None:
         """The session's CLIPBOARD through mutter's selection methods
         (:mod:`spiceserver.gnome_clipboard`)."""

@@ -42,12 +42,11 @@ from typing import Any
 import numpy as np
 
 from spiceserver.clipboard import (
-    DEFAULT_MAX_BYTES,
-    DEFAULT_TIMEOUT,
     ClipboardType,
     MemoryClipboard,
     Selection,
 )
+from spiceserver.config import CLIPBOARD_MAX_BYTES, CLIPBOARD_TIMEOUT
 from spiceserver.protocol.display import DisplayChannel
 from spiceserver.protocol.messages import CursorShape
 from spiceserver.sources._scenario_media import VideoFrame, paint_video
@@ -242,7 +241,7 @@ class ScenarioSource(FramebufferSource):
         return self._sound
 
     def clipboard_backend(
-        self, max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = DEFAULT_TIMEOUT
+        self, max_bytes: int = CLIPBOARD_MAX_BYTES, timeout: float = CLIPBOARD_TIMEOUT
     ) -> MemoryClipboard | None:
         """The clipboard steps' clipboard (None without them): the server shares it with
         the clients, and what clients copy can be read from it (``fetch``)."""

@@ -292,3 +292,23 @@ def test_resize_options() -> None:
         parse("--resize", "sometimes")
     with pytest.raises(ConfigError, match="resize_debounce"):
         config_from_args(parse("--resize-debounce", "-1"))
+
+
+def test_the_port_opens_before_the_heavy_imports() -> None:
+    """What `serve` imports before :func:`listen_early` opens the port is what a client waits
+    for at start-up: asyncio alone doubled that (bench_startup), numpy and the protocol's
+    message classes cost as much again."""
+    probe = (
+        "import sys\n"
+        "import spiceserver.__main__ as cli\n"
+        "args = cli.build_parser().parse_args(['serve', '--listen', '127.0.0.1:0'])\n"
+        "cli.listen_early(args).close()\n"
+        "heavy = ('asyncio', 'numpy', 'ssl', 'spiceserver.protocol.messages',"
+        " 'spiceserver.server')\n"
+        "print(sorted(name for name in heavy if name in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

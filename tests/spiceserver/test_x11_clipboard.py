@@ -20,7 +20,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
-from spiceserver.clipboard import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, ClipboardType, Selection
+from spiceserver.clipboard import ClipboardType, Selection
+from spiceserver.config import CLIPBOARD_MAX_BYTES, CLIPBOARD_TIMEOUT
 from spiceserver.x11_clipboard import X11Clipboard
 from tests.conftest import DATA, data_file, run
 from tests.interop.clients import XorgDummy, Xvfb, have_xorg_dummy, x_env
@@ -83,7 +84,7 @@ class Listener:
 
 @contextlib.asynccontextmanager
 async def backend(
-    display: str, *, max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = DEFAULT_TIMEOUT
+    display: str, *, max_bytes: int = CLIPBOARD_MAX_BYTES, timeout: float = CLIPBOARD_TIMEOUT
 ) -> AsyncIterator[tuple[X11Clipboard, Listener]]:
     clipboard = X11Clipboard(display, max_bytes=max_bytes, timeout=timeout)
     listener = Listener()
