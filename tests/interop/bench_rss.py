@@ -1,13 +1,15 @@
 """Benchmark: the server's RSS with one spice-gtk client on a 1920x1080 X desktop.
 
-    python -m tests.interop.bench_rss [--rounds 3] [-- SERVER-ARGS...]
+    python -m tests.interop.bench_rss [--rounds 3] [--andris PATH] [-- SERVER-ARGS...]
 
 A fresh Xvfb with ``man xterm`` in an xterm, ``spiceserver serve --source desktop:N`` in its own
 process (after its codecs are ready), spice-gtk connected until its first MARK, a few pages
 of the manual turned, then /proc/PID/status VmRSS.  Prints one JSON line (median of rounds),
 with the last round's RSS by mapping (/proc/PID/smaps: libllvmlite.so, the other shared
 libraries, the heap and anonymous memory, shared memory such as mss's XShm segment) and its
-split into anonymous, file-backed and shared memory (RssAnon, RssFile, RssShmem).
+split into anonymous, file-backed and shared memory (RssAnon, RssFile, RssShmem).  With
+``--andris PATH``, andris serves the same desktop in the same round, after ours, through the
+same steps (``bench_desktop``'s command line for it), and its RSS is printed beside ours.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ import json
 import os
 import statistics
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
+from tests.interop.bench_desktop import PASSWORD as ANDRIS_PASSWORD
+from tests.interop.bench_desktop import free_port, server_process
 from tests.interop.clients import GtkClient, Xvfb
 from tests.interop.serverprocess import ServerProcess
 
@@ -50,7 +55,33 @@ def rss_by_mapping(pid: int) -> dict[str, float]:
     return {key: round(value, 1) for key, value in kinds.items()}
 
 
-def one_round(server_args: list[str]) -> tuple[float, float, dict[str, float]]:
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def session(display: str, uri: str, password: str, rss: Callable[[], float]) -> float:
+    """spice-gtk connected until its first MARK, three pages of the manual turned forward and
+    back (full-screen updates), every update handled: then the server's RSS."""
+    env = dict(os.environ, DISPLAY=display)
+    with GtkClient(uri, password) as client:
+        client.wait_for("mark", timeout=30)
+        for _ in range(3):
+            subprocess.run(
+                ["xdotool", "key", "--delay", "50", "space", "space", "b", "b"],
+                env=env,
+                check=True,
+                timeout=30,
+            )
+        client.ping()  # every update sent so far has been handled
+        return rss()
+
+
+def one_round(
+    server_args: list[str], andris: str | None
+) -> tuple[float, float, dict[str, float], float | None]:
     with Xvfb(width=1920, height=1080) as display:
         env = dict(os.environ, DISPLAY=display)
         term = subprocess.Popen(
@@ -64,18 +95,17 @@ def one_round(server_args: list[str]) -> tuple[float, float, dict[str, float]]:
                 ["--source", f"desktop:{display}", *server_args], PASSWORD
             ) as server:
                 before = server.rss_mib()
-                with GtkClient(server.uri, PASSWORD) as client:
-                    client.wait_for("mark", timeout=30)
-                    for _ in range(3):  # pages of the manual: full-screen updates
-                        subprocess.run(
-                            ["xdotool", "key", "--delay", "50", "space", "space", "b", "b"],
-                            env=env,
-                            check=True,
-                            timeout=30,
-                        )
-                    client.ping()  # every update sent so far has been handled
-                    assert server.proc is not None
-                    return before, server.rss_mib(), rss_by_mapping(server.proc.pid)
+                one = session(display, server.uri, PASSWORD, server.rss_mib)
+                assert server.proc is not None
+                mapping = rss_by_mapping(server.proc.pid)
+            theirs = None
+            if andris is not None:
+                port = free_port()
+                peer = argparse.Namespace(andris=andris)
+                with server_process("andris", display, port, peer) as pid:
+                    uri = f"spice://127.0.0.1:{port}"
+                    theirs = session(display, uri, ANDRIS_PASSWORD, lambda: rss_mib(pid))
+            return before, one, mapping, theirs
         finally:
             term.kill()
             term.wait(timeout=10)
@@ -84,19 +114,24 @@ def one_round(server_args: list[str]) -> tuple[float, float, dict[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--andris", help="the andris binary: its RSS on the same desktop")
     parser.add_argument("server_args", nargs="*", help="extra spiceserver serve arguments")
     args = parser.parse_args()
-    rounds = [one_round(args.server_args) for _ in range(args.rounds)]
-    print(
-        json.dumps(
-            {
-                "rss_mib_before_client": statistics.median(r[0] for r in rounds),
-                "rss_mib_one_client": statistics.median(r[1] for r in rounds),
-                "rounds": [r[:2] for r in rounds],
-                "by_mapping_mib": rounds[-1][2],
-            }
+    rounds = [one_round(args.server_args, args.andris) for _ in range(args.rounds)]
+    result: dict[str, object] = {
+        "rss_mib_before_client": statistics.median(r[0] for r in rounds),
+        "rss_mib_one_client": statistics.median(r[1] for r in rounds),
+        "rounds": [r[:2] for r in rounds],
+        "by_mapping_mib": rounds[-1][2],
+    }
+    if args.andris is not None:
+        theirs = [r[3] for r in rounds if r[3] is not None]
+        result["andris_rss_mib_one_client"] = round(statistics.median(theirs), 1)
+        result["andris_rounds"] = [round(value, 1) for value in theirs]
+        result["ratio_to_andris"] = round(
+            statistics.median(r[1] for r in rounds) / statistics.median(theirs), 2
         )
-    )
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
