@@ -24,6 +24,7 @@ spirit:
 from __future__ import annotations
 
 import logging
+import math
 import struct
 import weakref
 import zlib
@@ -398,6 +399,10 @@ MAX_HARD_EDGES = 0.002
 MAX_ISOLATED_EDGES = 0.03
 STROKE = 4
 MAX_PAIRED = 0.3
+#: Buckets of the distinct-colour estimate (``_smooth``): 64 KiB of flags, so that the
+#: estimate near the threshold is within a fraction of a percent.
+DISTINCT_BUCKET_BITS = 16
+DISTINCT_BUCKETS = 1 << DISTINCT_BUCKET_BITS
 
 
 def classify(pixels: np.ndarray, sample_rows: int = 16) -> ImageClass:
@@ -445,10 +450,17 @@ def _smooth(rows: np.ndarray, steps: np.ndarray) -> bool:
     else:
         colours = rows.reshape(-1, rows.shape[-1])[:, :3].astype(np.uint32)
         packed = (colours[:, 0] << 16) | (colours[:, 1] << 8) | colours[:, 2]
-    # Distinct colours by sorting: np.unique took 2.3 ms for 16 rows of 1920 (numpy 2's
-    # hash path), a sort 0.07 ms.
-    ordered = np.sort(packed)
-    distinct = 1 + int(np.count_nonzero(ordered[1:] != ordered[:-1]))
+    # Distinct colours, estimated by linear counting (Whang, Vander-Zanden and Taylor, 1990):
+    # each colour hashed into one of 2**16 one-bit buckets, n = -m ln(1 - filled / m).  Near
+    # the threshold (about 1,500 colours in 16 rows of 1920) its error is a few colours; an
+    # exact count by sorting took 1 ms a band of a photo (0.07 ms of text, few colours), 7 ms
+    # of the event loop for a 1080p photo update, np.unique 2.3 ms.
+    buckets = np.zeros(DISTINCT_BUCKETS, dtype=np.bool_)
+    buckets[(packed * np.uint32(0x9E3779B1)) >> np.uint32(32 - DISTINCT_BUCKET_BITS)] = True
+    empty = DISTINCT_BUCKETS - int(np.count_nonzero(buckets))
+    if empty == 0:
+        return True
+    distinct = DISTINCT_BUCKETS * math.log(DISTINCT_BUCKETS / empty)
     return distinct >= MIN_DISTINCT_COLOURS * len(packed)
 
 
