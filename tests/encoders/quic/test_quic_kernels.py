@@ -36,3 +36,28 @@ def test_large_readonly_view_is_copied_and_matches() -> None:
     frame.flags.writeable = False
     view = frame[10:190, 5:145]  # > 16384 pixels, read-only: the copy path
     assert quic_encode(view) == quic_encode(np.ascontiguousarray(view))
+
+
+@pytest.mark.parametrize("jit", [True, False], ids=["jit", "python"])
+def test_residual_words_are_the_per_channel_formula(jit: bool) -> None:
+    """``_residuals`` computes the three residuals at once (a per-byte average and a per-byte
+    subtraction with no carries or borrows between bytes) and the run test: checked against
+    the per-channel formula of quic_tmpl.c ``compress_row_seg``, on noise (every carry and
+    borrow case) and on few colours (runs), with the X byte set to garbage."""
+    rng = np.random.default_rng(11)
+    residuals = _kernels._residuals if jit else py_func(_kernels._residuals)
+    for levels in (256, 2):
+        rows = rng.integers(0, levels, (2, 300, 4), dtype=np.uint8) * (255 // (levels - 1))
+        rows[..., 3] = rng.integers(0, 256, (2, 300), dtype=np.uint8)
+        px = rows.reshape(-1).view(np.uint32)
+        res = np.zeros(300, dtype=np.uint32)
+        residuals(px, 0, 300, 1, 300, res)
+        cur, above = rows[1].astype(int), rows[0].astype(int)
+        for i in range(1, 300):
+            c, a, b = cur[i], cur[i - 1], above[i]
+            want = [(c[ch] - (a[ch] + b[ch]) // 2) & 0xFF for ch in (2, 1, 0)]  # r, g, b
+            got = [(int(res[i]) >> shift) & 0xFF for shift in (16, 8, 0)]
+            assert got == want, i
+            if i >= 2:
+                run = (above[i - 1, :3] == b[:3]).all() and (a[:3] == cur[i - 2, :3]).all()
+                assert (int(res[i]) >> 24) == int(run), i
