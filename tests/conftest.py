@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def python_output(script: str, timeout: float = 60.0) -> str:
+    """What ``script`` prints, run by a fresh interpreter from the repository's root (what a
+    module imports, say, where this process has imported everything already); fails the
+    test with its stderr if it fails."""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 #: Test data kept in the repository (see each folder's README for provenance and licences).
 DATA = ROOT / "tests" / "data"
 #: Five desktop frames (PNG), the codec tests' and benchmarks' realistic inputs.

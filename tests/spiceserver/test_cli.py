@@ -16,7 +16,7 @@ import pytest
 from spiceserver.__main__ import PASSWORD_ENV, build_parser, config_from_args
 from spiceserver.errors import ConfigError
 from spiceserver.protocol.enums import ChannelType, ImageCompression, LinkError
-from tests.conftest import ROOT, run
+from tests.conftest import ROOT, python_output, run
 from tests.fakeclient import LoopbackClient
 
 
@@ -307,8 +307,4 @@ def test_the_port_opens_before_the_heavy_imports() -> None:
         " 'spiceserver.server')\n"
         "print(sorted(name for name in heavy if name in sys.modules))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    assert python_output(probe) == "[]"
