@@ -566,13 +566,14 @@ class GlzDictionary:
         height: int,
         staged: tuple[int, int, int] | None = None,
     ) -> bytes:
-        """``staged``: the parts fill the room :meth:`stage` lent out (:func:`_fill`); when
-        :meth:`_place` gives that room again (nothing changed since; a new capacity may have
-        moved the arena) they are not copied."""
+        """``staged``: the parts fill the room :meth:`stage` lent out (checked by the caller,
+        :func:`_fill`); when :meth:`_place` gives that room again, in the same arena (a new
+        capacity may have reallocated it), they are not copied."""
         npixels = height * width
+        arena = self._arena
         image_id, virt, aoff, win_head_dist = self._place(npixels)
         cur = self._arena[aoff : aoff + npixels]
-        if staged is None or staged[:2] != (virt, aoff) or not _fill(parts, self._arena, staged):
+        if staged is None or staged[:2] != (virt, aoff) or self._arena is not arena:
             at = 0
             for rows in parts:
                 size = rows.size
