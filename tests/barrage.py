@@ -153,10 +153,12 @@ async def _linked(port: int, password: str, channel: int) -> LoopbackClient:
     return other
 
 
-async def _after_link(port: int, password: str, channel: int, data: bytes) -> str:
+async def _after_link(
+    port: int, password: str, channel: int, data: bytes, timeout: float = 15.0
+) -> str:
     client = await _linked(port, password, channel)
     client.writer.write(data)
-    state = await _closed(client)
+    state = await _closed(client, timeout)
     await client.close()
     main = getattr(client, "main", None)
     if main is not None:
@@ -176,11 +178,20 @@ def _channel_cases() -> None:
     }
     for channel in (ChannelType.MAIN, ChannelType.DISPLAY, ChannelType.INPUTS, ChannelType.CURSOR):
         for name, make in payloads.items():
+            # The inputs channel handles every event of a 10 MiB flood before it reaches the
+            # bad tail (1.3 M key events, paced by ``flood_pause``: ~10 s on these 2-core
+            # machines, alone), so 15 s was too thin a margin for a loaded CI run; 25 s stays
+            # within run_cases' 30 s a case.
+            wait = 25.0 if name.startswith("flood") else 15.0
 
             async def run(
-                port: int, password: str, channel: int = channel, make: Callable[[], bytes] = make
+                port: int,
+                password: str,
+                channel: int = channel,
+                make: Callable[[], bytes] = make,
+                wait: float = wait,
             ) -> str:
-                return await _after_link(port, password, channel, make())
+                return await _after_link(port, password, channel, make(), wait)
 
             CASES[f"{ChannelType(channel).name.lower()}_{name}"] = run
 
