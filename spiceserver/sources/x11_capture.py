@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import select
-import struct
 import threading
 import time
 from collections import OrderedDict
@@ -23,6 +22,7 @@ from spiceserver.scroll import Scroll, ScrollMisses, apply_scroll
 from spiceserver.sources.base import Head, Rect
 from spiceserver.sources.tiles import changed_rects, damage_boxes, load_kernel
 from spiceserver.sources.x11_cursor import cursor_from_argb
+from spiceserver.sources.x11_events import DirectDamage, use_lean_damage_events
 from spiceserver.sources.x11_grab import Grabber, ScreenShrank
 from spiceserver.x11_randr import describe, fix_xlib_errors, read_layout
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from spiceserver.sources.desktop import DesktopSource
 
-__all__ = ["LeanDamageNotify", "open_display", "use_lean_damage_events"]
+__all__ = ["open_display"]
 
 logger = logging.getLogger("spiceserver.desktop")
 
@@ -70,61 +70,6 @@ _RANDR_EVENTS = frozenset({"ScreenChangeNotify", "CrtcChangeNotify", "OutputChan
 KERNEL_LOAD_DELAY = 3.0
 #: Changed rectangles smaller than this (pixels) are not checked for a scroll: cheap to encode.
 SCROLL_MIN_AREA = 128 * 32
-
-
-#: DamageNotify (``xorgproto:damageproto.h`` xDamageNotifyEvent): type, level, sequence,
-#: drawable, damage, timestamp, area (x, y, width, height), geometry; in the client's byte
-#: order, which python-xlib sets to the host's.
-_DAMAGE_NOTIFY = struct.Struct("=BBHIIIhhHHhhHH")
-
-
-class LeanDamageNotify:
-    """A DamageNotify event parsed with one ``struct`` call, in place of python-xlib's
-    generic ``rq`` parser: the attributes the capture and python-xlib itself read (the
-    drawable and damage as plain resource ids, which nothing here looks up).
-
-    Why: every change on the screen is one of these events, on the path from X damage to
-    the client.  python-xlib's parser took 13 µs of a warm CPU and 128 µs of one coming out
-    of an idle spell (a typed glyph's case); this takes 1 µs and 45 µs (most of that is the
-    wake-up itself).  The comment at :data:`FLOOD_EVENTS` says why parsing speed also
-    matters under a flood of raw rectangles.
-    """
-
-    __slots__ = (
-        "area",
-        "damage",
-        "drawable",
-        "drawable_geometry",
-        "level",
-        "send_event",
-        "sequence_number",
-        "timestamp",
-        "type",
-    )
-
-    def __init__(self, display: Any = None, binarydata: bytes = b"", **_: Any) -> None:
-        (
-            code, self.level, self.sequence_number, self.drawable, self.damage,
-            self.timestamp, ax, ay, aw, ah, gx, gy, gw, gh,
-        ) = _DAMAGE_NOTIFY.unpack_from(binarydata)  # fmt: skip
-        self.type = code & 0x7F  # the top bit: sent with SendEvent (python-xlib's split)
-        self.send_event = bool(code & 0x80)
-        # python-xlib's boxes have these four attributes too
-        self.area = Rect(ax, ay, aw, ah)
-        self.drawable_geometry = Rect(gx, gy, gw, gh)
-
-
-def use_lean_damage_events(display: Display, event_type: int) -> bool:
-    """Have ``display`` parse DamageNotify events as :class:`LeanDamageNotify`; False (and
-    python-xlib's own parser kept) when its event table is not what this was written for."""
-    from Xlib.ext import damage
-
-    classes = getattr(getattr(display, "display", None), "event_classes", None)
-    if not isinstance(classes, dict) or classes.get(event_type) is not damage.DamageNotify:
-        logger.debug("python-xlib's event table is not as expected: its DamageNotify parser")
-        return False
-    classes[event_type] = LeanDamageNotify
-    return True
 
 
 def _load_compare_kernel() -> None:
@@ -182,6 +127,8 @@ class _Capture:
         self.xi_opcode: int | None = None
         self.xfixes = False
         self.pending: list[Rect] = []
+        #: DamageNotify read off the socket while python-xlib has nothing in flight.
+        self.direct: DirectDamage | None = None
         #: The root's size or the RandR layout may have changed (check with _check_layout).
         self.resized = False
         self.heads = source._heads
@@ -230,6 +177,7 @@ class _Capture:
             self.flooded = True
             self.damage_event = d.extension_event.DamageNotify
             use_lean_damage_events(d, self.damage_event)
+            self.direct = DirectDamage.create(d, self.damage_event, X_READ_BYTES)
         else:
             fallbacks.append("no DAMAGE extension: polling the screen and comparing tiles")
         if d.has_extension("XFIXES"):
@@ -355,18 +303,28 @@ class _Capture:
     def _read_events(self) -> None:
         """Handle the events received so far, reading at most FLOOD_EVENTS of them: more
         waiting means a flood of damage (delta rectangles from now on)."""
-        d = self.display
         count = 0
+        direct = self.direct
+        if direct is not None:  # damage alone: straight off the socket (x11_events.py)
+            damaged, xlib = self.pending.append, False
+            while count < FLOOD_EVENTS:
+                read, xlib, drained = direct.read(damaged)
+                count += read
+                if drained or xlib:
+                    break
+            if count:
+                self.last_damage = time.monotonic()
+            if not xlib and count < FLOOD_EVENTS:
+                return
+        d = self.display
         # pending_events() reads from the socket each time (X_READ_BYTES) and returns the
         # queue's length; next_event() pops a queued event without I/O.
-        while queued := d.pending_events():
+        while count < FLOOD_EVENTS and (queued := d.pending_events()):
             for _ in range(queued):
                 self._on_event(d.next_event())
             count += queued
-            if count >= FLOOD_EVENTS:
-                if self.damage is not None and not self.flooded:
-                    self._set_damage_level(flooded=True)
-                return
+        if count >= FLOOD_EVENTS and self.damage is not None and not self.flooded:
+            self._set_damage_level(flooded=True)
 
     def _set_damage_level(self, *, flooded: bool) -> None:
         """Switch between raw and delta damage rectangles (the new report starts before the

@@ -6,7 +6,8 @@ Wraps, without touching the server's code, the places an X change passes on its 
 socket and notes ``time.perf_counter()`` (CLOCK_MONOTONIC on Linux, as the harness's
 ``time.monotonic()`` and spice-gtk's event times) at each:
 
-* ``event``: the capture thread parsed a damage event (the first since its last grab);
+* ``event``: the capture parsed a damage event (the first since its last grab: after the
+  socket read that brought it, when it came straight off the socket);
 * ``grab``: the grab of the damaged boxes starts (on the capture thread, or on the loop for
   small ones: x11_loop.py); inside it ``read``/``read-done`` (X events read),
   ``shot``/``shot-done`` (XShmGetImage) and ``publish``/``published`` (the hand-over, which
@@ -60,7 +61,7 @@ def around(owner: Any, name: str, before: str | None, after: str | None) -> None
 
 def install() -> None:
     from spiceserver.server.channels.display import update_loop
-    from spiceserver.sources import desktop
+    from spiceserver.sources import desktop, x11_events
 
     capture = desktop._Capture
     on_event = capture._on_event
@@ -71,6 +72,19 @@ def install() -> None:
         on_event(self, event)
 
     capture._on_event = traced_on_event  # type: ignore[method-assign]
+    # Damage read straight off the socket (x11_events.py) reaches ``pending`` directly: its
+    # callback is that list's append.
+    direct_read = x11_events.DirectDamage.read
+
+    def traced_direct_read(self: Any, damaged: Any) -> tuple[int, bool, bool]:
+        pending = getattr(damaged, "__self__", None)
+        was_empty = not pending
+        result = direct_read(self, damaged)
+        if was_empty and pending:
+            note("event")
+        return result
+
+    x11_events.DirectDamage.read = traced_direct_read  # type: ignore[method-assign]
     # The grab starts with its plan (on the capture thread, or on the loop: x11_loop.py).
     around(capture, "grab_plan", "grab", None)
     around(capture, "_grab", "shot", "shot-done")

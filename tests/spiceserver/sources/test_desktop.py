@@ -170,7 +170,7 @@ def test_lean_damage_events_parse_as_python_xlib_does() -> None:
 
     from Xlib.ext import damage
 
-    from spiceserver.sources.x11_capture import LeanDamageNotify, use_lean_damage_events
+    from spiceserver.sources.x11_events import LeanDamageNotify, use_lean_damage_events
 
     rng = np.random.default_rng(3)
     for _ in range(200):
