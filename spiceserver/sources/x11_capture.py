@@ -207,9 +207,9 @@ class _Capture:
         loader = threading.Timer(KERNEL_LOAD_DELAY, _load_compare_kernel)
         loader.name, loader.daemon = "spice-x11-jit", True
         loader.start()
-        status = " ".join(self.sct.performance_status)
-        if "MIT-SHM is working" not in status:
-            fallbacks.append(f"no XShm: grabbing with XGetImage ({status or 'mss without XShm'})")
+        status = self.sct.shm_status
+        if status is not None:
+            fallbacks.append(f"no XShm: grabbing with XGetImage ({status})")
         for fallback in fallbacks:
             logger.warning("%s: %s", name, fallback)
         logger.info(

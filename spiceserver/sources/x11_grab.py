@@ -1,25 +1,30 @@
-"""Grabbing X pixels with mss: XShmGetImage, without mss's per-grab wrapping for small boxes.
+"""Grabbing X pixels: XShmGetImage on a connection of our own, mss for anything else.
 
 A small change (a typed glyph) is one XShmGetImage round trip on the path from X damage to
 the client.  :meth:`mss.MSS.grab` wraps that request in a lock, a monitor dictionary, a
-``bytearray`` copy of the shared segment and a ``ScreenShot`` object: about 60 µs of a
-cold CPU on each small grab (``bench_desktop --trace-hops``: 0.38 ms against 0.32 ms for the
-bare request and one copy, 150 ms apart, as the latency probe's changes come).  Once mss has
-shown the shared segment working, :class:`Grabber` sends that request itself, on mss's own
-XCB connection and segment, and copies the box out with numpy; anything else (no MIT-SHM, a
-box larger than the segment, an mss whose internals moved) takes ``mss.grab``.
+``bytearray`` copy of the shared segment and a ``ScreenShot`` object; going through
+libxcb-shm with ctypes instead (the previous way here) still cost two foreign calls, their
+argument conversion, a typed cookie, libxcb's locking and its ``poll()``.  On a CPU coming out
+of an idle spell every one of those is paid again: a 64x32 box, 150 ms apart, took 245 µs
+(p50) that way and 190 µs as written here (warm: 19 against 14 µs; interleaved, Xvfb, this
+project's 2-vCPU machines).
 
-The request goes through libxcb-shm's two calls with plain ctypes prototypes of our own
-(:class:`_ShmRequest`), not mss's wrappers of them: those build a typed cookie, a pointer
-object and a ``weakref.finalize`` per reply, ~70 µs of a cold CPU per grab (a 40x20 box
-after 150 ms idle with the caches evicted: 265-290 µs through mss's request and
-np.frombuffer, 205-220 µs here).
+So :class:`ShmConnection` speaks the two MIT-SHM requests itself (``xorgproto:shmproto.h``:
+``ShmAttach``, ``ShmGetImage``) on a python-xlib connection that python-xlib opened
+(authentication, byte order) and never uses again: one ``send`` of 32 bytes, one ``recv`` of
+the 32-byte reply, and a copy out of a System V segment of its own, sized for the whole
+screen.  A connection carries no events (none are selected), so the reply is all that comes.
+mss stays for every case this does not cover: no MIT-SHM (another host, another IPC
+namespace), a segment that cannot be made, and the error of a box off the screen (mss
+raises ScreenShotError, which the capture turns into ScreenShrank).
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import socket
+import struct
 from typing import Any
 
 import numpy as np
@@ -27,9 +32,26 @@ import numpy as np
 from spiceserver.errors import SpiceError
 from spiceserver.sources.base import Rect
 
-__all__ = ["Grabber", "ScreenShrank"]
+__all__ = ["Grabber", "ScreenShrank", "ShmConnection"]
 
 logger = logging.getLogger("spiceserver.desktop")
+
+#: ``xorgproto:shmproto.h``: the minor opcodes, and the requests' layouts (native byte
+#: order, as python-xlib set the connection up).
+_SHM_ATTACH, _SHM_GET_IMAGE = 1, 4
+_ATTACH = struct.Struct("=BBHIIB3x")  # major, minor, length 4, shmseg, shmid, read-only
+_GET_IMAGE = struct.Struct("=BBHIhhHHIB3xII")  # ..., drawable, box, planes, format, seg, offset
+#: GetInputFocus (core opcode 43, no body): a round trip that says the attach went through.
+_GET_INPUT_FOCUS = struct.pack("=BxH", 43, 1)
+_REPLY_BYTES = 32
+#: The first byte of what X sends: an error, a reply, or an event (GenericEvent is longer).
+_ERROR, _REPLY, _GENERIC_EVENT = 0, 1, 35
+#: A reply's (and a GenericEvent's) count of 4-byte words after its first 32 bytes.
+_LENGTH = struct.Struct("=I")
+_Z_PIXMAP = 2
+_ALL_PLANES = 0xFFFF_FFFF
+#: ``<sys/ipc.h>``, ``<sys/shm.h>`` on Linux.
+_IPC_PRIVATE, _IPC_CREAT, _IPC_RMID = 0, 0o1000, 0
 
 
 class ScreenShrank(SpiceError):
@@ -42,117 +64,169 @@ class Grabber:
     def __init__(self, display_name: str) -> None:
         import mss
 
+        self.display_name = display_name
         self.sct: Any = mss.MSS(display=display_name)
-        #: The direct request (on mss internals), None until the segment has worked.
-        self._shm: _ShmRequest | None = None
+        #: The request of our own, None until mss has shown MIT-SHM working.
+        self._shm: ShmConnection | None = None
         self._shm_tried = False
 
     @property
-    def performance_status(self) -> list[str]:
-        return list(getattr(self.sct, "performance_status", []))
+    def shm_status(self) -> str | None:
+        """None when grabs go through shared memory (ours, or mss's), else why not."""
+        if self._shm is not None:
+            return None
+        status = " ".join(getattr(self.sct, "performance_status", []))
+        return None if "MIT-SHM is working" in status else (status or "mss without XShm")
 
     def grab(self, box: Rect) -> np.ndarray:
         """The pixels under ``box``, an array of its own (H, W, 4).  Raises mss's
         ScreenShotError for a box outside the screen."""
         shm = self._shm
-        if shm is None and not self._shm_tried and self._shm_works():
-            shm = self._shm = self._direct()
+        if shm is None and not self._shm_tried:
+            shm = self._shm = self._connect()
         if shm is not None:
-            count = box.area * 4
-            if count <= shm.size and shm.get(box.x, box.y, box.width, box.height):
-                return shm.view[:count].reshape(box.height, box.width, 4).copy()
+            pixels = shm.grab(box)
+            if pixels is not None:
+                return pixels
             # too big for the segment, or X refused (a box off a shrunk screen): mss says why
         shot = self.sct.grab(
             {"left": box.x, "top": box.y, "width": box.width, "height": box.height}
         )
         return np.frombuffer(shot.raw, dtype=np.uint8).reshape(box.height, box.width, 4)
 
-    def _shm_works(self) -> bool:
-        return "MIT-SHM is working correctly." in self.performance_status
-
-    def _direct(self) -> _ShmRequest | None:
-        """XShmGetImage on mss's connection and segment (mss >= 10.2 internals), or None
-        (then every grab goes through ``mss.grab``)."""
+    def _connect(self) -> ShmConnection | None:
         self._shm_tried = True
         try:
-            from mss.linux.base import ALL_PLANES
-            from mss.linux.xcb import ImageFormat
-            from mss.linux.xcbhelpers import LIB
-
-            impl = self.sct._impl
-            return _ShmRequest(
-                LIB.shm._name,
-                ctypes.addressof(impl.conn),
-                int(impl.drawable.value),
-                int(ALL_PLANES),
-                int(ImageFormat.ZPixmap),
-                int(impl._shmseg.value),
-                np.frombuffer(impl._buf, dtype=np.uint8),
-                int(impl._bufsize),
-            )
-        except (ImportError, AttributeError, OSError, TypeError, ValueError) as exc:
-            logger.debug("mss internals not as expected (%s): small grabs through mss.grab", exc)
+            return ShmConnection(self.display_name)
+        except (OSError, SpiceError) as exc:
+            logger.debug("XShm of our own unavailable (%s): grabs through mss", exc)
             return None
 
     def close(self) -> None:
-        self._shm = None
+        shm, self._shm = self._shm, None
+        if shm is not None:
+            shm.close()
         self.sct.close()
 
 
-class _Cookie(ctypes.Structure):
-    """``xcb_shm_get_image_cookie_t`` (xcb/shm.h): the request's sequence number."""
+def _libc() -> Any:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.shmget.argtypes = (ctypes.c_int, ctypes.c_size_t, ctypes.c_int)
+    libc.shmget.restype = ctypes.c_int
+    libc.shmat.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_int)
+    libc.shmat.restype = ctypes.c_void_p
+    libc.shmdt.argtypes = (ctypes.c_void_p,)
+    libc.shmctl.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
+    return libc
 
-    _fields_ = (("sequence", ctypes.c_uint),)
 
+class ShmConnection:
+    """An X connection that only grabs: ``ShmGetImage`` into a segment of the screen's size.
 
-class _ShmRequest:
-    """XShmGetImage of a box into mss's segment: ``xcb_shm_get_image`` then its reply."""
+    Raises:
+        SpiceError: the X server has no MIT-SHM, or refused the segment.
+        OSError: no segment could be made (or the connection broke).
+    """
 
-    def __init__(
-        self,
-        library: str,
-        connection: int,
-        drawable: int,
-        planes: int,
-        image_format: int,
-        segment: int,
-        view: np.ndarray,
-        size: int,
-    ) -> None:
-        from ctypes import c_int16, c_uint8, c_uint16, c_uint32, c_void_p
+    def __init__(self, display_name: str) -> None:
+        from spiceserver.sources.x11_capture import open_display
 
-        # Function objects of our own (a second handle on the library mss loaded), so mss's
-        # prototypes of the same functions stay as mss set them.
-        shm = ctypes.CDLL(library)
-        request = shm.xcb_shm_get_image
-        request.argtypes = (
-            c_void_p, c_uint32, c_int16, c_int16, c_uint16, c_uint16,
-            c_uint32, c_uint8, c_uint32, c_uint32,
+        self._display = display = open_display(display_name)
+        self._address: int | None = None
+        try:
+            extension = display.query_extension("MIT-SHM")
+            if extension is None:
+                raise SpiceError(f"{display_name}: no MIT-SHM")
+            screen = display.screen()
+            self.size = screen.width_in_pixels * screen.height_in_pixels * 4
+            self._major = extension.major_opcode
+            self._root = screen.root.id
+            self._segment = display.display.allocate_resource_id()
+            # python-xlib is done: from here on its socket is ours alone (and its request
+            # count stale, which nothing reads).
+            display.sync()
+            self._socket: socket.socket = display.display.socket
+            self._reply = bytearray(_REPLY_BYTES)
+            self._attach()
+        except BaseException:
+            self.close()
+            raise
+
+    def _attach(self) -> None:
+        libc = _libc()
+        shmid = libc.shmget(_IPC_PRIVATE, self.size, _IPC_CREAT | 0o600)
+        if shmid < 0:
+            raise OSError(ctypes.get_errno(), "shmget failed")
+        try:
+            address = libc.shmat(shmid, None, 0)
+            if address in (None, ctypes.c_void_p(-1).value):
+                raise OSError(ctypes.get_errno(), "shmat failed")
+            self._address = address
+            self.view = np.frombuffer(
+                (ctypes.c_uint8 * self.size).from_address(address), dtype=np.uint8
+            )
+            self._socket.sendall(
+                _ATTACH.pack(self._major, _SHM_ATTACH, 4, self._segment, shmid, 0)
+                + _GET_INPUT_FOCUS
+            )
+            if not self._read_reply():
+                raise SpiceError("the X server refused the shared memory segment")
+        finally:
+            # Gone once both sides detach (X attached it above, or never will).
+            libc.shmctl(shmid, _IPC_RMID, None)
+
+    def _read_reply(self) -> bool:
+        """Read up to the next reply: True for it, False for an X error in its place.
+        Events are skipped: X sends some to every client, selected or not (MappingNotify
+        when a key is remapped, as xdotool does), and one taken for the reply would shift
+        every later grab by one."""
+        while True:
+            self._read_exactly(self._reply)
+            kind = self._reply[0] & 0x7F
+            if kind in (_ERROR, _REPLY, _GENERIC_EVENT):
+                # replies and generic events say how many 4-byte words follow the 32
+                (extra,) = _LENGTH.unpack_from(self._reply, 4)
+                if kind != _ERROR and extra:
+                    self._skip(extra * 4)
+            if kind in (_ERROR, _REPLY):
+                return kind == _REPLY
+
+    def _read_exactly(self, buffer: bytearray) -> None:
+        view, have = memoryview(buffer), 0
+        while have < len(buffer):
+            got = self._socket.recv_into(view[have:], len(buffer) - have)
+            if not got:
+                raise OSError("the X server closed the grab connection")
+            have += got
+
+    def _skip(self, count: int) -> None:
+        while count > 0:
+            chunk = bytearray(min(count, 1 << 16))
+            self._read_exactly(chunk)
+            count -= len(chunk)
+
+    def grab(self, box: Rect) -> np.ndarray | None:
+        """The pixels under ``box``, an array of its own; None when it does not fit the
+        segment or X refused it (a box off the screen)."""
+        count = box.area * 4
+        if count > self.size:
+            return None
+        request = _GET_IMAGE.pack(
+            self._major, _SHM_GET_IMAGE, 8, self._root, box.x, box.y, box.width, box.height,
+            _ALL_PLANES, _Z_PIXMAP, self._segment, 0,
         )  # fmt: skip
-        request.restype = _Cookie
-        reply = shm.xcb_shm_get_image_reply
-        reply.argtypes = (c_void_p, _Cookie, c_void_p)
-        reply.restype = c_void_p
-        free = ctypes.CDLL(None).free
-        free.argtypes = (c_void_p,)
-        free.restype = None
-        self._request, self._reply, self._free = request, reply, free
-        self._args = (connection, drawable, planes, image_format, segment)
-        # The reply's error, if any (one thread at a time uses a Grabber).
-        self._error = c_void_p()
-        self._error_ref = ctypes.byref(self._error)
-        self.view = view
-        self.size = size
+        self._socket.send(request)
+        if not self._read_reply():
+            return None
+        return self.view[:count].reshape(box.height, box.width, 4).copy()
 
-    def get(self, x: int, y: int, width: int, height: int) -> bool:
-        """Whether X copied the box into the segment (False: an X error, freed here)."""
-        conn, drawable, planes, fmt, segment = self._args
-        cookie = self._request(conn, drawable, x, y, width, height, planes, fmt, segment, 0)
-        reply = self._reply(conn, cookie, self._error_ref)
-        if reply:
-            self._free(reply)
-            return True
-        if self._error:
-            self._free(self._error)
-            self._error.value = None
-        return False
+    def close(self) -> None:
+        """Detach the segment and close the connection (X detaches its side with it)."""
+        self.view = np.empty(0, np.uint8)
+        try:
+            self._display.close()
+        except Exception:  # the connection may already be gone
+            logger.debug("closing the grab connection failed", exc_info=True)
+        address, self._address = self._address, None
+        if address is not None:
+            _libc().shmdt(address)
