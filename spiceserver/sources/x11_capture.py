@@ -417,8 +417,6 @@ class _Capture:
     def grab_boxes(self, boxes: list[Rect], now: float) -> None:
         """Grab ``boxes``, compare them with the source's frame and publish what changed.
         Raises ScreenShrank when a box is no longer on the screen."""
-        import mss.exception
-
         # On the loop (x11_loop.py) every update handed over is applied already: the loop
         # applies them, and grabs only while no job of the capture thread runs.
         on_loop = threading.get_ident() == self.source._loop_thread
@@ -426,12 +424,7 @@ class _Capture:
         writes: list[tuple[Rect, np.ndarray]] = []
         scrolls: list[Scroll] = []
         for box in boxes:
-            try:
-                pixels = self._grab(box)
-            except mss.exception.ScreenShotError as exc:
-                # The screen shrank under this grab (its events are not read yet): follow.
-                logger.debug("grab of %s failed (%s): checking the screen size", box, exc)
-                raise ScreenShrank(str(exc)) from exc
+            pixels = self._grab(box)  # ScreenShrank: the caller follows the new size
             if not on_loop and not self.source._settled():
                 return  # stopping
             # Read only (Exact frames); boxes are disjoint, so one box's changes, applied

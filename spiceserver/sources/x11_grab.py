@@ -16,7 +16,7 @@ the 32-byte reply, and a copy out of a System V segment of its own, sized for th
 screen.  A connection carries no events (none are selected), so the reply is all that comes.
 mss stays for every case this does not cover: no MIT-SHM (another host, another IPC
 namespace), a segment that cannot be made, and the error of a box off the screen (mss
-raises ScreenShotError, which the capture turns into ScreenShrank).
+raises ScreenShotError, which becomes ScreenShrank: the capture follows the new size).
 """
 
 from __future__ import annotations
@@ -63,7 +63,9 @@ class Grabber:
 
     def __init__(self, display_name: str) -> None:
         import mss
+        import mss.exception
 
+        self._refused = mss.exception.ScreenShotError
         self.display_name = display_name
         self.sct: Any = mss.MSS(display=display_name)
         #: The request of our own, None until mss has shown MIT-SHM working.
@@ -79,8 +81,8 @@ class Grabber:
         return None if "MIT-SHM is working" in status else (status or "mss without XShm")
 
     def grab(self, box: Rect) -> np.ndarray:
-        """The pixels under ``box``, an array of its own (H, W, 4).  Raises mss's
-        ScreenShotError for a box outside the screen."""
+        """The pixels under ``box``, an array of its own (H, W, 4).  Raises ScreenShrank for
+        a box outside the screen."""
         shm = self._shm
         if shm is None and not self._shm_tried:
             shm = self._shm = self._connect()
@@ -89,9 +91,14 @@ class Grabber:
             if pixels is not None:
                 return pixels
             # too big for the segment, or X refused (a box off a shrunk screen): mss says why
-        shot = self.sct.grab(
-            {"left": box.x, "top": box.y, "width": box.width, "height": box.height}
-        )
+        try:
+            shot = self.sct.grab(
+                {"left": box.x, "top": box.y, "width": box.width, "height": box.height}
+            )
+        except self._refused as exc:
+            # The screen shrank under this grab (its events are not read yet): follow.
+            logger.debug("grab of %s failed (%s): checking the screen size", box, exc)
+            raise ScreenShrank(str(exc)) from exc
         return np.frombuffer(shot.raw, dtype=np.uint8).reshape(box.height, box.width, 4)
 
     def _connect(self) -> ShmConnection | None:
