@@ -51,6 +51,12 @@ FLOOD_CALM_SECONDS = 1.0
 #: Raw damage: the DamageSubtract keeping X's region small goes this long after a grab (before
 #: it, it cost 0.05 ms of a small change's latency: ``bench_desktop --trace-hops``).
 SUBTRACT_DELAY = 0.005
+#: The grab's plan reads the events once more (the rest of a drawing: a scroll's copy, then
+#: its new line), unless a read emptied the socket less than this long before: what X drew
+#: in so short a time is no likelier to be there than in the grab's own round trip (and its
+#: damage raises the next grab).  That read is a system call, 30 µs of a cold CPU on the
+#: path of a small change (``bench_desktop --trace-hops``).
+REREAD_AFTER = 0.0002
 #: Without XInput 2, the pointer position is polled this often.
 POINTER_POLL_SECONDS = 0.1
 #: With XInput 2, the pointer is still polled this often: warps raise no raw motion.
@@ -129,6 +135,8 @@ class _Capture:
         self.pending: list[Rect] = []
         #: DamageNotify read off the socket while python-xlib has nothing in flight.
         self.direct: DirectDamage | None = None
+        #: When a read last emptied the socket (see REREAD_AFTER).
+        self.drained_at = -1.0
         #: The root's size or the RandR layout may have changed (check with _check_layout).
         self.resized = False
         self.heads = source._heads
@@ -312,9 +320,11 @@ class _Capture:
                 count += read
                 if drained or xlib:
                     break
+            now = time.monotonic()
             if count:
-                self.last_damage = time.monotonic()
+                self.last_damage = now
             if not xlib and count < FLOOD_EVENTS:
+                self.drained_at = now
                 return
         d = self.display
         # pending_events() reads from the socket each time (X_READ_BYTES) and returns the
@@ -325,6 +335,13 @@ class _Capture:
             count += queued
         if count >= FLOOD_EVENTS and self.damage is not None and not self.flooded:
             self._set_damage_level(flooded=True)
+
+    def _just_drained(self) -> bool:
+        """Whether the socket was emptied of events less than REREAD_AFTER ago, and no round
+        trip has queued any since (python-xlib's queue)."""
+        if time.monotonic() - self.drained_at >= REREAD_AFTER:
+            return False
+        return not len(getattr(self.display.display, "event_queue", ()))
 
     def _set_damage_level(self, *, flooded: bool) -> None:
         """Switch between raw and delta damage rectangles (the new report starts before the
@@ -401,7 +418,8 @@ class _Capture:
                 # it must reach X before the grab, or a change between the two would be lost.
                 self.display.damage_subtract(self.damage)
                 self.display.sync()
-            self._read_events()  # the rest of a drawing (a scroll's copy, then its new line)
+            if self.flooded or not self._just_drained():
+                self._read_events()  # the rest of a drawing (a scroll's copy, its new line)
             if self.resized:
                 if not follow_layout:
                     return None
