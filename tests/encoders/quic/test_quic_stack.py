@@ -37,3 +37,28 @@ def test_stack_rejects_bad_parts() -> None:
         quic_encode_stack([np.zeros((2, 4, 4), np.uint8), np.zeros((2, 5, 4), np.uint8)])
     with pytest.raises(QuicError):
         quic_encode_stack([np.zeros((2, 4, 4), np.uint16)])
+
+
+def test_adjacent_bands_are_coded_as_one_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The server's bands are views of one read of the area, each right after the other in
+    # memory: one image call, the same stream.  Parts apart in memory go band by band.
+    from encoders.quic import api
+
+    img = make_image("palette", 40, 24, seed=4)
+    img[..., 3] = 0
+    adjacent = [img[:10], img[10:11], img[11:]]
+    want = quic_encode(img)
+    band_by_band = api._kernels.encode_rows
+
+    def refuse(*args: object) -> int:
+        raise AssertionError("coded band by band")
+
+    monkeypatch.setattr(api._kernels, "encode_rows", refuse)
+    assert quic_encode_stack(adjacent) == want
+    monkeypatch.setattr(api._kernels, "encode_rows", band_by_band)
+    reordered = [img[11:], img[:11]]  # the second part lies before the first
+    assert api._adjacent(reordered) is None
+    assert quic_encode_stack(reordered) == quic_encode(np.concatenate(reordered))
+    readonly = img.copy()
+    readonly.flags.writeable = False
+    assert api._adjacent([readonly[:5], readonly[5:]]) is None
