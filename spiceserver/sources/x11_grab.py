@@ -116,6 +116,17 @@ class Grabber:
         self.sct.close()
 
 
+def _local(sock: socket.socket) -> bool:
+    """Whether ``sock`` reaches an X server on this host (a Unix socket, or loopback)."""
+    if sock.family == socket.AF_UNIX:
+        return True
+    try:
+        host = sock.getpeername()[0]
+    except OSError:
+        return False
+    return host in ("127.0.0.1", "::1") or str(host).startswith("127.")
+
+
 def _libc() -> Any:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.shmget.argtypes = (ctypes.c_int, ctypes.c_size_t, ctypes.c_int)
@@ -153,6 +164,8 @@ class ShmConnection:
             # count stale, which nothing reads).
             display.sync()
             self._socket: socket.socket = display.display.socket
+            if not _local(self._socket):  # a segment id means nothing on another host
+                raise SpiceError(f"{display_name}: not a local X server")
             self._reply = bytearray(_REPLY_BYTES)
             self._attach()
         except BaseException:

@@ -223,3 +223,20 @@ def test_sources_loading_the_compare_kernel_at_once_all_get_it(tmp_path: Path) -
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["[]", "True"]
+
+
+def test_own_shared_memory_grabs_only_for_a_local_x_server() -> None:
+    import socket
+
+    from spiceserver.sources.x11_grab import _local
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        assert _local(ours)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        with socket.create_connection(listener.getsockname()) as tcp:
+            assert _local(tcp)
+    with socket.socket() as unconnected:
+        assert not _local(unconnected)
