@@ -45,9 +45,12 @@ _AREA_OFFSET = 16
 #: Every X event is 32 bytes (but GenericEvent, which says how many more follow).
 _EVENT_BYTES = 32
 #: python-xlib's state that must be empty for the socket to carry events only (and nothing
-#: of python-xlib's half read), checked before each direct read.
-_BUFFERS = ("data_recv", "event_queue", "sent_requests")
-_FLAGS = ("recv_packet_len", "recv_active", "send_active")
+#: of python-xlib's half read), checked before each direct read (DirectDamage.idle), and
+#: what else of its connection is used.
+_INTERNALS = (
+    "data_recv", "event_queue", "sent_requests", "recv_packet_len", "recv_active",
+    "send_active", "parse_response", "close_internal",
+)  # fmt: skip
 
 
 class LeanDamageNotify:
@@ -119,8 +122,7 @@ class DirectDamage:
         """For ``display``'s DamageNotify ``event_type``; None (python-xlib reads everything)
         when its connection is not the python-xlib this was written for."""
         protocol = getattr(display, "display", None)
-        names = (*_BUFFERS, *_FLAGS, "parse_response", "close_internal")
-        if protocol is None or not all(hasattr(protocol, name) for name in names):
+        if protocol is None or not all(hasattr(protocol, name) for name in _INTERNALS):
             logger.debug("python-xlib's connection is not as expected: it reads every event")
             return None
         if not isinstance(getattr(protocol, "socket", None), socket.socket):
@@ -129,10 +131,16 @@ class DirectDamage:
 
     def idle(self) -> bool:
         """Whether python-xlib has nothing in flight: the socket holds events only."""
-        protocol = self._protocol
-        # (data_recv is python-xlib's bytesview: its length, not its truth, says it is empty)
-        return not any(len(getattr(protocol, name)) for name in _BUFFERS) and not any(
-            getattr(protocol, name) for name in _FLAGS
+        p = self._protocol
+        # (data_recv is python-xlib's bytesview: its length, not its truth, says it is empty;
+        # plain attribute tests: this runs on every read, on the path of each small change)
+        return not (
+            len(p.data_recv)
+            or p.event_queue
+            or p.sent_requests
+            or p.recv_packet_len
+            or p.recv_active
+            or p.send_active
         )
 
     def read(self, damaged: Callable[[Rect], None]) -> tuple[int, bool, bool]:
