@@ -336,6 +336,14 @@ class _Capture:
         if count >= FLOOD_EVENTS and self.damage is not None and not self.flooded:
             self._set_damage_level(flooded=True)
 
+    def queued_events(self) -> bool:
+        """Whether events wait in python-xlib's queue (a round trip read them).  With the
+        direct reader, its queue is looked at without a read: anything still on the socket
+        makes it readable, and python-xlib parses every whole packet it reads at once."""
+        if self.direct is not None:
+            return self.direct.queued()
+        return bool(self.display.pending_events())
+
     def _just_drained(self) -> bool:
         """Whether the socket was emptied of events less than REREAD_AFTER ago, and no round
         trip has queued any since (python-xlib's queue)."""

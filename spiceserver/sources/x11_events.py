@@ -143,6 +143,10 @@ class DirectDamage:
             or p.send_active
         )
 
+    def queued(self) -> bool:
+        """Whether python-xlib holds parsed events (no I/O)."""
+        return bool(self._protocol.event_queue)
+
     def read(self, damaged: Callable[[Rect], None]) -> tuple[int, bool, bool]:
         """One read of the socket: ``damaged`` for each DamageNotify in it; their count,
         whether python-xlib must read now (it had something in flight, or it got what came

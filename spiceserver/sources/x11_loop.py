@@ -107,7 +107,7 @@ class LoopCapture:
             capture.next_grab = now + capture.interval
         capture.subtract_and_pointer(now)
         display.flush()
-        if display.pending_events():  # queued by a round trip: no readable socket for them
+        if capture.queued_events():  # queued by a round trip: no readable socket for them
             self._schedule()
             return
         if self._timer is not None:
