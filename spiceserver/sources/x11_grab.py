@@ -68,7 +68,7 @@ class Grabber:
         self._refused = mss.exception.ScreenShotError
         self.display_name = display_name
         self.sct: Any = mss.MSS(display=display_name)
-        #: The request of our own, None until mss has shown MIT-SHM working.
+        #: Our XShm connection, made at the first grab (None after: mss grabs everything).
         self._shm: ShmConnection | None = None
         self._shm_tried = False
 
@@ -147,9 +147,12 @@ class ShmConnection:
     """
 
     def __init__(self, display_name: str) -> None:
-        from spiceserver.sources.x11_capture import open_display
+        from Xlib import display as xdisplay
 
-        self._display = display = open_display(display_name)
+        try:
+            self._display = display = xdisplay.Display(display_name)
+        except Exception as exc:  # DisplayError, OSError …: mss grabs then
+            raise SpiceError(f"cannot open {display_name!r} for grabbing: {exc}") from exc
         self._address: int | None = None
         try:
             extension = display.query_extension("MIT-SHM")
