@@ -347,9 +347,10 @@ class _Capture:
     def _just_drained(self) -> bool:
         """Whether the socket was emptied of events less than REREAD_AFTER ago, and no round
         trip has queued any since (python-xlib's queue)."""
-        if time.monotonic() - self.drained_at >= REREAD_AFTER:
+        direct = self.direct  # (only its reads set drained_at)
+        if direct is None or time.monotonic() - self.drained_at >= REREAD_AFTER:
             return False
-        return not len(getattr(self.display.display, "event_queue", ()))
+        return not direct.queued()
 
     def _set_damage_level(self, *, flooded: bool) -> None:
         """Switch between raw and delta damage rectangles (the new report starts before the
