@@ -392,11 +392,11 @@ class _Capture:
 
     # -- pixels ----------------------------------------------------------------
 
-    def _grab(self, box: Rect) -> np.ndarray:
+    def _grab(self, box: Rect, borrowed: bool = False) -> np.ndarray:
         stats = self.source.stats
         stats["grabs"] += 1
         stats["grabbed_pixels"] += box.area
-        return self.sct.grab(box)
+        return self.sct.grab(box, borrowed=borrowed)
 
     def _grab_full(self) -> None:
         full = Rect(0, 0, self.width, self.height)
@@ -447,11 +447,16 @@ class _Capture:
         # On the loop (x11_loop.py) every update handed over is applied already: the loop
         # applies them, and grabs only while no job of the capture thread runs.
         on_loop = threading.get_ident() == self.source._loop_thread
+        # One box grabbed on the loop is compared and applied (publish) before anything
+        # grabs again: its pixels may stay in the grab's shared memory, uncopied (a numpy
+        # copy, ~18 us on the path of a typed glyph after an idle spell: bench_desktop
+        # --trace-hops with stamps around it).
+        borrowed = on_loop and len(boxes) == 1
         changed: list[Rect] = []
         writes: list[tuple[Rect, np.ndarray]] = []
         scrolls: list[Scroll] = []
         for box in boxes:
-            pixels = self._grab(box)  # ScreenShrank: the caller follows the new size
+            pixels = self._grab(box, borrowed)  # ScreenShrank: the caller follows the new size
             if not on_loop and not self.source._settled():
                 return  # stopping
             # Read only (Exact frames); boxes are disjoint, so one box's changes, applied

@@ -80,14 +80,15 @@ class Grabber:
         status = " ".join(getattr(self.sct, "performance_status", []))
         return None if "MIT-SHM is working" in status else (status or "mss without XShm")
 
-    def grab(self, box: Rect) -> np.ndarray:
-        """The pixels under ``box``, an array of its own (H, W, 4).  Raises ScreenShrank for
-        a box outside the screen."""
+    def grab(self, box: Rect, *, borrowed: bool = False) -> np.ndarray:
+        """The pixels under ``box``, an array of its own (H, W, 4); ``borrowed``: possibly a
+        view of the shared memory instead, valid until the next grab.  Raises ScreenShrank
+        for a box outside the screen."""
         shm = self._shm
         if shm is None and not self._shm_tried:
             shm = self._shm = self._connect()
         if shm is not None:
-            pixels = shm.grab(box)
+            pixels = shm.grab(box, borrowed=borrowed)
             if pixels is not None:
                 return pixels
             # too big for the segment, or X refused (a box off a shrunk screen): mss says why
@@ -228,9 +229,10 @@ class ShmConnection:
             self._read_exactly(chunk)
             count -= len(chunk)
 
-    def grab(self, box: Rect) -> np.ndarray | None:
-        """The pixels under ``box``, an array of its own; None when it does not fit the
-        segment or X refused it (a box off the screen)."""
+    def grab(self, box: Rect, *, borrowed: bool = False) -> np.ndarray | None:
+        """The pixels under ``box``, an array of its own (``borrowed``: a view of the segment,
+        which the next grab overwrites); None when it does not fit the segment or X refused
+        it (a box off the screen)."""
         count = box.area * 4
         if count > self.size:
             return None
@@ -241,7 +243,8 @@ class ShmConnection:
         self._socket.send(request)
         if not self._read_reply():
             return None
-        return self.view[:count].reshape(box.height, box.width, 4).copy()
+        pixels = self.view[:count].reshape(box.height, box.width, 4)
+        return pixels if borrowed else pixels.copy()
 
     def close(self) -> None:
         """Detach the segment and close the connection (X detaches its side with it)."""
