@@ -204,6 +204,11 @@ class ClickTrack(AudioSource):
         self._stop = threading.Event()
         #: (label, clock time) of the last clicks, newest last (for benchmarks).
         self.log: deque[tuple[int, float]] = deque(maxlen=10_000)
+        #: Clock time the first block is due (the stream's first sample is 10 ms earlier);
+        #: pacing restarts after a stall set it anew.  None before the first block.  A sink
+        #: that notes the clock itself when the first block arrives is late by however
+        #: long its thread took to wake.
+        self.first_due: float | None = None
 
     def click(self, label: int = 0, at: float | None = None) -> None:
         """A click at clock time ``at`` (default now); any thread.  ``label`` (a frame
@@ -219,7 +224,7 @@ class ClickTrack(AudioSource):
         ).start()
 
     def _run(self, sink: AudioSink) -> None:
-        start = self.clock() + 0.01
+        start = self.first_due = self.clock() + 0.01
         index = 0
         carry = np.zeros(0, np.int16)  # the part of a burst that spills into the next block
         while not self._stop.is_set():
@@ -228,7 +233,8 @@ class ClickTrack(AudioSource):
             if wait > 0 and self._stop.wait(wait):
                 break
             if wait < -0.2:  # stalled: restart the pacing, no burst of blocks
-                start, index, due = self.clock(), 0, self.clock()
+                start, index = self.clock(), 0
+                due = self.first_due = start
             mono = np.zeros(BLOCK_FRAMES + len(self._burst), np.int16)
             mono[: len(carry)] = carry
             with self._lock:
