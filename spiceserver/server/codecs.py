@@ -308,6 +308,14 @@ MODES: dict[ImageCompression, CompressionMode] = {
 }
 
 
+def warm_order(compression: ImageCompression) -> tuple[str, ...]:
+    """The codecs a client in ``compression`` mode gets first: its first candidate, then its
+    photographic codec, then the other candidates (the order their kernels best load in)."""
+    mode = MODES[compression]
+    photographic = () if mode.photographic is None else (mode.photographic,)
+    return tuple(dict.fromkeys((*mode.codecs[:1], *photographic, *mode.codecs[1:])))
+
+
 def shared_codec_key(codec: str, settings: CodecSettings = DEFAULT_SETTINGS) -> CodecKey | None:
     """The key under which sessions may share images of ``codec``; None when they may not."""
     entry = CODECS[codec]
@@ -527,10 +535,10 @@ class ImageEncoder:
         self.compression = mode
         return True
 
-    def _fits(self, codec: str, width: int, height: int) -> bool:
+    def _fits(self, codec: str, width: int, height: int, *, ready_only: bool = True) -> bool:
         if min(width, height) < CODECS[codec].min_side:
             return False
-        if self.ready is not None and codec not in self.ready:
+        if ready_only and self.ready is not None and codec not in self.ready:
             return False
         if codec == "glz":  # the client's window must hold the image (DISPLAY_INIT)
             return self.glz is not None and self.glz.fits(width, height)
@@ -568,6 +576,14 @@ class ImageEncoder:
             if self._fits(codec, width, height):
                 return codec
         return "raw"
+
+    def codecs_for(self, width: int, height: int) -> set[str]:
+        """The codecs a ``width`` x ``height`` image may go out with in this mode once every
+        codec is ready: the first candidate that takes it, and the mode's photographic one."""
+        mode = MODES[self.compression]
+        usable = {mode.photographic} if mode.photographic is not None else set()
+        first = (c for c in mode.codecs if self._fits(c, width, height, ready_only=False))
+        return usable | {next(first, "raw")}
 
     def encode(self, pixels: np.ndarray, codec: str | None = None) -> tuple[EncodedImage, str]:
         """Encode one region with ``codec`` (default: :meth:`choose`); returns image and codec.

@@ -27,7 +27,7 @@ from spiceserver.record import JsonlRecorder, Recorder
 from spiceserver.server.agent import AgentServices
 from spiceserver.server.audio import AudioHub
 from spiceserver.server.channels.inputs import InputsHandler
-from spiceserver.server.codecs import CODECS, jpeg_available
+from spiceserver.server.codecs import CODECS, jpeg_available, warm_order
 from spiceserver.server.context import ServerContext
 from spiceserver.server.encode_cache import EncodeCache
 from spiceserver.server.fault_injection import FaultInjector
@@ -267,7 +267,8 @@ class SpiceServer:
             context = self.context
             # Codecs without numba kernels (raw, jpeg) are ready at once.
             context.codecs_ready = {name for name, codec in CODECS.items() if not codec.kernels}
-            self._warmup = context.warmup = EncoderWarmup(context.codecs_ready)
+            first = warm_order(config.image_compression)
+            self._warmup = context.warmup = EncoderWarmup(context.codecs_ready, first)
 
     # ------------------------------------------------------------------ lifecycle
 

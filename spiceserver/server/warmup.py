@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -118,11 +118,20 @@ def release_compiler_pages() -> int:
 
 
 class EncoderWarmup:
-    """Adds each codec to ``ready`` (on the loop thread) once its kernels are compiled."""
+    """Adds each codec to ``ready`` (on the loop thread) once its kernels are compiled.
 
-    def __init__(self, ready: set[str]) -> None:
+    ``first``: codecs to load before the others, when every kernel is in numba's cache (the
+    server's image compression mode, :func:`~spiceserver.server.codecs.warm_order`): a
+    first frame waits only for the codecs it may use (:meth:`wait_for`).  Compiling (a cold
+    cache) keeps :data:`ORDER`, the fastest first."""
+
+    def __init__(self, ready: set[str], first: Sequence[str] = ()) -> None:
         self.ready = ready
+        self._first = tuple(first)
+        #: The load order (:meth:`start` decides).
+        self.order: tuple[str, ...] = ORDER
         self._done = asyncio.Event()
+        self._added = asyncio.Event()  # set at each codec ready, and when all are done
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = 0.0
         #: Every kernel is in numba's cache: all are ready within a second or so, and a
@@ -135,6 +144,8 @@ class EncoderWarmup:
         self._started = time.perf_counter()
         cold = [name for name in ORDER if not _cached(CODECS[name].kernels)]
         self.quick = not cold
+        if self.quick:
+            self.order = tuple(dict.fromkeys((*(n for n in self._first if n in ORDER), *ORDER)))
         if cold:
             logger.info(
                 "compiling image encoders %s: once per machine, ~%d s; clients are "
@@ -153,10 +164,21 @@ class EncoderWarmup:
         """Until every codec is ready (or failed to compile, which is logged)."""
         await self._done.wait()
 
+    async def wait_for(self, names: Collection[str]) -> None:
+        """Until every codec of ``names`` is ready, or the warm-up is over (a codec that
+        failed to compile never is)."""
+        while not self._done.is_set() and not all(name in self.ready for name in names):
+            self._added.clear()
+            await self._added.wait()
+
+    def _ready(self, name: str) -> None:
+        self.ready.add(name)
+        self._added.set()
+
     def _run(self) -> None:
         loop = self._loop
         assert loop is not None
-        for name in ORDER:
+        for name in self.order:
             module = CODECS[name].kernels
             started = time.perf_counter()
             try:
@@ -171,7 +193,7 @@ class EncoderWarmup:
             seconds = time.perf_counter() - started
             if seconds > _CACHED_SECONDS:
                 logger.info("image encoder %s compiled in %.1fs", name, seconds)
-            if not _call(loop, self.ready.add, name):
+            if not _call(loop, self._ready, name):
                 return  # the server (its loop) is gone
         release_link_modules()
         released = release_compiler_pages()
@@ -186,3 +208,4 @@ class EncoderWarmup:
         # objects (65-80 ms on the loop, stalling every update it meets; 0 after freeze).
         gc.freeze()
         self._done.set()
+        self._added.set()

@@ -363,9 +363,11 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
         if warmup is not None and warmup.quick and not warmup.done:
             # The kernels load from numba's cache in about a second: a first frame in the
             # client's codec is worth that wait (a cold cache takes ~10 s: no waiting then).
+            # Only for the codecs it may use: the mode's (warm_order) load first.
+            codecs = self.encoder.codecs_for(*self.context.source.size)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(CACHED_WARMUP_WAIT):
-                    await warmup.wait()
+                    await warmup.wait_for(codecs)
         self._next_slot = loop.time()
         while not self._closed:
             self._parked = True  # from here, small damage may go out right away (send_now)
