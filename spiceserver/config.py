@@ -154,7 +154,8 @@ class ServerConfig:
     #: Name sent in MAIN NAME to clients that ask (NAME_AND_UUID).
     name: str = "spiceserver"
     #: Most screen updates per second sent to one client (up to 5% more from a faster source:
-    #: the slack that keeps a source at exactly ``max_fps`` from losing frames to jitter).
+    #: the slack that keeps a source at exactly ``max_fps`` from losing frames to jitter; and
+    #: after a pause a few back to back, ``spiceserver.pacing.BURST``).
     max_fps: float = 30.0
     #: Largest SpiceLinkHeader.size accepted (spice-server: 4096).
     max_link_size: int = DEFAULT_MAX_LINK_SIZE

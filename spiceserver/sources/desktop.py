@@ -27,11 +27,12 @@ thread" below is whichever follows the events.
   application that repaints the same pixels — a clock redrawing its face, a terminal redrawing a
   line — costs no bytes on the wire, and what is reported is tightened to the pixels that
   really changed.
-* **When.**  The first change after a quiet spell is grabbed at once (latency); later ones are
-  coalesced to at most ``max_fps`` grabs a second.  With no damage the thread sleeps in
-  ``select()``, waking only for X events and the pointer check (once a second with XInput 2
-  raw motion, else every ``x11_capture.POINTER_POLL_SECONDS``): an idle desktop costs next to
-  nothing.
+* **When.**  The first change after a quiet spell is grabbed at once (latency), and so are the
+  next few (:data:`spiceserver.pacing.BURST` in all: a program draws a change in pieces, a
+  few milliseconds apart); later ones are coalesced to ``max_fps`` grabs a second.  With no
+  damage the thread sleeps in ``select()``, waking only for X events and the pointer check
+  (once a second with XInput 2 raw motion, else every ``x11_capture.POINTER_POLL_SECONDS``):
+  an idle desktop costs next to nothing.
 * **Order.**  Each event is sent after its drawing is done, and the grab goes through the X
   server after the event was sent, so a grab sees at least what the events it answers
   announced; drawing after that raises new events and a new grab.  Nothing is lost between
@@ -65,8 +66,9 @@ read (the later damage re-sends those pixels), but a COPY_BITS moves the client'
 would carry a torn pixel to where no damage covers it.  The thread compares its grabs with
 :attr:`frame` itself, once the loop has applied every update handed to it (until then the
 frame lacks them; afterwards nothing writes it but those updates): one full-screen frame
-(7.9 MiB at 1920x1080) instead of a copy of its own.  Updates are at least a grab interval
-apart while the screen keeps changing, so the wait is normally over before it starts.
+(7.9 MiB at 1920x1080) instead of a copy of its own.  While the screen keeps changing, updates
+are a grab interval apart, so the wait is normally over before it starts; in a burst after a
+pause it is the loop applying the small update just before.
 """
 
 from __future__ import annotations
@@ -108,7 +110,8 @@ class DesktopSource(FramebufferSource):
 
     Args:
         display: An X display name such as ``":0"``; None uses ``$DISPLAY``.
-        max_fps: At most this many grabs a second while the screen keeps changing.
+        max_fps: This many grabs a second while the screen keeps changing (a few more back to
+            back after a pause: :mod:`spiceserver.pacing`).
         use_damage: Use the DAMAGE extension when the server has it (False forces the
             polling fallback, for tests).
         scroll_detect: Report vertical scrolls as moves (COPY_BITS for clients) instead of

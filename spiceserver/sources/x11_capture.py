@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spiceserver.errors import ConfigError
+from spiceserver.pacing import BURST, next_slot
 from spiceserver.protocol.messages import CursorShape
 from spiceserver.scroll import Scroll, ScrollMisses, apply_scroll
 from spiceserver.sources.base import Head, Rect
@@ -251,7 +252,7 @@ class _Capture:
             self.cursor()
             if self._grab_due(now):
                 self._grab_update(now)
-                self.next_grab = now + self.interval
+                self.grabbed(now)
                 continue  # the grab's round trips may have queued events
             self.subtract_and_pointer(now)
             d.flush()
@@ -271,6 +272,13 @@ class _Capture:
         if self.cursor_dirty and self.xfixes:
             self.cursor_dirty = False
             self._update_cursor()
+
+    def grabbed(self, now: float) -> None:
+        """Schedule the next grab after one made at ``now``: with DAMAGE a few may follow
+        at once after a pause, for a change drawn in pieces (:mod:`spiceserver.pacing`);
+        polling, no burst (nothing says more is coming)."""
+        burst = BURST if self.damage is not None else 1
+        self.next_grab = next_slot(self.next_grab, now, self.interval, burst)
 
     def subtract_and_pointer(self, now: float) -> None:
         """The delayed DamageSubtract and the pointer's position, when due."""

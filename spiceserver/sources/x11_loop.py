@@ -104,7 +104,7 @@ class LoopCapture:
         capture.cursor()
         if not self.busy and capture._grab_due(now):
             self._grab(now)
-            capture.next_grab = now + capture.interval
+            capture.grabbed(now)
         capture.subtract_and_pointer(now)
         display.flush()
         if capture.queued_events():  # queued by a round trip: no readable socket for them

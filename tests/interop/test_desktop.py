@@ -23,6 +23,7 @@ import pytest
 
 from spiceserver.desktop_input import X11Input
 from spiceserver.injector import ThreadedInput
+from spiceserver.pacing import BURST
 from spiceserver.pynput_input import PynputInput
 from spiceserver.sources.desktop import DesktopSource, open_display
 from tests.interop.clients import (
@@ -293,6 +294,18 @@ def test_grabber_direct_request_gives_the_x_pixels() -> None:
             _kill(proc)
 
 
+def white_window(conn: Any, left: int, top: int, width: int, height: int) -> Any:
+    """A white override-redirect window, mapped (python-xlib)."""
+    screen = conn.screen()
+    window = screen.root.create_window(
+        left, top, width, height, 0, screen.root_depth,
+        background_pixel=screen.white_pixel, override_redirect=True,
+    )  # fmt: skip
+    window.map()
+    conn.sync()
+    return window
+
+
 @pytest.mark.parametrize("on_loop", [True, False], ids=["loop", "thread"])
 def test_small_changes_on_the_loop_big_ones_on_the_thread(
     display: str, apps: Callable[..., Any], on_loop: bool
@@ -310,13 +323,7 @@ def test_small_changes_on_the_loop_big_ones_on_the_thread(
         loop_grabs = 0 if driver is None else driver.loop_grabs
         conn = open_display(display)
         try:
-            screen = conn.screen()
-            window = screen.root.create_window(
-                300, 200, 400, 300, 0, screen.root_depth,
-                background_pixel=screen.white_pixel, override_redirect=True,
-            )  # fmt: skip
-            window.map()
-            conn.sync()
+            window = white_window(conn, 300, 200, 400, 300)
             client.wait_for_frame(settled_screen(display), timeout=30)  # a big change
             gc = window.create_gc()
             for i in range(5):  # glyph-sized fills, each its own update
@@ -334,6 +341,53 @@ def test_small_changes_on_the_loop_big_ones_on_the_thread(
         if driver is not None:
             assert driver.loop_grabs >= loop_grabs + 5
             assert driver.thread_jobs >= 1  # the window's map
+
+
+def test_a_change_drawn_in_pieces_goes_out_at_once_then_at_max_fps(display: str) -> None:
+    """After a pause, the pieces a program draws one change in (xterm: prompt, scroll, line)
+    are grabbed and shown back to back, up to ``pacing.BURST`` of them; the next waits for
+    the ``max_fps`` schedule.  At 1 fps, without the burst each piece after the first would
+    reach spice-gtk a second later."""
+    x(display, "xsetroot", "-solid", "#204060")
+    source = DesktopSource(display, max_fps=1.0)
+    with served(display, source, with_input=False) as (_st, client, _handler):
+        conn = open_display(display)
+        try:
+            window = white_window(conn, 100, 100, 600, 100)
+            client.wait_for_frame(settled_screen(display), timeout=30)
+            driver = source._driver
+            assert driver is not None
+            capture = driver.capture
+            # a pause long enough to bank the whole burst (the schedule BURST - 1 slots behind)
+            assert _poll_until(
+                lambda: capture.next_grab <= time.monotonic() - (BURST - 1) * capture.interval,
+                timeout=10,
+                interval=0.05,
+            )
+            gc = window.create_gc()
+            drawn: list[float] = []
+            shown: list[float] = []
+            for i in range(BURST + 1):
+                left, top = 100 + 40 + 100 * i, 100 + 30
+                gc.change(foreground=0x00305070 + 0x222222 * i)
+                since = len(client.events)
+                window.fill_rectangle(gc, 40 + 100 * i, 30, 30, 20)
+                conn.sync()
+                drawn.append(time.monotonic())
+
+                def covers(e: dict[str, Any], left: int = left, top: int = top) -> bool:
+                    return e["x"] <= left < e["x"] + e["w"] and e["y"] <= top < e["y"] + e["h"]
+
+                event = client.wait_for("invalidate", covers, timeout=10, since=since)
+                shown.append(event["t"])
+        finally:
+            conn.close()
+        late = [round(b - a, 3) for a, b in zip(drawn, shown, strict=True)]
+        # the burst: each piece well inside one interval (1 s)
+        assert max(late[:BURST]) < 0.5 * capture.interval, late
+        # then the schedule: the grab after the burst is an interval after its first
+        assert shown[BURST] - drawn[0] >= 0.9 * capture.interval, late
+        client.wait_for_frame(settled_screen(display), timeout=30)
 
 
 def test_screen_size_change_recreates_the_surface(display: str) -> None:

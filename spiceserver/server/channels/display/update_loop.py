@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from spiceserver.pacing import next_slot
 from spiceserver.protocol.display import MAX_STREAMS, DisplayChannel
 from spiceserver.protocol.enums import DisplayCap, VideoCodec, has_cap
 from spiceserver.protocol.events import (
@@ -273,7 +274,7 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
             self.connection.abort("display update failed")
             return
         loop_time = asyncio.get_running_loop().time()
-        self._next_slot = max(self._next_slot + self._min_interval, loop_time)
+        self._next_slot = next_slot(self._next_slot, loop_time, self._min_interval)
         self._arm_refresh()
 
     def on_heads(self, heads: tuple[Head, ...]) -> None:
@@ -388,8 +389,9 @@ class DisplayHandler(ChannelHandler[DisplayChannel]):
             if wait > 0 and not self.channel.mark_pending:
                 await asyncio.sleep(wait)
             # Slots follow a schedule, so a source ticking at max_fps is never throttled by
-            # jitter; a late update does not push the schedule back more than one slot.
-            self._next_slot = max(self._next_slot + min_interval, loop.time())
+            # jitter; after a pause a few slots are banked (pacing.BURST), so the pieces a
+            # program draws a change in go out back to back instead of a frame apart.
+            self._next_slot = next_slot(self._next_slot, loop.time(), min_interval)
             self.updating = True
             try:
                 await self._send_update()
