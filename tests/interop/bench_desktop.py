@@ -16,6 +16,9 @@ For each server, on a fresh Xvfb (xsetroot background, one xterm), in its own pr
 * **latency**: a python-xlib client fills small rectangles in a window of its own, one every
   150 ms; the time from XSync returning to spice-gtk's ``invalidate`` covering the rectangle
   (both are CLOCK_MONOTONIC, so the harness and this process agree), p50 and p95;
+* **echo**: letters typed into the xterm (XTEST, one every 150 ms; the tty echoes them), each
+  erased again with BackSpace: per key the time from XSync returning to spice-gtk's first
+  ``invalidate`` over the xterm (p50, p95; it includes xterm drawing the glyph);
 * **session bytes**: server-to-client bytes (counted by a TCP relay in this process) while
   ``xdotool`` types a paragraph into the xterm and pages through ``man xterm`` — X-side input,
   so both servers see the very same drawing;
@@ -27,9 +30,9 @@ For each server, on a fresh Xvfb (xsetroot background, one xterm), in its own pr
   ``xclock -digital -update 1``, as a percentage of one core, and the bytes it sends meanwhile.
 
 ``--rounds N`` runs the servers in turn N times (interleaved) and adds, per figure, the median
-of the rounds and spiceserver's ratio to andris.  ``--skip-session`` leaves out the scripted
-session and the scrolling (first frame, latency and idle CPU only).  ``--trace-hops`` runs
-spiceserver under :mod:`tests.interop.hoptrace` and reports, per latency sample, the median
+of the rounds and spiceserver's ratio to andris.  ``--skip-session`` leaves out the echo, the
+scripted session and the scrolling (first frame, latency and idle CPU only).  ``--trace-hops``
+runs spiceserver under :mod:`tests.interop.hoptrace` and reports, per latency sample, the median
 time spent between the hops of an update (X event, grab, loop, display task, encoder,
 socket, client).
 
@@ -351,19 +354,57 @@ def run_session(display: str, xterm: str) -> None:
     time.sleep(1.0)
 
 
-def run_scrolling(display: str, xterm: str, client: GtkClient) -> list[float]:
-    """Line and half-page scrolls in ``man``; per key, the seconds until the client redraws."""
+def xterm_box(display: str, xterm: str) -> tuple[int, int, int, int]:
+    """The xterm window's x, y, width and height on the screen."""
     shape = subprocess.run(
         ["xdotool", "getwindowgeometry", "--shell", xterm],
         env=x_env(display), capture_output=True, text=True, timeout=10, check=True,
     ).stdout  # fmt: skip
     fields = dict(line.split("=", 1) for line in shape.split())
-    cx = int(fields["X"]) + int(fields["WIDTH"]) // 2
-    cy = int(fields["Y"]) + int(fields["HEIGHT"]) // 2
+    return int(fields["X"]), int(fields["Y"]), int(fields["WIDTH"]), int(fields["HEIGHT"])
+
+
+def run_echo(display: str, xterm: str, client: GtkClient, keys: int = 20) -> list[float]:
+    """Keystroke to echo: letters typed into the xterm's ``cat`` (the tty echoes them), each
+    then erased with BackSpace, so the screen ends as it began; per key, the seconds until
+    spice-gtk's first ``invalidate`` over the xterm."""
+    x(display, "xdotool", "mousemove", "200", "200")
+    x(display, "xdotool", "windowfocus", xterm)
+    left, top, width, height = xterm_box(display, xterm)
+
+    def inside(e: dict[str, Any]) -> bool:
+        return (
+            e["x"] < left + width
+            and left < e["x"] + e["w"]
+            and e["y"] < top + height
+            and top < e["y"] + e["h"]
+        )
+
+    typed = [k for i in range(keys) for k in ("abcdefghij"[i % 10], "BackSpace")]
+    latencies = key_latencies(display, client, typed, inside)
+    time.sleep(0.5)
+    return latencies
+
+
+def run_scrolling(display: str, xterm: str, client: GtkClient) -> list[float]:
+    """Line and half-page scrolls in ``man``; per key, the seconds until the client redraws."""
+    left, top, width, height = xterm_box(display, xterm)
+    cx, cy = left + width // 2, top + height // 2
 
     def covers(e: dict[str, Any]) -> bool:
         return e["x"] <= cx < e["x"] + e["w"] and e["y"] <= cy < e["y"] + e["h"]
 
+    keys = ["Down"] * 30 + ["Up"] * 30 + ["d", "d", "u", "u"]
+    latencies = key_latencies(display, client, keys, covers)
+    time.sleep(1.0)
+    return latencies
+
+
+def key_latencies(
+    display: str, client: GtkClient, keys: list[str], shown: Callable[[dict[str, Any]], bool]
+) -> list[float]:
+    """Per key (XTEST, one every 150 ms), the seconds from XSync returning to spice-gtk's
+    first ``invalidate`` that ``shown`` accepts (keys with none in 5 s are left out)."""
     from Xlib import XK, X
     from Xlib.ext import xtest
 
@@ -372,7 +413,7 @@ def run_scrolling(display: str, xterm: str, client: GtkClient) -> list[float]:
     conn = open_display(display)
     latencies = []
     try:
-        for key in ["Down"] * 30 + ["Up"] * 30 + ["d", "d", "u", "u"]:
+        for key in keys:
             keycode = conn.keysym_to_keycode(XK.string_to_keysym(key))
             since = len(client.events)
             xtest.fake_input(conn, X.KeyPress, keycode)
@@ -380,12 +421,11 @@ def run_scrolling(display: str, xterm: str, client: GtkClient) -> list[float]:
             conn.sync()  # the X server has the key: from here on, the application and us
             t0 = time.monotonic()
             with contextlib.suppress(TimeoutError):
-                event = client.wait_for("invalidate", covers, timeout=5, since=since, consume=False)
+                event = client.wait_for("invalidate", shown, timeout=5, since=since, consume=False)
                 latencies.append(max(0.0, event["t"] - t0))
             time.sleep(0.15)
     finally:
         conn.close()
-    time.sleep(1.0)
     return latencies
 
 
@@ -498,7 +538,12 @@ def hop_breakdown(
 def session_phases(
     display: str, xterm: str, client: GtkClient, relay: Relay, result: dict[str, Any]
 ) -> None:
-    """The scripted session's and the scrolls' bytes and latencies."""
+    """Keystroke echo latency, then the scripted session's and the scrolls' bytes and
+    latencies."""
+    lat = run_echo(display, xterm, client)
+    result["echo_keys"] = len(lat)
+    result["echo_latency_ms_p50"] = round(float(np.percentile(lat, 50)) * 1000, 2)
+    result["echo_latency_ms_p95"] = round(float(np.percentile(lat, 95)) * 1000, 2)
     before = relay.down
     run_session(display, xterm)
     result["session_bytes"] = relay.down - before
@@ -529,7 +574,7 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     parser.add_argument("--json", type=Path, help="also append the results to this file")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds of all servers")
-    parser.add_argument("--skip-session", action="store_true", help="no session, no scrolls")
+    parser.add_argument("--skip-session", action="store_true", help="no echo, session or scrolls")
     parser.add_argument("--trace-hops", action="store_true", help="time spiceserver's hops")
     args = parser.parse_args()
     results: dict[str, list[dict[str, Any]]] = {}
