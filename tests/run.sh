@@ -56,11 +56,15 @@ npm ci --prefix tests/interop/html5 --no-audit --no-fund --loglevel=error >/dev/
 "$PYTHON" -m ruff format --check --quiet .
 "$PYTHON" -m mypy
 if [ $# -eq 0 ]; then
-    # The codec kernels' logic once more as plain Python, then compiled with bounds checks
-    # (its own cache, so the checked build never replaces the fast one).
-    NUMBA_DISABLE_JIT=1 "$PYTHON" -m pytest -q tests/encoders
+    # The kernels' logic (codecs, the desktop's compare) once more as plain Python, then
+    # compiled with bounds checks (its own cache, so the checked build never replaces the
+    # fast one).
+    kernels="tests/encoders tests/spiceserver/sources/test_tiles_kernel.py"
+    # shellcheck disable=SC2086
+    NUMBA_DISABLE_JIT=1 "$PYTHON" -m pytest -q $kernels
+    # shellcheck disable=SC2086
     NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR="${TMPDIR:-/tmp}/spiceserver-numba-boundscheck" \
-        "$PYTHON" -m pytest -q tests/encoders
+        "$PYTHON" -m pytest -q $kernels
     # The whole suite prints its slowest tests: it has a 15-minute budget to keep.
     set -- --durations=15
 fi

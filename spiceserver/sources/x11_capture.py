@@ -19,9 +19,9 @@ import numpy as np
 from spiceserver.errors import ConfigError
 from spiceserver.pacing import BURST, next_slot
 from spiceserver.protocol.messages import CursorShape
-from spiceserver.scroll import Scroll, ScrollMisses, apply_scroll
+from spiceserver.scroll import Scroll, ScrollMisses
 from spiceserver.sources.base import Head, Rect
-from spiceserver.sources.tiles import changed_rects, damage_boxes, load_kernel
+from spiceserver.sources.tiles import changed_rects, changed_rects_moved, damage_boxes, load_kernel
 from spiceserver.sources.x11_cursor import cursor_from_argb
 from spiceserver.sources.x11_events import DirectDamage, use_lean_damage_events
 from spiceserver.sources.x11_grab import Grabber, ScreenShrank
@@ -70,10 +70,10 @@ _CURSOR_UNIQUE_TAG = 0x5846_4958 << 32
 _GENERIC_EVENT = 35
 #: python-xlib's RandR event classes: the screen's size or monitors may have changed.
 _RANDR_EVENTS = frozenset({"ScreenChangeNotify", "CrtcChangeNotify", "OutputChangeNotify"})
-#: Seconds after set-up before the small-box compare kernel loads (tiles.load_kernel, on a
-#: thread): its numba import and load hold the GIL for ~0.4 s, which at once delayed the
-#: first client's first frame (bench_desktop first_frame_s, noisy: +0.1..0.4 s); until then
-#: small boxes are compared with numpy.
+#: Seconds after set-up before the compare and scroll kernels load (tiles.load_kernel, on a
+#: thread): numba's import and the load hold the GIL for ~0.4 + 0.3 s, which at once delayed
+#: the first client's first frame (bench_desktop first_frame_s, noisy: +0.1..0.4 s); until
+#: then numpy compares (with the same answers).
 KERNEL_LOAD_DELAY = 3.0
 #: Changed rectangles smaller than this (pixels) are not checked for a scroll: cheap to encode.
 SCROLL_MIN_AREA = 128 * 32
@@ -84,7 +84,7 @@ def _load_compare_kernel() -> None:
     try:
         load_kernel()
     except Exception:
-        logger.warning("small-box compare kernel not loaded: numpy compares them", exc_info=True)
+        logger.warning("compare kernels not loaded: numpy compares instead", exc_info=True)
 
 
 def open_display(name: str) -> Display:
@@ -516,10 +516,8 @@ class _Capture:
             if scroll is not None:
                 # What the box holds once the loop applies the move: a copy, as ``held``
                 # is the source's frame (read only here).
-                moved = held.copy()
-                apply_scroll(moved[area.y : area.bottom, area.x : area.right], scroll)
                 scrolls.append(scroll.shifted(box.x + area.x, box.y + area.y))
-                return changed_rects(moved, pixels)
+                return changed_rects_moved(held, pixels, scroll.shifted(area.x, area.y))
         return rects
 
     def _check_layout(self) -> bool:
