@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spiceserver.errors import ConfigError
+from spiceserver.kernel_memory import release_after_load
 from spiceserver.pacing import BURST, next_slot
 from spiceserver.protocol.messages import CursorShape
 from spiceserver.scroll import Scroll, ScrollMisses
@@ -83,6 +84,9 @@ def _load_compare_kernel() -> None:
     """tiles.load_kernel on its timer thread: a failure leaves numpy's compare in place."""
     try:
         load_kernel()
+        # Loading linked the kernels with LLVM, whose code the codecs' warm-up had paged
+        # out: out again (``python -m tests.interop.bench_rss``: 125 -> 113 MiB).
+        release_after_load()
     except Exception:
         logger.warning("compare kernels not loaded: numpy compares instead", exc_info=True)
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from encoders import lz_encode
-from spiceserver.server.warmup import EncoderWarmup, release_compiler_pages
+from spiceserver.kernel_memory import release_after_load, release_compiler_pages
+from spiceserver.server.warmup import EncoderWarmup
 from tests.conftest import ROOT, run
 from tests.reference.lz_decode import lz_decode
 
@@ -67,7 +68,7 @@ from tests.reference.glz_decode import glz_decode
 from tests.reference.lz_decode import lz_decode
 from tests.reference.quic_decode import quic_decode
 from encoders._jit import _DISPATCHERS
-from spiceserver.server.warmup import release_link_modules
+from spiceserver.kernel_memory import release_link_modules
 encoders.warmup()
 release_link_modules()  # as the server's warm-up does, before any encode
 # A compile that links a kernel in gets its IR back (parsed again from the kept bitcode).
@@ -112,3 +113,19 @@ def test_cached_kernels_load_without_the_compiler_registries_and_encode() -> Non
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "registries loaded: []", done.stdout
+
+
+def test_the_desktops_compare_kernels_hand_llvm_back_too() -> None:
+    """tiles.load_kernel (3 s after a desktop source starts) links its kernels with LLVM,
+    whose pages the warm-up had given back: the capture pages them out again, and the
+    kernels keep answering."""
+    from spiceserver.sources import tiles
+    from spiceserver.sources.base import Rect
+
+    tiles.load_kernel()
+    assert release_after_load() > 50 << 20
+    assert llvm_rss_kib() < 8 << 10, llvm_rss_kib()
+    old = np.zeros((100, 300, 4), np.uint8)
+    new = old.copy()
+    new[40:45, 200:260, 1] = 9
+    assert tiles.changed_rects(old, new) == [Rect(200, 40, 60, 5)]
