@@ -19,6 +19,7 @@ from spiceserver.sources.base import Rect
 
 __all__ = [
     "MAX_GRAB_BOXES",
+    "SMALL_PIXELS",
     "TILE",
     "changed_rects",
     "changed_rects_moved",
@@ -29,8 +30,9 @@ __all__ = [
 
 #: Tile edge for change detection and grab planning (pixels).
 TILE = 32
-#: Areas of at most this many pixels are reported as one tight box (a glyph, a clock face).
-SMALL_PIXELS = 16 * TILE * TILE
+#: Areas of at most this many tiles are reported as one tight box (a glyph, a clock face).
+SMALL_TILES = 16
+SMALL_PIXELS = SMALL_TILES * TILE * TILE
 #: More separate grab boxes than this in one update, and one bounding box is grabbed instead
 #: (each box is a round trip to the X server).
 MAX_GRAB_BOXES = 8
@@ -90,7 +92,7 @@ def changed_rects(old: np.ndarray, new: np.ndarray, tile: int = TILE) -> list[Re
     if old.shape != new.shape:
         raise ValueError(f"shapes differ: {old.shape} and {new.shape}")
     height, width = old.shape[:2]
-    small = height * width <= 16 * tile * tile  # a glyph, a clock face: one tight box
+    small = height * width <= SMALL_TILES * tile * tile
     if small and _changed_box is not None:
         try:
             x0, y0, x1, y1 = _changed_box(old, new)
@@ -98,6 +100,10 @@ def changed_rects(old: np.ndarray, new: np.ndarray, tile: int = TILE) -> list[Re
             pass
         else:
             return [] if x1 < x0 else [Rect(x0, y0, x1 + 1 - x0, y1 + 1 - y0)]
+    elif not small and _changed_boxes is not None:
+        found = _tiled(old, new, tile, _changed_boxes, None)
+        if found is not None:
+            return found
     a = as_u32(old)
     b = as_u32(new)
     if small:
@@ -110,10 +116,6 @@ def changed_rects(old: np.ndarray, new: np.ndarray, tile: int = TILE) -> list[Re
         cols = np.flatnonzero(changed.any(axis=0))
         top, left = int(rows[0]), int(cols[0])
         return [Rect(left, top, int(cols[-1]) + 1 - left, int(rows[-1]) + 1 - top)]
-    if _changed_boxes is not None:
-        found = _tiled(old, new, tile, _changed_boxes, None)
-        if found is not None:
-            return found
     diff = ((a ^ b) & 0x00FF_FFFF) != 0
     if not diff.any():
         return []
