@@ -84,7 +84,9 @@ def warmup() -> None:
     dictionary = GlzDictionary(1000, max_pixels=64, hash_bits=10)
     dictionary.encode(frame)  # read-only: the general path
     dictionary.encode(frame[1:3, 1:5])
-    dictionary.encode(frame.copy())  # small, writable, contiguous: glz_encode_small
+    dictionary.encode(frame.copy())  # small, writable, contiguous: glz_encode_small_placed
+    # ... and glz_encode_small, which takes a small image whose arena is sized first
+    GlzDictionary(1000, max_pixels=64, hash_bits=10).encode(frame.copy())
     # the second lane's priming kernel (used only when LANE_MIN_PIXELS lets images split)
     table = np.full(1 << 10, -1, dtype=np.int32)
     glz_prime(frame.view(np.uint32).reshape(-1), 0, 8, 0, 0, table)

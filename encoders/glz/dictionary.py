@@ -58,8 +58,19 @@ from encoders._lzbase import as_pixel_rows, literal_bound
 from encoders._scratch import buffer
 from encoders.errors import EncoderError, GlzStaged
 from encoders.glz._kernels import (
+    ARENA_IMAGES,
     MAX_PIXEL_LONG_DISTANCE,
+    MIN_ARENA_PIXELS,
+    NOT_PLACED,
+    STATE_BYTES,
+    STATE_FIELDS,
+    STATE_IMAGES,
+    STATE_KEPT,
+    STATE_NEXT_ID,
+    STATE_NEXT_VIRT,
+    STATE_OLDEST_ID,
     glz_encode_small,
+    glz_encode_small_placed,
     glz_prime,
     glz_rebase,
     glz_rgb32_compress,
@@ -98,11 +109,8 @@ MAX_IMAGES = 4096
 LANE_MIN_PIXELS = MAX_PIXEL_LONG_DISTANCE
 #: The second lane's table is primed with the pixels of the first lane (up to this many).
 PRIME_PIXELS = 1 << 24
-#: The arena holds at least this many pixels (2 MiB) when the window allows.
-MIN_ARENA_PIXELS = 1 << 19
 #: The arena is sized for ``ARENA_IMAGES`` times the largest of this many latest images.
 RECENT_IMAGES = 64
-ARENA_IMAGES = 4
 
 LZ_MAGIC = 0x20205A4C
 LZ_VERSION = 0x00010001
@@ -254,6 +262,19 @@ def _fill(rows: list[np.ndarray], arena: np.ndarray, staged: tuple[int, int, int
     return npixels == 0
 
 
+class _StateField:
+    """An int field of a dictionary's ``_state`` array, as an attribute."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __get__(self, owner: GlzDictionary, kind: type | None = None) -> int:
+        return int(owner._state[self.index])
+
+    def __set__(self, owner: GlzDictionary, value: int) -> None:
+        owner._state[self.index] = value
+
+
 class GlzDictionary:
     """The GLZ window of one client session: encodes images that may reference earlier ones.
 
@@ -294,8 +315,9 @@ class GlzDictionary:
             raise EncoderError(f"glz: hash_bits must be in 10..26, got {hash_bits}")
         self.window_pixels = int(window_pixels)
         self.capacity = min(self.window_pixels, int(max_pixels))
-        self.images_encoded = 0
-        self.bytes_out = 0
+        #: The bookkeeping (see ``_kernels.STATE_*``), read and written by the small
+        #: images' kernel too; the attributes below are views of it.
+        self._state = np.zeros(STATE_FIELDS, dtype=np.int64)
         #: Rooms lent out by :meth:`stage` so far.
         self.stagings = 0
         self._lock = threading.Lock()
@@ -304,11 +326,18 @@ class GlzDictionary:
         self._img_virt = np.zeros(MAX_IMAGES, dtype=np.int64)
         self._img_aoff = np.zeros(MAX_IMAGES, dtype=np.int64)
         self._img_size = np.zeros(MAX_IMAGES, dtype=np.int64)
-        self._recent = [0] * RECENT_IMAGES
-        self._next_virt = 0
+        self._recent = np.zeros(RECENT_IMAGES, dtype=np.int64)
         #: The arena room lent out by :meth:`stage`: (virtual start, arena offset, pixels).
         self._staged: tuple[int, int, int] | None = None
         self._start_session()
+
+    # The bookkeeping, fields of _state (the small images' kernel reads and writes it).
+    images_encoded = _StateField(STATE_IMAGES)
+    bytes_out = _StateField(STATE_BYTES)
+    _next_id = _StateField(STATE_NEXT_ID)
+    _oldest_id = _StateField(STATE_OLDEST_ID)
+    _kept_pixels = _StateField(STATE_KEPT)
+    _next_virt = _StateField(STATE_NEXT_VIRT)
 
     # -- public API -------------------------------------------------------------------------
 
@@ -442,7 +471,7 @@ class GlzDictionary:
             self._require_fit(pixels.shape[1], pixels.shape[0])
             with self._lock:
                 if self._staged is None:  # else the general path: lent room, or GlzStaged
-                    return self._encode_small(pixels)
+                    return self._placed(pixels) or self._encode_small(pixels)
         rows = [as_pixel_rows(part, "glz") for part in parts]
         if not rows:
             raise EncoderError("glz: no image to encode")
@@ -457,6 +486,19 @@ class GlzDictionary:
                 self._staged = staged
                 raise GlzStaged("glz: the arena room is lent out (stage) to another image")
             return self._encode_locked(rows, width, height, staged)
+
+    def encode_small(self, pixels: np.ndarray) -> bytes | None:
+        """:meth:`encode_stack` of one small image in the fewest steps (one kernel call),
+        for the path of every small change; None when it cannot go this way: not a small
+        C-contiguous (H, W, 4) uint8 array, not one that :meth:`fits`, room lent out by
+        :meth:`stage`, or the arena to resize first (:meth:`encode_stack` then)."""
+        if not _small_image(pixels):
+            return None
+        npixels = pixels.shape[0] * pixels.shape[1]
+        if not 0 < npixels < self.window_pixels or npixels > self.capacity:  # fits()
+            return None
+        with self._lock:
+            return None if self._staged is not None else self._placed(pixels)
 
     def reset(self) -> None:
         """Start a new client session: ids restart at 0 and nothing is referencable (room
@@ -482,7 +524,7 @@ class GlzDictionary:
         self._next_id = 0
         self._oldest_id = 0
         self._kept_pixels = 0
-        self._recent = [0] * RECENT_IMAGES
+        self._recent[:] = 0
 
     def _drop_oldest(self) -> None:
         slot = self._oldest_id % MAX_IMAGES
@@ -492,7 +534,8 @@ class GlzDictionary:
     def _size_arena(self, npixels: int) -> None:
         """Reallocate the arena when the recent largest image calls for another size."""
         self._recent[self._next_id % RECENT_IMAGES] = npixels
-        target = min(self.capacity, max(MIN_ARENA_PIXELS, ARENA_IMAGES * max(self._recent)))
+        biggest = int(self._recent.max())
+        target = min(self.capacity, max(MIN_ARENA_PIXELS, ARENA_IMAGES * biggest))
         size = self._arena.shape[0]
         if size < target or 2 * target <= size:
             # dropping every kept image is always safe (win_head_dist 0 says so)
@@ -536,6 +579,25 @@ class GlzDictionary:
         self.images_encoded += 1
         self.bytes_out += len(data)
         return data
+
+    def _placed(self, pixels: np.ndarray) -> bytes | None:
+        """A small image placed, encoded and accounted for in one kernel call
+        (``glz_encode_small_placed``); None: the arena is to be resized or the tables
+        rebased first (:meth:`_encode_small` does both).  Called with the lock held."""
+        npixels = pixels.shape[0] * pixels.shape[1]
+        out = buffer("glz", GLZ_HEADER_SIZE + literal_bound(npixels) + 16)
+        tables = self._tables
+        htab, ltab = tables.tables[0]
+        end = glz_encode_small_placed(
+            pixels, self._arena, self._state, self._recent, self.window_pixels, self.capacity,
+            tables.base, tables.SLOT_LIMIT, htab, ltab, self._img_virt, self._img_aoff,
+            self._img_size, out,
+        )  # fmt: skip
+        if end == NOT_PLACED:
+            return None
+        if end < 0:  # a kernel bounds check: a bug, never expected
+            raise EncoderError("glz: output buffer overflow")
+        return out[:end].tobytes()
 
     def _encode_small(self, pixels: np.ndarray) -> bytes:
         """One small C-contiguous image: copied, headed, encoded and recorded in one kernel

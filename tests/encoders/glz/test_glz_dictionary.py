@@ -252,18 +252,28 @@ def test_kernel_jit_equals_python(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_small_images_take_one_kernel_call_and_the_same_stream(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A small C-contiguous image goes through ``glz_encode_small`` (copy, header, tokens and
-    record in one call); its stream is the one the general path makes of the same pixels
-    (read-only, so they take it), through window evictions, arena wraps, table rebases and
-    resets, and it decodes."""
+    """A small C-contiguous image goes through ``glz_encode_small_placed`` (placement, copy,
+    header, tokens and bookkeeping in one call), or ``glz_encode_small`` when the arena is
+    resized or the tables rebased first; its stream is the one the general path makes of the
+    same pixels (read-only, so they take it), through window evictions, arena wraps, table
+    rebases and resets, and it decodes."""
     calls: list[int] = []
+    placed_calls: list[int] = []
     small = dictionary_module.glz_encode_small
+    placed = dictionary_module.glz_encode_small_placed
 
     def counted(*args: object) -> int:
         calls.append(1)
         return small(*args)  # type: ignore[arg-type]
 
+    def counted_placed(*args: object) -> int:
+        end = placed(*args)  # type: ignore[arg-type]
+        if end != dictionary_module.NOT_PLACED:
+            placed_calls.append(1)
+        return end
+
     monkeypatch.setattr(dictionary_module, "glz_encode_small", counted)
+    monkeypatch.setattr(dictionary_module, "glz_encode_small_placed", counted_placed)
     monkeypatch.setattr(dictionary_module.LaneTables, "SLOT_LIMIT", 20_000)
     rng = np.random.default_rng(11)
     base = text_like(96, 96, seed=3)
@@ -285,15 +295,23 @@ def test_small_images_take_one_kernel_call_and_the_same_stream(
             general.reset()
             w = GlzWindow()
     assert fast._tables.base > 0 and fast.oldest_id > 0
-    assert len(calls) == fast.images_encoded
+    assert len(calls) + len(placed_calls) == fast.images_encoded
+    assert calls and len(placed_calls) > 10 * len(calls)  # the first sizes the arena, ...
+    assert (fast.next_id, fast.oldest_id, fast.kept_pixels) == (
+        general.next_id,
+        general.oldest_id,
+        general.kept_pixels,
+    )
     # views, read-only buffers and large images take the general path
     calls.clear()
+    placed_calls.clear()
     frame = text_like(300, 300, seed=4)
     ro = np.frombuffer(frame[:20, :30].tobytes(), dtype=np.uint8).reshape(20, 30, 4)
     d = GlzDictionary(1 << 20)
     for img in (frame[:20, :30], ro, frame):
         d.encode(img)
-    assert calls == []
+    assert calls == [] and placed_calls == []
+    assert d.encode_small(frame[:20, :30]) is None and d.encode_small(ro) is None
 
 
 @needs_jit
@@ -317,13 +335,18 @@ def test_warmup_covers_production_signatures() -> None:
     """After warmup(), no input layout makes numba compile again (a stall mid-session)."""
     from encoders._jit import JIT_ENABLED
     from encoders.glz import warmup
-    from encoders.glz._kernels import glz_encode_small, glz_rgb32_compress
+    from encoders.glz._kernels import (
+        glz_encode_small,
+        glz_encode_small_placed,
+        glz_rgb32_compress,
+    )
 
     if not JIT_ENABLED:
         pytest.skip("JIT disabled")
     warmup()
     before = len(glz_rgb32_compress.signatures)
     small = len(glz_encode_small.signatures)
+    placed = len(glz_encode_small_placed.signatures)
     frame = np.arange(20 * 30 * 4, dtype=np.uint8).reshape(20, 30, 4)
     ro = np.frombuffer(frame.tobytes(), dtype=np.uint8).reshape(20, 30, 4)
     d = GlzDictionary(5000)
@@ -332,14 +355,15 @@ def test_warmup_covers_production_signatures() -> None:
         d.encode(img)
     assert len(glz_rgb32_compress.signatures) == before
     assert len(glz_encode_small.signatures) == small == 1
-    # and warmup() alone, in a fresh process, is what loads the small-image kernel (in this
-    # one, earlier tests may have compiled it already)
+    assert len(glz_encode_small_placed.signatures) == placed == 1
+    # and warmup() alone, in a fresh process, is what loads the small-image kernels (in this
+    # one, earlier tests may have compiled them already)
     code = (
-        "from encoders.glz import warmup; from encoders.glz._kernels import glz_encode_small;"
-        " warmup(); print(len(glz_encode_small.signatures))"
+        "from encoders.glz import warmup; from encoders.glz import _kernels as k; warmup();"
+        " print(len(k.glz_encode_small.signatures), len(k.glz_encode_small_placed.signatures))"
     )
     fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert fresh.stdout.split() == ["1"]
+    assert fresh.stdout.split() == ["1", "1"]
 
 
 def test_memory_follows_the_images_not_the_window() -> None:
