@@ -597,6 +597,28 @@ class ImageEncoder:
             return self.encode_glz_stack([pixels])
         return encode_shared(pixels, codec, self.settings), codec
 
+    def encode_small(self, pixels: np.ndarray) -> tuple[EncodedImage, str]:
+        """:meth:`encode` of a region of at most :data:`MIN_SAMPLED_PIXELS` (a glyph, a
+        clock's digits: never sampled, never lossy), GLZ going straight to the dictionary:
+        the choice without its general loop, on the path of every small change."""
+        height, width = pixels.shape[0], pixels.shape[1]
+        if width * height > MIN_SAMPLED_PIXELS:
+            raise ValueError(f"{width}x{height} is not a small region")
+        glz = self.glz
+        if (
+            glz is not None
+            and MODES[self.compression].codecs[0] == "glz"
+            and width * height * 4 >= MIN_COMPRESS_BYTES
+            and (self.ready is None or "glz" in self.ready)
+            and min(width, height) >= CODECS["glz"].min_side
+        ):
+            stream = glz.encode_small(pixels)  # one kernel call
+            if stream is not None:
+                return self._glz_wrap(stream, width, height)
+            if glz.fits(width, height):
+                return self._glz_image(glz, [pixels], width, height)
+        return self.encode(pixels)
+
     def glz_fits(self, width: int, height: int) -> bool:
         """Whether a ``width`` x ``height`` GLZ image fits this client's window now."""
         return self._fits("glz", width, height)
@@ -631,7 +653,11 @@ class ImageEncoder:
         decodes it).  Same ordering rule as :meth:`encode`."""
         width = parts[0].shape[1]
         height = sum(part.shape[0] for part in parts)
-        glz = self.glz
+        return self._glz_image(self.glz, parts, width, height)
+
+    def _glz_image(
+        self, glz: GlzDictionary | None, parts: list[np.ndarray], width: int, height: int
+    ) -> tuple[EncodedImage, str]:
         stream = None
         if glz is not None:
             try:
@@ -639,14 +665,17 @@ class ImageEncoder:
             except GlzStaged:  # another display of the session is reading into the arena
                 logger.debug("glz: arena room lent out, this image goes as LZ")
         if stream is not None:
-            if self.zlib_glz and len(stream) >= MIN_GLZ_SIZE_FOR_ZLIB:
-                wrapped = zlib.compress(stream, ZLIB_GLZ_LEVEL)
-                if len(wrapped) < len(stream):  # else plain GLZ, as libspice does
-                    head = _ZLIB_GLZ.pack(len(stream), len(wrapped))
-                    image = EncodedImage(
-                        type=ImageType.ZLIB_GLZ_RGB, width=width, height=height,
-                        body=(head, wrapped),
-                    )  # fmt: skip
-                    return image, "zlib-glz"
-            return _wrap(ImageType.GLZ_RGB, width, height, stream), "glz"
+            return self._glz_wrap(stream, width, height)
         return encode_shared(stacked_pixels(parts), "lz", self.settings), "lz"
+
+    def _glz_wrap(self, stream: bytes, width: int, height: int) -> tuple[EncodedImage, str]:
+        """A GLZ stream as its image: wrapped in zlib on slow links when that is smaller."""
+        if self.zlib_glz and len(stream) >= MIN_GLZ_SIZE_FOR_ZLIB:
+            wrapped = zlib.compress(stream, ZLIB_GLZ_LEVEL)
+            if len(wrapped) < len(stream):  # else plain GLZ, as libspice does
+                head = _ZLIB_GLZ.pack(len(stream), len(wrapped))
+                image = EncodedImage(
+                    type=ImageType.ZLIB_GLZ_RGB, width=width, height=height, body=(head, wrapped)
+                )
+                return image, "zlib-glz"
+        return _wrap(ImageType.GLZ_RGB, width, height, stream), "glz"

@@ -314,8 +314,13 @@ class DesktopSource(FramebufferSource):
     def _publish(
         self, scrolls: list[Scroll], writes: list[tuple[Rect, np.ndarray]], damage: list[Rect]
     ) -> None:
-        """Hand an update to the loop thread, which applies it and notifies (Exact frames)."""
-        self._hand(self._apply_handed, scrolls, writes, damage)
+        """Hand an update to the loop thread, which applies it and notifies (Exact frames);
+        on the loop thread itself (x11_loop.py), applied right here: nothing is in flight
+        for the capture thread to wait for, and a small change skips the hand-over's locks."""
+        if threading.get_ident() == self._loop_thread:
+            self._apply(scrolls, writes, damage)
+        else:
+            self._hand(self._apply_handed, scrolls, writes, damage)
 
     def _apply_handed(
         self, scrolls: list[Scroll], writes: list[tuple[Rect, np.ndarray]], damage: list[Rect]

@@ -96,8 +96,15 @@ def install() -> None:
     # (DisplayHandler._send_now): both begin here.
     around(update_loop.DisplayHandler, "_begin_update", "update", None)
     around(update_loop.DisplayHandler, "_send_now", "send-now", None)  # not a hop: counted
-    for name in ("encode_bands", "encode_inline"):  # the task's encode, _send_now's
-        setattr(update_loop, name, traced_encode(getattr(update_loop, name)))
+    # ... or the small update sent in one go (DisplayHandler._send_small).
+    around(update_loop.DisplayHandler, "_send_small", "update", None)
+    # The task's encode (on worker threads: the images inside are stamped too, later), and
+    # the encode of each image on the loop (_send_now's, _send_small's).
+    update_loop.encode_bands = traced_encode(update_loop.encode_bands)
+    from spiceserver.server.codecs import ImageEncoder
+
+    around(ImageEncoder, "encode", "encode", "encoded")
+    around(ImageEncoder, "encode_small", "encode", "encoded")
 
 
 def traced_encode(encode: Any) -> Any:
