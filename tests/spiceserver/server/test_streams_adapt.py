@@ -177,15 +177,15 @@ def test_a_slow_link_mid_stream_drops_frames_and_quality_and_keeps_the_newest() 
 
 
 def test_a_rebuilt_h264_encoder_starts_with_a_keyframe() -> None:
-    from spiceserver.server.channels.display.update_loop import _encode_frame
+    from spiceserver.server.channels.display.stream_control import encode_frame
     from spiceserver.server.channels.display.video import make_encoder
 
     rect = Rect(0, 0, VIDEO.width, VIDEO.height)
     encoder = make_encoder(VideoCodec.H264, rect.width, rect.height, 1_000_000)
     stream = VideoStream(0, rect, VideoCodec.H264, 0.0, encoder=encoder, bit_rate=1_000_000)
-    first = [_encode_frame(stream, video_frame(k), None) for k in range(3)]
+    first = [encode_frame(stream, video_frame(k), None) for k in range(3)]
     assert stream.encoder is encoder and all(first)
-    rebuilt = _encode_frame(stream, video_frame(3), 300_000)
+    rebuilt = encode_frame(stream, video_frame(3), 300_000)
     assert stream.encoder is not encoder
     assert rebuilt.startswith(b"\0\0\0\1") and b"\0\0\0\1\x67" in rebuilt  # SPS: a keyframe
 
