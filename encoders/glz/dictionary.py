@@ -118,6 +118,10 @@ LZ_IMAGE_TYPE_RGB32 = 8
 #: magic, version, type | top_down << 4, width, height, stride, id, win_head_dist (glz_encode()).
 _HEADER = struct.Struct(">IIBIIIQI")
 GLZ_HEADER_SIZE = _HEADER.size
+#: Streams of images of at most this many pixels are written into a buffer of the
+#: dictionary's own (3 KiB), images up to SMALL_IMAGE_PIXELS into the thread's scratch.
+SMALL_OUT_PIXELS = 32 * 32
+SMALL_OUT_BYTES = GLZ_HEADER_SIZE + literal_bound(SMALL_OUT_PIXELS) + 16
 
 
 class LaneTables:
@@ -238,14 +242,16 @@ def _small_image(pixels: object) -> bool:
     """Whether ``pixels`` is a small, writable, C-contiguous, non-empty (H, W, 4) uint8 array:
     the one layout ``glz_encode_small`` is compiled for.  Anything else (views, read-only
     buffers, bad input) takes the general path, which validates and reports."""
+    if type(pixels) is not np.ndarray:
+        return False
+    flags = pixels.flags  # a new object at each access: one
     return (
-        type(pixels) is np.ndarray
-        and pixels.dtype is _UINT8
+        pixels.dtype is _UINT8
         and pixels.ndim == 3
         and pixels.shape[2] == 4
         and 0 < pixels.shape[0] * pixels.shape[1] <= SMALL_IMAGE_PIXELS
-        and pixels.flags.c_contiguous
-        and pixels.flags.writeable
+        and flags.c_contiguous
+        and flags.writeable
     )
 
 
@@ -327,6 +333,8 @@ class GlzDictionary:
         self._img_aoff = np.zeros(MAX_IMAGES, dtype=np.int64)
         self._img_size = np.zeros(MAX_IMAGES, dtype=np.int64)
         self._recent = np.zeros(RECENT_IMAGES, dtype=np.int64)
+        #: Room for the streams of small images (made with the first: see SMALL_OUT_PIXELS).
+        self._small_out: np.ndarray | None = None
         #: The arena room lent out by :meth:`stage`: (virtual start, arena offset, pixels).
         self._staged: tuple[int, int, int] | None = None
         self._start_session()
@@ -365,6 +373,7 @@ class GlzDictionary:
     def nbytes(self) -> int:
         """Bytes of numpy memory this dictionary holds (arena, hash tables, image records)."""
         records = self._img_virt.nbytes + self._img_aoff.nbytes + self._img_size.nbytes
+        records += 0 if self._small_out is None else SMALL_OUT_BYTES
         return int(self._arena.nbytes) + self._tables.nbytes + records
 
     @property
@@ -585,7 +594,12 @@ class GlzDictionary:
         (``glz_encode_small_placed``); None: the arena is to be resized or the tables
         rebased first (:meth:`_encode_small` does both).  Called with the lock held."""
         npixels = pixels.shape[0] * pixels.shape[1]
-        out = buffer("glz", GLZ_HEADER_SIZE + literal_bound(npixels) + 16)
+        if npixels <= SMALL_OUT_PIXELS:  # a glyph's stream: room of its own, no lookup
+            out = self._small_out
+            if out is None:
+                out = self._small_out = np.empty(SMALL_OUT_BYTES, dtype=np.uint8)
+        else:
+            out = buffer("glz", GLZ_HEADER_SIZE + literal_bound(npixels) + 16)
         tables = self._tables
         htab, ltab = tables.tables[0]
         end = glz_encode_small_placed(

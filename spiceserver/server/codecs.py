@@ -361,6 +361,9 @@ def encode_stack(
     return encode(parts, settings)
 
 
+_GLZ_MIN_SIDE = CODECS["glz"].min_side
+
+
 def encode_shared(
     pixels: np.ndarray, codec: str, settings: CodecSettings = DEFAULT_SETTINGS
 ) -> EncodedImage:
@@ -610,7 +613,7 @@ class ImageEncoder:
             and MODES[self.compression].codecs[0] == "glz"
             and width * height * 4 >= MIN_COMPRESS_BYTES
             and (self.ready is None or "glz" in self.ready)
-            and min(width, height) >= CODECS["glz"].min_side
+            and min(width, height) >= _GLZ_MIN_SIDE
         ):
             stream = glz.encode_small(pixels)  # one kernel call
             if stream is not None:
