@@ -346,7 +346,9 @@ class DesktopSource(FramebufferSource):
         for i, scroll in enumerate(scrolls):
             self.scroll(scroll.rect, scroll.dy, damage if i == len(scrolls) - 1 else None)
         if damage and not scrolls:
-            self.damage(damage)
+            # damage() less its clipping and thread check: these rectangles are the grab's,
+            # inside the frame (the writes above took them), and this is the loop thread.
+            self._deliver("on_damage", (damage,))
 
     def _run(self, ready: concurrent.futures.Future[_Capture]) -> None:
         try:
