@@ -291,12 +291,7 @@ class DisplayHandler(StreamControl):
         version = source.version
         pixels = source.read(rect)
         self.moves.read(version)  # no await since the dirty region was taken (PendingMoves)
-        self.encoder.zlib_glz = wan_allowed(
-            self.context.config.zlib_glz_wan_compression,
-            self.channel.client_channel_caps,
-            self.session.metrics.link,
-            True,
-        )
+        self._update_zlib_glz()
         started = time.perf_counter()
         image, codec = self.encoder.encode_small(pixels)
         self.channel.draw_copy(rect.x, rect.y, image)
@@ -460,7 +455,16 @@ class DisplayHandler(StreamControl):
         config = self.context.config
         caps, link = self.channel.client_channel_caps, self.session.metrics.link
         self.encoder.lossy = wan_allowed(config.jpeg_wan_compression, caps, link, self._jpeg)
-        self.encoder.zlib_glz = wan_allowed(config.zlib_glz_wan_compression, caps, link, True)
+        self._update_zlib_glz()
+
+    def _update_zlib_glz(self) -> None:
+        """zlib around GLZ allowed for the next update (the only policy a small one needs)."""
+        self.encoder.zlib_glz = wan_allowed(
+            self.context.config.zlib_glz_wan_compression,
+            self.channel.client_channel_caps,
+            self.session.metrics.link,
+            True,
+        )
 
     def _set_jpeg_quality(self, bands: list[Rect], lossless: list[bool] | None) -> None:
         """The quality this update's JPEGs get: its first paint within the link's budget
